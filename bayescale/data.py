@@ -1,0 +1,213 @@
+"""Training-run tables: validation and the canonical `ScalingData` container.
+
+Canonical columns
+-----------------
+``n_params``       N, the number of model parameters.
+``n_tokens``       D, the number of training tokens (derived as C / (6 N) when absent).
+``compute``        C, training compute in FLOP (derived as 6 N D when absent).
+``loss``           the measured loss (or bounded metric) of the run; required.
+``unique_tokens``  U, the number of unique tokens (data-constrained law).
+``group``          an optional label that splits the table into separate curves.
+
+Any other numeric column (for example ``data_size``) may serve as the scaling variable of a
+single-variable law.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayescale.errors import DataError
+
+__all__ = ["CANONICAL", "ScalingData", "from_frame"]
+
+CANONICAL = ("n_params", "n_tokens", "compute", "loss", "unique_tokens", "group")
+FLOPS_PER_PARAM_TOKEN = 6.0
+
+
+def _rows(labels: Sequence[object], limit: int = 8) -> str:
+    shown = ", ".join(str(x) for x in list(labels)[:limit])
+    more = len(labels) - limit
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _bad_rows(frame: pd.DataFrame, column: str) -> list[object]:
+    values = frame[column].to_numpy(dtype=float)
+    return list(frame.index[~(np.isfinite(values) & (values > 0))])
+
+
+@dataclass(frozen=True)
+class ScalingData:
+    """A validated, private copy of a table of training runs.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The runs with canonical column names (a copy: the caller's frame is never touched).
+    source : str
+        Where the table came from (a path, or ``"DataFrame"``).
+    """
+
+    table: pd.DataFrame
+    source: str = "DataFrame"
+
+    @property
+    def n_runs(self) -> int:
+        """Number of runs (rows)."""
+        return len(self.table)
+
+    @property
+    def loss(self) -> np.ndarray:
+        """The observed losses as float64."""
+        return self.table["loss"].to_numpy(dtype=np.float64)
+
+    def column(self, name: str) -> np.ndarray:
+        """Return column ``name`` as a float64 array, with a clear error when absent."""
+        if name not in self.table.columns:
+            raise DataError(
+                f"column {name!r} not in data; columns are {list(self.table.columns)}.\n"
+                f"  Name it with columns={{{name!r}: '<your column>'}}."
+            )
+        return self.table[name].to_numpy(dtype=np.float64)
+
+    def require(self, variables: Sequence[str], n_parameters: int, law: str) -> None:
+        """Check that the data can identify a law over ``variables`` with ``n_parameters``.
+
+        Raises
+        ------
+        DataError
+            If a variable is missing, non-numeric, non-positive or constant, or if there are
+            fewer runs than parameters.
+        """
+        for name in variables:
+            values = self.column(name)
+            bad = _bad_rows(self.table, name)
+            if bad:
+                raise DataError(
+                    f"{name!r} has {len(bad)} non-positive or non-finite values "
+                    f"(rows {_rows(bad)}). Drop them or pass dropna=True."
+                )
+            if np.unique(values).size < 2:
+                raise DataError(
+                    f"law {law!r} needs {name!r} to vary, but every run has {name}="
+                    f"{values[0]:g}. Add runs at other values of {name!r}, or use a law over a "
+                    "variable that varies (for example law='power_law', variable=...)."
+                )
+        if self.n_runs <= n_parameters:
+            raise DataError(
+                f"law {law!r} has {n_parameters} parameters but the data has only "
+                f"{self.n_runs} runs. Add runs (at least {n_parameters + 1}), or choose a law "
+                "with fewer parameters."
+            )
+
+    def __repr__(self) -> str:
+        cols = ", ".join(c for c in self.table.columns)
+        return f"ScalingData({self.n_runs} runs; columns: {cols}; source: {self.source})"
+
+
+def _read(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[pd.DataFrame, str]:
+    if isinstance(data, pd.DataFrame):
+        return data.copy(deep=True), "DataFrame"
+    if isinstance(data, ScalingData):
+        return data.table.copy(deep=True), data.source
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"no such file: {str(path)!r}. Pass a CSV path or a DataFrame.")
+        try:
+            return pd.read_csv(path), str(path)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"could not read {str(path)!r} as CSV: {exc}") from exc
+    raise DataError(
+        f"data must be a pandas DataFrame or a CSV path; received {type(data).__name__}."
+    )
+
+
+def from_frame(
+    data: pd.DataFrame | ScalingData | str | os.PathLike[str],
+    *,
+    columns: Mapping[str, str] | None = None,
+    dropna: bool = False,
+) -> ScalingData:
+    """Validate a table of training runs and return a `ScalingData`.
+
+    Parameters
+    ----------
+    data : DataFrame, ScalingData or path
+        The runs, one per row. A path is read as CSV.
+    columns : mapping, optional
+        Canonical name -> the user's column, for example
+        ``{"n_params": "Model Size", "compute": "Training FLOP"}``.
+    dropna : bool, default False
+        Drop runs whose canonical numeric values are missing, non-finite or non-positive
+        instead of raising.
+
+    Returns
+    -------
+    ScalingData
+        A private copy with canonical column names; ``n_tokens`` = C / (6 N) is derived when
+        tokens are absent, and ``compute`` = 6 N D when compute is absent.
+
+    Raises
+    ------
+    DataError
+        If ``loss`` is missing, a named column is absent, or values are non-numeric,
+        non-finite or non-positive.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"N": [1e8, 1e9], "D": [2e9, 2e10], "loss": [3.1, 2.6]})
+    >>> from_frame(frame, columns={"n_params": "N", "n_tokens": "D"}).n_runs
+    2
+    """
+    frame, source = _read(data)
+    mapping = dict(columns or {})
+    missing = [user for user in mapping.values() if user not in frame.columns]
+    if missing:
+        raise DataError(
+            f"column {missing[0]!r} not in data; columns are {list(frame.columns)}.\n"
+            "  Fix the columns= mapping (canonical name -> your column name)."
+        )
+    frame = frame.rename(columns={user: canon for canon, user in mapping.items()})
+    if "loss" not in frame.columns:
+        raise DataError(
+            f"column 'loss' not in data; columns are {list(frame.columns)}.\n"
+            "  Name it with columns={'loss': '<your loss column>'}."
+        )
+    numeric = [c for c in CANONICAL if c in frame.columns and c != "group"]
+    numeric += [c for c in mapping if c not in CANONICAL and c in frame.columns]
+    for name in numeric:
+        converted = pd.to_numeric(frame[name], errors="coerce")
+        text = frame.index[converted.isna() & frame[name].notna()]
+        if len(text):
+            raise DataError(
+                f"{name!r} has {len(text)} non-numeric values (rows {_rows(list(text))}), "
+                f"for example {frame.loc[text[0], name]!r}. Clean the column or drop those rows."
+            )
+        frame[name] = converted.astype(np.float64)
+    bad = sorted({row for name in numeric for row in _bad_rows(frame, name)}, key=str)
+    if bad and dropna:
+        frame = frame.drop(index=bad)
+    elif bad:
+        name = next(n for n in numeric if _bad_rows(frame, n))
+        rows = _bad_rows(frame, name)
+        raise DataError(
+            f"{name!r} has {len(rows)} non-positive or non-finite values (rows {_rows(rows)}). "
+            "Drop them or pass dropna=True."
+        )
+    if "n_tokens" not in frame.columns and {"compute", "n_params"} <= set(frame.columns):
+        frame["n_tokens"] = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"])
+    if "compute" not in frame.columns and {"n_tokens", "n_params"} <= set(frame.columns):
+        frame["compute"] = FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"]
+    if "group" in frame.columns:
+        frame["group"] = frame["group"].astype(str)
+    if len(frame) == 0:
+        raise DataError("the data has no runs left. Pass a table with at least one valid row.")
+    return ScalingData(table=frame, source=source)

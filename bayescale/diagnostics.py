@@ -1,0 +1,97 @@
+"""Convergence checks on a posterior `DataTree`, with documented thresholds.
+
+References
+----------
+Vehtari, Gelman, Simpson, Carpenter and Buerkner (2021), "Rank-normalization, folding, and
+localization: an improved R-hat for assessing convergence of MCMC", Bayesian Analysis 16(2),
+doi:10.1214/20-BA1221: r_hat <= 1.01 and a bulk and tail ESS of at least 100 per chain.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bayescale.errors import ConvergenceWarning
+
+__all__ = ["convergence_problems", "warn_convergence"]
+
+
+def convergence_problems(
+    tree: Any,
+    *,
+    var_names: Sequence[str] | None = None,
+    max_rhat: float = 1.01,
+    min_ess_per_chain: float = 100.0,
+    max_divergences: int = 0,
+) -> list[str]:
+    """List what is wrong with an MCMC posterior; an empty list means no problem was found.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        With ``posterior`` and ``sample_stats`` groups.
+    var_names : sequence of str, optional
+        Parameters to check; default every posterior variable.
+    max_rhat : float, default 1.01
+        Largest acceptable rank-normalised split R-hat.
+    min_ess_per_chain : float, default 100
+        Smallest acceptable bulk and tail effective sample size per chain.
+    max_divergences : int, default 0
+        Largest acceptable number of divergent transitions.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem, naming the parameters and a fix.
+    """
+    import arviz_stats as azs
+
+    post = tree["posterior"].to_dataset()
+    names = list(var_names or post.data_vars)
+    n_chains = post.sizes["chain"]
+    problems = []
+    if "sample_stats" in tree.children and "diverging" in tree["sample_stats"].data_vars:
+        n_div = int(tree["sample_stats"]["diverging"].values.sum())
+        if n_div > max_divergences:
+            total = tree["sample_stats"]["diverging"].size
+            problems.append(
+                f"{n_div} of {total} transitions diverged. Try target_accept=0.95, tighter priors,"
+                " or a law with fewer parameters for this data."
+            )
+    if n_chains < 2:
+        return problems
+    sub = post[names]
+    rhat = azs.rhat(sub)
+    bad = [f"{k} ({float(rhat[k].max()):.3f})" for k in names if float(rhat[k].max()) > max_rhat]
+    if bad:
+        problems.append(
+            f"r_hat above {max_rhat} for {', '.join(bad)}: chains disagree. Run longer "
+            "(num_warmup, num_samples) or check the posterior for several modes."
+        )
+    floor = min_ess_per_chain * n_chains
+    for method in ("bulk", "tail"):
+        ess = azs.ess(sub, method=method)
+        low = [f"{k} ({float(ess[k].min()):.0f})" for k in names if float(ess[k].min()) < floor]
+        if low:
+            problems.append(
+                f"{method} ESS below {floor:.0f} for {', '.join(low)}. Increase num_samples."
+            )
+    return problems
+
+
+def warn_convergence(problems: Sequence[str], *, stacklevel: int = 3) -> None:
+    """Emit one `ConvergenceWarning` listing ``problems`` (nothing when empty)."""
+    if problems:
+        warnings.warn(
+            "the posterior may not be trustworthy: " + " ".join(problems),
+            ConvergenceWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _all_finite(values: Any) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(values))))

@@ -1,0 +1,434 @@
+"""Scaling laws as pure JAX functions in log space, and their registry.
+
+A law maps its parameters (in the papers' units: ``E``, ``A``, ``alpha``, ...) and the natural
+logarithms of its input variables to the natural logarithm of the predicted loss. Working in log
+space keeps every sum of power-law terms stable (``jnp.logaddexp``) and matches the likelihood,
+which is stated on log loss.
+
+Each parameter declares a *role* (``floor``, ``amplitude``, ``exponent``, ...). The role fixes
+how the parameter is sampled (amplitudes are sampled centred at the data, see
+`bayescale.model`) and which default prior it gets (`bayescale.priors.default_priors`).
+
+Adding a law
+------------
+Write ``fn(params, logx) -> log_loss`` with ``jax.numpy`` only, then call `register_law` with the
+parameter names and roles; every test parametrized over `LAWS` picks it up. See
+``docs/developer.md`` for the copy-and-fill skeleton.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+
+if TYPE_CHECKING:  # typing only: priors sit above laws in the layer order
+    from bayescale.priors import Prior
+
+__all__ = ["LAWS", "Law", "Param", "get_law", "register_law", "ROLES"]
+
+Array = Any
+LawFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
+
+ROLES = {
+    "floor": "irreducible loss, positive and below the smallest observed loss",
+    "amplitude": "coefficient of a power-law term, sampled as the term's size at the data centre",
+    "exponent": "positive power-law exponent",
+    "exponent_change": "change of the exponent at a break (either sign)",
+    "location": "position of a break, inside the observed range of the variable",
+    "sharpness": "width of a break in decades of the variable (small = sharp)",
+    "scale": "a positive scale in the variable's units (sampled relative to the data centre)",
+    "ceiling": "upper bound of a bounded metric, above the largest observed value",
+    "shape": "positive shape parameter",
+    "retention": "positive decay constant (in repetitions)",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a law.
+
+    Attributes
+    ----------
+    name : str
+        Name as in the paper (``"E"``, ``"A"``, ``"alpha"``, ...); also the posterior variable.
+    role : str
+        One of `ROLES`; sets the sampling transform and the default prior.
+    variable : str, optional
+        For ``amplitude``, ``scale`` and ``location``: the input variable the parameter is
+        measured against (its log is centred at that variable's mean log).
+    exponent : str, optional
+        For ``amplitude``: the exponent paired with it, so that ``log A = log A_c +
+        exponent * mean(log x)`` (an exact, volume-preserving reparameterisation).
+    prior : Prior, optional
+        A default prior that replaces the role's default.
+    """
+
+    name: str
+    role: str
+    variable: str | None = None
+    exponent: str | None = None
+    prior: Prior | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Law:
+    """A registered scaling law.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    fn : callable
+        ``fn(params, logx) -> log_loss``: pure JAX; ``params`` maps names to arrays (papers'
+        units), ``logx`` maps variable names to log inputs; all broadcast together.
+    variables : tuple of str
+        Input columns the law needs (``"n_params"``, ``"n_tokens"``, ...).
+    params : tuple of Param
+        Parameters in sampling order.
+    description, reference : str
+        Formula and citation for printing.
+    options : dict
+        The options the law was built with (for example the variable of a one-variable law).
+    """
+
+    name: str
+    fn: LawFn
+    variables: tuple[str, ...]
+    params: tuple[Param, ...]
+    description: str = ""
+    reference: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    factory: Callable[..., Law] | None = None
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the parameters, in order."""
+        return tuple(p.name for p in self.params)
+
+    def __call__(self, params: Mapping[str, Array], **inputs: Array) -> Array:
+        """Evaluate the law on raw (not log) inputs and return the loss.
+
+        Examples
+        --------
+        >>> law = get_law("chinchilla")
+        >>> p = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+        >>> round(float(law(p, n_params=7e10, n_tokens=1.4e12)), 3)
+        1.937
+        """
+        logx = {v: jnp.log(jnp.asarray(inputs[v], dtype=float)) for v in self.variables}
+        return jnp.exp(self.fn(params, logx))
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"Law({self.name!r}{', ' + opts if opts else ''}: {self.description})"
+
+
+LAWS: dict[str, Law] = {}
+
+
+def register_law(
+    name: str,
+    fn: LawFn,
+    *,
+    variables: tuple[str, ...],
+    params: tuple[Param, ...] | Mapping[str, str],
+    description: str = "",
+    reference: str = "",
+    factory: Callable[..., Law] | None = None,
+    overwrite: bool = False,
+) -> Law:
+    """Register a law so that ``fit(data, law=name)`` can use it.
+
+    Parameters
+    ----------
+    name : str
+        Registry key.
+    fn : callable
+        ``fn(params, logx) -> log_loss`` in pure JAX.
+    variables : tuple of str
+        Input columns (canonical names or any numeric column of the data).
+    params : tuple of Param, or mapping name -> role
+        Parameters; a mapping gives each its role with no centring.
+    description, reference : str
+        Printed with the law.
+    factory : callable, optional
+        ``factory(**options) -> Law`` for laws with options (such as the variable).
+    overwrite : bool, default False
+        Replace an existing entry of the same name.
+
+    Returns
+    -------
+    Law
+    """
+    if isinstance(params, Mapping):
+        params = tuple(Param(k, r) for k, r in params.items())
+    for p in params:
+        if p.role not in ROLES:
+            raise ValueError(
+                f"parameter {p.name!r} has unknown role {p.role!r}. Roles: {sorted(ROLES)}."
+            )
+    if name in LAWS and not overwrite:
+        raise ValueError(f"law {name!r} is already registered. Pass overwrite=True to replace it.")
+    law = Law(name, fn, tuple(variables), tuple(params), description, reference, {}, factory)
+    LAWS[name] = law
+    return law
+
+
+def get_law(law: str | Law, **options: Any) -> Law:
+    """Return a registered law, built with ``options`` (for example ``variable="compute"``).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown (with the available names and a suggestion) or an option is
+        not accepted by the law.
+    """
+    if isinstance(law, Law):
+        base = law
+    else:
+        if law not in LAWS:
+            near = difflib.get_close_matches(str(law), LAWS, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"unknown law {law!r}. Available: {', '.join(LAWS)}.{hint}")
+        base = LAWS[law]
+    options = {k: v for k, v in options.items() if v is not None}
+    if not options or options == dict(base.options):
+        return base
+    if base.factory is None:
+        raise ValueError(
+            f"law {base.name!r} takes no options; received {sorted(options)}. "
+            f"It uses the variables {list(base.variables)}."
+        )
+    merged = {**base.options, **options}
+    try:
+        return base.factory(**merged)
+    except TypeError as exc:
+        raise ValueError(f"law {base.name!r}: bad options {sorted(options)}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------- the laws
+
+
+@functools.lru_cache(maxsize=None)
+def _power_law(variable: str = "n_params") -> Law:
+    def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+        return jnp.logaddexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * logx[variable])
+
+    return Law(
+        "power_law",
+        fn,
+        (variable,),
+        (
+            Param("E", "floor"),
+            Param("alpha", "exponent"),
+            Param("A", "amplitude", variable=variable, exponent="alpha"),
+        ),
+        f"L = E + A * {variable}^-alpha",
+        "Hestness et al. 2017, arXiv:1712.00409",
+        {"variable": variable},
+        _power_law,
+    )
+
+
+def _chinchilla_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+    terms = jnp.stack(
+        jnp.broadcast_arrays(
+            jnp.log(p["E"]),
+            jnp.log(p["A"]) - p["alpha"] * logx["n_params"],
+            jnp.log(p["B"]) - p["beta"] * logx["n_tokens"],
+        )
+    )
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+def _kaplan_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+    ratio = p["alpha_N"] / p["alpha_D"]
+    inner = jnp.logaddexp(
+        ratio * (jnp.log(p["N_c"]) - logx["n_params"]), jnp.log(p["D_c"]) - logx["n_tokens"]
+    )
+    return p["alpha_D"] * inner
+
+
+@functools.lru_cache(maxsize=None)
+def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
+    if breaks not in (1, 2):
+        raise TypeError(f"breaks must be 1 or 2, got {breaks!r}")
+    idx = range(1, breaks + 1)
+
+    def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+        x = logx[variable]
+        log_term = jnp.log(p["b"]) - p["c0"] * x
+        for i in idx:
+            f = p[f"f{i}"]
+            log_term = log_term - p[f"c{i}"] * f * jax.nn.softplus((x - jnp.log(p[f"d{i}"])) / f)
+        return jnp.logaddexp(jnp.log(p["E"]), log_term)
+
+    params = [
+        Param("E", "floor"),
+        Param("c0", "exponent"),
+        Param("b", "amplitude", variable=variable, exponent="c0"),
+    ]
+    for i in idx:
+        params += [
+            Param(f"c{i}", "exponent_change"),
+            Param(f"d{i}", "location", variable=variable),
+            Param(f"f{i}", "sharpness"),
+        ]
+    return Law(
+        "broken_power_law",
+        fn,
+        (variable,),
+        tuple(params),
+        "L = E + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)",
+        "Caballero et al. 2023, Broken Neural Scaling Laws, arXiv:2210.14891",
+        {"variable": variable, "breaks": breaks},
+        _broken_power_law,
+    )
+
+
+def _effective(log_total: Array, log_unique: Array, r_star: Array) -> Array:
+    """Log of U + U R* (1 - exp(-R/R*)) with R = total/unique - 1 (Muennighoff et al. eq. 5)."""
+    repeats = jnp.expm1(log_total - log_unique)
+    return log_unique + jnp.log1p(-r_star * jnp.expm1(-repeats / r_star))
+
+
+def _data_constrained_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+    log_a, log_b = jnp.log(p["A"]), jnp.log(p["B"])
+    alpha, beta = p["alpha"], p["beta"]
+    log_u_d = jnp.minimum(logx["unique_tokens"], logx["n_tokens"])
+    log_d_eff = _effective(logx["n_tokens"], log_u_d, p["R_D"])
+    # U_N = min(N, N_opt(U_D)): the compute-optimal size for U_D tokens under this law,
+    # from D_opt = G^-1 (C/6)^b, N_opt = G (C/6)^a, G = (alpha A / (beta B))^(1/(alpha+beta)).
+    log_g = (jnp.log(alpha) + log_a - jnp.log(beta) - log_b) / (alpha + beta)
+    log_n_opt = log_g + (beta / alpha) * (log_g + log_u_d)
+    log_u_n = jnp.minimum(logx["n_params"], log_n_opt)
+    log_n_eff = _effective(logx["n_params"], log_u_n, p["R_N"])
+    terms = jnp.stack(
+        jnp.broadcast_arrays(
+            jnp.log(p["E"]), log_a - alpha * log_n_eff, log_b - beta * log_d_eff
+        )
+    )
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+def _m4_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+    """(L - eps_inf) / (eps_0 - L)^alpha = beta x^-c, solved for L (Alabdulmohsin et al. 2022).
+
+    With L = eps_inf + (eps_0 - eps_inf) u and t = logit(u), the equation reads
+    h(t) = -softplus(-t) + alpha softplus(t) = log beta - c log x - (1 - alpha) log(eps_0 -
+    eps_inf), with h strictly increasing; it is solved by bisection and differentiated
+    implicitly (`jax.lax.custom_root`).
+    """
+    eps_inf, eps_0, alpha = p["eps_inf"], p["eps_0"], p["alpha"]
+    log_delta = jnp.log(eps_0 - eps_inf)
+    rhs = jnp.log(p["beta"]) - p["c"] * logx["data_size"] - (1.0 - alpha) * log_delta
+    alpha, rhs = jnp.broadcast_arrays(alpha, rhs)
+
+    def h(t: Array) -> Array:
+        return -jax.nn.softplus(-t) + alpha * jax.nn.softplus(t) - rhs
+
+    def bisect(f: Callable[[Array], Array], t0: Array) -> Array:
+        lo, hi = jnp.full_like(t0, -60.0), jnp.full_like(t0, 60.0)
+
+        def body(_: int, bounds: tuple[Array, Array]) -> tuple[Array, Array]:
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            up = f(mid) > 0
+            return jnp.where(up, lo, mid), jnp.where(up, mid, hi)
+
+        lo, hi = jax.lax.fori_loop(0, 48, body, (lo, hi))
+        return 0.5 * (lo + hi)
+
+    def tangent_solve(g: Callable[[Array], Array], y: Array) -> Array:
+        return y / g(jnp.ones_like(y))  # h is elementwise: its Jacobian is diagonal
+
+    t = jax.lax.custom_root(h, jnp.zeros_like(rhs), bisect, tangent_solve)
+    return jnp.logaddexp(jnp.log(eps_inf), log_delta - jax.nn.softplus(-t))
+
+
+@functools.lru_cache(maxsize=None)
+def _m4(variable: str = "data_size") -> Law:
+    def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
+        return _m4_fn(p, {"data_size": logx[variable]})
+
+    return Law(
+        "m4",
+        fn,
+        (variable,),
+        (
+            Param("eps_inf", "floor"),
+            Param("eps_0", "ceiling"),
+            Param("alpha", "shape"),
+            Param("c", "exponent"),
+            Param("beta", "amplitude", variable=variable, exponent="c"),
+        ),
+        "(L - eps_inf) / (eps_0 - L)^alpha = beta x^-c",
+        "Alabdulmohsin et al. 2022, Revisiting Neural Scaling Laws, arXiv:2209.06640",
+        {"variable": variable},
+        _m4,
+    )
+
+
+def _register_builtin() -> None:
+    for law in (_power_law(), _broken_power_law(), _m4()):
+        LAWS[law.name] = law
+    register_law(
+        "chinchilla",
+        _chinchilla_fn,
+        variables=("n_params", "n_tokens"),
+        params=(
+            Param("E", "floor"),
+            Param("alpha", "exponent"),
+            Param("beta", "exponent"),
+            Param("A", "amplitude", variable="n_params", exponent="alpha"),
+            Param("B", "amplitude", variable="n_tokens", exponent="beta"),
+        ),
+        description="L = E + A / N^alpha + B / D^beta",
+        reference="Hoffmann et al. 2022, arXiv:2203.15556",
+    )
+    register_law(
+        "kaplan",
+        _kaplan_fn,
+        variables=("n_params", "n_tokens"),
+        params=(
+            Param("alpha_N", "exponent"),
+            Param("alpha_D", "exponent"),
+            Param("N_c", "scale", variable="n_params"),
+            Param("D_c", "scale", variable="n_tokens"),
+        ),
+        description="L = ((N_c / N)^(alpha_N / alpha_D) + D_c / D)^alpha_D",
+        reference="Kaplan et al. 2020, arXiv:2001.08361, eq. (1.5)",
+    )
+    register_law(
+        "data_constrained",
+        _data_constrained_fn,
+        variables=("n_params", "n_tokens", "unique_tokens"),
+        params=(
+            Param("E", "floor"),
+            Param("alpha", "exponent"),
+            Param("beta", "exponent"),
+            Param("A", "amplitude", variable="n_params", exponent="alpha"),
+            Param("B", "amplitude", variable="n_tokens", exponent="beta"),
+            Param("R_D", "retention"),
+            Param("R_N", "retention"),
+        ),
+        description="L = E + A / N'^alpha + B / D'^beta, D' = U + U R_D (1 - exp(-R/R_D)), N' alike",
+        reference="Muennighoff et al. 2023, Scaling Data-Constrained Language Models, "
+        "arXiv:2305.16264",
+    )
+
+
+_register_builtin()
+LN10 = math.log(10.0)
+
+
+def with_options(law: Law, **options: Any) -> Law:
+    """Return ``law`` rebuilt with new options (alias of `get_law` for a `Law`)."""
+    return get_law(law, **options) if options else replace(law)

@@ -1,0 +1,249 @@
+"""Prior specifications and the default priors of each law.
+
+A `Prior` is a printable, serialisable description of a numpyro distribution
+(``Prior("LogNormal", loc=0.0, scale=2.5)``). `default_priors` gives every parameter of a law a
+weakly informative prior from its role, using only coarse facts about the data (the range of the
+losses and of the log inputs), so the defaults are invariant to the units of the inputs.
+
+Role defaults (see `bayescale.laws.ROLES`):
+
+===============  ==========================================================================
+role             default prior
+===============  ==========================================================================
+floor            ``Uniform(0, min loss)``: positive and below every observed loss
+amplitude        ``LogNormal(log median loss, 2.5)`` on the term's size at the data centre,
+                 ``A * xbar^-alpha``, where ``xbar`` is the geometric mean of the variable
+exponent         ``LogNormal(log 0.3, 1)``: positive; 95% between 0.04 and 2.1
+exponent_change  ``Normal(0, 1)``
+location         ``LogUniform(min x, max x)``: inside the observed range (sorted when several)
+sharpness        ``LogNormal(log 0.3, 1)``
+scale            ``LogNormal(5, 5)`` on the scale relative to the data centre, ``N_c / xbar``
+ceiling          ``Uniform(max loss, 2 max loss)``
+shape            ``HalfNormal(1)``
+retention        ``LogNormal(log 10, 1.5)``
+sigma            ``HalfNormal(0.1)``: the noise scale of log loss (10% relative error)
+===============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayescale.data import ScalingData
+from bayescale.errors import PriorError
+from bayescale.laws import Law
+
+__all__ = ["Prior", "Priors", "default_priors", "resolve_priors", "FAMILIES"]
+
+#: Distribution families a Prior may name, with their parameter names in order.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "Normal": ("loc", "scale"),
+    "HalfNormal": ("scale",),
+    "LogNormal": ("loc", "scale"),
+    "Uniform": ("low", "high"),
+    "LogUniform": ("low", "high"),
+    "Gamma": ("concentration", "rate"),
+    "Exponential": ("rate",),
+    "HalfCauchy": ("scale",),
+    "StudentT": ("df", "loc", "scale"),
+    "TruncatedNormal": ("loc", "scale", "low", "high"),
+    "Beta": ("concentration1", "concentration0"),
+}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior distribution: a family from `FAMILIES` and its parameters.
+
+    Parameters
+    ----------
+    family : str
+        Distribution family, for example ``"LogNormal"``.
+    **params : float
+        The family's parameters by name.
+
+    Examples
+    --------
+    >>> Prior("LogNormal", loc=0.0, scale=2.5)
+    LogNormal(loc=0, scale=2.5)
+    """
+
+    family: str
+    params: tuple[tuple[str, float], ...]
+    note: str = ""
+
+    def __init__(self, family: str, *, note: str = "", **params: float) -> None:
+        if family not in FAMILIES:
+            near = difflib.get_close_matches(family, FAMILIES, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise PriorError(f"unknown prior family {family!r}. Available: {list(FAMILIES)}.{hint}")
+        names = FAMILIES[family]
+        if set(params) != set(names):
+            raise PriorError(
+                f"{family} takes parameters {list(names)}; received {sorted(params)}. "
+                f"For example Prior({family!r}, {', '.join(f'{n}=...' for n in names)})."
+            )
+        values = tuple((n, float(params[n])) for n in names)
+        for n, v in values:
+            if not math.isfinite(v):
+                raise PriorError(f"{family} parameter {n}={v} must be finite.")
+        object.__setattr__(self, "family", family)
+        object.__setattr__(self, "params", values)
+        object.__setattr__(self, "note", note)
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The parameter values in the family's order."""
+        return tuple(v for _, v in self.params)
+
+    def to_numpyro(self) -> Any:
+        """Return the numpyro distribution."""
+        return make_distribution(self.family, *self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise to a plain dict (for file attributes)."""
+        return {"family": self.family, **dict(self.params), "note": self.note}
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Prior:
+        """Inverse of `to_dict`."""
+        spec = dict(spec)
+        return cls(spec.pop("family"), note=spec.pop("note", ""), **spec)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={v:.4g}" for n, v in self.params)
+        return f"{self.family}({args})"
+
+
+def make_distribution(family: str, *values: Any) -> Any:
+    """Build the numpyro distribution of ``family`` from positional parameter values."""
+    import numpyro.distributions as dist
+
+    if family == "LogUniform":
+        low, high = values
+        return dist.LogUniform(low, high)
+    return getattr(dist, family)(*values)
+
+
+class Priors(dict[str, Prior]):
+    """The priors of a fit: parameter name -> `Prior`, printed as a table."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per parameter: the prior and what it is placed on."""
+        rows = [{"parameter": k, "prior": repr(p), "on": p.note} for k, p in self.items()]
+        return pd.DataFrame(rows).set_index("parameter")
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k in self) if self else 0
+        lines = [f"  {k:<{width}}  ~ {p!r}" + (f"   ({p.note})" if p.note else "") for k, p in
+                 self.items()]
+        return "Priors:\n" + "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def default_priors(law: Law, data: ScalingData, likelihood: str = "student_t") -> Priors:
+    """Weakly informative default priors for ``law`` given coarse facts about ``data``.
+
+    Parameters
+    ----------
+    law : Law
+        The scaling law.
+    data : ScalingData
+        The runs; only the loss range and the ranges of the log inputs are used.
+    likelihood : str
+        Unused for now; every likelihood gets a ``sigma`` prior on the log-loss noise scale.
+
+    Returns
+    -------
+    Priors
+        Parameter name -> Prior, the law's parameters first, then ``sigma``.
+    """
+    loss = data.loss
+    lo_loss, hi_loss, mid_loss = float(loss.min()), float(loss.max()), float(np.median(loss))
+    out = Priors()
+    for p in law.params:
+        if p.prior is not None:
+            out[p.name] = p.prior
+            continue
+        var = p.variable
+        x = data.column(var) if var else None
+        centre = float(np.exp(np.mean(np.log(x)))) if x is not None else math.nan
+        if p.role == "floor":
+            prior = Prior("Uniform", low=0.0, high=lo_loss, note="below the smallest loss")
+        elif p.role == "amplitude":
+            prior = Prior(
+                "LogNormal",
+                loc=math.log(mid_loss),
+                scale=2.5,
+                note=f"on {p.name} * {var}^-{p.exponent} at {var} = {_fmt(centre)}",
+            )
+        elif p.role in ("exponent", "sharpness"):
+            prior = Prior("LogNormal", loc=math.log(0.3), scale=1.0)
+        elif p.role == "exponent_change":
+            prior = Prior("Normal", loc=0.0, scale=1.0)
+        elif p.role == "location":
+            prior = Prior("LogUniform", low=float(x.min()), high=float(x.max()),
+                          note=f"inside the observed {var}; sorted when several")
+        elif p.role == "scale":
+            prior = Prior("LogNormal", loc=5.0, scale=5.0, note=f"on {p.name} / {_fmt(centre)}")
+        elif p.role == "ceiling":
+            prior = Prior("Uniform", low=hi_loss, high=2 * hi_loss, note="above the largest loss")
+        elif p.role == "shape":
+            prior = Prior("HalfNormal", scale=1.0)
+        elif p.role == "retention":
+            prior = Prior("LogNormal", loc=math.log(10.0), scale=1.5)
+        else:  # pragma: no cover - register_law validates roles
+            raise PriorError(f"no default prior for role {p.role!r} of {p.name!r}")
+        out[p.name] = prior
+    out["sigma"] = Prior("HalfNormal", scale=0.1, note="noise sd of log loss")
+    return out
+
+
+def resolve_priors(
+    law: Law, data: ScalingData, priors: Mapping[str, Prior] | None, likelihood: str
+) -> Priors:
+    """Defaults for ``law`` with the user's ``priors`` laid over them, validated.
+
+    Raises
+    ------
+    PriorError
+        If a key names no parameter of the law or a value is not a `Prior`.
+    """
+    out = default_priors(law, data, likelihood)
+    for name, prior in (priors or {}).items():
+        if name not in out:
+            near = difflib.get_close_matches(name, out, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise PriorError(
+                f"prior given for {name!r}, which is not a parameter of law {law.name!r}; "
+                f"parameters are {list(out)}.{hint}"
+            )
+        if not isinstance(prior, Prior):
+            raise PriorError(
+                f"prior for {name!r} must be a bayescale.Prior, received "
+                f"{type(prior).__name__}: {prior!r}. For example Prior('Normal', loc=0, scale=1)."
+            )
+        role = next((p.role for p in law.params if p.name == name), "sigma")
+        if role == "location" and prior.family != "LogUniform":
+            raise PriorError(
+                f"break locations take a LogUniform prior (they are sorted jointly); received "
+                f"{prior!r} for {name!r}."
+            )
+        out[name] = prior
+    locations = [out[p.name] for p in law.params if p.role == "location"]
+    if len({loc.values for loc in locations}) > 1:
+        raise PriorError(
+            "all break locations of a law share one LogUniform range; received "
+            f"{[repr(p) for p in locations]}."
+        )
+    return out
