@@ -70,9 +70,12 @@ class ScalingData:
     def column(self, name: str) -> np.ndarray:
         """Return column ``name`` as a float64 array, with a clear error when absent."""
         if name not in self.table.columns:
+            hint = f"Name it with columns={{{name!r}: '<your column>'}}"
+            if name == "n_tokens":
+                hint += ", or name compute= and n_params= to derive D = C / (6 N)"
             raise DataError(
                 f"column {name!r} not in data; columns are {list(self.table.columns)}.\n"
-                f"  Name it with columns={{{name!r}: '<your column>'}}."
+                f"  {hint}."
             )
         return self.table[name].to_numpy(dtype=np.float64)
 

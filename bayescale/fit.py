@@ -306,13 +306,14 @@ def fit(
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     if progress_bar is None:
         progress_bar = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    mcmc = _mcmc(
-        model, num_warmup, num_samples, num_chains, chain_method, dense_mass,
-        float(target_accept), bool(progress_bar),
-    )
-    mcmc.run(key_mcmc, *inputs.args(), init_params=init, extra_fields=_NUMERIC_STATS)
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    config = (model, int(num_warmup), int(num_samples), int(num_chains), chain_method,
+              bool(dense_mass), float(target_accept))
+    if progress_bar:
+        samples, extra = _run_with_progress(config, key_mcmc, inputs.args(), init)
+    else:
+        keys = jax.random.split(key_mcmc, num_chains)
+        out = _chain_runner(*config)(keys, init, inputs.args())
+        samples, extra = ({k: np.asarray(v) for k, v in d.items()} for d in out)
     attrs.update(num_warmup=num_warmup, chain_method=chain_method, dense_mass=int(dense_mass),
                  target_accept=float(target_accept))
     tree = _tree(samples, extra, (model, inputs), scaling, law_, attrs)
@@ -322,23 +323,63 @@ def fit(
 
 
 @functools.lru_cache(maxsize=16)
-def _mcmc(
+def _chain_runner(
     model: Any, num_warmup: int, num_samples: int, num_chains: int, chain_method: str,
-    dense_mass: bool, target_accept: float, progress_bar: bool,
+    dense_mass: bool, target_accept: float,
 ) -> Any:
-    """One MCMC object per configuration: numpyro reuses its compiled sampler across runs."""
-    from numpyro.infer import MCMC, NUTS
+    """A compiled NUTS sampler for one configuration, reused across fits.
+
+    Data and initial values are arguments of the compiled function (numpyro's `MCMC` builds new
+    closures on every run and so recompiles every time), so a second fit of the same law to data
+    of the same shape costs sampling time only.
+    """
+    import jax
+    from numpyro.infer import NUTS
 
     kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept)
-    return MCMC(
-        kernel,
+
+    def one_chain(key: Any, init: Any, args: tuple[Any, ...]) -> Any:
+        state = kernel.init(key, num_warmup, init, model_args=args, model_kwargs={})
+
+        def step(state: Any, _: Any) -> Any:
+            state = kernel.sample(state, args, {})
+            stats = {
+                "diverging": state.diverging,
+                "num_steps": state.num_steps,
+                "accept_prob": state.accept_prob,
+                "energy": state.energy,
+                "potential_energy": state.potential_energy,
+            }
+            return state, (state.z, stats)
+
+        state, _ = jax.lax.scan(step, state, None, length=num_warmup)
+        _, (z, stats) = jax.lax.scan(step, state, None, length=num_samples)
+        return jax.vmap(kernel.postprocess_fn(args, {}))(z), stats
+
+    if chain_method == "parallel":
+        return jax.pmap(one_chain, in_axes=(0, 0, None))
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+
+
+def _run_with_progress(
+    config: tuple[Any, ...], key: Any, args: tuple[Any, ...], init: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run numpyro's `MCMC` with its progress bar (recompiles on every call)."""
+    from numpyro.infer import MCMC, NUTS
+
+    model, num_warmup, num_samples, num_chains, chain_method, dense_mass, target_accept = config
+    mcmc = MCMC(
+        NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method=chain_method,
-        progress_bar=progress_bar,
-        jit_model_args=True,
+        chain_method="sequential" if chain_method == "vectorized" else chain_method,
+        progress_bar=True,
     )
+    mcmc.run(key, *args, init_params=init, extra_fields=_NUMERIC_STATS)
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    return samples, extra
 
 
 @dataclass(frozen=True)
@@ -413,7 +454,7 @@ def _map(model: Any, args: tuple[Any, ...], key: Any, num_draws: int) -> tuple[A
         k_init, k_draw = jax.random.split(jax.random.PRNGKey(np.asarray(key)[-1]))
         starts, value_and_grad, laplace = _map_functions(model)
         z, fz = (np.asarray(a) for a in starts(k_init, args64, 7))
-        best = np.argsort(fz)[:3]
+        best = np.argsort(fz)[:2]
 
         def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
             v, g = value_and_grad(x, k_init, args64)
@@ -480,15 +521,19 @@ def _tree(
     return tree
 
 
-def _log_likelihood(model: Any, inputs: Any, samples: Mapping[str, np.ndarray]) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _log_likelihood_fn(model: Any) -> Any:
     import jax
     from numpyro.infer import log_likelihood
 
+    return jax.jit(lambda flat, args: log_likelihood(model, flat, *args)[OBS])
+
+
+def _log_likelihood(model: Any, inputs: Any, samples: Mapping[str, np.ndarray]) -> np.ndarray:
     first = next(iter(samples.values()))
     n_chain, n_draw = first.shape[:2]
     flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
-    with jax.default_device(jax.devices("cpu")[0]):
-        ll = log_likelihood(model, flat, *inputs.args())[OBS]
+    ll = _log_likelihood_fn(model)(flat, inputs.args())
     return np.asarray(ll).reshape(n_chain, n_draw, -1)
 
 

@@ -1,0 +1,153 @@
+"""The ``bayescale`` command line: a thin layer over the public API.
+
+The CLI (unlike the library) configures JAX for speed before first use: four host devices so
+that four chains run in parallel, and a persistent compilation cache under
+``$BAYESCALE_CACHE`` (default ``~/.cache/bayescale``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _configure_jax(num_chains: int = 4) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={num_chains}".strip()
+        )
+    import jax
+
+    cache = Path(os.environ.get("BAYESCALE_CACHE", Path.home() / ".cache" / "bayescale")) / "jax"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except OSError:  # a read-only home: run without the cache
+        pass
+
+
+def _columns(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(
+                f"--column expects canonical=yours, for example n_params='Model Size'; "
+                f"received {pair!r}."
+            )
+        canon, user = pair.split("=", 1)
+        out[canon.strip()] = user.strip().strip("'\"")
+    return out
+
+
+def _print_table(frame: Any, title: str) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(f"\n{title}")
+        print(frame.to_string(float_format=lambda x: f"{x:.4g}"))
+
+
+def _report_fit(result: Any) -> None:
+    print(repr(result))
+    _print_table(result.summary(), "Posterior summary (90% equal-tailed intervals)")
+    problems = result.problems()
+    print("\nDiagnostics: " + ("; ".join(problems) if problems else "ok (no divergences, "
+                                                                      "r_hat <= 1.01, ESS ok)"))
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import bayescale as bs
+
+    result = bs.fit(
+        args.data,
+        args.law,
+        columns=_columns(args.column),
+        method=args.method,
+        likelihood=args.likelihood,
+        num_chains=args.chains,
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        seed=args.seed,
+        variable=args.variable,
+        breaks=args.breaks,
+        dropna=args.dropna,
+    )
+    print(repr(result.priors))
+    _report_fit(result)
+    if args.out:
+        path = result.save(args.out)
+        print(f"\nSaved the fit to {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bayescale import demo
+
+    return demo.run(Path(args.out), num_warmup=args.warmup, num_samples=args.samples,
+                    seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bayescale`` command."""
+    parser = argparse.ArgumentParser(
+        prog="bayescale", description="Bayesian inference for neural scaling laws."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def sampling(p: argparse.ArgumentParser, warmup: int = 1000, samples: int = 1000) -> None:
+        p.add_argument("--chains", type=int, default=4, help="NUTS chains (default 4)")
+        p.add_argument("--warmup", type=int, default=warmup, help=f"warm-up draws ({warmup})")
+        p.add_argument("--samples", type=int, default=samples, help=f"draws a chain ({samples})")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = sub.add_parser("fit", help="fit a law to a CSV of training runs")
+    p.add_argument("data", help="CSV file, one run per row")
+    p.add_argument("--law", default="chinchilla", help="law name (default chinchilla)")
+    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS",
+                   help="map a canonical column to yours, e.g. n_params='Model Size'")
+    p.add_argument("--method", default="nuts", choices=["nuts", "map", "huber"])
+    p.add_argument("--likelihood", default="student_t", choices=["student_t", "normal"])
+    p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
+    p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")
+    p.add_argument("--dropna", action="store_true", help="drop invalid runs")
+    p.add_argument("--out", default=None, help="write the fit to this netCDF file")
+    sampling(p)
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("demo", help="fit, forecast and allocate on an embedded synthetic ladder")
+    p.add_argument("--out", default="bayescale_demo", help="folder for the plots (bayescale_demo)")
+    sampling(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayescale`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_jax(getattr(args, "chains", 4))
+    from bayescale.errors import BayescaleError, ConvergenceWarning, ExtrapolationWarning
+
+    def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    for category in (ConvergenceWarning, ExtrapolationWarning):
+        warnings.simplefilter("always", category)
+    try:
+        return int(args.func(args))
+    except (BayescaleError, ValueError, OSError) as exc:
+        print(f"bayescale: error: {exc}".replace("\n", " "), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale as bs
+from bayescale.errors import DataError
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Model Size": [1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9, 6.4e9],
+            "Training FLOP": [1e19, 3e19, 4e19, 2e20, 1.6e20, 9e20, 6.4e20],
+            "loss": [3.3, 3.1, 2.9, 2.8, 2.7, 2.6, 2.55],
+        }
+    )
+
+
+def test_mapping_derives_tokens_and_leaves_the_caller_frame_alone():
+    frame = _frame()
+    before = frame.copy(deep=True)
+    data = bs.from_frame(frame, columns={"n_params": "Model Size", "compute": "Training FLOP"})
+    pd.testing.assert_frame_equal(frame, before)
+    np.testing.assert_allclose(data.column("n_tokens"), frame["Training FLOP"] /
+                               (6 * frame["Model Size"]))
+    assert data.n_runs == 7
+
+
+def test_missing_column_lists_what_exists():
+    with pytest.raises(DataError, match=r"(?s)column 'tokens' not in data; columns are \['Model Size'"):
+        bs.from_frame(_frame(), columns={"n_tokens": "tokens"})
+    with pytest.raises(DataError, match=r"(?s)column 'n_tokens' not in data.*Training FLOP.*"
+                                        r"derive D = C / \(6 N\)"):
+        bs.fit(_frame().rename(columns={"Model Size": "n_params"}), "chinchilla")
+
+
+def test_non_positive_and_non_finite_values_name_the_rows():
+    frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
+    frame.loc[2, "loss"] = -1.0
+    frame.loc[4, "loss"] = np.inf
+    with pytest.raises(DataError, match=r"'loss' has 2 non-positive or non-finite values "
+                                        r"\(rows 2, 4\)\. Drop them or pass dropna=True"):
+        bs.from_frame(frame)
+    assert bs.from_frame(frame, dropna=True).n_runs == 5
+
+
+def test_non_numeric_values_are_named():
+    frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
+    frame["loss"] = frame["loss"].astype(object)
+    frame.loc[3, "loss"] = "n/a"
+    with pytest.raises(DataError, match=r"'loss' has 1 non-numeric values \(rows 3\).*'n/a'"):
+        bs.from_frame(frame)
+
+
+def test_too_few_runs_and_constant_variable():
+    frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
+    with pytest.raises(DataError, match=r"law 'chinchilla' has 5 parameters but the data has "
+                                        r"only 4 runs"):
+        bs.fit(frame.iloc[:4], "chinchilla", method="huber")
+    const = frame.assign(n_params=1e9)
+    with pytest.raises(DataError, match=r"law 'chinchilla' needs 'n_params' to vary"):
+        bs.fit(const, "chinchilla", method="huber")
+
+
+def test_csv_path_and_bad_type(tmp_path):
+    path = tmp_path / "runs.csv"
+    _frame().to_csv(path, index=False)
+    data = bs.from_frame(path, columns={"n_params": "Model Size", "compute": "Training FLOP"})
+    assert data.source == str(path)
+    with pytest.raises(DataError, match="no such file"):
+        bs.from_frame(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="received list"):
+        bs.from_frame([1, 2, 3])  # type: ignore[arg-type]
+
+
+def test_loss_column_is_required():
+    with pytest.raises(DataError, match=r"(?s)column 'loss' not in data.*columns=\{'loss'"):
+        bs.from_frame(pd.DataFrame({"n_params": [1.0, 2.0]}))

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale as bs
+from bayescale.errors import ConvergenceWarning, PriorError
+
+
+def test_tree_has_the_groups_and_provenance(sim_fit):
+    tree = sim_fit.tree
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data",
+                  "constant_data"):
+        assert group in tree.children, group
+    assert set(sim_fit.posterior.data_vars) == {"E", "A", "B", "alpha", "beta", "sigma"}
+    assert tree["log_likelihood"]["loss"].dims == ("chain", "draw", "run")
+    assert tree.attrs["law"] == "chinchilla" and tree.attrs["seed"] == 1
+    assert json.loads(tree.attrs["priors"])["alpha"]["family"] == "LogNormal"
+    assert tree.attrs["bayescale_version"] == bs.__version__
+
+
+def test_summary_is_indexed_by_parameter(sim_fit):
+    table = sim_fit.summary()
+    assert list(table.index) == ["E", "alpha", "beta", "A", "B", "sigma"]
+    for col in ("mean", "sd", "median", "q5", "q95", "ess_bulk", "ess_tail", "r_hat"):
+        assert col in table.columns
+    assert "diagnostics: ok" in repr(sim_fit)
+
+
+def test_save_and_load_round_trip_exactly(sim_fit, tmp_path):
+    path = sim_fit.save(tmp_path / "sub" / "fit.nc")
+    assert not list(path.parent.glob("*.tmp"))
+    loaded = bs.load_fit(path)
+    assert loaded.tree.identical(sim_fit.tree)
+    pd.testing.assert_frame_equal(loaded.summary(), sim_fit.summary())
+    assert loaded.law is sim_fit.law
+    assert repr(loaded.priors) == repr(sim_fit.priors)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(bs.BayescaleError, match="no such file"):
+        bs.load_fit(tmp_path / "absent.nc")
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not netcdf")
+    with pytest.raises(bs.BayescaleError, match="could not read"):
+        bs.load_fit(bad)
+
+
+def test_same_seed_same_draws():
+    runs = bs.simulate("power_law", seed=2)
+    kwargs = dict(law="power_law", num_warmup=300, num_samples=300, seed=7)
+    a, b = bs.fit(runs, **kwargs), bs.fit(runs, **kwargs)
+    np.testing.assert_array_equal(a.posterior["alpha"].values, b.posterior["alpha"].values)
+
+
+def test_too_short_run_warns_naming_parameters():
+    # positive control: 20 warm-up steps cannot adapt a dense mass matrix
+    runs = bs.simulate("chinchilla", seed=5)
+    with pytest.warns(ConvergenceWarning, match=r"(r_hat above 1\.01|ESS below).* for .*alpha"):
+        result = bs.fit(runs, "chinchilla", num_warmup=20, num_samples=30, seed=3)
+    assert "WARNING" in repr(result)
+
+
+def test_prior_override_and_errors():
+    runs = bs.simulate("power_law", seed=2)
+    with pytest.raises(PriorError, match=r"'alpah'.*Did you mean 'alpha'"):
+        bs.fit(runs, "power_law", priors={"alpah": bs.Prior("Normal", loc=0, scale=1)})
+    with pytest.raises(PriorError, match=r"must be a bayescale.Prior"):
+        bs.fit(runs, "power_law", priors={"alpha": 0.3})
+    with pytest.raises(PriorError, match=r"Normal takes parameters \['loc', 'scale'\]"):
+        bs.Prior("Normal", mu=0, sigma=1)
+    tight = bs.fit(runs, "power_law", method="map", seed=0,
+                   priors={"alpha": bs.Prior("LogNormal", loc=np.log(0.2), scale=0.01)})
+    assert tight.summary().loc["alpha", "median"] == pytest.approx(0.2, rel=0.05)
+
+
+def test_bad_arguments():
+    runs = bs.simulate("power_law", seed=2)
+    with pytest.raises(ValueError, match=r"unknown method 'mcmc'\. Available: nuts, map, huber"):
+        bs.fit(runs, "power_law", method="mcmc")
+    with pytest.raises(ValueError, match=r"unknown likelihood 'cauchy'"):
+        bs.fit(runs, "power_law", likelihood="cauchy")
+    grouped = runs.assign(group=np.where(np.arange(len(runs)) % 2, "a", "b"))
+    with pytest.raises(bs.BayescaleError, match="has 2 groups"):
+        bs.fit(grouped, "power_law")
