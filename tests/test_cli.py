@@ -1,0 +1,49 @@
+import pytest
+
+from bayescale.cli import main
+
+
+@pytest.fixture
+def runs_csv(tmp_path, epoch_240):
+    path = tmp_path / "runs.csv"
+    frame = epoch_240[["n_params", "compute", "loss"]].rename(
+        columns={"n_params": "Model Size", "compute": "Training FLOP"}
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_fit_prints_the_summary_and_saves(runs_csv, tmp_path, capsys):
+    out = tmp_path / "fit.nc"
+    code = main([
+        "fit", str(runs_csv), "--law", "chinchilla", "--column", 'n_params="Model Size"',
+        "--column", "compute=Training FLOP", "--warmup", "300", "--samples", "300",
+        "--out", str(out),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Posterior summary" in captured.out and "alpha" in captured.out
+    assert "Diagnostics:" in captured.out
+    assert out.is_file()
+
+
+def test_errors_are_one_line_on_stderr(runs_csv, capsys):
+    code = main(["fit", str(runs_csv), "--law", "chinchila"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Did you mean 'chinchilla'" in lines[0]
+    assert "Traceback" not in captured.err
+    code = main(["fit", str(runs_csv), "--column", "n_params=nope"])
+    assert code == 2
+    assert "column 'nope' not in data" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--warmup", "300", "--samples", "300"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "SYNTHETIC" in captured.out
+    assert "Posterior of L(N, D)" in captured.out
+    pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
+    assert "fit.png" in pngs
