@@ -60,8 +60,10 @@ def _report_fit(result: Any) -> None:
     print(repr(result))
     _print_table(result.summary(), "Posterior summary (90% equal-tailed intervals)")
     problems = result.problems()
-    print("\nDiagnostics: " + ("; ".join(problems) if problems else "ok (no divergences, "
-                                                                      "r_hat <= 1.01, ESS ok)"))
+    print(
+        "\nDiagnostics: "
+        + ("; ".join(problems) if problems else "ok (no divergences, r_hat <= 1.01, ESS ok)")
+    )
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -92,8 +94,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
 
-    return demo.run(Path(args.out), num_warmup=args.warmup, num_samples=args.samples,
-                    seed=args.seed)
+    return demo.run(
+        Path(args.out), num_warmup=args.warmup, num_samples=args.samples, seed=args.seed
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a law to a CSV of training runs")
     p.add_argument("data", help="CSV file, one run per row")
     p.add_argument("--law", default="chinchilla", help="law name (default chinchilla)")
-    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS",
-                   help="map a canonical column to yours, e.g. n_params='Model Size'")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANON=YOURS",
+        help="map a canonical column to yours, e.g. n_params='Model Size'",
+    )
     p.add_argument("--method", default="nuts", choices=["nuts", "map", "huber"])
     p.add_argument("--likelihood", default="student_t", choices=["student_t", "normal"])
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")

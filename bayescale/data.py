@@ -74,8 +74,7 @@ class ScalingData:
             if name == "n_tokens":
                 hint += ", or name compute= and n_params= to derive D = C / (6 N)"
             raise DataError(
-                f"column {name!r} not in data; columns are {list(self.table.columns)}.\n"
-                f"  {hint}."
+                f"column {name!r} not in data; columns are {list(self.table.columns)}.\n  {hint}."
             )
         return self.table[name].to_numpy(dtype=np.float64)
 

@@ -13,11 +13,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from bayescale.errors import ConvergenceWarning
 
-__all__ = ["convergence_problems", "warn_convergence"]
+__all__ = ["convergence_problems", "diagnostic_table", "warn_convergence"]
 
 
 def convergence_problems(
@@ -65,8 +63,13 @@ def convergence_problems(
     if n_chains < 2:
         return problems
     sub = post[names]
-    rhat = azs.rhat(sub)
-    bad = [f"{k} ({float(rhat[k].max()):.3f})" for k in names if float(rhat[k].max()) > max_rhat]
+    rhat, ess = _quietly(lambda: azs.rhat(sub)), {}
+    for method in ("bulk", "tail"):
+        ess[method] = _quietly(lambda m=method: azs.ess(sub, method=m))
+    # NaN (a chain that never moved) counts as a failure, hence the negated comparisons
+    bad = [
+        f"{k} ({float(rhat[k].max()):.3f})" for k in names if not float(rhat[k].max()) <= max_rhat
+    ]
     if bad:
         problems.append(
             f"r_hat above {max_rhat} for {', '.join(bad)}: chains disagree. Run longer "
@@ -74,13 +77,23 @@ def convergence_problems(
         )
     floor = min_ess_per_chain * n_chains
     for method in ("bulk", "tail"):
-        ess = azs.ess(sub, method=method)
-        low = [f"{k} ({float(ess[k].min()):.0f})" for k in names if float(ess[k].min()) < floor]
+        low = [
+            f"{k} ({float(ess[method][k].min()):.0f})"
+            for k in names
+            if not float(ess[method][k].min()) >= floor
+        ]
         if low:
             problems.append(
                 f"{method} ESS below {floor:.0f} for {', '.join(low)}. Increase num_samples."
             )
     return problems
+
+
+def _quietly(compute: Any) -> Any:
+    """Run an arviz-stats diagnostic without its RuntimeWarnings on constant chains."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return compute()
 
 
 def warn_convergence(problems: Sequence[str], *, stacklevel: int = 3) -> None:
@@ -93,5 +106,16 @@ def warn_convergence(problems: Sequence[str], *, stacklevel: int = 3) -> None:
         )
 
 
-def _all_finite(values: Any) -> bool:
-    return bool(np.all(np.isfinite(np.asarray(values))))
+def diagnostic_table(posterior: Any, names: Sequence[str]) -> dict[str, list[float]]:
+    """Bulk and tail ESS and r_hat per parameter (NaN where a chain never moved)."""
+    import arviz_stats as azs
+
+    sub = posterior[list(names)]
+    bulk = _quietly(lambda: azs.ess(sub, method="bulk"))
+    tail = _quietly(lambda: azs.ess(sub, method="tail"))
+    rhat = _quietly(lambda: azs.rhat(sub))
+    return {
+        "ess_bulk": [float(bulk[k]) for k in names],
+        "ess_tail": [float(tail[k]) for k in names],
+        "r_hat": [float(rhat[k]) for k in names],
+    }

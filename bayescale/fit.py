@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import convergence_problems, warn_convergence
+from bayescale.diagnostics import convergence_problems, diagnostic_table, warn_convergence
 from bayescale.errors import BayescaleError, ConvergenceWarning
 from bayescale.huber import huber_fit
 from bayescale.laws import Law, get_law
@@ -120,12 +120,8 @@ class Fit:
             }
         table = pd.DataFrame.from_dict(rows, orient="index")
         if self.method == "nuts" and post.sizes["chain"] > 1:
-            import arviz_stats as azs
-
-            sub = post[self.param_names]
-            table["ess_bulk"] = [float(azs.ess(sub, method="bulk")[k]) for k in self.param_names]
-            table["ess_tail"] = [float(azs.ess(sub, method="tail")[k]) for k in self.param_names]
-            table["r_hat"] = [float(azs.rhat(sub)[k]) for k in self.param_names]
+            for column, values in diagnostic_table(post, self.param_names).items():
+                table[column] = values
         table.index.name = "parameter"
         return table
 
@@ -306,16 +302,27 @@ def fit(
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     if progress_bar is None:
         progress_bar = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    config = (model, int(num_warmup), int(num_samples), int(num_chains), chain_method,
-              bool(dense_mass), float(target_accept))
+    config = (
+        model,
+        int(num_warmup),
+        int(num_samples),
+        int(num_chains),
+        chain_method,
+        bool(dense_mass),
+        float(target_accept),
+    )
     if progress_bar:
         samples, extra = _run_with_progress(config, key_mcmc, inputs.args(), init)
     else:
         keys = jax.random.split(key_mcmc, num_chains)
         out = _chain_runner(*config)(keys, init, inputs.args())
         samples, extra = ({k: np.asarray(v) for k, v in d.items()} for d in out)
-    attrs.update(num_warmup=num_warmup, chain_method=chain_method, dense_mass=int(dense_mass),
-                 target_accept=float(target_accept))
+    attrs.update(
+        num_warmup=num_warmup,
+        chain_method=chain_method,
+        dense_mass=int(dense_mass),
+        target_accept=float(target_accept),
+    )
     tree = _tree(samples, extra, (model, inputs), scaling, law_, attrs)
     result = Fit(tree, law_, priors_, scaling)
     warn_convergence(result.problems(), stacklevel=2)
@@ -324,8 +331,13 @@ def fit(
 
 @functools.lru_cache(maxsize=16)
 def _chain_runner(
-    model: Any, num_warmup: int, num_samples: int, num_chains: int, chain_method: str,
-    dense_mass: bool, target_accept: float,
+    model: Any,
+    num_warmup: int,
+    num_samples: int,
+    num_chains: int,
+    chain_method: str,
+    dense_mass: bool,
+    target_accept: float,
 ) -> Any:
     """A compiled NUTS sampler for one configuration, reused across fits.
 
@@ -448,7 +460,8 @@ def _map(model: Any, args: tuple[Any, ...], key: Any, num_draws: int) -> tuple[A
 
     with jax.enable_x64(True):
         args64 = jax.tree_util.tree_map(
-            lambda a: None if a is None else np.asarray(a, np.float64), args,
+            lambda a: None if a is None else np.asarray(a, np.float64),
+            args,
             is_leaf=lambda a: a is None,
         )
         k_init, k_draw = jax.random.split(jax.random.PRNGKey(np.asarray(key)[-1]))
@@ -468,7 +481,9 @@ def _map(model: Any, args: tuple[Any, ...], key: Any, num_draws: int) -> tuple[A
         finite = all(np.all(np.isfinite(np.asarray(v))) for v in con.values())
         ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
         message = (
-            "" if ok else "the MAP optimisation did not reach a proper mode (the Hessian of the "
+            ""
+            if ok
+            else "the MAP optimisation did not reach a proper mode (the Hessian of the "
             "negative log posterior is not positive definite or not finite); the Laplace "
             "approximation is not valid. Use method='nuts' or tighter priors."
         )
@@ -564,9 +579,7 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         )
     options = json.loads(tree.attrs["law_options"])
     law = get_law(str(tree.attrs["law"]), **options)
-    priors = Priors(
-        {k: Prior.from_dict(v) for k, v in json.loads(tree.attrs["priors"]).items()}
-    )
+    priors = Priors({k: Prior.from_dict(v) for k, v in json.loads(tree.attrs["priors"]).items()})
     const = tree["constant_data"].to_dataset()
     table = pd.DataFrame({c: const[c].values for c in const.data_vars})
     table["loss"] = tree["observed_data"]["loss"].values

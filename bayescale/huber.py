@@ -48,8 +48,11 @@ def epoch_grid() -> dict[str, np.ndarray]:
 
 def _to_unconstrained(law: Law, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {
-        p.name: (np.asarray(values[p.name]) if p.role in _IDENTITY_ROLES
-                 else np.log(np.asarray(values[p.name])))
+        p.name: (
+            np.asarray(values[p.name])
+            if p.role in _IDENTITY_ROLES
+            else np.log(np.asarray(values[p.name]))
+        )
         for p in law.params
     }
 

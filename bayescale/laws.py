@@ -216,7 +216,7 @@ def get_law(law: str | Law, **options: Any) -> Law:
 # ----------------------------------------------------------------------------------- the laws
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _power_law(variable: str = "n_params") -> Law:
     def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
         return jnp.logaddexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * logx[variable])
@@ -256,7 +256,7 @@ def _kaplan_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
     return p["alpha_D"] * inner
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
     if breaks not in (1, 2):
         raise TypeError(f"breaks must be 1 or 2, got {breaks!r}")
@@ -311,9 +311,7 @@ def _data_constrained_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> A
     log_u_n = jnp.minimum(logx["n_params"], log_n_opt)
     log_n_eff = _effective(logx["n_params"], log_u_n, p["R_N"])
     terms = jnp.stack(
-        jnp.broadcast_arrays(
-            jnp.log(p["E"]), log_a - alpha * log_n_eff, log_b - beta * log_d_eff
-        )
+        jnp.broadcast_arrays(jnp.log(p["E"]), log_a - alpha * log_n_eff, log_b - beta * log_d_eff)
     )
     return jax.nn.logsumexp(terms, axis=0)
 
@@ -353,7 +351,7 @@ def _m4_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
     return jnp.logaddexp(jnp.log(eps_inf), log_delta - jax.nn.softplus(-t))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _m4(variable: str = "data_size") -> Law:
     def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
         return _m4_fn(p, {"data_size": logx[variable]})
@@ -419,7 +417,8 @@ def _register_builtin() -> None:
             Param("R_D", "retention"),
             Param("R_N", "retention"),
         ),
-        description="L = E + A / N'^alpha + B / D'^beta, D' = U + U R_D (1 - exp(-R/R_D)), N' alike",
+        description="L = E + A / N'^alpha + B / D'^beta, D' = U + U R_D (1 - exp(-R / R_D)), "
+        "N' alike",
         reference="Muennighoff et al. 2023, Scaling Data-Constrained Language Models, "
         "arXiv:2305.16264",
     )

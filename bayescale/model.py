@@ -89,9 +89,7 @@ def internal_sites(law: Law) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def build_model(
-    law: Law, families: tuple[tuple[str, str], ...], likelihood: str, nu: float
-) -> Any:
+def build_model(law: Law, families: tuple[tuple[str, str], ...], likelihood: str, nu: float) -> Any:
     """Return the numpyro model function ``model(logx, centre, hyper, log_loss)``.
 
     Cached on its static structure (law, prior families, likelihood), so repeated fits reuse

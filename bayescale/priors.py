@@ -142,8 +142,10 @@ class Priors(dict[str, Prior]):
 
     def __repr__(self) -> str:
         width = max(len(k) for k in self) if self else 0
-        lines = [f"  {k:<{width}}  ~ {p!r}" + (f"   ({p.note})" if p.note else "") for k, p in
-                 self.items()]
+        lines = [
+            f"  {k:<{width}}  ~ {p!r}" + (f"   ({p.note})" if p.note else "")
+            for k, p in self.items()
+        ]
         return "Priors:\n" + "\n".join(lines)
 
 
@@ -192,8 +194,12 @@ def default_priors(law: Law, data: ScalingData, likelihood: str = "student_t") -
         elif p.role == "exponent_change":
             prior = Prior("Normal", loc=0.0, scale=1.0)
         elif p.role == "location":
-            prior = Prior("LogUniform", low=float(x.min()), high=float(x.max()),
-                          note=f"inside the observed {var}; sorted when several")
+            prior = Prior(
+                "LogUniform",
+                low=float(x.min()),
+                high=float(x.max()),
+                note=f"inside the observed {var}; sorted when several",
+            )
         elif p.role == "scale":
             prior = Prior("LogNormal", loc=5.0, scale=5.0, note=f"on {p.name} / {_fmt(centre)}")
         elif p.role == "ceiling":

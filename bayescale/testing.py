@@ -24,9 +24,13 @@ TRUTHS: dict[str, dict[str, float]] = {
     "kaplan": {"alpha_N": 0.076, "alpha_D": 0.095, "N_c": 8.8e13, "D_c": 5.4e13},
     # Muennighoff et al. 2023, published constants (from their logs a, b, e)
     "data_constrained": {
-        "E": float(np.exp(0.6254804)), "A": float(np.exp(6.255414)),
-        "B": float(np.exp(7.3049974)), "alpha": 0.3526596, "beta": 0.3526596,
-        "R_D": 15.387756, "R_N": 5.309743,
+        "E": float(np.exp(0.6254804)),
+        "A": float(np.exp(6.255414)),
+        "B": float(np.exp(7.3049974)),
+        "alpha": 0.3526596,
+        "beta": 0.3526596,
+        "R_D": 15.387756,
+        "R_N": 5.309743,
     },
     "power_law": {"E": 1.8, "A": 480.0, "alpha": 0.35},
     # a BNSL-like curve: slow decay, then a steeper one after a break near x = 3e3

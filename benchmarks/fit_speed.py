@@ -66,15 +66,17 @@ def time_literature(df, n_sample_starts=150, n_sample_boot=40):
     picks = rng.choice(len(grid), n_sample_starts, replace=False)
     t = time.perf_counter()
     for i in picks:
-        scipy.optimize.minimize(literature_objective, grid[i], args=(log_n, log_d, log_l),
-                                method="L-BFGS-B")
+        scipy.optimize.minimize(
+            literature_objective, grid[i], args=(log_n, log_d, log_l), method="L-BFGS-B"
+        )
     per_start = (time.perf_counter() - t) / n_sample_starts
     best = np.array([6.17795598, 7.64273236, 0.59711196, 0.348, 0.366])
     t = time.perf_counter()
     for _ in range(n_sample_boot):
         idx = rng.integers(0, len(log_n), len(log_n))
-        scipy.optimize.minimize(literature_objective, best,
-                                args=(log_n[idx], log_d[idx], log_l[idx]), method="L-BFGS-B")
+        scipy.optimize.minimize(
+            literature_objective, best, args=(log_n[idx], log_d[idx], log_l[idx]), method="L-BFGS-B"
+        )
     per_boot = (time.perf_counter() - t) / n_sample_boot
     return per_start * len(grid), per_boot * 4000
 
@@ -83,16 +85,18 @@ def cold(data, cache_dir=None):
     cache = CACHE.format(d=str(cache_dir)) if cache_dir else ""
     code = COLD.format(data=str(data), cache=cache)
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     del out
     return time.perf_counter() - t
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=os.environ.get("BAYESCALE_DATA",
-                                                         ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--data", default=os.environ.get("BAYESCALE_DATA", ROOT.parent / "shared" / "data")
+    )
     parser.add_argument("--skip-cold", action="store_true")
     args = parser.parse_args()
 
@@ -111,8 +115,9 @@ def main() -> None:
         rows.append(("bayescale NUTS cold, no compile cache", cold(args.data), None, None, None))
         with tempfile.TemporaryDirectory() as d:
             cold(args.data, d)  # fill the cache
-            rows.append(("bayescale NUTS cold, warm compile cache", cold(args.data, d), None,
-                         None, None))
+            rows.append(
+                ("bayescale NUTS cold, warm compile cache", cold(args.data, d), None, None, None)
+            )
     bs.fit(df, "chinchilla", seed=0)  # compile
     for seed in (1, 2):
         t = time.perf_counter()
@@ -124,16 +129,26 @@ def main() -> None:
     bs.fit(df, "chinchilla", method="map")
     t = time.perf_counter()
     bs.fit(df, "chinchilla", method="map", num_samples=4000)
-    rows.append(("bayescale MAP + Laplace (4000 draws), warm", time.perf_counter() - t, None,
-                 None, None))
+    rows.append(
+        ("bayescale MAP + Laplace (4000 draws), warm", time.perf_counter() - t, None, None, None)
+    )
     bs.fit(df, "chinchilla", method="huber")
     t = time.perf_counter()
     bs.fit(df, "chinchilla", method="huber")
-    rows.append(("bayescale Huber point fit (best 64 of 4500 starts), warm",
-                 time.perf_counter() - t, None, None, None))
+    rows.append(
+        (
+            "bayescale Huber point fit (best 64 of 4500 starts), warm",
+            time.perf_counter() - t,
+            None,
+            None,
+            None,
+        )
+    )
 
-    print(f"Chinchilla law, {len(df)} Epoch rows, {os.cpu_count()} CPUs, "
-          f"jax devices: {__import__('jax').local_device_count()}")
+    print(
+        f"Chinchilla law, {len(df)} Epoch rows, {os.cpu_count()} CPUs, "
+        f"jax devices: {__import__('jax').local_device_count()}"
+    )
     print(f"{'set-up':<58} {'wall s':>8} {'vs lit.':>8} {'min ESS':>8} {'ESS/s':>8} {'div':>4}")
     for name, wall, ess, rate, div in rows:
         ratio = f"{wall / lit:8.3f}"

@@ -38,7 +38,7 @@ import bayescale  # noqa: E402
 
 project = "bayescale"
 author = "the bayescale developers"
-copyright = "the bayescale developers"  # noqa: A001
+copyright = "the bayescale developers"
 release = bayescale.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -79,6 +79,10 @@ if nb_execution_mode != "off":
     # the kernel inherits this environment: four host devices so that four chains run in
     # parallel, as the CLI and the tests do (it must be set before JAX is imported)
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    # notebooks run from the copies in docs/notebooks/, so relative paths would differ from
+    # notebooks/: point the dataset loader at the reference data instead
+    if (ROOT.parent / "shared" / "data").is_dir():
+        os.environ.setdefault("BAYESCALE_DATA", str(ROOT.parent / "shared" / "data"))
 
 #: notebook names the Notebooks page expects, in reading order; any other notebook follows
 NOTEBOOKS = (
@@ -97,7 +101,7 @@ def _copy_notebooks() -> list[str]:
     for stale in target.glob("*.ipynb"):
         if stale.stem not in found:
             stale.unlink()
-    for stem, path in found.items():
+    for path in found.values():
         dest = target / path.name
         if not dest.exists() or dest.read_bytes() != path.read_bytes():
             shutil.copy2(path, dest)  # keeps the mtime: unchanged notebooks are not re-read
@@ -154,7 +158,7 @@ DATA_FALLBACK = {
 
 
 def _data_doc(name: str, obj: object) -> str:
-    """The ``#:`` comment of a module-level data object, searched in its defining module."""
+    """Return the ``#:`` comment of a module-level data object from its defining module."""
     from sphinx.errors import PycodeError
     from sphinx.pycode import ModuleAnalyzer
 
@@ -171,7 +175,7 @@ def _data_doc(name: str, obj: object) -> str:
 
 
 def _entry(qualname: str, obj: object) -> str:
-    """The autodoc directive for one public object."""
+    """Return the autodoc directive for one public object."""
     if inspect.isclass(obj):
         options = ":show-inheritance:"
         if not issubclass(obj, BaseException):
@@ -190,8 +194,10 @@ def _module_of(obj: object) -> str:
     if not isinstance(module, str) or not module.startswith("bayescale"):
         # data objects (dicts, mappings) carry no module: find the one that defines the name
         for name in sorted(m for m in sys.modules if m.startswith("bayescale.")):
-            if any(getattr(sys.modules[name], n, None) is obj
-                   for n in getattr(sys.modules[name], "__all__", [])):
+            if any(
+                getattr(sys.modules[name], n, None) is obj
+                for n in getattr(sys.modules[name], "__all__", [])
+            ):
                 return name
         return "bayescale"
     return module
@@ -240,8 +246,7 @@ def _api_page() -> str:
             continue  # not written yet: documented once it exists
         module = importlib.import_module(module_name)  # a broken module must fail the build
         names = [
-            n for n in getattr(module, "__all__", [])
-            if id(getattr(module, n)) not in documented
+            n for n in getattr(module, "__all__", []) if id(getattr(module, n)) not in documented
         ]
         if not names:
             continue
@@ -252,8 +257,13 @@ def _api_page() -> str:
         extra += [_entry(f"{module_name}.{n}", getattr(module, n)) for n in names]
         extra += ["```", ""]
     if extra:
-        lines += ["## Submodules", "", "Public modules whose names are not re-exported at the top "
-                  "level.", ""] + extra
+        lines += [
+            "## Submodules",
+            "",
+            "Public modules whose functions are called through the module, for example "
+            "`bayescale.datasets.load_dataset`.",
+            "",
+        ] + extra
     return "\n".join(lines)
 
 
@@ -295,8 +305,30 @@ def _always_reread_notebooks(app, env, added, changed, removed):  # type: ignore
     return ["notebooks"]  # its listing depends on notebooks/, which Sphinx does not watch
 
 
+def _resolve_reexport(app, env, node, contnode):  # type: ignore[no-untyped-def]
+    """Link ``bayescale.<module>.<name>`` to its documented re-export ``bayescale.<name>``."""
+    target = node.get("reftarget", "")
+    parts = target.split(".")
+    if node.get("refdomain") != "py" or len(parts) < 3 or parts[0] != "bayescale":
+        return None
+    name = parts[-1]
+    if name not in bayescale.__all__:
+        return None
+    try:
+        defined = getattr(importlib.import_module(".".join(parts[:-1])), name)
+    except (ImportError, AttributeError):
+        return None
+    if defined is not getattr(bayescale, name):
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], f"bayescale.{name}", node, contnode
+    )
+
+
 def setup(app):  # type: ignore[no-untyped-def]
-    """Fill the notebook listing into the Notebooks page."""
+    """Fill the notebook listing and link module paths of re-exported names."""
     app.connect("source-read", _fill_notebooks)
     app.connect("env-get-outdated", _always_reread_notebooks)
+    app.connect("missing-reference", _resolve_reexport)
     return {"parallel_read_safe": True}

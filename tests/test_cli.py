@@ -15,11 +15,24 @@ def runs_csv(tmp_path, epoch_240):
 
 def test_fit_prints_the_summary_and_saves(runs_csv, tmp_path, capsys):
     out = tmp_path / "fit.nc"
-    code = main([
-        "fit", str(runs_csv), "--law", "chinchilla", "--column", 'n_params="Model Size"',
-        "--column", "compute=Training FLOP", "--warmup", "300", "--samples", "300",
-        "--out", str(out),
-    ])
+    code = main(
+        [
+            "fit",
+            str(runs_csv),
+            "--law",
+            "chinchilla",
+            "--column",
+            'n_params="Model Size"',
+            "--column",
+            "compute=Training FLOP",
+            "--warmup",
+            "300",
+            "--samples",
+            "300",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Posterior summary" in captured.out and "alpha" in captured.out

@@ -21,16 +21,22 @@ def test_mapping_derives_tokens_and_leaves_the_caller_frame_alone():
     before = frame.copy(deep=True)
     data = bs.from_frame(frame, columns={"n_params": "Model Size", "compute": "Training FLOP"})
     pd.testing.assert_frame_equal(frame, before)
-    np.testing.assert_allclose(data.column("n_tokens"), frame["Training FLOP"] /
-                               (6 * frame["Model Size"]))
+    np.testing.assert_allclose(
+        data.column("n_tokens"), frame["Training FLOP"] / (6 * frame["Model Size"])
+    )
     assert data.n_runs == 7
 
 
 def test_missing_column_lists_what_exists():
-    with pytest.raises(DataError, match=r"(?s)column 'tokens' not in data; columns are \['Model Size'"):
+    with pytest.raises(
+        DataError, match=r"(?s)column 'tokens' not in data; columns are \['Model Size'"
+    ):
         bs.from_frame(_frame(), columns={"n_tokens": "tokens"})
-    with pytest.raises(DataError, match=r"(?s)column 'n_tokens' not in data.*Training FLOP.*"
-                                        r"derive D = C / \(6 N\)"):
+    with pytest.raises(
+        DataError,
+        match=r"(?s)column 'n_tokens' not in data.*Training FLOP.*"
+        r"derive D = C / \(6 N\)",
+    ):
         bs.fit(_frame().rename(columns={"Model Size": "n_params"}), "chinchilla")
 
 
@@ -38,8 +44,11 @@ def test_non_positive_and_non_finite_values_name_the_rows():
     frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
     frame.loc[2, "loss"] = -1.0
     frame.loc[4, "loss"] = np.inf
-    with pytest.raises(DataError, match=r"'loss' has 2 non-positive or non-finite values "
-                                        r"\(rows 2, 4\)\. Drop them or pass dropna=True"):
+    with pytest.raises(
+        DataError,
+        match=r"'loss' has 2 non-positive or non-finite values "
+        r"\(rows 2, 4\)\. Drop them or pass dropna=True",
+    ):
         bs.from_frame(frame)
     assert bs.from_frame(frame, dropna=True).n_runs == 5
 
@@ -54,8 +63,11 @@ def test_non_numeric_values_are_named():
 
 def test_too_few_runs_and_constant_variable():
     frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
-    with pytest.raises(DataError, match=r"law 'chinchilla' has 5 parameters but the data has "
-                                        r"only 4 runs"):
+    with pytest.raises(
+        DataError,
+        match=r"law 'chinchilla' has 5 parameters but the data has "
+        r"only 4 runs",
+    ):
         bs.fit(frame.iloc[:4], "chinchilla", method="huber")
     const = frame.assign(n_params=1e9)
     with pytest.raises(DataError, match=r"law 'chinchilla' needs 'n_params' to vary"):

@@ -10,8 +10,7 @@ from bayescale.errors import ConvergenceWarning, PriorError
 
 def test_tree_has_the_groups_and_provenance(sim_fit):
     tree = sim_fit.tree
-    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data",
-                  "constant_data"):
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children, group
     assert set(sim_fit.posterior.data_vars) == {"E", "A", "B", "alpha", "beta", "sigma"}
     assert tree["log_likelihood"]["loss"].dims == ("chain", "draw", "run")
@@ -70,8 +69,13 @@ def test_prior_override_and_errors():
         bs.fit(runs, "power_law", priors={"alpha": 0.3})
     with pytest.raises(PriorError, match=r"Normal takes parameters \['loc', 'scale'\]"):
         bs.Prior("Normal", mu=0, sigma=1)
-    tight = bs.fit(runs, "power_law", method="map", seed=0,
-                   priors={"alpha": bs.Prior("LogNormal", loc=np.log(0.2), scale=0.01)})
+    tight = bs.fit(
+        runs,
+        "power_law",
+        method="map",
+        seed=0,
+        priors={"alpha": bs.Prior("LogNormal", loc=np.log(0.2), scale=0.01)},
+    )
     assert tight.summary().loc["alpha", "median"] == pytest.approx(0.2, rel=0.05)
 
 

@@ -9,8 +9,11 @@ from bayescale.testing import TRUTHS
 
 
 def test_unknown_law_suggests_the_nearest():
-    with pytest.raises(ValueError, match=r"unknown law 'chinchila'\. Available: .*"
-                                         r"Did you mean 'chinchilla'\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown law 'chinchila'\. Available: .*"
+        r"Did you mean 'chinchilla'\?",
+    ):
         bs.get_law("chinchila")
 
 
@@ -83,8 +86,12 @@ def test_register_a_user_law_and_fit_it():
     try:
         with pytest.raises(ValueError, match="already registered"):
             bs.register_law("compute_power_law_test", fn, variables=("compute",), params={})
-        runs = bs.simulate(law, truth={"E": 2.0, "gamma": 0.15, "K": 200.0}, seed=4,
-                           design=bs.testing.isoflop_design())
+        runs = bs.simulate(
+            law,
+            truth={"E": 2.0, "gamma": 0.15, "K": 200.0},
+            seed=4,
+            design=bs.testing.isoflop_design(),
+        )
         result = bs.fit(runs, "compute_power_law_test", method="huber")
         assert result.summary().loc["gamma", "mean"] == pytest.approx(0.15, abs=0.02)
     finally:
@@ -93,5 +100,6 @@ def test_register_a_user_law_and_fit_it():
 
 def test_bad_role_is_refused():
     with pytest.raises(ValueError, match=r"unknown role 'slope'"):
-        bs.register_law("bad_role_law", lambda p, x: x, variables=("n_params",),
-                        params={"k": "slope"})
+        bs.register_law(
+            "bad_role_law", lambda p, x: x, variables=("n_params",), params={"k": "slope"}
+        )

@@ -26,8 +26,8 @@ def _scale(law, name, values):
 
 
 def _prior_sd(fit, name, n=4000):
-    from numpyro.infer import Predictive
     import jax
+    from numpyro.infer import Predictive
 
     from bayescale.model import build_model, model_inputs
 

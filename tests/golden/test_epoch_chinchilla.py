@@ -41,8 +41,8 @@ def test_map_laplace_agrees_with_nuts(epoch_240, epoch_fit):
     nuts, approx = epoch_fit.summary(), laplace.summary()
     for name in ("E", "alpha", "beta"):
         # PERFORMANCE.md: Laplace medians within 1-2% of NUTS; allow 0.5 posterior sd
-        assert abs(approx.loc[name, "median"] - nuts.loc[name, "median"]) < 0.5 * nuts.loc[
-            name, "sd"
-        ]
+        assert (
+            abs(approx.loc[name, "median"] - nuts.loc[name, "median"]) < 0.5 * nuts.loc[name, "sd"]
+        )
         assert approx.loc[name, "sd"] == pytest.approx(nuts.loc[name, "sd"], rel=0.25)
     assert np.isfinite(approx.values).all()
