@@ -42,7 +42,7 @@ ROLES = {
     "exponent": "positive power-law exponent",
     "exponent_change": "change of the exponent at a break (either sign)",
     "location": "position of a break, inside the observed range of the variable",
-    "sharpness": "width of a break in decades of the variable (small = sharp)",
+    "sharpness": "width of a break in natural-log units of the variable (small = sharp)",
     "scale": "a positive scale in the variable's units (sampled relative to the data centre)",
     "ceiling": "upper bound of a bounded metric, above the largest observed value",
     "shape": "positive shape parameter",
@@ -169,16 +169,33 @@ def register_law(
     """
     if isinstance(params, Mapping):
         params = tuple(Param(k, r) for k, r in params.items())
-    for p in params:
-        if p.role not in ROLES:
-            raise ValueError(
-                f"parameter {p.name!r} has unknown role {p.role!r}. Roles: {sorted(ROLES)}."
-            )
+    _check_params(name, tuple(params), tuple(variables))
     if name in LAWS and not overwrite:
         raise ValueError(f"law {name!r} is already registered. Pass overwrite=True to replace it.")
     law = Law(name, fn, tuple(variables), tuple(params), description, reference, {}, factory)
     LAWS[name] = law
     return law
+
+
+def _check_params(law: str, params: tuple[Param, ...], variables: tuple[str, ...]) -> None:
+    """Refuse parameter declarations that the model could not sample."""
+    seen: set[str] = set()
+    for p in params:
+        if p.role not in ROLES:
+            raise ValueError(
+                f"parameter {p.name!r} has unknown role {p.role!r}. Roles: {sorted(ROLES)}."
+            )
+        if p.role in ("amplitude", "scale", "location") and p.variable not in variables:
+            raise ValueError(
+                f"law {law!r}: {p.role} {p.name!r} needs variable= one of {list(variables)}; "
+                f"received {p.variable!r}. Use Param({p.name!r}, {p.role!r}, variable=...)."
+            )
+        if p.role == "amplitude" and p.exponent not in seen:
+            raise ValueError(
+                f"law {law!r}: amplitude {p.name!r} needs exponent= naming a parameter declared "
+                f"before it; received {p.exponent!r}. Declared so far: {sorted(seen)}."
+            )
+        seen.add(p.name)
 
 
 def get_law(law: str | Law, **options: Any) -> Law:

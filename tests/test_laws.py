@@ -103,3 +103,24 @@ def test_bad_role_is_refused():
         bs.register_law(
             "bad_role_law", lambda p, x: x, variables=("n_params",), params={"k": "slope"}
         )
+
+
+def test_amplitude_must_name_an_earlier_exponent_and_a_variable():
+    with pytest.raises(ValueError, match=r"amplitude 'A' needs exponent= naming a parameter"):
+        bs.register_law(
+            "bad_amp_law",
+            lambda p, x: x,
+            variables=("n_params",),
+            params=(
+                bs.Param("A", "amplitude", variable="n_params", exponent="alpha"),
+                bs.Param("alpha", "exponent"),
+            ),
+        )
+    with pytest.raises(ValueError, match=r"amplitude 'A' needs variable= one of \['n_params'\]"):
+        bs.register_law(
+            "bad_amp_law",
+            lambda p, x: x,
+            variables=("n_params",),
+            params=(bs.Param("alpha", "exponent"), bs.Param("A", "amplitude", exponent="alpha")),
+        )
+    assert "bad_amp_law" not in LAWS
