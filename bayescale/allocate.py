@@ -40,6 +40,8 @@ _ND = ("n_params", "n_tokens")
 _GRID_POINTS = 32  # coarse grid over log N before the bisection (spacing 0.45 in log N)
 _BISECTIONS = 36  # halvings of the bracketing grid interval: 0.9 * 2^-36 = 1.3e-11 in log N
 _OUTER_BISECTIONS = 48  # halvings of log C in compute_for_loss: 69 * 2^-48 = 2.5e-13
+_HALF_DECADE = 0.5 * float(np.log(10.0))
+_FLAT = 1e-6  # rise of log loss below which N_opt is not identified (one part per million)
 
 
 # ------------------------------------------------------------------------------ results
@@ -55,7 +57,7 @@ class Allocation:
         Variables ``n_params`` (N_opt), ``n_tokens`` (D_opt), ``tokens_per_param`` (D_opt /
         N_opt) and ``loss`` (the law's loss at the optimum, without noise) over dims ``chain,
         draw, budget``; coordinate ``compute`` (FLOP) on ``budget``. NaN where the numerical
-        optimum left its search bracket (a `ConvergenceWarning` says so).
+        optimum left its search bracket or is not identified (a `ConvergenceWarning` says so).
     exponents : xarray.Dataset
         Variables ``a`` and ``b`` over ``chain, draw``: N_opt ∝ C^a, D_opt ∝ C^b.
     method : str
@@ -237,7 +239,8 @@ def compute_optimal(
     -----
     ConvergenceWarning
         If a numerical optimum lies at the edge of ``tokens_per_param_range`` (those entries
-        are NaN).
+        are NaN), or the loss is flat in N there so that N_opt is not identified (N, D NaN;
+        the loss kept): the data-constrained law at budgets far beyond its unique data.
 
     Notes
     -----
@@ -252,6 +255,8 @@ def compute_optimal(
     For other laws the loss is minimised over x = log N at fixed C per draw and budget: a grid
     of 32 points over the bracket, then 36 bisections of the sign of dL/dx in the grid
     interval around the best point (exact for the unimodal profiles of these laws; float64).
+    Where the loss rises by less than 1e-6 (relative) half a decade of N to either side, the
+    optimum is a plateau and N_opt is reported as NaN.
     The exponents are the least-squares slopes of log N_opt and log D_opt on log C over the
     budgets (over C / sqrt(10), C, C sqrt(10) when a single budget is given); b = 1 - a.
 
@@ -285,15 +290,14 @@ def compute_optimal(
         log_n, log_loss = _chinchilla_optimum(flat, log_ck)
         a = flat["beta"][:, 0] / (flat["alpha"][:, 0] + flat["beta"][:, 0])
     else:
-        log_n, log_loss, edge = _numerical_optimum(law, flat, log_ck, log_u, t_range)
-        _warn_edges(edge, tokens_per_param_range, stacklevel=2)
+        log_n, log_loss, edge, plateau = _numerical_optimum(law, flat, log_ck, log_u, t_range)
+        _warn_optimum(edge, plateau, tokens_per_param_range, stacklevel=2)
         if budgets.size >= 2 and np.ptp(log_ck) > 0:
             a = _slopes(log_ck, log_n)
         else:
             side = log_ck[0] + np.array([-0.5, 0.0, 0.5]) * np.log(10.0)
             side_u = None if log_u is None else np.repeat(log_u[:1], 3)
-            side_n, _, side_edge = _numerical_optimum(law, flat, side, side_u, t_range)
-            a = _slopes(side, np.where(side_edge, np.nan, side_n))
+            a = _slopes(side, _numerical_optimum(law, flat, side, side_u, t_range)[0])
     log_d = log_ck - log_n
     return _allocation(
         shape, budgets, log_n, log_d, log_loss, a, method, k, law.name, unique_tokens
@@ -561,21 +565,20 @@ def _chinchilla_optimum(p: Mapping[str, np.ndarray], log_ck: np.ndarray) -> tupl
 def _optimise(
     law: Law, params: Mapping[str, Any], log_ck: Any, log_u: Any, log_t_lo: Any, log_t_hi: Any
 ) -> tuple[Any, Any, Any]:
-    """Minimise the law over x = log N at fixed log(C/k) (pure JAX, broadcasts).
+    """Minimise the law over x = log N at fixed log(C/k): one draw, one budget (pure JAX).
 
-    Returns x*, the log loss there, and whether the grid minimum sat on the bracket's edge.
+    Returns x*, the log loss there, whether the grid minimum sat on the bracket's edge, and
+    whether the loss is flat (the optimum is not identified).
+    Written for scalars and vmapped over draws and budgets, so that the law is evaluated
+    elementwise (faster on CPU than broadcasting it over 2-D arrays).
     """
     import jax
     import jax.numpy as jnp
 
-    shape = jnp.broadcast_shapes(next(iter(params.values())).shape, jnp.shape(log_ck))
-    log_ck = jnp.broadcast_to(log_ck, shape)
-    logu = None if log_u is None else jnp.broadcast_to(log_u, shape)
-
     def f(x: Any) -> Any:
         logx = {"n_params": x, "n_tokens": log_ck - x}
-        if logu is not None:
-            logx["unique_tokens"] = logu
+        if log_u is not None:
+            logx["unique_tokens"] = log_u
         return law.fn(params, logx)
 
     # N = sqrt(C / (k T)) for tokens per parameter T
@@ -589,11 +592,10 @@ def _optimise(
         better = value < best
         return jnp.where(better, value, best), jnp.where(better, i, arg)
 
-    init = (jnp.full(shape, jnp.inf), jnp.zeros(shape, jnp.int32))
-    _, arg = jax.lax.fori_loop(0, _GRID_POINTS, scan, init)
+    _, arg = jax.lax.fori_loop(0, _GRID_POINTS, scan, (jnp.inf, 0))
     lo = x_lo + jnp.maximum(arg - 1, 0) * step
     hi = x_lo + jnp.minimum(arg + 1, _GRID_POINTS - 1) * step
-    slope = jax.grad(lambda x: jnp.sum(f(x)))
+    slope = jax.grad(f)
 
     def halve(_: int, bounds: tuple[Any, Any]) -> tuple[Any, Any]:
         lo, hi = bounds
@@ -603,15 +605,20 @@ def _optimise(
 
     lo, hi = jax.lax.fori_loop(0, _BISECTIONS, halve, (lo, hi))
     x = 0.5 * (lo + hi)
+    best = f(x)
     edge = (arg == 0) | (arg == _GRID_POINTS - 1)
-    return x, f(x), edge
+    # a plateau: the loss barely rises half a decade of N to one side (saturated data)
+    rise = jnp.minimum(f(x - _HALF_DECADE), f(x + _HALF_DECADE)) - best
+    return x, best, edge, rise < _FLAT
 
 
 @functools.lru_cache(maxsize=32)
 def _optimum_fn(law: Law) -> Any:
+    """Jitted `_optimise` over ``(draw, budget)``: params ``(S,)``, log(C/k) and log U ``(B,)``."""
     import jax
 
-    return jax.jit(functools.partial(_optimise, law))
+    per_budget = jax.vmap(functools.partial(_optimise, law), in_axes=(None, 0, 0, None, None))
+    return jax.jit(jax.vmap(per_budget, in_axes=(0, None, None, None, None)))
 
 
 def _numerical_optimum(
@@ -625,17 +632,17 @@ def _numerical_optimum(
     import jax
 
     with jax.enable_x64(True):
-        x, loss, edge = _optimum_fn(law)(
-            {k: np.asarray(v, np.float64) for k, v in params.items()},
+        out = _optimum_fn(law)(
+            {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()},
             np.asarray(log_ck, np.float64),
             None if log_u is None else np.asarray(log_u, np.float64),
             np.log(t_range[0]),
             np.log(t_range[1]),
         )
-        x, loss, edge = (np.asarray(a) for a in (x, loss, edge))
-    x = np.where(edge, np.nan, x)
+        x, loss, edge, flat = (np.asarray(a) for a in out)
+    x = np.where(edge | flat, np.nan, x)
     loss = np.where(edge, np.nan, loss)
-    return x, loss, edge
+    return x, loss, edge, flat & ~edge
 
 
 def _target_search(
@@ -648,17 +655,14 @@ def _target_search(
     log_t_lo: Any,
     log_t_hi: Any,
 ) -> tuple[Any, Any, Any, Any]:
-    """Bisection of log(C/k) for L*(C) = target (pure JAX), per draw."""
+    """Bisection of log(C/k) for L*(C) = target, for one draw (pure JAX)."""
     import jax
     import jax.numpy as jnp
 
     def loss_at(log_ck: Any) -> tuple[Any, Any]:
-        x, loss, _ = _optimise(law, params, log_ck, log_u, log_t_lo, log_t_hi)
+        x, loss, _, _ = _optimise(law, params, log_ck, log_u, log_t_lo, log_t_hi)
         return x, loss
 
-    shape = next(iter(params.values())).shape
-    lo = jnp.full(shape, lo)
-    hi = jnp.full(shape, hi)
     reachable = loss_at(hi)[1] <= log_target
     too_low = loss_at(lo)[1] <= log_target
 
@@ -678,7 +682,8 @@ def _target_search(
 def _target_fn(law: Law) -> Any:
     import jax
 
-    return jax.jit(functools.partial(_target_search, law))
+    search = functools.partial(_target_search, law)
+    return jax.jit(jax.vmap(search, in_axes=(0, None, None, None, None, None, None)))
 
 
 def _numerical_target(
@@ -695,9 +700,9 @@ def _numerical_target(
 
     with jax.enable_x64(True):
         out = _target_fn(law)(
-            {k: np.asarray(v, np.float64) for k, v in params.items()},
+            {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()},
             np.float64(log_target),
-            None if log_u is None else np.asarray(log_u[0], np.float64),
+            None if log_u is None else np.float64(log_u[0]),
             np.float64(lo),
             np.float64(hi),
             np.log(t_range[0]),
@@ -717,12 +722,21 @@ def _slopes(log_c: np.ndarray, log_n: np.ndarray) -> np.ndarray:
     return (log_n - log_n.mean(axis=-1, keepdims=True)) @ centred / (centred @ centred)
 
 
-def _warn_edges(edge: np.ndarray, t_range: Any, stacklevel: int) -> None:
+def _warn_optimum(edge: np.ndarray, plateau: np.ndarray, t_range: Any, stacklevel: int) -> None:
     if edge.any():
         warnings.warn(
             f"the numerical optimum lies at the edge of tokens_per_param_range={t_range!r} for "
             f"{int(edge.sum())} of {edge.size} draw-budget pairs (set to NaN); the law may have "
             "no finite optimum there. Widen tokens_per_param_range.",
+            ConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )
+    if plateau.any():
+        warnings.warn(
+            f"the loss is flat in N (within {_FLAT:g} relative over half a decade) for "
+            f"{int(plateau.sum())} of {plateau.size} draw-budget pairs: N_opt is not identified "
+            "there (set to NaN; the loss is kept). With a small unique_tokens, extra compute "
+            "buys nothing: choose smaller budgets or more unique data.",
             ConvergenceWarning,
             stacklevel=stacklevel + 1,
         )

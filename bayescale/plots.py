@@ -1,0 +1,470 @@
+"""Plots of fits, forecasts and allocations (matplotlib, imported lazily).
+
+Every function draws into ``ax`` (a new figure when None) and returns the Axes, except
+`plot_posterior`, a pair plot drawn by arviz-plots, which returns arviz-plots' `PlotMatrix`.
+No statistics are computed here beyond calling `bayescale.forecast.forecast` and reading
+`Forecast.quantiles` and `Allocation.summary`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bayescale.forecast import forecast as _forecast_at
+
+if TYPE_CHECKING:
+    from bayescale.allocate import Allocation
+    from bayescale.fit import Fit
+    from bayescale.forecast import Forecast
+
+__all__ = [
+    "REFERENCE_EXPONENTS",
+    "VIEWS",
+    "count_formatter",
+    "plot_allocation",
+    "plot_fit",
+    "plot_forecast",
+    "plot_posterior",
+]
+
+#: published allocation exponents (N_opt ∝ C^a, D_opt ∝ C^b) drawn by `plot_allocation`
+REFERENCE_EXPONENTS: dict[str, tuple[str, float, float]] = {
+    # Table 2 of doi:10.48550/arXiv.2203.15556, approach 3 (the parametric fit of this law)
+    "hoffmann": ("Hoffmann et al. 2022 (approach 3)", 0.46, 0.54),
+    # section 6 of doi:10.48550/arXiv.2001.08361 (N ∝ C^0.73, tokens ∝ C^0.27)
+    "kaplan": ("Kaplan et al. 2020", 0.73, 0.27),
+}
+VIEWS = ("auto", "size", "isoflop")
+_LABELS = {
+    "n_params": "parameters N",
+    "n_tokens": "training tokens D",
+    "unique_tokens": "unique tokens U",
+    "compute": "training compute C (FLOP)",
+    "data_size": "data size",
+}
+_COUNTS = ("n_params", "n_tokens", "unique_tokens")
+_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+def count_formatter() -> Any:
+    """A matplotlib tick formatter for counts: 1K, 10M, 1B, 1T (scientific above 1e15).
+
+    Examples
+    --------
+    >>> count_formatter()(7e10, 0)
+    '70B'
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(value: float, _: Any) -> str:
+        if not np.isfinite(value) or value <= 0:
+            return ""
+        if value >= 1e15:
+            return f"{value:.0e}".replace("e+", "e")
+        for scale, suffix in _SUFFIXES:
+            if value >= scale:
+                return f"{value / scale:.3g}{suffix}"
+        return f"{value:.3g}"
+
+    return FuncFormatter(fmt)
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def plot_fit(
+    fit: Fit,
+    *,
+    view: str = "auto",
+    ax: Any = None,
+    ci_probs: Sequence[float] = (0.5, 0.9),
+    max_curves: int = 10,
+    num: int = 60,
+    seed: int = 0,
+) -> Any:
+    """The runs and the posterior of the law: median curve with interval bands per group.
+
+    Parameters
+    ----------
+    fit : Fit
+        Any fit.
+    view : {"auto", "size", "isoflop"}, default "auto"
+        ``"size"``: loss against tokens D, one curve per model size N. ``"isoflop"``: loss
+        against N, one curve per compute budget C (D = C / (6 N)). ``"auto"``: IsoFLOP when
+        the runs have at most ``max_curves`` distinct budgets, else by size. Laws of one
+        variable always plot loss against that variable.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    ci_probs : sequence of float, default (0.5, 0.9)
+        Probability mass of each band (equal-tailed posterior intervals of the law's mean).
+    max_curves : int, default 10
+        Most curves; runs are grouped by equal-count bins of log N (or log C) beyond that.
+    num : int, default 60
+        Points per curve.
+    seed : int, default 0
+        Passed to `forecast`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        With one median line per group, one band per group and probability, and one scatter
+        of the runs per group.
+
+    Notes
+    -----
+    A group's curve is drawn at the geometric mean of its N (or C) over the range of the
+    group's D (or N); other inputs (``unique_tokens``) at their group median.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}. Available: {', '.join(VIEWS)}.")
+    if int(max_curves) < 1:
+        raise ValueError(f"max_curves must be at least 1; received {max_curves!r}.")
+    plt = _pyplot()
+    ax = _axes(plt, ax)
+    table = fit.data.table
+    law_vars = tuple(fit.law.variables)
+    two_d = {"n_params", "n_tokens"} <= set(law_vars)
+    if not two_d:
+        x_name = law_vars[0]
+        labels = np.zeros(len(table), dtype=int)
+        by = None
+    else:
+        if view == "auto":
+            n_c = _group_labels(table["compute"].to_numpy(float), max_curves)[1]
+            view = "isoflop" if n_c <= max_curves and n_c < len(table) else "size"
+        by, x_name = ("n_params", "n_tokens") if view == "size" else ("compute", "n_params")
+        labels, _ = _group_labels(table[by].to_numpy(float), max_curves)
+    groups = np.unique(labels)
+    frames = []
+    for g in groups:
+        rows = table[labels == g]
+        x = rows[x_name].to_numpy(float)
+        grid = np.geomspace(x.min() / 1.1, x.max() * 1.1, num)
+        at = pd.DataFrame({x_name: grid})
+        if by is not None:
+            centre = float(np.exp(np.log(rows[by].to_numpy(float)).mean()))
+            at[by] = centre
+            if by == "compute":
+                at["n_tokens"] = centre / (6.0 * grid)
+        for v in law_vars:
+            if v not in at:
+                at[v] = float(rows[v].median())
+        at["_group"] = g
+        frames.append(at)
+    points = pd.concat(frames, ignore_index=True)
+    at = points[list(dict.fromkeys(law_vars))]
+    fc = _forecast_at(fit, at, kind="mean", seed=seed, warn=False)
+    probs = sorted(float(p) for p in ci_probs)
+    quant = fc.quantiles(_band_probs(probs))
+    colours = _colours(plt, len(groups))
+    for colour, g in zip(colours, groups, strict=True):
+        sel = (points["_group"] == g).to_numpy()
+        x = points.loc[sel, x_name].to_numpy()
+        q = quant[sel]
+        label = _group_label(by, points.loc[sel, by].iloc[0]) if by is not None else "posterior"
+        _bands(ax, x, q, probs, colour)
+        ax.plot(x, q["q50"], color=colour, lw=1.6, label=label)
+        rows = table[labels == g]
+        ax.scatter(rows[x_name], rows["loss"], s=12, color=colour, alpha=0.8, zorder=3)
+    _log_axis(ax, "x", x_name)
+    _loss_axis(ax)
+    ax.set_ylabel("loss")
+    kind = {"size": "one curve per model size", "isoflop": "IsoFLOP: one curve per budget"}
+    title = f"{fit.law.name}: runs and posterior median"
+    ax.set_title(title + (f" ({kind[view]})" if by is not None else ""), fontsize=10)
+    _legend(ax, plt, probs, "law (posterior)")
+    return ax
+
+
+def plot_forecast(
+    forecast: Forecast,
+    *,
+    x: str | None = None,
+    ax: Any = None,
+    ci_probs: Sequence[float] = (0.5, 0.8, 0.95),
+    fit: Fit | None = None,
+) -> Any:
+    """A fan chart of a forecast against one input, the observed range shaded.
+
+    Parameters
+    ----------
+    forecast : Forecast
+        From `bayescale.forecast.forecast`; its points are sorted by ``x``.
+    x : str, optional
+        Input on the horizontal axis; default ``compute`` when present, else the law's first
+        input.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    ci_probs : sequence of float, default (0.5, 0.8, 0.95)
+        Probability mass of each band of the fan.
+    fit : Fit, optional
+        Adds the fitted runs as points.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        With the median line, one band per probability, a shaded span over the observed range
+        of ``x`` and, with ``fit``, a scatter of the runs.
+    """
+    plt = _pyplot()
+    inputs = list(forecast.tree["predictions_constant_data"].data_vars)
+    if x is None:
+        x = "compute" if "compute" in inputs else inputs[0]
+    if x not in inputs:
+        raise ValueError(f"x={x!r} is not an input of the forecast; inputs are {inputs}.")
+    ax = _axes(plt, ax)
+    values = forecast.points[x].to_numpy(float)
+    order = np.argsort(values, kind="stable")
+    probs = sorted(float(p) for p in ci_probs)
+    quant = forecast.quantiles(_band_probs(probs)).iloc[order]
+    xs = values[order]
+    observed = forecast.observed_range.get(x)
+    if observed is not None:
+        ax.axvspan(*observed, color="0.9", zorder=0, label="observed range")
+    colour = _colours(plt, 1)[0]
+    _bands(ax, xs, quant, probs, colour)
+    ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=f"median ({forecast.kind})")
+    if fit is not None and x in fit.data.table:
+        ax.scatter(fit.data.table[x], fit.data.table["loss"], s=10, color="0.3", zorder=3,
+                   label="fitted runs")
+    _log_axis(ax, "x", x)
+    _loss_axis(ax)
+    ax.set_ylabel("loss" + (" (new run)" if forecast.kind == "predictive" else " (law)"))
+    ax.set_title("forecast: extrapolation beyond the shaded range", fontsize=10)
+    _legend(ax, plt, probs, f"{forecast.kind} interval")
+    return ax
+
+
+def plot_allocation(
+    allocation: Allocation,
+    *,
+    ax: Any = None,
+    ci_probs: Sequence[float] = (0.5, 0.9),
+    references: Sequence[str] | None = ("hoffmann", "kaplan"),
+) -> Any:
+    """Compute-optimal N_opt(C) and D_opt(C) with posterior bands and published exponents.
+
+    Parameters
+    ----------
+    allocation : Allocation
+        From `bayescale.allocate.compute_optimal` (two budgets or more).
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    ci_probs : sequence of float, default (0.5, 0.9)
+        Probability mass of each band.
+    references : sequence of str or None, default ("hoffmann", "kaplan")
+        Keys of `REFERENCE_EXPONENTS` drawn as dashed lines of slope a (for N) and b (for D)
+        through the posterior medians at the middle budget. None draws none.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Two median lines, one band per quantity and probability, two dashed lines per
+        reference.
+    """
+    refs = list(references or ())
+    unknown = [r for r in refs if r not in REFERENCE_EXPONENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown reference {unknown[0]!r}. Available: {', '.join(REFERENCE_EXPONENTS)}."
+        )
+    plt = _pyplot()
+    ax = _axes(plt, ax)
+    probs = sorted(float(p) for p in ci_probs)
+    tables = {p: allocation.summary(ci_prob=p) for p in probs}
+    first = tables[probs[0]]
+    compute = first["compute"].to_numpy()
+    order = np.argsort(compute)
+    compute = compute[order]
+    colours = _colours(plt, 2)
+    mid = len(compute) // 2
+    styles = ("--", ":", "-.")
+    for colour, (name, label) in zip(
+        colours, (("n_params", "N_opt (parameters)"), ("n_tokens", "D_opt (tokens)")), strict=True
+    ):
+        for p in probs[::-1]:
+            t = tables[p].iloc[order]
+            lo = t[f"{name}_{_qname((1 - p) / 2)}"].to_numpy()
+            hi = t[f"{name}_{_qname((1 + p) / 2)}"].to_numpy()
+            ax.fill_between(compute, lo, hi, color=colour, alpha=_alpha(p, probs), lw=0)
+        median = first[f"{name}_median"].to_numpy()[order]
+        ax.plot(compute, median, color=colour, lw=1.8, label=label)
+        for style, key in zip(styles, refs, strict=False):
+            text, a, b = REFERENCE_EXPONENTS[key]
+            slope = a if name == "n_params" else b
+            line = median[mid] * (compute / compute[mid]) ** slope
+            ax.plot(compute, line, ls=style, color=colour, lw=1.0, alpha=0.8,
+                    label=f"{text}: {'a' if name == 'n_params' else 'b'} = {slope:.2f}")
+    _log_axis(ax, "x", "compute")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(count_formatter())
+    ax.set_ylabel("compute-optimal N and D")
+    ex = allocation.exponents_summary()
+    ax.set_title(
+        f"compute-optimal allocation: a = {ex.loc['a', 'median']:.3f}, "
+        f"b = {ex.loc['b', 'median']:.3f} (posterior medians)",
+        fontsize=10,
+    )
+    _legend(ax, plt, probs, "posterior interval")
+    return ax
+
+
+def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """Pair plot of the posterior of the exponents and the floor, drawn by arviz-plots.
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit with more than one draw.
+    var_names : sequence of str, optional
+        Parameters; default the law's exponents and floor (``alpha``, ``beta``, ``E`` for the
+        Chinchilla law).
+    **kwargs
+        Passed to `arviz_plots.plot_pair` (for example ``marginal_kind="hist"``,
+        ``figure_kwargs={"figsize": (7, 7)}``).
+
+    Returns
+    -------
+    arviz_plots.PlotMatrix
+        The pair plot: its figure is ``pm.viz["figure"].item()`` and its grid of Axes
+        ``pm.viz["plot"].values`` (a pair plot needs several Axes, hence no ``ax``).
+    """
+    names = list(var_names) if var_names is not None else [
+        p.name for p in fit.law.params if p.role in ("exponent", "floor")
+    ]
+    missing = [v for v in names if v not in fit.posterior]
+    if missing:
+        raise ValueError(
+            f"{missing[0]!r} is not a posterior variable; variables are {fit.param_names}."
+        )
+    sizes = fit.posterior.sizes
+    if sizes["chain"] * sizes["draw"] < 2:
+        raise ValueError(
+            f"the fit has a single draw (method={fit.method!r}); a pair plot needs a posterior. "
+            "Refit with method='nuts' or 'map'."
+        )
+    _pyplot()
+    azp = _arviz_plots()
+    kwargs.setdefault("figure_kwargs", {"figsize": (2.4 * len(names), 2.4 * len(names))})
+    with warnings.catch_warnings():
+        # arviz-plots 0.8 passes a single RGB colour as `c` to Axes.scatter
+        warnings.filterwarnings("ignore", message=r"\*c\* argument looks like", category=UserWarning)
+        return azp.plot_pair(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _pyplot() -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _arviz_plots() -> Any:
+    """Import arviz-plots, silencing its import-time incompatibilities with matplotlib 3.11."""
+    import matplotlib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        # arviz-plots 0.8 reads `matplotlib.style.core`, which matplotlib 3.11 no longer
+        # imports with `matplotlib.style`
+        import matplotlib.style.core  # noqa: F401
+        import arviz_plots
+        import arviz_plots.backend.matplotlib  # noqa: F401
+    return arviz_plots
+
+
+def _axes(plt: Any, ax: Any) -> Any:
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    return ax
+
+
+def _colours(plt: Any, n: int) -> list[Any]:
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    return [plt.get_cmap("viridis")(v) for v in np.linspace(0, 0.95, n)]
+
+
+def _band_probs(probs: Sequence[float]) -> list[float]:
+    for p in probs:
+        if not 0 < p < 1:
+            raise ValueError(f"ci_probs must lie in (0, 1); received {list(probs)!r}.")
+    out = [0.5]
+    for p in probs:
+        out += [(1 - p) / 2, (1 + p) / 2]
+    return out
+
+
+def _qname(p: float) -> str:
+    return f"q{p * 100:g}"
+
+
+def _alpha(p: float, probs: Sequence[float]) -> float:
+    """Band opacity: the inner (narrower) bands darker."""
+    rank = sorted(probs, reverse=True).index(p)
+    return 0.12 + 0.12 * rank
+
+
+def _bands(ax: Any, x: np.ndarray, quant: pd.DataFrame, probs: Sequence[float], colour: Any) -> None:
+    for p in sorted(probs, reverse=True):
+        lo, hi = quant[_qname((1 - p) / 2)], quant[_qname((1 + p) / 2)]
+        ax.fill_between(x, lo, hi, color=colour, alpha=_alpha(p, probs), lw=0)
+
+
+def _legend(ax: Any, plt: Any, probs: Sequence[float], what: str) -> None:
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    for p in sorted(probs, reverse=True):
+        handles.append(Patch(color="0.3", alpha=_alpha(p, probs)))
+        labels.append(f"{p:.0%} {what}")
+    ax.legend(handles, labels, fontsize=8, frameon=False, loc="best")
+
+
+def _log_axis(ax: Any, which: str, name: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if name in _COUNTS:
+        axis.set_major_formatter(count_formatter())
+        axis.set_minor_formatter(NullFormatter())
+    (ax.set_xlabel if which == "x" else ax.set_ylabel)(_LABELS.get(name, name))
+
+
+def _loss_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _group_labels(values: np.ndarray, max_groups: int) -> tuple[np.ndarray, int]:
+    """Group runs by their value: one group per distinct value (to 0.01 decade) when there
+    are at most ``max_groups``, else equal-count bins of the log value. Returns labels 0..G-1
+    and the number of distinct values."""
+    logs = np.log10(values)
+    rounded = np.round(logs, 2)
+    distinct = np.unique(rounded)
+    if distinct.size <= max_groups:
+        return np.searchsorted(distinct, rounded), distinct.size
+    edges = np.quantile(logs, np.linspace(0, 1, max_groups + 1))
+    raw = np.clip(np.searchsorted(edges, logs, side="right") - 1, 0, max_groups - 1)
+    return np.unique(raw, return_inverse=True)[1], distinct.size
+
+
+def _group_label(by: str, value: float) -> str:
+    if by == "compute":
+        return f"C = {value:.2g} FLOP"
+    name = {"n_params": "N", "n_tokens": "D"}.get(by, by)
+    return f"{name} ≈ {count_formatter()(value, 0)}"
