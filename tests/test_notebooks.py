@@ -53,3 +53,20 @@ def test_extrapolation_risk(shared_data, tmp_path):
     assert k["lang_curves"] == 3
     assert k["lang_median_rel_error"] < 0.1
     assert k["horizon_compute"] > 0
+
+
+def test_checking_new_runs(shared_data, tmp_path):
+    k = run_notebook("03_checking_new_runs", shared_data, tmp_path)
+    # 5 healthy runs simulated from the law: each is "as predicted" with probability 0.9, so
+    # all 5 pass with probability 0.59 and at least 3 with probability 0.99 (error budget 1%)
+    assert k["sim_healthy_as_predicted"] >= 3
+    assert k["sim_broken_verdict"] == "worse than predicted"  # shifted by 5 predictive sds
+    assert k["updated_runs"] == 240
+
+
+def test_scaling_breaks(shared_data, tmp_path):
+    k = run_notebook("04_scaling_breaks", shared_data, tmp_path)
+    assert k["bnsl_n_breaks"] >= 1
+    assert k["bnsl_broken_covers_held_out"] and not k["bnsl_power_law_covers_held_out"]
+    assert k["sim_n_breaks"] >= 1
+    assert k["sim_location_q5"] < k["sim_true_location"] < k["sim_location_q95"]
