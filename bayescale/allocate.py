@@ -133,15 +133,14 @@ class Allocation:
         )
 
     def _repr_html_(self) -> str:
-        return (
-            f"<pre>{html.escape(repr(self))}</pre>"
-            + self.summary().to_html(float_format=lambda x: f"{x:.4g}")
+        return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html(
+            float_format=lambda x: f"{x:.4g}"
         )
 
 
 @dataclass(frozen=True)
 class ComputeForLoss:
-    """Posterior of the compute needed to reach a target loss on the compute-optimal frontier.
+    r"""Posterior of the compute needed to reach a target loss on the compute-optimal frontier.
 
     Attributes
     ----------
@@ -203,7 +202,7 @@ def compute_optimal(
     method: str = "auto",
     tokens_per_param_range: tuple[float, float] = (1e-4, 1e8),
 ) -> Allocation:
-    """Posterior of the compute-optimal model size and token count at each compute budget.
+    r"""Posterior of the compute-optimal model size and token count at each compute budget.
 
     Parameters
     ----------
@@ -248,9 +247,9 @@ def compute_optimal(
 
     .. math::
 
-        N_{opt} = G (C/k)^a, \\quad D_{opt} = G^{-1} (C/k)^b, \\quad
-        G = \\left(\\frac{\\alpha A}{\\beta B}\\right)^{1/(\\alpha+\\beta)}, \\quad
-        a = \\frac{\\beta}{\\alpha+\\beta}, \\quad b = \\frac{\\alpha}{\\alpha+\\beta}.
+        N_{opt} = G (C/k)^a, \quad D_{opt} = G^{-1} (C/k)^b, \quad
+        G = \left(\frac{\alpha A}{\beta B}\right)^{1/(\alpha+\beta)}, \quad
+        a = \frac{\beta}{\alpha+\beta}, \quad b = \frac{\alpha}{\alpha+\beta}.
 
     For other laws the loss is minimised over x = log N at fixed C per draw and budget: a grid
     of 32 points over the bracket, then 36 bisections of the sign of dL/dx in the grid
@@ -314,7 +313,7 @@ def compute_for_loss(
     compute_range: tuple[float, float] = (1e10, 1e40),
     tokens_per_param_range: tuple[float, float] = (1e-4, 1e8),
 ) -> ComputeForLoss:
-    """Posterior of the compute needed to reach a target loss, training compute-optimally.
+    r"""Posterior of the compute needed to reach a target loss, training compute-optimally.
 
     Parameters
     ----------
@@ -352,8 +351,8 @@ def compute_for_loss(
 
     .. math::
 
-        L^*(C) = E + K (C/k)^{-\\gamma}, \\quad \\gamma = \\frac{\\alpha\\beta}{\\alpha+\\beta},
-        \\quad K = A G^{-\\alpha} \\frac{\\alpha+\\beta}{\\beta},
+        L^*(C) = E + K (C/k)^{-\gamma}, \quad \gamma = \frac{\alpha\beta}{\alpha+\beta},
+        \quad K = A G^{-\alpha} \frac{\alpha+\beta}{\beta},
 
     (at the optimum alpha A N^-alpha = beta B D^-beta), so C = k ((L - E)/K)^(-1/gamma),
     unreachable when L <= E. Other laws: L*(C) decreases in C; its root is found by bisection
@@ -477,9 +476,7 @@ def _is_chinchilla(law: Law) -> bool:
 
 def _resolve_method(law: Law, method: str) -> str:
     if method not in ALLOCATION_METHODS:
-        raise ValueError(
-            f"unknown method {method!r}. Available: {', '.join(ALLOCATION_METHODS)}."
-        )
+        raise ValueError(f"unknown method {method!r}. Available: {', '.join(ALLOCATION_METHODS)}.")
     extra = set(law.variables) - {*_ND, "unique_tokens"}
     if not set(_ND) <= set(law.variables) or extra:
         raise ValueError(
@@ -628,7 +625,7 @@ def _numerical_optimum(
     log_u: np.ndarray | None,
     t_range: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """log N_opt, log loss and edge flags, shape ``(sample, budget)``, NaN at the edges."""
+    """Return log N_opt, log loss and edge and plateau flags, shape ``(sample, budget)``."""
     import jax
 
     with jax.enable_x64(True):
@@ -695,7 +692,7 @@ def _numerical_target(
     hi: float,
     t_range: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """log(C/k) and log N at the target (inf when unreachable, NaN below the range)."""
+    """Return log(C/k) and log N at the target (inf when unreachable, NaN below the range)."""
     import jax
 
     with jax.enable_x64(True):
@@ -781,7 +778,10 @@ def _allocation(
         attrs=attrs,
     )
     exponents = xr.Dataset(
-        {"a": (("chain", "draw"), a.reshape(shape)), "b": (("chain", "draw"), 1 - a.reshape(shape))},
+        {
+            "a": (("chain", "draw"), a.reshape(shape)),
+            "b": (("chain", "draw"), 1 - a.reshape(shape)),
+        },
         coords={"chain": coords["chain"], "draw": coords["draw"]},
         attrs=attrs,
     )

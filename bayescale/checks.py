@@ -878,6 +878,7 @@ def _fit_attrs(
     seed: int,
     num_warmup: int,
     num_chains: int,
+    target_accept: float = 0.8,
 ) -> dict[str, Any]:
     import jax
 
@@ -894,7 +895,7 @@ def _fit_attrs(
         "num_warmup": int(num_warmup),
         "chain_method": "parallel" if jax.local_device_count() >= num_chains else "vectorized",
         "dense_mass": 1,
-        "target_accept": 0.8,
+        "target_accept": float(target_accept),
     }
 
 

@@ -535,6 +535,7 @@ def detect_break(
     num_samples: int = 500,
     k_threshold: float = 0.7,
     max_refits: int = 2,
+    target_accept: float = 0.9,
     seed: int = 0,
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
@@ -655,6 +656,7 @@ def detect_break(
         "num_chains": num_chains,
         "num_warmup": num_warmup,
         "num_samples": num_samples,
+        "target_accept": target_accept,
         "seed": seed,
     }
     known = {p.name for law in laws.values() for p in law.params} | {"sigma"}
@@ -672,15 +674,15 @@ def detect_break(
     var_cut = _cutoffs(scaling, variable, cutoff, largest + 1, minimum_train=True)
     lfo = {k: _lfo(f, variable, var_cut, settings) for k, f in fits.items()}
     table = _break_table(fits, loo, lfo)
-    metric = "loo" if criterion == "loo" else "lfo"
-    n_breaks = _select(table, metric, threshold_se, threshold_nats)
+    n_breaks, n_pooled = _select(table, criterion, threshold_se, threshold_nats)
     table["selected"] = table.index == n_breaks
     rule = (
-        f"the fewest breaks whose {metric.upper()} elpd is within max({threshold_se:g} x SE "
-        f"of the difference, {threshold_nats:g} nats) of the best model's"
+        f"the fewest breaks whose {criterion.upper()} elpd is within max({threshold_se:g} x SE "
+        f"of the difference, {threshold_nats:g} nats) of the best model's, among the models "
+        "whose elpd estimate is reliable"
     )
     locations = _locations(fits[n_breaks], variable) if n_breaks else _locations(None, variable)
-    _warn_breaks(table, fits, n_breaks)
+    _warn_breaks(table, fits, n_breaks, n_pooled, criterion)
     return BreakReport(n_breaks, locations, table, fits, variable, rule)
 
 
@@ -718,13 +720,16 @@ def _validate_fits(fits: Mapping[str, Fit]) -> dict[str, Fit]:
     return names, out
 
 
-def _settings(fit: Fit, settings: Mapping[str, Any]) -> dict[str, int]:
+def _settings(fit: Fit, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampler settings of a refit: the given ones, else those of ``fit``."""
     post = fit.posterior
     return {
         "num_chains": int(settings.get("num_chains") or post.sizes["chain"]),
         "num_warmup": int(settings.get("num_warmup") or fit.tree.attrs.get("num_warmup", 500)),
         "num_samples": int(settings.get("num_samples") or post.sizes["draw"]),
-        "seed": int(settings.get("seed") or 0),
+        "target_accept": float(
+            settings.get("target_accept") or fit.tree.attrs.get("target_accept", 0.8)
+        ),
     }
 
 
@@ -787,6 +792,7 @@ def _loo(
     s = _settings(fit, settings)
     ll = fit.tree["log_likelihood"][OBS].values.reshape(-1, fit.data.n_runs).astype(np.float64)
     lpd_full = _logmeanexp(ll, axis=0)
+    chain_i = _chain_loo(fit.tree["log_likelihood"][OBS].values)  # (chain, run)
     for j, i in enumerate(refit):
         train = np.ones(fit.data.n_runs, bool)
         train[i] = False
@@ -800,13 +806,12 @@ def _loo(
             jitter=0.0,
             train=train,
             centre=fit.centre,
-            num_chains=s["num_chains"],
-            num_warmup=s["num_warmup"],
-            num_samples=s["num_samples"],
-            seed=s["seed"] + 1000 + j,
+            seed=int(settings.get("seed") or 0) + 1000 + j,
+            **s,
         )
         lpd, dens = _holdout_lpd(fit, samples, _subset(fit.data, ~train))
         elpd_i[i] = lpd[0]
+        chain_i[:, i] = _logmeanexp(dens[..., 0], axis=1)[: chain_i.shape[0]]
         k_hat[i] = 0.0
         problem = _density_problems(dens, extra["diverging"], f"exact LOO refit without run {i}")
         if problem:
@@ -831,8 +836,24 @@ def _loo(
         "max_pareto_k": float(np.max(np.asarray(elpd.pareto_k.values))),
         "n_high_k": int(high.size),
         "n_refits": int(len(refit)),
+        "k_left": left,
+        "chains": chain_i.sum(axis=1),
         "problems": " ".join(problems),
     }
+
+
+def _chain_loo(ll: np.ndarray) -> np.ndarray:
+    """PSIS-LOO elpd of each run from each chain alone: ``(chain, run)``."""
+    import arviz_base as azb
+    import arviz_stats as azs
+
+    out = []
+    for chain in ll:
+        tree = azb.from_dict({"log_likelihood": {OBS: chain[None]}}, dims={OBS: ["run"]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out.append(azs.loo(tree, pointwise=True, var_name=OBS, reff=1.0).elpd_i.values)
+    return np.asarray(out, dtype=np.float64)
 
 
 def _loo_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -905,7 +926,7 @@ def _lfo(
     s = _settings(fit, settings)
     x = fit.data.column(variable)
     user = _user_priors(fit)
-    scored, blocks, problems = [], [], []
+    scored, blocks, problems, chains = [], [], [], []
     for j, cut in enumerate(cutoffs):
         upper = cutoffs[j + 1] if j + 1 < len(cutoffs) else np.inf
         train = x <= cut
@@ -923,13 +944,12 @@ def _lfo(
             init=None,
             jitter=1.0,
             train=train,
-            num_chains=s["num_chains"],
-            num_warmup=s["num_warmup"],
-            num_samples=s["num_samples"],
-            seed=s["seed"] + 2000 + j,
+            seed=int(settings.get("seed") or 0) + 2000 + j,
+            **s,
         )
         lpd, dens = _holdout_lpd(fit, samples, _subset(fit.data, test))
         scored.append(lpd)
+        chains.append(_logmeanexp(dens, axis=1).sum(axis=1))
         blocks.append(np.flatnonzero(test))
         what = f"LFO refit below {variable}={cut:.4g}, held-out densities"
         problem = _density_problems(dens, extra["diverging"], what)
@@ -938,6 +958,7 @@ def _lfo(
     return {
         "lpd": np.concatenate(scored),
         "runs": np.concatenate(blocks),
+        "chains": np.sum(chains, axis=0),
         "n_refits": len(scored),
         "problems": " ".join(problems),
     }
@@ -1022,6 +1043,7 @@ def _cold_fit(
         num_chains=settings["num_chains"],
         num_warmup=settings["num_warmup"],
         num_samples=settings["num_samples"],
+        target_accept=settings["target_accept"],
         seed=settings["seed"],
     )
     attrs = {
@@ -1035,6 +1057,7 @@ def _cold_fit(
             settings["seed"],
             settings["num_warmup"],
             settings["num_chains"],
+            settings["target_accept"],
         ),
         "init": "jittered prior medians, best of 32 candidates per chain",
     }
@@ -1060,57 +1083,77 @@ def _break_table(
     lfo: Mapping[int, Mapping[str, Any]],
 ) -> pd.DataFrame:
     ks = sorted(fits)
-    loo_i = np.stack([np.asarray(loo[k]["elpd"].elpd_i.values, np.float64) for k in ks], axis=1)
-    lfo_i = np.stack([lfo[k]["lpd"] for k in ks], axis=1)
+    pointwise = {k: _pointwise_problems(fits[k]) for k in ks}
+    values = {
+        "loo": np.stack([np.asarray(loo[k]["elpd"].elpd_i.values, np.float64) for k in ks], 1),
+        "lfo": np.stack([lfo[k]["lpd"] for k in ks], axis=1),
+    }
+    columns = {name: _elpd_columns(v, name) for name, v in values.items()}
     rows = {}
     for col, k in enumerate(ks):
         fit = fits[k]
         param_problems = " ".join(fit.problems())
-        pointwise = _pointwise_problems(fit)
         problems = [
-            p
-            for p in (
-                f"fit: {param_problems}" if param_problems else "",
-                pointwise,
-                loo[k]["problems"],
-                lfo[k]["problems"],
-            )
-            if p
+            f"fit: {param_problems}" if param_problems else "",
+            pointwise[k],
+            loo[k]["problems"],
+            lfo[k]["problems"],
         ]
         rows[k] = {
             "law": fit.law.name,
             "n_params": len(fit.law.params) + 1,
-            **_elpd_columns(loo_i, col, "loo"),
+            **{c: v[col] for c, v in columns["loo"].items()},
+            "elpd_loo_worst_chain": float(np.min(loo[k]["chains"])),
             "p_loo": float(loo[k]["elpd"].p),
             "max_pareto_k": loo[k]["max_pareto_k"],
             "n_refits": loo[k]["n_refits"],
-            **_elpd_columns(lfo_i, col, "lfo"),
-            "n_lfo": lfo_i.shape[0],
-            "warning": bool(loo[k]["elpd"].warning or pointwise or lfo[k]["problems"]),
-            "problems": " ".join(problems),
+            "warning_loo": bool(pointwise[k] or loo[k]["k_left"]),
+            **{c: v[col] for c, v in columns["lfo"].items()},
+            "elpd_lfo_worst_chain": float(np.min(lfo[k]["chains"])),
+            "n_lfo": values["lfo"].shape[0],
+            "warning_lfo": bool(pointwise[k] or lfo[k]["problems"]),
+            "problems": " ".join(p for p in problems if p),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "breaks"
+    table.attrs["pointwise"] = values
     return table
 
 
-def _elpd_columns(pointwise: np.ndarray, col: int, name: str) -> dict[str, float]:
+def _elpd_columns(pointwise: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """Elpd, its SE, and the difference (best minus this) with its SE."""
     n = pointwise.shape[0]
     totals = pointwise.sum(axis=0)
-    best = int(np.argmax(totals))
-    diff = pointwise[:, best] - pointwise[:, col]
+    diff = pointwise[:, [int(np.argmax(totals))]] - pointwise
     return {
-        f"elpd_{name}": float(totals[col]),
-        f"se_{name}": float(math.sqrt(n * np.var(pointwise[:, col]))),
-        f"elpd_diff_{name}": float(diff.sum()),
-        f"dse_{name}": float(math.sqrt(n * np.var(diff))),
+        f"elpd_{name}": totals,
+        f"se_{name}": np.sqrt(n * np.var(pointwise, axis=0)),
+        f"elpd_diff_{name}": diff.sum(axis=0),
+        f"dse_{name}": np.sqrt(n * np.var(diff, axis=0)),
     }
 
 
-def _select(table: pd.DataFrame, metric: str, threshold_se: float, threshold_nats: float) -> int:
-    margin = np.maximum(threshold_se * table[f"dse_{metric}"], threshold_nats)
-    ok = table[f"elpd_diff_{metric}"] <= margin
-    return int(table.index[ok.to_numpy()].min())
+def _select(
+    table: pd.DataFrame, metric: str, threshold_se: float, threshold_nats: float
+) -> tuple[int, int]:
+    """The number of breaks by the rule, and the number the pooled estimates alone give."""
+    pointwise = table.attrs["pointwise"][metric]
+    pooled = table[f"elpd_{metric}"].to_numpy()
+    worst = table[f"elpd_{metric}_worst_chain"].to_numpy()
+    cautious = np.where(table[f"warning_{metric}"].to_numpy(), np.minimum(pooled, worst), pooled)
+
+    def rule(evidence: np.ndarray) -> int:
+        for k in range(len(pooled)):
+            beaten = False
+            for j in range(k + 1, len(pooled)):
+                dse = math.sqrt(len(pointwise) * np.var(pointwise[:, j] - pointwise[:, k]))
+                margin = max(threshold_se * dse, threshold_nats)
+                beaten |= evidence[j] - pooled[k] > margin
+            if not beaten:
+                return int(table.index[k])
+        return int(table.index[-1])  # pragma: no cover - the last model is never beaten
+
+    return rule(cautious), rule(pooled)
 
 
 def _locations(fit: Fit | None, variable: str) -> pd.DataFrame:
@@ -1143,15 +1186,21 @@ def _q(v: np.ndarray) -> list[float]:
     return [float(x) for x in np.quantile(v, [0.5, 0.05, 0.95])]
 
 
-def _warn_breaks(table: pd.DataFrame, fits: Mapping[int, Fit], n_breaks: int) -> None:
+def _warn_breaks(
+    table: pd.DataFrame, fits: Mapping[int, Fit], n_breaks: int, n_pooled: int, metric: str
+) -> None:
     messages = []
-    selected = fits[n_breaks].problems()
-    if selected:
-        messages.append(f"the selected {n_breaks}-break model: " + " ".join(selected))
-    for k, fit in fits.items():
-        pointwise = _pointwise_problems(fit)
-        if pointwise:
-            messages.append(f"the {k}-break model's elpd is unreliable: {pointwise}.")
+    if n_pooled != n_breaks:
+        messages.append(
+            f"the pooled {metric.upper()} estimates favour {n_pooled} breaks, but the chains "
+            f"of that model disagree (see summary()['problems']); by its worst chain the "
+            f"evidence supports {n_breaks}."
+        )
+    if n_breaks:
+        reported = ["c0", *(f"{c}{i}" for i in range(1, n_breaks + 1) for c in "cd")]
+        selected = _param_problems(fits[n_breaks], reported)
+        if selected:
+            messages.append(f"the selected {n_breaks}-break model: {selected}")
     if messages:
         warnings.warn(
             "break detection may not be trustworthy: " + " ".join(messages) + " Increase "
@@ -1159,3 +1208,9 @@ def _warn_breaks(table: pd.DataFrame, fits: Mapping[int, Fit], n_breaks: int) ->
             ConvergenceWarning,
             stacklevel=3,
         )
+
+
+def _param_problems(fit: Fit, names: Sequence[str]) -> str:
+    from bayescale.diagnostics import convergence_problems
+
+    return " ".join(convergence_problems(fit.tree, var_names=list(names)))

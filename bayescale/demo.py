@@ -8,6 +8,7 @@ each, Student-t noise of scale 0.01 on log loss. It is labelled synthetic everyw
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,8 +73,10 @@ def run(out: Path, *, num_warmup: int = 1000, num_samples: int = 1000, seed: int
     return 0
 
 
-def _forecast_and_allocate(fit: object, out: Path) -> list[Path]:
-    """Forecast and allocation sections of the report; returns the plot files."""
+def _forecast_and_allocate(fit: Any, out: Path) -> list[Path]:
+    """Print the forecast and allocation sections of the report; return the plot files."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,17 +84,57 @@ def _forecast_and_allocate(fit: object, out: Path) -> list[Path]:
 
     import bayescale as bs
     from bayescale import plots
+    from bayescale.errors import ExtrapolationWarning
 
+    at = pd.DataFrame([TARGET])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExtrapolationWarning)
+        target = bs.forecast(fit, at, seed=0)
+    row = target.summary().iloc[0]
+    print(
+        f"\nForecast for N = {TARGET['n_params']:.3g} params, D = {TARGET['n_tokens']:.3g} tokens"
+        f" (Chinchilla's size; {row['decades_beyond']:.2g} decades beyond the ladder):"
+    )
+    print(
+        f"  predictive loss median {row['median']:.4f}, 90% interval [{row['q5']:.4f}, "
+        f"{row['q95']:.4f}], relative width {row['rel_width']:.2%}"
+    )
+    for w in caught:
+        print(f"  note: {w.message}")
+    path = np.geomspace(float(fit.data.column("compute").min()), 1e25, 40)
+    alloc_path = bs.compute_optimal(fit, path)
+    med = alloc_path.summary()
+    grid = pd.DataFrame({"n_params": med["n_params_median"], "n_tokens": med["n_tokens_median"]})
+    fan = bs.forecast(fit, grid, seed=0, warn=False)
+    horizon = bs.extrapolation_horizon(fit, tolerance=0.05)
+    print(
+        f"  the 90% predictive interval stays narrower than 5% of the median up to "
+        f"C = {horizon.compute:.3g} FLOP along the compute-optimal path"
+    )
+    alloc = bs.compute_optimal(fit, list(BUDGETS))
+    table = alloc.summary()
+    cols = [c for c in table.columns if c.endswith(("median", "q5", "q95")) or c == "compute"]
+    print("\nCompute-optimal allocation (posterior median and 90% interval per budget):")
+    print(_table(table[cols]))
+    ex = alloc.exponents_summary()
+    print(
+        f"  N_opt ~ C^a with a = {ex.loc['a', 'median']:.3f} [{ex.loc['a', 'q5']:.3f}, "
+        f"{ex.loc['a', 'q95']:.3f}]; D_opt ~ C^b with b = {ex.loc['b', 'median']:.3f}"
+    )
     written = []
-    fig, ax = plt.subplots(figsize=(7, 5))
-    plots.plot_fit(fit, ax=ax)
-    ax.set_title("Synthetic ladder and posterior fit (50/90% bands)")
-    written.append(_save(fig, out / "fit.png"))
-    del bs
+    for name, draw in (
+        ("fit.png", lambda ax: plots.plot_fit(fit, ax=ax)),
+        ("forecast.png", lambda ax: plots.plot_forecast(fan, x="compute", ax=ax, fit=fit)),
+        ("allocation.png", lambda ax: plots.plot_allocation(alloc_path, ax=ax)),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        draw(ax)
+        ax.set_title(f"{ax.get_title()} (synthetic ladder)", fontsize=10)
+        written.append(_save(fig, out / name))
     return written
 
 
-def _save(fig: object, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     import os
     import tempfile
 
@@ -100,10 +143,10 @@ def _save(fig: object, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        plt.close(fig)  # type: ignore[arg-type]
+        plt.close(fig)
     return path

@@ -413,10 +413,15 @@ def _map_functions(model: Any) -> tuple[Any, Any, Any]:
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
     from jax.scipy.optimize import minimize
+    from numpyro.infer import init_to_median
     from numpyro.infer.util import initialize_model
 
     def parts(key: Any, args: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
-        info = initialize_model(key, model, model_args=args, dynamic_args=True)
+        # start at the prior median: broad random starts can land on plateaus where a term
+        # has vanished (a huge exponent) and the gradient is zero
+        info = initialize_model(
+            key, model, model_args=args, dynamic_args=True, init_strategy=init_to_median()
+        )
         z_init, unravel = ravel_pytree(info.param_info.z)
 
         def f(z: Any) -> Any:
@@ -428,7 +433,7 @@ def _map_functions(model: Any) -> tuple[Any, Any, Any]:
     def starts(key: Any, args: tuple[Any, ...], num_starts: int) -> Any:
         k0, k1 = jax.random.split(key)
         f, z_init, _, _ = parts(k0, args)
-        noise = jax.random.uniform(k1, (num_starts, z_init.size), minval=-1.5, maxval=1.5)
+        noise = jax.random.uniform(k1, (num_starts, z_init.size), minval=-0.5, maxval=0.5)
         z0 = jnp.concatenate([z_init[None], z_init + noise])
         res = jax.vmap(lambda z: minimize(f, z, method="BFGS", options={"maxiter": 200}))(z0)
         return res.x, jnp.where(jnp.isfinite(res.fun), res.fun, jnp.inf)

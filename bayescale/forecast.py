@@ -62,7 +62,7 @@ class Forecast:
 
     @property
     def draws(self) -> Any:
-        """`xarray.Dataset` with ``loss`` (predictive or mean, as asked) over ``chain, draw, point``."""
+        """`xarray.Dataset`: ``loss`` (predictive or mean, as asked) over ``chain, draw, point``."""
         name = "loss" if self.kind == "predictive" else "loss_mean"
         data = self.tree["predictions"].to_dataset()[[name]]
         return data if name == "loss" else data.rename({name: "loss"})
@@ -70,8 +70,10 @@ class Forecast:
     @property
     def observed_range(self) -> dict[str, tuple[float, float]]:
         """Variable -> (min, max) over the fitted runs."""
-        return {k: (float(v[0]), float(v[1])) for k, v in
-                json.loads(self.tree.attrs["observed_range"]).items()}
+        return {
+            k: (float(v[0]), float(v[1]))
+            for k, v in json.loads(self.tree.attrs["observed_range"]).items()
+        }
 
     def _flat(self) -> np.ndarray:
         loss = self.draws["loss"].values
@@ -168,8 +170,8 @@ class Forecast:
             else "\n  all points inside the observed range"
         )
         return (
-            f"Forecast(law={self.tree.attrs['law']!r}, kind={self.kind!r}, points={sizes['point']}, "
-            f"draws={sizes['chain'] * sizes['draw']}){tail}"
+            f"Forecast(law={self.tree.attrs['law']!r}, kind={self.kind!r}, "
+            f"points={sizes['point']}, draws={sizes['chain'] * sizes['draw']}){tail}"
         )
 
     def _repr_html_(self) -> str:
@@ -246,7 +248,7 @@ def forecast(
     seed: int = 0,
     warn: bool = True,
 ) -> Forecast:
-    """Posterior draws of the loss at new points.
+    r"""Posterior draws of the loss at new points.
 
     Parameters
     ----------
@@ -288,8 +290,8 @@ def forecast(
 
     .. math::
 
-        \\log L^{mean}_{sj} = \\log f(x_j; \\theta_s), \\qquad
-        \\log L^{pred}_{sj} = \\log f(x_j; \\theta_s) + \\sigma_s \\epsilon_{sj},
+        \log L^{mean}_{sj} = \log f(x_j; \theta_s), \qquad
+        \log L^{pred}_{sj} = \log f(x_j; \theta_s) + \sigma_s \epsilon_{sj},
 
     with epsilon_sj iid Student-t(nu) (or standard normal), as in the likelihood. Noise for
     nu = 4 (the default) and the normal likelihood is drawn by the exact inverse CDF of float32

@@ -230,8 +230,14 @@ def plot_forecast(
     _bands(ax, xs, quant, probs, colour)
     ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=f"median ({forecast.kind})")
     if fit is not None and x in fit.data.table:
-        ax.scatter(fit.data.table[x], fit.data.table["loss"], s=10, color="0.3", zorder=3,
-                   label="fitted runs")
+        ax.scatter(
+            fit.data.table[x],
+            fit.data.table["loss"],
+            s=10,
+            color="0.3",
+            zorder=3,
+            label="fitted runs",
+        )
     _log_axis(ax, "x", x)
     _loss_axis(ax)
     ax.set_ylabel("loss" + (" (new run)" if forecast.kind == "predictive" else " (law)"))
@@ -298,8 +304,15 @@ def plot_allocation(
             text, a, b = REFERENCE_EXPONENTS[key]
             slope = a if name == "n_params" else b
             line = median[mid] * (compute / compute[mid]) ** slope
-            ax.plot(compute, line, ls=style, color=colour, lw=1.0, alpha=0.8,
-                    label=f"{text}: {'a' if name == 'n_params' else 'b'} = {slope:.2f}")
+            ax.plot(
+                compute,
+                line,
+                ls=style,
+                color=colour,
+                lw=1.0,
+                alpha=0.8,
+                label=f"{text}: {'a' if name == 'n_params' else 'b'} = {slope:.2f}",
+            )
     _log_axis(ax, "x", "compute")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(count_formatter())
@@ -334,9 +347,11 @@ def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs
         The pair plot: its figure is ``pm.viz["figure"].item()`` and its grid of Axes
         ``pm.viz["plot"].values`` (a pair plot needs several Axes, hence no ``ax``).
     """
-    names = list(var_names) if var_names is not None else [
-        p.name for p in fit.law.params if p.role in ("exponent", "floor")
-    ]
+    names = (
+        list(var_names)
+        if var_names is not None
+        else [p.name for p in fit.law.params if p.role in ("exponent", "floor")]
+    )
     missing = [v for v in names if v not in fit.posterior]
     if missing:
         raise ValueError(
@@ -353,7 +368,9 @@ def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs
     kwargs.setdefault("figure_kwargs", {"figsize": (2.4 * len(names), 2.4 * len(names))})
     with warnings.catch_warnings():
         # arviz-plots 0.8 passes a single RGB colour as `c` to Axes.scatter
-        warnings.filterwarnings("ignore", message=r"\*c\* argument looks like", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"\*c\* argument looks like", category=UserWarning
+        )
         return azp.plot_pair(fit.tree, var_names=names, backend="matplotlib", **kwargs)
 
 
@@ -376,6 +393,8 @@ def _arviz_plots() -> Any:
         # arviz-plots 0.8 reads `matplotlib.style.core`, which matplotlib 3.11 no longer
         # imports with `matplotlib.style`
         import matplotlib.style.core  # noqa: F401
+
+        # isort: split
         import arviz_plots
         import arviz_plots.backend.matplotlib  # noqa: F401
     return arviz_plots
@@ -413,7 +432,9 @@ def _alpha(p: float, probs: Sequence[float]) -> float:
     return 0.12 + 0.12 * rank
 
 
-def _bands(ax: Any, x: np.ndarray, quant: pd.DataFrame, probs: Sequence[float], colour: Any) -> None:
+def _bands(
+    ax: Any, x: np.ndarray, quant: pd.DataFrame, probs: Sequence[float], colour: Any
+) -> None:
     for p in sorted(probs, reverse=True):
         lo, hi = quant[_qname((1 - p) / 2)], quant[_qname((1 + p) / 2)]
         ax.fill_between(x, lo, hi, color=colour, alpha=_alpha(p, probs), lw=0)
@@ -450,9 +471,11 @@ def _loss_axis(ax: Any) -> None:
 
 
 def _group_labels(values: np.ndarray, max_groups: int) -> tuple[np.ndarray, int]:
-    """Group runs by their value: one group per distinct value (to 0.01 decade) when there
-    are at most ``max_groups``, else equal-count bins of the log value. Returns labels 0..G-1
-    and the number of distinct values."""
+    """Group runs by value: labels 0..G-1 and the number of distinct values.
+
+    One group per distinct value (to 0.01 decade) when there are at most ``max_groups``, else
+    equal-count bins of the log value.
+    """
     logs = np.log10(values)
     rounded = np.round(logs, 2)
     distinct = np.unique(rounded)

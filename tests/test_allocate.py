@@ -153,7 +153,8 @@ def test_compute_for_loss_inverts_the_frontier(sim_fit):
     # the loss of the compute-optimal run at that compute is the target
     law = sim_fit.law
     p = {k: sim_fit.posterior[k].values for k in law.param_names}
-    loss = law(p, n_params=closed.draws["n_params"].values, n_tokens=closed.draws["n_tokens"].values)
+    n, d = closed.draws["n_params"].values, closed.draws["n_tokens"].values
+    loss = law(p, n_params=n, n_tokens=d)
     np.testing.assert_allclose(np.asarray(loss), target, rtol=1e-5)  # float32 law evaluation
     np.testing.assert_allclose(
         6 * closed.draws["n_params"] * closed.draws["n_tokens"], c1, rtol=1e-12

@@ -56,7 +56,9 @@ def test_draws_layout_and_kinds(sim_fit):
     assert fc.draws["loss"].shape == (post.sizes["chain"], post.sizes["draw"], 3)
     assert set(fc.tree["predictions"].data_vars) == {"loss", "loss_mean"}
     assert list(fc.tree["predictions_constant_data"].data_vars) == [
-        "n_params", "n_tokens", "compute"
+        "n_params",
+        "n_tokens",
+        "compute",
     ]
     assert fc.tree.attrs["kind"] == "predictive" and fc.tree.attrs["seed"] == 0
     mean = forecast(sim_fit, at, kind="mean")
@@ -66,7 +68,7 @@ def test_draws_layout_and_kinds(sim_fit):
     p = {k: post[k].values[..., None] for k in law.param_names}
     expect = np.asarray(law(p, n_params=at["n_params"].values, n_tokens=at["n_tokens"].values))
     np.testing.assert_allclose(mean.draws["loss"].values, expect, rtol=2e-6)
-    np.testing.assert_array_equal(fc.tree["predictions"]["loss_mean"], mean.draws["loss"])
+    np.testing.assert_allclose(fc.tree["predictions"]["loss_mean"], mean.draws["loss"], rtol=1e-6)
     # noise widens the predictive distribution around the same centre
     sd_pred = fc.summary()["sd"].to_numpy()
     sd_mean = mean.summary()["sd"].to_numpy()
@@ -85,8 +87,11 @@ def test_predictive_noise_follows_the_likelihood(likelihood, nu, dist):
     runs = bs.simulate("chinchilla", seed=1)
     sigma = 0.02
     fit = fit_from_draws(
-        "chinchilla", constant_draws("chinchilla", (2, 100), sigma), runs,
-        likelihood=likelihood, nu=nu,
+        "chinchilla",
+        constant_draws("chinchilla", (2, 100), sigma),
+        runs,
+        likelihood=likelihood,
+        nu=nu,
     )
     at = {"n_params": np.geomspace(1e8, 3e9, 500), "n_tokens": 2e10}
     fc = forecast(fit, at, seed=11, warn=False)
@@ -207,8 +212,10 @@ def test_risk_measures_per_point(sim_fit):
 
 
 def test_extrapolation_horizon(sim_fit):
-    loose = extrapolation_horizon(sim_fit, tolerance=0.08)
-    tight = extrapolation_horizon(sim_fit, tolerance=0.06)
+    # on this ladder the 90% width grows from 0.038 (noise, sigma = 0.009) inside the data to
+    # 0.055 six decades beyond: 0.045 is crossed 1-2 decades out, 0.05 about 4
+    loose = extrapolation_horizon(sim_fit, tolerance=0.05)
+    tight = extrapolation_horizon(sim_fit, tolerance=0.045)
     top = sim_fit.data.table["compute"].max()
     assert loose.max_observed_compute == top
     curve = loose.curve
@@ -218,8 +225,8 @@ def test_extrapolation_horizon(sim_fit):
     assert top < tight.compute < loose.compute
     # below the horizon every grid point is under the tolerance, just above it is not
     under = curve["compute"] <= loose.compute
-    assert (curve.loc[under, "rel_width"] < 0.08).all()
-    assert curve.loc[~under, "rel_width"].iloc[0] >= 0.08
+    assert (curve.loc[under, "rel_width"] < 0.05).all()
+    assert curve.loc[~under, "rel_width"].iloc[0] >= 0.05
     assert loose.decades == pytest.approx(np.log10(loose.compute / top))
     # the run's noise alone is about 4.3 sigma wide: a tolerance below it is never met
     assert np.isnan(extrapolation_horizon(sim_fit, tolerance=0.01).compute)

@@ -1,0 +1,134 @@
+"""Plots render (Agg) with the expected artists: a curve per group, bands, references."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import bayescale as bs  # noqa: E402
+from bayescale.allocate import compute_optimal  # noqa: E402
+from bayescale.forecast import forecast  # noqa: E402
+from bayescale.plots import (  # noqa: E402
+    count_formatter,
+    plot_allocation,
+    plot_fit,
+    plot_forecast,
+    plot_posterior,
+)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def saved(ax_or_fig, tmp_path, name):
+    fig = getattr(ax_or_fig, "figure", ax_or_fig)
+    path = tmp_path / f"{name}.png"
+    fig.savefig(path, dpi=60)
+    assert path.stat().st_size > 5000
+    plt.close(fig)
+    return path
+
+
+def test_plot_fit_isoflop_has_a_curve_per_budget(sim_fit, tmp_path):
+    ax = plot_fit(sim_fit)  # the simulated ladder has 9 IsoFLOP budgets
+    assert isinstance(ax, matplotlib.axes.Axes)
+    assert len(ax.lines) == 9
+    # per budget: a 90% band, a 50% band and the runs' scatter
+    assert len(ax.collections) == 9 * 3
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "parameters N" and ax.get_ylabel() == "loss"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "C = 6e+18 FLOP" in labels and "90% law (posterior)" in labels
+    saved(ax, tmp_path, "fit_isoflop")
+
+
+def test_plot_fit_by_size_bins_sizes_into_curves(sim_fit, tmp_path):
+    fig, ax = plt.subplots()
+    out = plot_fit(sim_fit, view="size", ax=ax, max_curves=4, ci_probs=(0.9,))
+    assert out is ax
+    assert len(ax.lines) == 4 and len(ax.collections) == 4 * 2
+    assert ax.get_xlabel() == "training tokens D"
+    # every run is drawn once
+    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_offsets().size) >= 72
+    saved(fig, tmp_path, "fit_size")
+
+
+def test_plot_fit_one_variable_law(tmp_path):
+    import arviz_base as azb
+
+    from bayescale.testing import TRUTHS
+
+    rng = np.random.default_rng(0)
+    truth = TRUTHS["power_law"]
+    draws = {k: v * np.exp(0.01 * rng.standard_normal((1, 50))) for k, v in truth.items()}
+    tree = azb.from_dict({"posterior": draws})
+    tree.attrs.update(method="map", likelihood="student_t", nu=4.0)
+    fit = bs.Fit(tree, bs.get_law("power_law"), None, bs.from_frame(bs.simulate("power_law")))
+    ax = plot_fit(fit)
+    assert len(ax.lines) == 1 and len(ax.collections) == 3
+    saved(ax, tmp_path, "fit_power_law")
+
+
+def test_plot_forecast_shades_the_observed_range(sim_fit, tmp_path):
+    compute = np.geomspace(1e19, 1e24, 40)
+    fc = forecast(sim_fit, {"n_params": 0.1 * np.sqrt(compute), "compute": compute}, warn=False)
+    ax = plot_forecast(fc, fit=sim_fit)
+    assert len(ax.lines) == 1
+    assert len(ax.collections) == 3 + 1  # three fan bands and the runs
+    assert len(ax.patches) == 1  # the observed range
+    span = ax.patches[0].get_extents()
+    assert span.width > 0
+    assert ax.get_xlabel() == "training compute C (FLOP)"
+    saved(ax, tmp_path, "forecast")
+    with pytest.raises(ValueError, match="x='loss' is not an input of the forecast"):
+        plot_forecast(fc, x="loss")
+
+
+def test_plot_allocation_with_references(sim_fit, tmp_path):
+    alloc = compute_optimal(sim_fit, np.geomspace(1e20, 1e25, 30))
+    ax = plot_allocation(alloc)
+    assert len(ax.lines) == 2 + 2 * 2  # N_opt, D_opt, and a and b of two references
+    assert len(ax.collections) == 2 * 2  # two bands per quantity
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("Kaplan et al. 2020: a = 0.73" in t for t in labels)
+    assert any("Hoffmann et al. 2022" in t for t in labels)
+    assert ax.get_yaxis().get_major_formatter()(1e9, 0) == "1B"
+    saved(ax, tmp_path, "allocation")
+    ax = plot_allocation(alloc, references=None)
+    assert len(ax.lines) == 2
+    with pytest.raises(ValueError, match="unknown reference 'epoch'. Available: hoffmann"):
+        plot_allocation(alloc, references=["epoch"])
+
+
+def test_plot_posterior_pairs_exponents_and_floor(sim_fit, tmp_path):
+    pm = plot_posterior(sim_fit)
+    fig = pm.viz["figure"].item()
+    axes = pm.viz["plot"].values
+    assert axes.shape == (3, 3)  # E, alpha, beta
+    assert list(pm.viz["var_name_x"].values) == ["E", "alpha", "beta"]
+    saved(fig, tmp_path, "posterior")
+    with pytest.raises(ValueError, match="'gamma' is not a posterior variable"):
+        plot_posterior(sim_fit, var_names=["gamma"])
+
+
+def test_count_formatter():
+    fmt = count_formatter()
+    assert [fmt(v, 0) for v in (1e3, 1e6, 2.5e9, 7e10, 1e12, 3e16)] == [
+        "1K",
+        "1M",
+        "2.5B",
+        "70B",
+        "1T",
+        "3e16",
+    ]
+
+
+def test_bad_view(sim_fit):
+    with pytest.raises(ValueError, match="unknown view 'grid'. Available: auto, size, isoflop"):
+        plot_fit(sim_fit, view="grid")
