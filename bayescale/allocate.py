@@ -95,7 +95,9 @@ class Allocation:
         table = pd.DataFrame({"compute": self.compute})
         for name in ("n_params", "n_tokens", "tokens_per_param", "loss"):
             flat = _flat(self.draws[name].values)
-            q = np.nanquantile(flat, [0.5, lo, hi], axis=0)
+            with warnings.catch_warnings():  # budgets without an identified optimum: all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                q = np.nanquantile(flat, [0.5, lo, hi], axis=0)
             table[f"{name}_median"] = q[0]
             table[f"{name}_{_qname(lo)}"] = q[1]
             table[f"{name}_{_qname(hi)}"] = q[2]
@@ -108,24 +110,28 @@ class Allocation:
         rows = {}
         for name in ("a", "b"):
             v = self.exponents[name].values.reshape(-1)
+            v = v[np.isfinite(v)]  # NaN where fewer than two budgets have an optimum
+            if v.size == 0:
+                rows[name] = dict.fromkeys(("mean", "sd", "median", _qname(lo), _qname(hi)))
+                continue
             rows[name] = {
-                "mean": np.nanmean(v),
-                "sd": np.nanstd(v, ddof=1) if v.size > 1 else np.nan,
-                "median": np.nanmedian(v),
-                _qname(lo): np.nanquantile(v, lo),
-                _qname(hi): np.nanquantile(v, hi),
+                "mean": v.mean(),
+                "sd": v.std(ddof=1) if v.size > 1 else np.nan,
+                "median": np.median(v),
+                _qname(lo): np.quantile(v, lo),
+                _qname(hi): np.quantile(v, hi),
             }
-        table = pd.DataFrame.from_dict(rows, orient="index")
+        table = pd.DataFrame.from_dict(rows, orient="index").astype(np.float64)
         table.index.name = "exponent"
         return table
 
     def __repr__(self) -> str:
         sizes = self.draws.sizes
         n_draws = sizes["chain"] * sizes["draw"]
-        a = np.nanmedian(self.exponents["a"].values)
-        b = np.nanmedian(self.exponents["b"].values)
+        ex = self.exponents_summary()
+        a, b = ex.loc["a", "median"], ex.loc["b", "median"]
         n_nan = int(np.isnan(self.draws["n_params"].values).sum())
-        tail = f"\n  WARNING: {n_nan} optima outside the search bracket (NaN)" if n_nan else ""
+        tail = f"\n  WARNING: {n_nan} optima not found or not identified (NaN)" if n_nan else ""
         return (
             f"Allocation(law={self.draws.attrs.get('law')!r}, method={self.method!r}, "
             f"budgets={sizes['budget']}, draws={n_draws}, k={self.flops_per_param_token:g})\n"
@@ -714,9 +720,19 @@ def _numerical_target(
 
 
 def _slopes(log_c: np.ndarray, log_n: np.ndarray) -> np.ndarray:
-    """Least-squares slope of each row of ``log_n`` on ``log_c``."""
-    centred = log_c - log_c.mean()
-    return (log_n - log_n.mean(axis=-1, keepdims=True)) @ centred / (centred @ centred)
+    """Least-squares slope of each row of ``log_n`` on ``log_c``, over its finite entries.
+
+    NaN for rows with fewer than two finite entries.
+    """
+    ok = np.isfinite(log_n)
+    count = ok.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_c = np.where(ok, log_c, 0.0).sum(axis=-1, keepdims=True) / count[..., None]
+        mean_n = np.where(ok, log_n, 0.0).sum(axis=-1, keepdims=True) / count[..., None]
+        dc = np.where(ok, log_c - mean_c, 0.0)
+        dn = np.where(ok, log_n - mean_n, 0.0)
+        slope = (dc * dn).sum(axis=-1) / (dc * dc).sum(axis=-1)
+    return np.where(count >= 2, slope, np.nan)
 
 
 def _warn_optimum(edge: np.ndarray, plateau: np.ndarray, t_range: Any, stacklevel: int) -> None:

@@ -91,6 +91,82 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points(args: argparse.Namespace) -> Any:
+    import pandas as pd
+
+    if args.points:
+        return pd.read_csv(args.points)
+    given = {
+        k: v
+        for k, v in (
+            ("n_params", args.n_params),
+            ("n_tokens", args.n_tokens),
+            ("compute", args.compute),
+            ("unique_tokens", args.unique_tokens),
+        )
+        if v
+    }
+    if not given:
+        raise ValueError(
+            "no points to forecast: pass --n-params and --n-tokens (or --compute), or a CSV "
+            "of points with --points."
+        )
+    lengths = {len(v) for v in given.values()}
+    if len(lengths) > 1 and 1 not in lengths:
+        raise ValueError(
+            f"the point options have different lengths: { {k: len(v) for k, v in given.items()} }."
+        )
+    n = max(lengths)
+    return pd.DataFrame({k: v * n if len(v) == 1 else v for k, v in given.items()})
+
+
+def _save_plot(draw: Any, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayescale.demo import _save
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    draw(ax)
+    _save(fig, Path(path))
+    print(f"\nPlot written to {path}")
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    result = bs.forecast(bs.load_fit(args.fit), _points(args), kind=args.kind, seed=args.seed)
+    _print_table(result.summary(target=args.target), f"Forecast ({args.kind}, 90% intervals)")
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_forecast(result, ax=ax), args.plot)
+    return 0
+
+
+def _cmd_allocate(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    fit = bs.load_fit(args.fit)
+    result = bs.compute_optimal(
+        fit,
+        args.compute,
+        unique_tokens=args.unique_tokens,
+        flops_per_param_token=args.flops_per_param_token,
+    )
+    _print_table(result.summary(), "Compute-optimal allocation (median and 90% interval)")
+    _print_table(result.exponents_summary(), "Allocation exponents: N_opt ~ C^a, D_opt ~ C^b")
+    if args.target is not None:
+        _print_table(
+            bs.compute_for_loss(fit, args.target).summary(), f"Compute to reach loss {args.target}"
+        )
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_allocation(result, ax=ax), args.plot)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
 
@@ -130,6 +206,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the fit to this netCDF file")
     sampling(p)
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("forecast", help="forecast the loss at new points from a saved fit")
+    p.add_argument("fit", help="a fit written by 'bayescale fit --out'")
+    p.add_argument("--n-params", type=float, action="append", help="N of a point (repeatable)")
+    p.add_argument("--n-tokens", type=float, action="append", help="D of a point (repeatable)")
+    p.add_argument("--compute", type=float, action="append", help="C of a point (repeatable)")
+    p.add_argument("--unique-tokens", type=float, action="append", help="U of a point")
+    p.add_argument("--points", default=None, help="CSV of points (canonical columns)")
+    p.add_argument("--kind", default="predictive", choices=["predictive", "mean"])
+    p.add_argument("--target", type=float, default=None, help="report P(loss < target)")
+    p.add_argument("--plot", default=None, help="write a fan chart to this PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_forecast)
+
+    p = sub.add_parser("allocate", help="compute-optimal N and D for budgets from a saved fit")
+    p.add_argument("fit", help="a fit written by 'bayescale fit --out'")
+    p.add_argument(
+        "--compute",
+        type=float,
+        action="append",
+        required=True,
+        help="a compute budget in FLOP (repeatable)",
+    )
+    p.add_argument(
+        "--unique-tokens",
+        type=float,
+        default=None,
+        help="unique-token budget (data-constrained law)",
+    )
+    p.add_argument("--flops-per-param-token", type=float, default=6.0)
+    p.add_argument("--target", type=float, default=None, help="also: compute to reach this loss")
+    p.add_argument("--plot", default=None, help="write N_opt(C), D_opt(C) to this PNG")
+    p.set_defaults(func=_cmd_allocate)
 
     p = sub.add_parser("demo", help="fit, forecast and allocate on an embedded synthetic ladder")
     p.add_argument("--out", default="bayescale_demo", help="folder for the plots (bayescale_demo)")

@@ -113,9 +113,21 @@ def _forecast_and_allocate(fit: Any, out: Path) -> list[Path]:
     )
     alloc = bs.compute_optimal(fit, list(BUDGETS))
     table = alloc.summary()
-    cols = [c for c in table.columns if c.endswith(("median", "q5", "q95")) or c == "compute"]
-    print("\nCompute-optimal allocation (posterior median and 90% interval per budget):")
-    print(_table(table[cols]))
+    readable = pd.DataFrame({"compute (FLOP)": [f"{c:.3g}" for c in table["compute"]]})
+    for name, label in (
+        ("n_params", "N_opt"),
+        ("n_tokens", "D_opt"),
+        ("tokens_per_param", "tokens/param"),
+        ("loss", "loss at optimum"),
+    ):
+        readable[label] = [
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            for m, lo, hi in zip(
+                table[f"{name}_median"], table[f"{name}_q5"], table[f"{name}_q95"], strict=True
+            )
+        ]
+    print("\nCompute-optimal allocation (posterior median [90% interval] per budget):")
+    print(readable.to_string(index=False))
     ex = alloc.exponents_summary()
     print(
         f"  N_opt ~ C^a with a = {ex.loc['a', 'median']:.3f} [{ex.loc['a', 'q5']:.3f}, "

@@ -175,7 +175,9 @@ class Forecast:
         )
 
     def _repr_html_(self) -> str:
-        table = self.summary().head(50)
+        head = slice(0, 50)  # summarise only the rows shown
+        first = Forecast(self.tree.isel(point=head), self.points.iloc[head], self.kind)
+        table = first.summary()
         return f"<pre>{html.escape(repr(self))}</pre>" + table.to_html(
             float_format=lambda x: f"{x:.4g}"
         )

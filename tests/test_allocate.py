@@ -138,6 +138,10 @@ def test_plateau_of_saturated_data_is_not_identified():
     n = alloc.draws["n_params"].values
     assert np.isfinite(n[..., 0]).all() and np.isnan(n[..., 1]).all()
     assert np.isfinite(alloc.draws["loss"].values).all()
+    # summaries keep going: NaN rows, no warnings (errors under this test configuration)
+    assert np.isnan(alloc.summary().loc[1, "n_params_median"])
+    assert np.isnan(alloc.exponents_summary().loc["a", "median"])
+    assert "not identified (NaN)" in repr(alloc)
 
 
 # ------------------------------------------------------------------------------ compute_for_loss

@@ -60,3 +60,20 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "Posterior of L(N, D)" in captured.out
     pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
     assert "fit.png" in pngs
+
+
+def test_forecast_and_allocate_from_a_saved_fit(sim_fit, tmp_path, capsys):
+    path = sim_fit.save(tmp_path / "fit.nc")
+    code = main(["forecast", str(path), "--n-params", "7e10", "--n-tokens", "1.4e12",
+                 "--target", "2.0", "--plot", str(tmp_path / "fc.png")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "prob_below" in captured.out and (tmp_path / "fc.png").is_file()
+    assert "decades outside the observed range" in captured.err  # the ExtrapolationWarning
+    code = main(["allocate", str(path), "--compute", "5.88e23", "--compute", "1e24",
+                 "--plot", str(tmp_path / "al.png")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "tokens_per_param_median" in captured.out and (tmp_path / "al.png").is_file()
+    assert main(["forecast", str(path)]) == 2
+    assert "no points to forecast" in capsys.readouterr().err
