@@ -541,6 +541,34 @@ def _qname(p: float) -> str:
     return f"q{p * 100:g}"
 
 
+def _split_over_devices(
+    fn: Any, split: tuple[Any, ...], shared: tuple[Any, ...], n_items: int, min_items: int
+) -> Any:
+    """Run ``fn(*split, *shared)`` with ``split`` cut along its first axis over host devices.
+
+    JAX runs one CPU computation on one core; with several host devices (``XLA_FLAGS=
+    --xla_force_host_platform_device_count=<n>``, as the CLI and the tests set) the draws are
+    cut into one chunk per device, up to the number of cores, and the chunks run in parallel.
+    Below ``min_items`` draws per chunk, or with one device, it is one call. The outputs
+    (a pytree of arrays over the draws) come back as NumPy arrays.
+    """
+    import os
+
+    import jax
+
+    devices = jax.local_devices()
+    n_chunks = max(1, min(len(devices), os.cpu_count() or 1, n_items // max(min_items, 1)))
+    if n_chunks == 1:
+        return jax.tree.map(np.asarray, fn(*split, *shared))
+    bounds = np.linspace(0, n_items, n_chunks + 1).astype(int)
+    pending = []
+    for device, start, stop in zip(devices, bounds[:-1], bounds[1:], strict=False):
+        part = jax.tree.map(lambda a, start=start, stop=stop: a[start:stop], split)
+        on_device, shared_on_device = jax.device_put((part, shared), device)
+        pending.append(fn(*on_device, *shared_on_device))
+    return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *pending)
+
+
 def _flat(values: np.ndarray) -> np.ndarray:
     """``(chain, draw, ...)`` -> ``(chain * draw, ...)``."""
     return values.reshape(-1, *values.shape[2:])
@@ -635,14 +663,16 @@ def _numerical_optimum(
     import jax
 
     with jax.enable_x64(True):
-        out = _optimum_fn(law)(
-            {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()},
+        draws = {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()}
+        shared = (
             np.asarray(log_ck, np.float64),
             None if log_u is None else np.asarray(log_u, np.float64),
             np.log(t_range[0]),
             np.log(t_range[1]),
         )
-        x, loss, edge, flat = (np.asarray(a) for a in out)
+        n = next(iter(draws.values())).size
+        work = max(1, 20_000 // max(np.size(log_ck), 1))  # draws per chunk worth a device
+        x, loss, edge, flat = _split_over_devices(_optimum_fn(law), (draws,), shared, n, work)
     x = np.where(edge | flat, np.nan, x)
     loss = np.where(edge, np.nan, loss)
     return x, loss, edge, flat & ~edge
@@ -702,8 +732,8 @@ def _numerical_target(
     import jax
 
     with jax.enable_x64(True):
-        out = _target_fn(law)(
-            {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()},
+        draws = {k: np.asarray(v, np.float64).reshape(-1) for k, v in params.items()}
+        shared = (
             np.float64(log_target),
             None if log_u is None else np.float64(log_u[0]),
             np.float64(lo),
@@ -711,7 +741,9 @@ def _numerical_target(
             np.log(t_range[0]),
             np.log(t_range[1]),
         )
-        log_ck, x, reachable, too_low = (np.asarray(a) for a in out)
+        n = next(iter(draws.values())).size
+        out = _split_over_devices(_target_fn(law), (draws,), shared, n, 500)
+        log_ck, x, reachable, too_low = out
     log_ck = np.where(reachable, log_ck, np.inf)
     x = np.where(reachable, x, np.inf)
     log_ck = np.where(too_low, np.nan, log_ck)

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.allocate import _interval_probs, _posterior_params, _qname, compute_optimal
+from bayescale.allocate import (
+    _interval_probs,
+    _posterior_params,
+    _qname,
+    _split_over_devices,
+    compute_optimal,
+)
 from bayescale.data import FLOPS_PER_PARAM_TOKEN, _rows
 from bayescale.errors import DataError, ExtrapolationWarning
 
@@ -296,11 +302,13 @@ def forecast(
         \log L^{pred}_{sj} = \log f(x_j; \theta_s) + \sigma_s \epsilon_{sj},
 
     with epsilon_sj iid Student-t(nu) (or standard normal), as in the likelihood. Noise for
-    nu = 4 (the default) and the normal likelihood is drawn by the exact inverse CDF of float32
+    nu = 4 (the default) and the normal likelihood is drawn by the inverse CDF of float32
     uniforms from ``numpy.random.default_rng(seed)`` (closed form for t_4: with s = u - 1/2,
-    theta = arcsin(2|s|), t = sign(s) 2 sqrt(2 sin(2 theta/3) sin(theta/3) / cos theta)); other
-    nu use ``Generator.standard_t``. The law is evaluated in float32 (relative error about
-    1e-6, far below any noise scale).
+    theta = arcsin(2|s|), t = sign(s) 2 sqrt(2 sin(2 theta/3) sin(theta/3) / cos theta); float32
+    error below 1e-5); other nu use ``Generator.standard_t``. The law is evaluated in float32
+    (relative error about 1e-6, far below any noise scale), vectorised over draws and points
+    and, with several JAX host devices, split over the CPU cores; the draws do not depend on
+    the number of devices.
 
     Examples
     --------
@@ -353,7 +361,8 @@ def extrapolation_horizon(
         Probability mass of the interval.
     compute : array of float, optional
         Grid of budgets (FLOP), increasing; default 10 per decade from the smallest observed
-        compute to 10^6 times the largest.
+        compute to 10^6 times the largest. Budgets where the allocation is not identified
+        (data-constrained law far beyond its unique data) are dropped from the curve.
     flops_per_param_token : float, default 6
         k in C = k N D.
     unique_tokens : float, optional
@@ -416,7 +425,16 @@ def extrapolation_horizon(
         alloc = compute_optimal(
             fit, grid, flops_per_param_token=flops_per_param_token, unique_tokens=unique_tokens
         )
-        n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, grid.size), axis=0)
+        with warnings.catch_warnings():  # all-NaN budgets: no identified optimum
+            warnings.simplefilter("ignore", RuntimeWarning)
+            n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, grid.size), axis=0)
+        keep = np.isfinite(n_opt)
+        if keep.sum() < 2:
+            raise ValueError(
+                "the compute-optimal allocation is not identified on the grid (see the "
+                "ConvergenceWarning); pass compute=<a grid of smaller budgets>."
+            )
+        grid, n_opt = grid[keep], n_opt[keep]
         at = pd.DataFrame(
             {"n_params": n_opt, "n_tokens": grid / (flops_per_param_token * n_opt), "compute": grid}
         )
@@ -599,7 +617,7 @@ def _normal_ppf(s: Any) -> Any:
 
 @functools.lru_cache(maxsize=32)
 def _predict_fn(law: Law, noise: str | None) -> Any:
-    """Jitted ``(params, sigma, logx, u) -> (mean loss, predictive loss or None)``."""
+    """Jitted ``(params, sigma, u, logx) -> (mean loss, predictive loss or None)``."""
     import jax
     import jax.numpy as jnp
 
@@ -609,7 +627,7 @@ def _predict_fn(law: Law, noise: str | None) -> Any:
     per_point = jax.vmap(law.fn, in_axes=(None, 0))
     log_mean = jax.vmap(per_point, in_axes=(0, None))
 
-    def predict(params: Any, sigma: Any, logx: Any, u: Any) -> Any:
+    def predict(params: Any, sigma: Any, u: Any, logx: Any) -> Any:
         mu = log_mean(params, logx)
         mean = jnp.exp(mu)
         if noise is None:
@@ -653,7 +671,9 @@ def _forecast(
         noise, u = _noise(fit, (n_sample, n_point), seed)
     else:
         sigma, noise, u = None, None, None
-    mean, pred = _predict_fn(law, noise)(flat, sigma, logx, u)
+    per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
+    split = (flat, sigma, u)
+    mean, pred = _split_over_devices(_predict_fn(law, noise), split, (logx,), n_sample, per_chunk)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
