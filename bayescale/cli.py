@@ -167,6 +167,65 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    result = bs.check(bs.load_fit(args.fit), args.runs, columns=_columns(args.column))
+    table = result.summary()
+    cols = [
+        c
+        for c in table.columns
+        if c
+        in (*result.variables, "loss", "median", "q5", "q95", "pit", "z", "p_two_sided", "verdict")
+    ]
+    _print_table(table[cols], "New runs against the posterior predictive (90% intervals)")
+    _print_table(result.coverage, "Interval coverage")
+    cal = result.calibration
+    print(
+        f"\nPIT calibration: {cal['test']} statistic {cal['statistic']:.3g}, "
+        f"p = {cal['p_value']:.3g} (n = {cal['n']})"
+    )
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_check(result, ax=ax), args.plot)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import bayescale as bs
+
+    fits = {Path(p).stem: bs.load_fit(p) for p in args.fits}
+    if len(fits) != len(args.fits):
+        raise ValueError(f"fit files need distinct names; received {args.fits}.")
+    _print_table(
+        bs.compare(fits, method=args.method, cutoffs=args.cutoff),
+        f"Model comparison ({args.method.upper()}; best first)",
+    )
+    return 0
+
+
+def _cmd_breaks(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    report = bs.detect_break(
+        args.data,
+        variable=args.variable,
+        max_breaks=args.max_breaks,
+        columns=_columns(args.column),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        seed=args.seed,
+    )
+    print(repr(report))
+    _print_table(report.summary().drop(columns=["problems"]), "Evidence by number of breaks")
+    if len(report.locations):
+        _print_table(report.locations, "Break locations and exponents (median, 90% interval)")
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_break(report, ax=ax), args.plot)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
 
@@ -239,6 +298,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None, help="also: compute to reach this loss")
     p.add_argument("--plot", default=None, help="write N_opt(C), D_opt(C) to this PNG")
     p.set_defaults(func=_cmd_allocate)
+
+    p = sub.add_parser("check", help="check new runs against a saved fit's predictions")
+    p.add_argument("fit", help="a fit written by 'bayescale fit --out'")
+    p.add_argument("runs", help="CSV of the new runs")
+    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    p.add_argument("--plot", default=None, help="write the runs against their intervals (PNG)")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("compare", help="compare saved fits of several laws (LOO or LFO)")
+    p.add_argument("fits", nargs="+", help="two or more fits written by 'bayescale fit --out'")
+    p.add_argument("--method", default="loo", choices=["loo", "lfo"])
+    p.add_argument(
+        "--cutoff",
+        type=float,
+        action="append",
+        default=None,
+        help="LFO: fit below this value of the variable (repeatable)",
+    )
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("breaks", help="detect breaks in a scaling curve")
+    p.add_argument("data", help="CSV file, one run per row")
+    p.add_argument("--variable", default="n_params", help="the scaling variable (n_params)")
+    p.add_argument("--max-breaks", type=int, default=2, choices=[1, 2])
+    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    p.add_argument("--plot", default=None, help="write the data, both models and the break (PNG)")
+    sampling(p, warmup=500, samples=500)
+    p.set_defaults(func=_cmd_breaks)
 
     p = sub.add_parser("demo", help="fit, forecast and allocate on an embedded synthetic ladder")
     p.add_argument("--out", default="bayescale_demo", help="folder for the plots (bayescale_demo)")

@@ -318,9 +318,10 @@ def stacked_predictive(
     Returns
     -------
     xarray.Dataset
-        ``loss`` over ``chain`` (1), ``draw`` and ``point``, and ``model`` (the fit each draw
-        comes from) over ``chain, draw``; the inputs are coordinates on ``point`` and the
-        weights are in ``attrs``.
+        ``loss`` (of the requested kind) and ``loss_mean`` (the law's loss of the same draws)
+        over ``chain`` (1), ``draw`` and ``point``, and ``model`` (the fit each draw comes
+        from) over ``chain, draw``; the inputs are coordinates on ``point`` and the weights
+        are in ``attrs``. The same ``seed`` picks the same posterior draws for either kind.
 
     Notes
     -----
@@ -338,25 +339,29 @@ def stacked_predictive(
     draws = {k: stack.fits[k].draws() for k in names}
     total = int(num_draws or max(len(d["sigma"]) for d in draws.values()))
     counts = _largest_remainder(np.array([stack.weights[k] for k in names]), total)
-    rng = np.random.default_rng(seed)
-    parts, labels = [], []
+    pick = np.random.default_rng([seed, 0])  # which draws: the same for both kinds
+    noise = np.random.default_rng([seed, 1])
+    means, preds, labels = [], [], []
     for name, count in zip(names, counts, strict=True):
         if count == 0:
             continue
         fit, d = stack.fits[name], draws[name]
         n = len(d["sigma"])
-        idx = rng.choice(n, size=count, replace=count > n)
+        idx = pick.choice(n, size=count, replace=count > n)
         mu, sigma = _location_scale(fit.law, {k: v[idx] for k, v in d.items()}, points)
+        means.append(mu)
         if kind == "predictive":
-            mu = mu + sigma * _Noise(fit.likelihood, fit.nu).sample(rng, mu.shape)
-        parts.append(mu)
+            preds.append(mu + sigma * _Noise(fit.likelihood, fit.nu).sample(noise, mu.shape))
         labels += [name] * count
-    order = rng.permutation(total)
-    log_loss = np.concatenate(parts, axis=0)[order]
-    coords = {c: ("point", points.table[c].to_numpy()) for c in points.table.columns}
+    order = pick.permutation(total)
+    log_mean = np.concatenate(means, axis=0)[order]
+    log_loss = np.concatenate(preds, axis=0)[order] if preds else log_mean
+    coords = {c: ("point", points.table[c].to_numpy()) for c in points.table.columns if c != "loss"}
+    dims = ("chain", "draw", "point")
     return xr.Dataset(
         {
-            "loss": (("chain", "draw", "point"), np.exp(log_loss)[None]),
+            "loss": (dims, np.exp(log_loss)[None]),
+            "loss_mean": (dims, np.exp(log_mean)[None]),
             "model": (("chain", "draw"), np.asarray(labels, dtype=str)[order][None]),
         },
         coords={"chain": [0], "draw": np.arange(total), **coords},
@@ -411,11 +416,13 @@ class BreakReport:
     def summary(self) -> pd.DataFrame:
         """The comparison table, one row per number of breaks.
 
-        Columns: ``law``, ``n_params``; ``elpd_loo``, ``se_loo``, ``elpd_diff_loo`` (best LOO
-        elpd minus this one), ``dse_loo``, ``p_loo``, ``max_pareto_k``, ``n_refits``; the same
-        for LFO (``elpd_lfo``, ``se_lfo``, ``elpd_diff_lfo``, ``dse_lfo``, with ``n_lfo`` runs
-        scored); ``warning`` (an estimate or fit may be unreliable), ``problems`` and
-        ``selected``.
+        Columns: ``law``, ``n_params`` (with the noise scale); ``elpd_loo``, ``se_loo``,
+        ``elpd_diff_loo`` (best LOO elpd minus this one), ``dse_loo``,
+        ``elpd_loo_worst_chain``, ``p_loo``, ``max_pareto_k``, ``n_refits`` and
+        ``warning_loo`` (True when the chains disagree about the per-run densities or runs
+        keep a high Pareto k); the same for LFO (``elpd_lfo``, ``se_lfo``, ``elpd_diff_lfo``,
+        ``dse_lfo``, ``elpd_lfo_worst_chain``, ``n_lfo`` runs scored, ``warning_lfo``); then
+        ``problems`` (every diagnostic, in words) and ``selected``.
         """
         return self.comparison.copy()
 
@@ -566,8 +573,8 @@ def detect_break(
         The rule's margin (see Notes).
     cutoff : float, optional
         LFO cutoff in the variable's units (see `compare`); default 2/3 of the log range,
-        moved up if needed so that at least as many runs as the largest model has parameters
-        (plus two) lie below it.
+        moved up if needed so that more runs than the largest model has parameters (noise
+        scale included) lie below it.
     priors : mapping, optional
         Priors by parameter name, applied to every model that has the parameter (for example
         ``{"c1": Prior("Normal", loc=0, scale=3)}`` for a steep break).
@@ -579,6 +586,9 @@ def detect_break(
         Pareto k above which a run's LOO term is computed by an exact refit.
     max_refits : int, default 2
         Most exact LOO refits per model (the highest k first).
+    target_accept : float, default 0.9
+        NUTS target acceptance probability (above `bayescale.fit`'s 0.8: the floor and a slow
+        exponent, and a sharp break, make curved posteriors).
     seed : int, default 0
         Seed of every fit.
     columns : mapping, optional
@@ -593,8 +603,9 @@ def detect_break(
     Raises
     ------
     DataError
-        If ``variable`` or ``loss`` is missing or invalid, or there are too few runs for the
-        largest model (it has ``3 max_breaks + 4`` parameters with the noise scale).
+        If ``variable`` or ``loss`` is missing or invalid, there are too few runs for the
+        largest model (it has ``3 max_breaks + 4`` parameters with the noise scale), or the
+        data holds several curves (a ``group`` column with more than one value).
     ValueError
         For an unknown ``criterion``, ``max_breaks`` outside {1, 2}, or a ``base`` other than
         the power law.
@@ -602,22 +613,32 @@ def detect_break(
     Warns
     -----
     ConvergenceWarning
-        When the selected model's posterior did not converge, or the per-run log
-        likelihoods of a compared model did not (then its elpd is unreliable). Other
-        problems (such as the unidentified second break of a two-break fit to a one-break
-        curve) are listed in the ``problems`` column without a warning.
+        When the reported parameters of the selected model (``c0``, the ``c_i`` and
+        ``d_i``) did not converge, or when the decision rests on a model whose chains
+        disagree (see Notes). Other problems (such as the unidentified second break of a
+        two-break fit to a one-break curve, whose labels may swap between chains) are listed
+        in the ``problems`` column without a warning.
 
     Notes
     -----
-    Rule: let ``best`` be the model with the highest elpd (by ``criterion``). The selected
-    model is the one with the fewest breaks whose elpd is within ``max(threshold_se *
-    dse, threshold_nats)`` of the best, where ``dse`` is the standard error of the pointwise
-    elpd difference to the best model. So a break is declared only when the broken law
-    predicts held-out runs better than every simpler law by more than two standard errors
-    and four nats. The posterior of a break location is reported from the selected model.
+    Rule: ``n_breaks`` is the smallest ``k`` such that no model with more breaks has an elpd
+    (by ``criterion``) higher than model ``k``'s by more than ``max(threshold_se * dse,
+    threshold_nats)``, where ``dse`` is the standard error of the pointwise elpd difference
+    of the two models. So a break is declared only when the broken law predicts held-out
+    runs better than every simpler law by more than two standard errors and four nats.
 
-    Measured error rates of this rule (``tests/statistical/test_break_rates.py``) are in the
-    docs page on break detection.
+    Reliability: the elpd of a model is made of its per-run (held-out) log densities. When
+    their chains disagree (r_hat above 1.01 or bulk ESS below 400 for some run; see the
+    ``warning_loo`` and ``warning_lfo`` columns), the model's evidence in the rule is the elpd
+    of its worst chain alone (``elpd_loo_worst_chain``), so that a break is never declared on
+    the strength of one lucky chain; a `ConvergenceWarning` says when this changed the
+    answer. The posterior of a break location and of the exponents is reported from the
+    selected model.
+
+    Measured error rates (``tests/statistical/test_break_rates.py``; 50 runs over three
+    decades, noise 0.01 on log loss, 20 ladders per arm): no false alarm on power-law
+    ladders with exponent 0.1, no miss on ladders whose exponent changes from 0.1 to 0.7 at
+    3e3, and the 90% interval of the location covered the truth in 19 of 20.
 
     Examples
     --------
@@ -641,6 +662,13 @@ def detect_break(
             f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
     scaling = from_frame(data, columns=columns, dropna=dropna)
+    if "group" in scaling.table.columns and scaling.table["group"].nunique() > 1:
+        groups = sorted(scaling.table["group"].unique())
+        raise DataError(
+            f"the data has {len(groups)} groups ({', '.join(groups[:5])}...); breaks are found "
+            "in one curve. Run detect_break on each: {g: detect_break(frame, ...) for g, frame "
+            "in data.groupby('group')}."
+        )
     laws = {0: get_law("power_law", variable=variable)}
     for k in range(1, max_breaks + 1):
         laws[k] = get_law("broken_power_law", variable=variable, breaks=k)
@@ -678,8 +706,8 @@ def detect_break(
     table["selected"] = table.index == n_breaks
     rule = (
         f"the fewest breaks whose {criterion.upper()} elpd is within max({threshold_se:g} x SE "
-        f"of the difference, {threshold_nats:g} nats) of the best model's, among the models "
-        "whose elpd estimate is reliable"
+        f"of the difference, {threshold_nats:g} nats) of the best model's; a model whose "
+        "chains disagree is judged by its worst chain"
     )
     locations = _locations(fits[n_breaks], variable) if n_breaks else _locations(None, variable)
     _warn_breaks(table, fits, n_breaks, n_pooled, criterion)
@@ -717,7 +745,7 @@ def _validate_fits(fits: Mapping[str, Fit]) -> dict[str, Fit]:
                 f"{f.data.n_runs} runs); elpds are comparable only on the same runs. Refit "
                 "every law to the same table."
             )
-    return names, out
+    return dict(zip(names, out, strict=True))
 
 
 def _settings(fit: Fit, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -860,7 +888,10 @@ def _loo_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     import arviz_stats as azs
 
     with warnings.catch_warnings():
+        # arviz-stats' Pareto-k and order-statistic notes are columns of the table; its use of
+        # pandas' deprecated ``inplace=`` is not ours to fix
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         table = azs.compare({k: r["elpd"] for k, r in results.items()}, method="stacking")
     table = table.copy()
     table["method"] = "loo"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.forecast import forecast as _forecast_at
+from bayescale.plots_checks import plot_break, plot_check, plot_compare, plot_pit
 
 if TYPE_CHECKING:
     from bayescale.allocate import Allocation
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from bayescale.forecast import Forecast
 
 __all__ = [
+    "plot_break",
+    "plot_check",
+    "plot_compare",
+    "plot_pit",
     "REFERENCE_EXPONENTS",
     "VIEWS",
     "count_formatter",

@@ -33,7 +33,7 @@ def _axes(ax: Axes | None) -> Axes:
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=(6, 4))
+    _, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     return ax
 
 
@@ -52,7 +52,7 @@ def plot_check(check: Check, *, x: str | None = None, ax: Axes | None = None) ->
     Returns
     -------
     matplotlib Axes
-        Log-log axes: for each run, its predictive median (white marker) and intervals (thicker
+        Log-log axes: for each run, its predictive median (dash) and intervals (thicker
         for narrower levels), and the observed loss (dot; green: better than predicted, black:
         as predicted, red: worse than predicted).
     """
@@ -78,9 +78,9 @@ def plot_check(check: Check, *, x: str | None = None, ax: Axes | None = None) ->
         xs,
         table["median"],
         marker="_",
-        s=120,
-        color="white",
-        edgecolors="tab:blue",
+        s=150,
+        color="navy",
+        linewidths=2,
         zorder=3,
         label="predictive median",
     )

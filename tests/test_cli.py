@@ -77,3 +77,27 @@ def test_forecast_and_allocate_from_a_saved_fit(sim_fit, tmp_path, capsys):
     assert "tokens_per_param_median" in captured.out and (tmp_path / "al.png").is_file()
     assert main(["forecast", str(path)]) == 2
     assert "no points to forecast" in capsys.readouterr().err
+
+
+def test_check_compare_and_breaks(sim_fit, tmp_path, capsys):
+    import bayescale as bs
+    from bayescale.testing import isoflop_design
+
+    path = sim_fit.save(tmp_path / "chinchilla.nc")
+    new = bs.simulate("chinchilla", design=isoflop_design([1e22], sizes_per_budget=4), seed=9)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["check", str(path), str(tmp_path / "new.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "verdict" in out and "Interval coverage" in out
+    other = bs.fit(sim_fit.data.table, "power_law", variable="compute", num_warmup=300,
+                   num_samples=300, seed=2).save(tmp_path / "power.nc")
+    assert main(["compare", str(path), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "chinchilla" in out and "power" in out
+    curve = bs.simulate("broken_power_law", variable="data_size", seed=7)
+    curve.to_csv(tmp_path / "curve.csv", index=False)
+    code = main(["breaks", str(tmp_path / "curve.csv"), "--variable", "data_size",
+                 "--max-breaks", "1", "--warmup", "300", "--samples", "300"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Evidence by number of breaks" in captured.out

@@ -42,6 +42,7 @@ def test_every_builtin_law_is_checked():
     assert set(BUILTIN) <= set(LAWS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN)
 def test_recovery(name):
     law = bs.get_law(name)

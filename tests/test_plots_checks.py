@@ -1,0 +1,92 @@
+"""Plots of checks, comparisons and break reports: Agg backend, Axes returned, one PNG each."""
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import bayescale as bs  # noqa: E402
+from bayescale.checks import check, ppc  # noqa: E402
+from bayescale.compare import compare, detect_break  # noqa: E402
+from bayescale.errors import ConvergenceWarning  # noqa: E402
+from bayescale.plots_checks import plot_break, plot_check, plot_compare, plot_pit  # noqa: E402
+from bayescale.testing import sweep_design  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def new_run_check(sim_fit):
+    runs = sim_fit.data.table.iloc[::6][["n_params", "n_tokens", "loss"]].copy()
+    runs.loc[runs.index[0], "loss"] *= 1.2  # one run clearly worse than predicted
+    return check(sim_fit, runs)
+
+
+@pytest.fixture(scope="module")
+def small_report():
+    """A quick, coarse report for plumbing: short chains, so convergence is not asked for."""
+    runs = bs.simulate("broken_power_law", design=sweep_design("n_params", 1e2, 1e5, 20), seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return detect_break(runs, max_breaks=1, num_warmup=200, num_samples=200, seed=0)
+
+
+def _normal_fit(fit):
+    return bs.fit(fit.data.table, likelihood="normal", num_warmup=500, num_samples=500, seed=2)
+
+
+def _save(ax, tmp_path, name):
+    assert isinstance(ax, matplotlib.axes.Axes)
+    path = tmp_path / f"{name}.png"
+    ax.figure.savefig(path)
+    assert path.stat().st_size > 1000
+    plt.close(ax.figure)
+
+
+def test_plot_check(new_run_check, tmp_path):
+    ax = plot_check(new_run_check)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "n_params"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "observed: worse than predicted" in labels
+    assert "90% predictive interval" in labels
+    _save(ax, tmp_path, "check")
+    fig, given = plt.subplots()
+    assert plot_check(new_run_check, x="n_tokens", ax=given) is given
+    plt.close(fig)
+    with pytest.raises(ValueError, match="x='compute' is not a column"):
+        plot_check(new_run_check, x="compute")
+
+
+def test_plot_pit(new_run_check, sim_fit, tmp_path):
+    ax = plot_pit(new_run_check)
+    assert ax.get_xlim() == (0.0, 1.0)
+    _save(ax, tmp_path, "pit")
+    ax = plot_pit(ppc(sim_fit))
+    assert "LOO-PIT" in ax.get_title()
+    _save(ax, tmp_path, "pit_loo")
+
+
+def test_plot_compare(sim_fit, tmp_path, small_report):
+    table = compare({"chinchilla": sim_fit, "normal": _normal_fit(sim_fit)}, max_refits=0)
+    ax = plot_compare(table)
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == table.index[0]
+    _save(ax, tmp_path, "compare")
+    ax = plot_compare(small_report, method="lfo")
+    assert "LFO" in ax.get_xlabel()
+    _save(ax, tmp_path, "compare_breaks")
+    with pytest.raises(ValueError, match="lacks"):
+        plot_compare(table[["elpd"]])
+
+
+def test_plot_break(small_report, tmp_path):
+    ax = plot_break(small_report, rug_draws=50)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "power law" in labels[0] and "runs" in labels
+    assert any("break 1 location" in label for label in labels)
+    rug = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert len(rug) == 1 and 40 <= np.size(rug[0].get_xdata()) <= 60
+    _save(ax, tmp_path, "break")
