@@ -156,7 +156,7 @@ def compare(
     --------
     >>> import bayescale as bs
     >>> runs = bs.simulate("chinchilla", seed=1)
-    >>> fits = {law: bs.fit(runs, law, seed=0) for law in ("chinchilla", "kaplan")}
+    >>> fits = {k: bs.fit(runs, k) for k in ("chinchilla", "kaplan")}  # doctest: +SKIP
     >>> bs.compare(fits, method="loo").index[0]  # doctest: +SKIP
     'chinchilla'
     """
@@ -187,6 +187,13 @@ def stacking_weights(lpd: np.ndarray) -> np.ndarray:
     ndarray of shape (n_models,)
         Non-negative weights summing to 1 that maximise ``sum_i log sum_k w_k exp(lpd_ik)``
         (Yao et al. 2018), the log score of the weighted predictive mixture.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lpd = np.array([[0.0, -3.0], [-3.0, 0.0], [0.0, -3.0]])  # each model wins some runs
+    >>> stacking_weights(lpd).round(2).tolist()  # the optimum is (2 - e^-3) / (3 - 3 e^-3)
+    [0.68, 0.32]
     """
     import scipy.optimize
 
@@ -811,6 +818,7 @@ def _loo(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # recorded in the warning column
+        warnings.simplefilter("ignore", RuntimeWarning)  # a chain that never moved: see r_hat
         elpd = azs.loo(fit.tree, pointwise=True, var_name=OBS)
     k_hat = np.asarray(elpd.pareto_k.values, dtype=np.float64).copy()
     elpd_i = np.asarray(elpd.elpd_i.values, dtype=np.float64).copy()
@@ -871,7 +879,10 @@ def _loo(
 
 
 def _chain_loo(ll: np.ndarray) -> np.ndarray:
-    """PSIS-LOO elpd of each run from each chain alone: ``(chain, run)``."""
+    """PSIS-LOO elpd of each run from each chain alone: ``(chain, run)``.
+
+    A chain that gives no finite estimate (one that never moved) counts as no evidence: -inf.
+    """
     import arviz_base as azb
     import arviz_stats as azs
 
@@ -879,9 +890,11 @@ def _chain_loo(ll: np.ndarray) -> np.ndarray:
     for chain in ll:
         tree = azb.from_dict({"log_likelihood": {OBS: chain[None]}}, dims={OBS: ["run"]})
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", UserWarning)  # high k: a per-chain screen only
+            warnings.simplefilter("ignore", RuntimeWarning)  # a constant chain
             out.append(azs.loo(tree, pointwise=True, var_name=OBS, reff=1.0).elpd_i.values)
-    return np.asarray(out, dtype=np.float64)
+    values = np.asarray(out, dtype=np.float64)
+    return np.where(np.isfinite(values), values, -np.inf)
 
 
 def _loo_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

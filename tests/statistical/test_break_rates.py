@@ -51,7 +51,13 @@ def _analyse(arm):
             # not the convergence of each replicate, are under test here
             warnings.simplefilter("ignore", ConvergenceWarning)
             report = detect_break(runs, variable="n_params", seed=r)
-        row = {"seed": 100 + r, "n_breaks": report.n_breaks}
+        table = report.summary()
+        row = {
+            "seed": 100 + r,
+            "n_breaks": report.n_breaks,
+            "loo_gain": [round(table.loc[0, "elpd_loo"] - e, 1) for e in table["elpd_loo"]],
+            "unreliable": table["warning_loo"].tolist(),
+        }
         if report.n_breaks == 1:
             loc = report.locations.loc["break 1"]
             row["covered"] = bool(loc["q5"] < BREAK["d1"] < loc["q95"])
