@@ -54,10 +54,15 @@ def literature_objective(x, log_n, log_d, log_l, delta=1e-3):
     r = pred - log_l
     dr = np.clip(r, -delta, delta)  # derivative of huber(delta, r)
     w = np.exp(terms - pred)  # softmax weights: d pred / d term
-    grad = np.array([
-        np.sum(dr * w[0]), np.sum(dr * w[1]), np.sum(dr * w[2]),
-        -np.sum(dr * w[0] * log_n), -np.sum(dr * w[1] * log_d),
-    ])
+    grad = np.array(
+        [
+            np.sum(dr * w[0]),
+            np.sum(dr * w[1]),
+            np.sum(dr * w[2]),
+            -np.sum(dr * w[0] * log_n),
+            -np.sum(dr * w[1] * log_d),
+        ]
+    )
     return huber(delta, r).sum(), grad
 
 
@@ -76,7 +81,7 @@ def time_literature(df, n_sample_starts=150, n_sample_boot=40):
     t = time.perf_counter()
     for i in picks:
         scipy.optimize.minimize(
-            literature_objective, grid[i], args=(log_n, log_d, log_l), method="L-BFGS-B"
+            literature_objective, grid[i], args=(log_n, log_d, log_l), jac=True, method="L-BFGS-B"
         )
     per_start = (time.perf_counter() - t) / n_sample_starts
     best = np.array([6.17795598, 7.64273236, 0.59711196, 0.348, 0.366])
@@ -84,7 +89,11 @@ def time_literature(df, n_sample_starts=150, n_sample_boot=40):
     for _ in range(n_sample_boot):
         idx = rng.integers(0, len(log_n), len(log_n))
         scipy.optimize.minimize(
-            literature_objective, best, args=(log_n[idx], log_d[idx], log_l[idx]), method="L-BFGS-B"
+            literature_objective,
+            best,
+            args=(log_n[idx], log_d[idx], log_l[idx]),
+            jac=True,
+            method="L-BFGS-B",
         )
     per_boot = (time.perf_counter() - t) / n_sample_boot
     return per_start * len(grid), per_boot * 4000
