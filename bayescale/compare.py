@@ -892,7 +892,10 @@ def _chain_loo(ll: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # high k: a per-chain screen only
             warnings.simplefilter("ignore", RuntimeWarning)  # a constant chain
-            out.append(azs.loo(tree, pointwise=True, var_name=OBS, reff=1.0).elpd_i.values)
+            try:
+                out.append(azs.loo(tree, pointwise=True, var_name=OBS, reff=1.0).elpd_i.values)
+            except ValueError:  # arviz-stats: "All tail values are the same" (a stuck chain)
+                out.append(np.full(chain.shape[-1], -np.inf))
     values = np.asarray(out, dtype=np.float64)
     return np.where(np.isfinite(values), values, -np.inf)
 
