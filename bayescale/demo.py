@@ -58,7 +58,8 @@ def run(out: Path, *, num_warmup: int = 1000, num_samples: int = 1000, seed: int
     print()
     print(repr(fit))
     summary = fit.summary()
-    summary.insert(0, "truth", [truth.get(k, np.nan) for k in summary.index])
+    truth_sigma = {**truth, "sigma": 0.01}  # the simulated noise scale on log loss
+    summary.insert(0, "truth", [truth_sigma.get(k, np.nan) for k in summary.index])
     print("\nPosterior of L(N, D) = E + A / N^alpha + B / D^beta (90% intervals)")
     print(_table(summary))
     huber = bs.fit(runs, "chinchilla", method="huber")
