@@ -2,7 +2,15 @@
 
 from bayescale.allocate import Allocation, ComputeForLoss, compute_for_loss, compute_optimal
 from bayescale.checks import Check, check, ppc, update
-from bayescale.compare import BreakReport, Stack, compare, detect_break, stack
+from bayescale.compare import (
+    BreakReport,
+    Stack,
+    compare,
+    detect_break,
+    stack,
+    stacked_predictive,
+    stacking_weights,
+)
 from bayescale.data import ScalingData, from_frame
 from bayescale.errors import (
     BayescaleError,
@@ -54,5 +62,7 @@ __all__ = [
     "register_law",
     "simulate",
     "stack",
+    "stacked_predictive",
+    "stacking_weights",
     "update",
 ]

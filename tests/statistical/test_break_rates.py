@@ -16,7 +16,10 @@ Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni):
 Power: a procedure with a 30% false-alarm (or miss) rate passes with probability 0.24 only.
 
 Measured when written (seeds 100..119): 0 false alarms and 0 misses in 20 + 20 ladders (95%
-upper bounds 14% each), and the location interval covered the truth in 19 of 20.
+upper bounds 14% each), and the location interval covered the truth in 19 of 20. On the flat
+ladders the power law's LOO lead over the one-break law ranged from -3.9 to +2.6 nats (the
+closest call, seed 117, stopped by the 4-nat floor); on the broken ladders the power law
+trailed by more than 100 nats. Run time on 2 shared cores: about 12 min (flat) + 7 min.
 """
 
 import json
