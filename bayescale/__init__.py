@@ -1,35 +1,37 @@
 """bayescale: Bayesian inference for neural scaling laws."""
 
 from bayescale.allocate import Allocation, ComputeForLoss, compute_for_loss, compute_optimal
-from bayescale.checks import Check, check, ppc, update
-from bayescale.compare import (
-    BreakReport,
-    Stack,
-    compare,
-    detect_break,
-    stack,
-    stacked_predictive,
-    stacking_weights,
-)
+from bayescale.backtest import Backtest, backtest
+from bayescale.breaks import BreakReport, detect_break
+from bayescale.checks import Check, check, ppc
+from bayescale.compare import compare
 from bayescale.data import ScalingData, from_frame
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
     DataError,
     ExtrapolationWarning,
+    FitError,
+    LawError,
+    OptionError,
+    OptionTypeError,
     PriorError,
 )
-from bayescale.fit import Fit, fit, load_fit
+from bayescale.fit import Fit, fit, load_fit, update
 from bayescale.forecast import Forecast, Horizon, extrapolation_horizon, forecast
 from bayescale.laws import LAWS, Law, Param, get_law, register_law
+from bayescale.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
+from bayescale.misfit import Misfit
 from bayescale.priors import Prior, default_priors
+from bayescale.stacking import Stack, stack, stacked_predictive, stacking_weights
 from bayescale.testing import simulate
-
-__version__ = "0.1.0"
+from bayescale.version import __version__  # noqa: F401 (re-export)
 
 __all__ = [
     "LAWS",
+    "LIKELIHOODS",
     "Allocation",
+    "Backtest",
     "BayescaleError",
     "BreakReport",
     "Check",
@@ -38,14 +40,21 @@ __all__ = [
     "DataError",
     "ExtrapolationWarning",
     "Fit",
+    "FitError",
     "Forecast",
     "Horizon",
     "Law",
+    "LawError",
+    "Likelihood",
+    "Misfit",
+    "OptionError",
+    "OptionTypeError",
     "Param",
     "Prior",
     "PriorError",
     "ScalingData",
     "Stack",
+    "backtest",
     "check",
     "compare",
     "compute_for_loss",
@@ -57,9 +66,11 @@ __all__ = [
     "forecast",
     "from_frame",
     "get_law",
+    "get_likelihood",
     "load_fit",
     "ppc",
     "register_law",
+    "register_likelihood",
     "simulate",
     "stack",
     "stacked_predictive",

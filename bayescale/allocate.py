@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.errors import ConvergenceWarning
+from bayescale.errors import ConvergenceWarning, OptionError, find_stack_level
+from bayescale.internal import (
+    interval_probs,
+    posterior_params,
+    quantile_name,
+    split_over_devices,
+)
 
 if TYPE_CHECKING:
     from bayescale.fit import Fit
@@ -91,7 +97,7 @@ class Allocation:
             ``tokens_per_param`` and ``loss``: ``<name>_median``, ``<name>_q<lo>``,
             ``<name>_q<hi>`` (for example ``n_params_q5`` and ``n_params_q95``).
         """
-        lo, hi = _interval_probs(ci_prob)
+        lo, hi = interval_probs(ci_prob)
         table = pd.DataFrame({"compute": self.compute})
         for name in ("n_params", "n_tokens", "tokens_per_param", "loss"):
             flat = _flat(self.draws[name].values)
@@ -99,27 +105,29 @@ class Allocation:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 q = np.nanquantile(flat, [0.5, lo, hi], axis=0)
             table[f"{name}_median"] = q[0]
-            table[f"{name}_{_qname(lo)}"] = q[1]
-            table[f"{name}_{_qname(hi)}"] = q[2]
+            table[f"{name}_{quantile_name(lo)}"] = q[1]
+            table[f"{name}_{quantile_name(hi)}"] = q[2]
         table.index.name = "budget"
         return table
 
     def exponents_summary(self, ci_prob: float = 0.9) -> pd.DataFrame:
         """Rows ``a`` and ``b``: mean, sd, median and equal-tailed interval."""
-        lo, hi = _interval_probs(ci_prob)
+        lo, hi = interval_probs(ci_prob)
         rows = {}
         for name in ("a", "b"):
             v = self.exponents[name].values.reshape(-1)
             v = v[np.isfinite(v)]  # NaN where fewer than two budgets have an optimum
             if v.size == 0:
-                rows[name] = dict.fromkeys(("mean", "sd", "median", _qname(lo), _qname(hi)))
+                rows[name] = dict.fromkeys(
+                    ("mean", "sd", "median", quantile_name(lo), quantile_name(hi))
+                )
                 continue
             rows[name] = {
                 "mean": v.mean(),
                 "sd": v.std(ddof=1) if v.size > 1 else np.nan,
                 "median": np.median(v),
-                _qname(lo): np.quantile(v, lo),
-                _qname(hi): np.quantile(v, hi),
+                quantile_name(lo): np.quantile(v, lo),
+                quantile_name(hi): np.quantile(v, hi),
             }
         table = pd.DataFrame.from_dict(rows, orient="index").astype(np.float64)
         table.index.name = "exponent"
@@ -172,12 +180,12 @@ class ComputeForLoss:
         tail probability is unreachable. The column ``prob_unreachable`` repeats the
         probability on each row.
         """
-        lo, hi = _interval_probs(ci_prob)
+        lo, hi = interval_probs(ci_prob)
         rows = {}
         for name in ("compute", "n_params", "n_tokens"):
             v = self.draws[name].values.reshape(-1)
             q = np.quantile(v, [0.5, lo, hi], method="inverted_cdf")
-            rows[name] = {"median": q[0], _qname(lo): q[1], _qname(hi): q[2]}
+            rows[name] = {"median": q[0], quantile_name(lo): q[1], quantile_name(hi): q[2]}
         table = pd.DataFrame.from_dict(rows, orient="index")
         table["prob_unreachable"] = self.prob_unreachable
         table.index.name = "quantity"
@@ -287,7 +295,7 @@ def compute_optimal(
     t_range = _t_range(tokens_per_param_range)
     method = _resolve_method(law, method)
     log_u = _unique_tokens(law, unique_tokens, budgets.size)
-    params = _posterior_params(fit)
+    params = posterior_params(fit)
     shape = next(iter(params.values())).shape  # (chain, draw)
     flat = {name: v.reshape(-1, 1) for name, v in params.items()}
     log_ck = np.log(budgets / k)
@@ -296,7 +304,7 @@ def compute_optimal(
         a = flat["beta"][:, 0] / (flat["alpha"][:, 0] + flat["beta"][:, 0])
     else:
         log_n, log_loss, edge, plateau = _numerical_optimum(law, flat, log_ck, log_u, t_range)
-        _warn_optimum(edge, plateau, tokens_per_param_range, stacklevel=2)
+        _warn_optimum(edge, plateau, tokens_per_param_range)
         if budgets.size >= 2 and np.ptp(log_ck) > 0:
             a = _slopes(log_ck, log_n)
         else:
@@ -379,7 +387,7 @@ def compute_for_loss(
     t_range = _t_range(tokens_per_param_range)
     method = _resolve_method(law, method)
     log_u = _unique_tokens(law, unique_tokens, 1)
-    params = _posterior_params(fit)
+    params = posterior_params(fit)
     shape = next(iter(params.values())).shape
     flat = {name: v.reshape(-1) for name, v in params.items()}
     if method == "closed_form":
@@ -401,7 +409,7 @@ def compute_for_loss(
                 f"for {int(low.sum())} of {low.size} draws (set to NaN). Pass a smaller "
                 "compute_range=(low, high).",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
     with np.errstate(invalid="ignore", over="ignore"):
         compute = np.exp(log_ck) * k
@@ -429,9 +437,9 @@ def _positive_scalar(value: Any, name: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number; received {value!r}.") from None
+        raise OptionError(f"{name} must be a positive number; received {value!r}.") from None
     if not (np.isfinite(out) and out > 0):
-        raise ValueError(f"{name} must be positive and finite; received {value!r}.")
+        raise OptionError(f"{name} must be positive and finite; received {value!r}.")
     return out
 
 
@@ -439,9 +447,9 @@ def _ordered_pair(value: Any, name: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high); received {value!r}.") from None
+        raise OptionError(f"{name} must be a pair (low, high); received {value!r}.") from None
     if not (0 < lo < hi < np.inf):
-        raise ValueError(
+        raise OptionError(
             f"{name} must satisfy 0 < low < high < inf; received {value!r}. "
             f"Pass {name}=(low, high)."
         )
@@ -456,16 +464,16 @@ def _budgets(compute: Any) -> np.ndarray:
     try:
         budgets = np.atleast_1d(np.asarray(compute, dtype=np.float64))
     except (TypeError, ValueError):
-        raise ValueError(
+        raise OptionError(
             f"compute must be a number or a 1-D array of numbers (FLOP); received {compute!r}."
         ) from None
     if budgets.ndim != 1 or budgets.size == 0:
-        raise ValueError(
+        raise OptionError(
             f"compute must be a number or a non-empty 1-D array; received shape {budgets.shape}."
         )
     bad = np.flatnonzero(~(np.isfinite(budgets) & (budgets > 0)))
     if bad.size:
-        raise ValueError(
+        raise OptionError(
             f"compute must be positive and finite (FLOP); {bad.size} budgets are not "
             f"(positions {bad[:8].tolist()}, for example {budgets[bad[0]]!r})."
         )
@@ -482,16 +490,16 @@ def _is_chinchilla(law: Law) -> bool:
 
 def _resolve_method(law: Law, method: str) -> str:
     if method not in ALLOCATION_METHODS:
-        raise ValueError(f"unknown method {method!r}. Available: {', '.join(ALLOCATION_METHODS)}.")
+        raise OptionError(f"unknown method {method!r}. Available: {', '.join(ALLOCATION_METHODS)}.")
     extra = set(law.variables) - {*_ND, "unique_tokens"}
     if not set(_ND) <= set(law.variables) or extra:
-        raise ValueError(
+        raise OptionError(
             f"law {law.name!r} has inputs {list(law.variables)}; a compute-optimal allocation "
             "needs a law of n_params and n_tokens (and optionally unique_tokens), for example "
             "'chinchilla', 'kaplan' or 'data_constrained'."
         )
     if method == "closed_form" and not _is_chinchilla(law):
-        raise ValueError(
+        raise OptionError(
             f"method='closed_form' is available for the Chinchilla law only; the law is "
             f"{law.name!r}. Use method='auto' or 'numerical'."
         )
@@ -503,70 +511,26 @@ def _resolve_method(law: Law, method: str) -> str:
 def _unique_tokens(law: Law, unique_tokens: Any, n_budgets: int) -> np.ndarray | None:
     needs = "unique_tokens" in law.variables
     if needs and unique_tokens is None:
-        raise ValueError(
+        raise OptionError(
             f"law {law.name!r} needs a budget of unique tokens; pass unique_tokens=<U> (one "
             "value, or one per budget). unique_tokens=<the tokens> means no repetition."
         )
     if not needs:
         if unique_tokens is not None:
-            raise ValueError(
+            raise OptionError(
                 f"law {law.name!r} does not use unique_tokens; received {unique_tokens!r}. "
                 "Drop the argument."
             )
         return None
     values = np.atleast_1d(np.asarray(unique_tokens, dtype=np.float64))
     if values.ndim != 1 or values.size not in (1, n_budgets):
-        raise ValueError(
+        raise OptionError(
             f"unique_tokens must be one value or one per budget ({n_budgets}); received "
             f"shape {values.shape}."
         )
     if not np.all(np.isfinite(values) & (values > 0)):
-        raise ValueError(f"unique_tokens must be positive and finite; received {values!r}.")
+        raise OptionError(f"unique_tokens must be positive and finite; received {values!r}.")
     return np.log(np.broadcast_to(values, (n_budgets,)).copy())
-
-
-def _posterior_params(fit: Fit) -> dict[str, np.ndarray]:
-    """The law's parameters as float64 arrays of shape ``(chain, draw)``."""
-    post = fit.posterior
-    return {name: np.asarray(post[name].values, dtype=np.float64) for name in fit.law.param_names}
-
-
-def _interval_probs(ci_prob: float) -> tuple[float, float]:
-    if not 0 < float(ci_prob) < 1:
-        raise ValueError(f"ci_prob must lie in (0, 1); received {ci_prob!r}.")
-    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2
-
-
-def _qname(p: float) -> str:
-    return f"q{p * 100:g}"
-
-
-def _split_over_devices(
-    fn: Any, split: tuple[Any, ...], shared: tuple[Any, ...], n_items: int, min_items: int
-) -> Any:
-    """Run ``fn(*split, *shared)`` with ``split`` cut along its first axis over host devices.
-
-    JAX runs one CPU computation on one core; with several host devices (``XLA_FLAGS=
-    --xla_force_host_platform_device_count=<n>``, as the CLI and the tests set) the draws are
-    cut into one chunk per device, up to the number of cores, and the chunks run in parallel.
-    Below ``min_items`` draws per chunk, or with one device, it is one call. The outputs
-    (a pytree of arrays over the draws) come back as NumPy arrays.
-    """
-    import os
-
-    import jax
-
-    devices = jax.local_devices()
-    n_chunks = max(1, min(len(devices), os.cpu_count() or 1, n_items // max(min_items, 1)))
-    if n_chunks == 1:
-        return jax.tree.map(np.asarray, fn(*split, *shared))
-    bounds = np.linspace(0, n_items, n_chunks + 1).astype(int)
-    pending = []
-    for device, start, stop in zip(devices, bounds[:-1], bounds[1:], strict=False):
-        part = jax.tree.map(lambda a, start=start, stop=stop: a[start:stop], split)
-        on_device, shared_on_device = jax.device_put((part, shared), device)
-        pending.append(fn(*on_device, *shared_on_device))
-    return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *pending)
 
 
 def _flat(values: np.ndarray) -> np.ndarray:
@@ -672,7 +636,7 @@ def _numerical_optimum(
         )
         n = next(iter(draws.values())).size
         work = max(1, 20_000 // max(np.size(log_ck), 1))  # draws per chunk worth a device
-        x, loss, edge, flat = _split_over_devices(_optimum_fn(law), (draws,), shared, n, work)
+        x, loss, edge, flat = split_over_devices(_optimum_fn(law), (draws,), shared, n, work)
     x = np.where(edge | flat, np.nan, x)
     loss = np.where(edge, np.nan, loss)
     return x, loss, edge, flat & ~edge
@@ -742,7 +706,7 @@ def _numerical_target(
             np.log(t_range[1]),
         )
         n = next(iter(draws.values())).size
-        out = _split_over_devices(_target_fn(law), (draws,), shared, n, 500)
+        out = split_over_devices(_target_fn(law), (draws,), shared, n, 500)
         log_ck, x, reachable, too_low = out
     log_ck = np.where(reachable, log_ck, np.inf)
     x = np.where(reachable, x, np.inf)
@@ -767,14 +731,14 @@ def _slopes(log_c: np.ndarray, log_n: np.ndarray) -> np.ndarray:
     return np.where(count >= 2, slope, np.nan)
 
 
-def _warn_optimum(edge: np.ndarray, plateau: np.ndarray, t_range: Any, stacklevel: int) -> None:
+def _warn_optimum(edge: np.ndarray, plateau: np.ndarray, t_range: Any) -> None:
     if edge.any():
         warnings.warn(
             f"the numerical optimum lies at the edge of tokens_per_param_range={t_range!r} for "
             f"{int(edge.sum())} of {edge.size} draw-budget pairs (set to NaN); the law may have "
             "no finite optimum there. Widen tokens_per_param_range.",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=find_stack_level(),
         )
     if plateau.any():
         warnings.warn(
@@ -783,7 +747,7 @@ def _warn_optimum(edge: np.ndarray, plateau: np.ndarray, t_range: Any, stackleve
             "there (set to NaN; the loss is kept). With a small unique_tokens, extra compute "
             "buys nothing: choose smaller budgets or more unique data.",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=find_stack_level(),
         )
 
 

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bayescale.errors import OptionError
+from bayescale.likelihoods import LIKELIHOODS
+
 __all__ = ["main"]
 
 
@@ -39,7 +42,7 @@ def _columns(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(
+            raise OptionError(
                 f"--column expects canonical=yours, for example n_params='Model Size'; "
                 f"received {pair!r}."
             )
@@ -54,6 +57,11 @@ def _print_table(frame: Any, title: str) -> None:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(f"\n{title}")
         print(frame.to_string(float_format=lambda x: f"{x:.4g}"))
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """The progress_bar option: off with --no-progress, else the library's default."""
+    return False if getattr(args, "no_progress", False) else None
 
 
 def _report_fit(result: Any) -> None:
@@ -82,6 +90,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         variable=args.variable,
         breaks=args.breaks,
         dropna=args.dropna,
+        progress_bar=_progress(args),
     )
     print(repr(result.priors))
     _report_fit(result)
@@ -107,13 +116,13 @@ def _points(args: argparse.Namespace) -> Any:
         if v
     }
     if not given:
-        raise ValueError(
+        raise OptionError(
             "no points to forecast: pass --n-params and --n-tokens (or --compute), or a CSV "
             "of points with --points."
         )
     lengths = {len(v) for v in given.values()}
     if len(lengths) > 1 and 1 not in lengths:
-        raise ValueError(
+        raise OptionError(
             f"the point options have different lengths: { {k: len(v) for k, v in given.items()} }."
         )
     n = max(lengths)
@@ -126,11 +135,11 @@ def _save_plot(draw: Any, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bayescale.demo import _save
+    from bayescale.demo import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 5))
     draw(ax)
-    _save(fig, Path(path))
+    save_figure(fig, Path(path))
     print(f"\nPlot written to {path}")
 
 
@@ -196,7 +205,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     fits = {Path(p).stem: bs.load_fit(p) for p in args.fits}
     if len(fits) != len(args.fits):
-        raise ValueError(f"fit files need distinct names; received {args.fits}.")
+        raise OptionError(f"fit files need distinct names; received {args.fits}.")
     _print_table(
         bs.compare(fits, method=args.method, cutoffs=args.cutoff),
         f"Model comparison ({args.method.upper()}; best first)",
@@ -213,9 +222,11 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
         variable=args.variable,
         max_breaks=args.max_breaks,
         columns=_columns(args.column),
+        num_chains=args.chains,
         num_warmup=args.warmup,
         num_samples=args.samples,
         seed=args.seed,
+        progress_bar=_progress(args),
     )
     print(repr(report))
     _print_table(report.summary().drop(columns=["problems"]), "Evidence by number of breaks")
@@ -226,12 +237,130 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holdout(text: str) -> float | int | str:
+    """--holdout: 'split', an integer number of levels, or a fraction."""
+    if text == "split":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise OptionError(
+            f"--holdout takes a fraction (0.33), a number of levels (1) or 'split'; received "
+            f"{text!r}."
+        ) from None
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    result = bs.backtest(
+        args.data,
+        args.law,
+        holdout=_holdout(args.holdout),
+        levels_column=args.levels_column,
+        models=args.model or bs.backtest.__kwdefaults__["models"],
+        variable=args.variable,
+        columns=_columns(args.column),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        seed=args.seed,
+        progress_bar=_progress(args),
+    )
+    print(repr(result))
+    _print_table(result.summary(), "Coverage of held-out runs (pooled by run)")
+    _print_table(result.by_distance(), "Coverage by decades beyond the fitted runs")
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_backtest(result, ax=ax), args.plot)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
+    from bayescale.testing import TRUTHS
 
-    return demo.run(
-        Path(args.out), num_warmup=args.warmup, num_samples=args.samples, seed=args.seed
+    truth = TRUTHS["chinchilla"]
+    runs = demo.demo_data(args.seed)
+    print("bayescale demo -- SYNTHETIC DATA")
+    print(
+        f"{len(runs)} synthetic training runs simulated from Epoch's published Chinchilla fit\n"
+        f"(E={truth['E']}, A={truth['A']}, B={truth['B']}, alpha={truth['alpha']}, "
+        f"beta={truth['beta']}) on an IsoFLOP ladder: 9 budgets from 6e18 to 3e21 FLOP,\n"
+        f"8 model sizes each ({runs.n_params.min():.2g} to {runs.n_params.max():.2g} params), "
+        "Student-t noise (scale 0.01) on log loss.\n"
     )
+    result = demo.run(
+        Path(args.out),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        seed=args.seed,
+        progress_bar=_progress(args),
+    )
+    _print_demo(result, truth)
+    return 0
+
+
+def _print_demo(result: Any, truth: dict[str, float]) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from bayescale.demo import TARGET
+
+    fit = result.fit
+    print(repr(fit.priors))
+    print()
+    print(repr(fit))
+    summary = fit.summary()
+    truth_sigma = {**truth, "sigma": 0.01}  # the simulated noise scale on log loss
+    summary.insert(0, "truth", [truth_sigma.get(k, np.nan) for k in summary.index])
+    _print_table(summary, "Posterior of L(N, D) = E + A / N^alpha + B / D^beta (90% intervals)")
+    point = result.huber.summary()["mean"]
+    print("\nThe literature's point fit (Huber, delta=1e-3, L-BFGS from Epoch's 4500-start grid):")
+    print("  " + ", ".join(f"{k}={point[k]:.4g}" for k in point.index))
+    row = result.target
+    print(
+        f"\nForecast for N = {TARGET['n_params']:.3g} params, D = {TARGET['n_tokens']:.3g} tokens"
+        f" (Chinchilla's size; {row['decades_beyond']:.2g} decades beyond the ladder):"
+    )
+    print(
+        f"  predictive loss median {row['median']:.4f}, 90% interval [{row['q5']:.4f}, "
+        f"{row['q95']:.4f}], relative width {row['rel_width']:.2%}"
+    )
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(
+        f"  the 90% predictive interval stays narrower than 5% of the median up to "
+        f"C = {result.horizon.compute:.3g} FLOP along the compute-optimal path"
+    )
+    table = result.allocation.summary()
+    readable = pd.DataFrame({"compute (FLOP)": [f"{c:.3g}" for c in table["compute"]]})
+    for name, label in (
+        ("n_params", "N_opt"),
+        ("n_tokens", "D_opt"),
+        ("tokens_per_param", "tokens/param"),
+        ("loss", "loss at optimum"),
+    ):
+        readable[label] = [
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            for m, lo, hi in zip(
+                table[f"{name}_median"], table[f"{name}_q5"], table[f"{name}_q95"], strict=True
+            )
+        ]
+    print("\nCompute-optimal allocation (posterior median [90% interval] per budget):")
+    print(readable.to_string(index=False))
+    ex = result.allocation.exponents_summary()
+    print(
+        f"  N_opt ~ C^a with a = {ex.loc['a', 'median']:.3f} [{ex.loc['a', 'q5']:.3f}, "
+        f"{ex.loc['a', 'q95']:.3f}]; D_opt ~ C^b with b = {ex.loc['b', 'median']:.3f}"
+    )
+    print("\nPlots written to " + str(Path(result.plots[0]).parent.resolve()) + ":")
+    for path in result.plots:
+        print(f"  {Path(path).name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--warmup", type=int, default=warmup, help=f"warm-up draws ({warmup})")
         p.add_argument("--samples", type=int, default=samples, help=f"draws a chain ({samples})")
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument(
+            "--no-progress", action="store_true", help="no progress bar (default: in terminals)"
+        )
 
     p = sub.add_parser("fit", help="fit a law to a CSV of training runs")
     p.add_argument("data", help="CSV file, one run per row")
@@ -258,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="map a canonical column to yours, e.g. n_params='Model Size'",
     )
     p.add_argument("--method", default="nuts", choices=["nuts", "map", "huber"])
-    p.add_argument("--likelihood", default="student_t", choices=["student_t", "normal"])
+    p.add_argument("--likelihood", default="student_t", choices=list(LIKELIHOODS))
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")
     p.add_argument("--dropna", action="store_true", help="drop invalid runs")
@@ -326,6 +458,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the data, both models and the break (PNG)")
     sampling(p, warmup=500, samples=500)
     p.set_defaults(func=_cmd_breaks)
+
+    p = sub.add_parser(
+        "backtest", help="fit on the cheaper runs, forecast the rest, count coverage"
+    )
+    p.add_argument("data", help="CSV file, one run per row")
+    p.add_argument("--law", default="chinchilla", help="law name (default chinchilla)")
+    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    p.add_argument(
+        "--holdout",
+        default="0.3333333333333333",
+        help="fraction of the top of compute (default 1/3), number of top levels, or 'split'",
+    )
+    p.add_argument("--levels-column", default="budget", help="levels for an integer --holdout")
+    p.add_argument("--model", action="append", choices=["misfit", "exact", "huber"])
+    p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
+    p.add_argument("--plot", default=None, help="write coverage against nominal (PNG)")
+    sampling(p)
+    p.set_defaults(func=_cmd_backtest)
 
     p = sub.add_parser("demo", help="fit, forecast and allocate on an embedded synthetic ladder")
     p.add_argument("--out", default="bayescale_demo", help="folder for the plots (bayescale_demo)")

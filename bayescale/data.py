@@ -25,13 +25,22 @@ import pandas as pd
 
 from bayescale.errors import DataError
 
-__all__ = ["CANONICAL", "ScalingData", "from_frame"]
+__all__ = [
+    "CANONICAL",
+    "FLOPS_PER_PARAM_TOKEN",
+    "ScalingData",
+    "check_positive",
+    "derive_inputs",
+    "format_rows",
+    "from_frame",
+]
 
 CANONICAL = ("n_params", "n_tokens", "compute", "loss", "unique_tokens", "group")
 FLOPS_PER_PARAM_TOKEN = 6.0
 
 
-def _rows(labels: Sequence[object], limit: int = 8) -> str:
+def format_rows(labels: Sequence[object], limit: int = 8) -> str:
+    """Row labels for a message: the first ``limit``, then how many more."""
     shown = ", ".join(str(x) for x in list(labels)[:limit])
     more = len(labels) - limit
     return shown + (f", ... ({more} more)" if more > 0 else "")
@@ -40,6 +49,37 @@ def _rows(labels: Sequence[object], limit: int = 8) -> str:
 def _bad_rows(frame: pd.DataFrame, column: str) -> list[object]:
     values = frame[column].to_numpy(dtype=float)
     return list(frame.index[~(np.isfinite(values) & (values > 0))])
+
+
+def check_positive(frame: pd.DataFrame, names: Sequence[str], where: str = "") -> None:
+    """Raise a `DataError` naming the rows where a column of ``names`` is not positive and finite.
+
+    ``where`` says which table it is (for example ``" in `at`"``) in the message.
+    """
+    for name in names:
+        bad = _bad_rows(frame, name)
+        if bad:
+            raise DataError(
+                f"{name!r}{where} has {len(bad)} non-positive or non-finite values "
+                f"(rows {format_rows(bad)}). Drop them or pass dropna=True."
+            )
+
+
+def derive_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill the derivable inputs of ``frame`` in place, by C = 6 N D, and return it.
+
+    ``n_tokens`` = C / (6 N) when absent, else ``n_params`` = C / (6 D) when absent; then
+    ``compute`` = 6 N D when absent.
+    """
+    k = FLOPS_PER_PARAM_TOKEN
+    cols = set(frame.columns)
+    if "n_tokens" not in cols and {"compute", "n_params"} <= cols:
+        frame["n_tokens"] = frame["compute"] / (k * frame["n_params"])
+    elif "n_params" not in cols and {"compute", "n_tokens"} <= cols:
+        frame["n_params"] = frame["compute"] / (k * frame["n_tokens"])
+    if "compute" not in frame.columns and {"n_params", "n_tokens"} <= set(frame.columns):
+        frame["compute"] = k * frame["n_params"] * frame["n_tokens"]
+    return frame
 
 
 @dataclass(frozen=True)
@@ -78,8 +118,13 @@ class ScalingData:
             )
         return self.table[name].to_numpy(dtype=np.float64)
 
-    def require(self, variables: Sequence[str], n_parameters: int, law: str) -> None:
+    def require(
+        self, variables: Sequence[str], n_parameters: int, law: str, *, vary: bool = True
+    ) -> None:
         """Check that the data can identify a law over ``variables`` with ``n_parameters``.
+
+        With ``vary=False`` (runs to check or predict, not to fit) only the presence and
+        positivity of the variables are checked.
 
         Raises
         ------
@@ -89,19 +134,16 @@ class ScalingData:
         """
         for name in variables:
             values = self.column(name)
-            bad = _bad_rows(self.table, name)
-            if bad:
-                raise DataError(
-                    f"{name!r} has {len(bad)} non-positive or non-finite values "
-                    f"(rows {_rows(bad)}). Drop them or pass dropna=True."
-                )
+            check_positive(self.table, (name,))
+            if not vary:
+                continue
             if np.unique(values).size < 2:
                 raise DataError(
                     f"law {law!r} needs {name!r} to vary, but every run has {name}="
                     f"{values[0]:g}. Add runs at other values of {name!r}, or use a law over a "
                     "variable that varies (for example law='power_law', variable=...)."
                 )
-        if self.n_runs <= n_parameters:
+        if vary and self.n_runs <= n_parameters:
             raise DataError(
                 f"law {law!r} has {n_parameters} parameters but the data has only "
                 f"{self.n_runs} runs. Add runs (at least {n_parameters + 1}), or choose a law "
@@ -190,24 +232,17 @@ def from_frame(
         text = frame.index[converted.isna() & frame[name].notna()]
         if len(text):
             raise DataError(
-                f"{name!r} has {len(text)} non-numeric values (rows {_rows(list(text))}), "
+                f"{name!r} has {len(text)} non-numeric values (rows {format_rows(list(text))}), "
                 f"for example {frame.loc[text[0], name]!r}. Clean the column or drop those rows."
             )
         frame[name] = converted.astype(np.float64)
-    bad = sorted({row for name in numeric for row in _bad_rows(frame, name)}, key=str)
-    if bad and dropna:
-        frame = frame.drop(index=bad)
-    elif bad:
-        name = next(n for n in numeric if _bad_rows(frame, n))
-        rows = _bad_rows(frame, name)
-        raise DataError(
-            f"{name!r} has {len(rows)} non-positive or non-finite values (rows {_rows(rows)}). "
-            "Drop them or pass dropna=True."
-        )
-    if "n_tokens" not in frame.columns and {"compute", "n_params"} <= set(frame.columns):
-        frame["n_tokens"] = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"])
-    if "compute" not in frame.columns and {"n_tokens", "n_params"} <= set(frame.columns):
-        frame["compute"] = FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"]
+    values = frame[numeric].to_numpy(dtype=np.float64)
+    valid = np.all(np.isfinite(values) & (values > 0), axis=1)
+    if dropna:  # by position: repeated index labels must not drop valid runs
+        frame = frame[valid]
+    else:
+        check_positive(frame, numeric)
+    derive_inputs(frame)
     if "group" in frame.columns:
         frame["group"] = frame["group"].astype(str)
     if len(frame) == 0:

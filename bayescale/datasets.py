@@ -172,6 +172,29 @@ def _parse_bnsl_4digit(path: Path) -> pd.DataFrame:
     )
 
 
+def _parse_chinchilla_isoflop(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, dtype={"reason": str})
+    _require(raw, ("tokens", "params", "budget", "loss", "outlier"), path)
+    n, d = _f64(raw["params"]), _f64(raw["tokens"])
+    flagged = raw["outlier"].astype(str).str.lower().isin(("true", "1")).to_numpy()
+    return pd.DataFrame(
+        {
+            "n_params": n,
+            "n_tokens": d,
+            "compute": 6.0 * n * d,  # equals the IsoFLOP level to 1e-15 in this file
+            "loss": _f64(raw["loss"]),
+            "budget": _f64(raw["budget"]),
+            "outlier": flagged,
+            "reason": raw["reason"].fillna("").astype(str).to_numpy(),
+        }
+    )
+
+
+def _parse_chinchilla_isoflop_clean(path: Path) -> pd.DataFrame:
+    df = _parse_chinchilla_isoflop(path)
+    return df[~df["outlier"]].drop(columns=["outlier", "reason"]).reset_index(drop=True)
+
+
 def _parse_revisiting_lang(path: Path) -> pd.DataFrame:
     text_cols = {"Domain": str, "Task": str, "Model": str}
     raw = pd.read_csv(path, dtype=text_cols)
@@ -324,6 +347,45 @@ _REGISTRY: dict[str, DatasetInfo] = {
             source=_CHINCHILLA_SOURCE,
             license=_CHINCHILLA_LICENSE,
             parser=_parse_chinchilla_240,
+        ),
+        DatasetInfo(
+            name="chinchilla_isoflop",
+            folder="chinchilla_isoflop",
+            filename="isoflops.csv",
+            sha256="07022b2f279ee147ce890bfa35f5f627e421ee3d226413f7bb66480d16d8eb2a",
+            rows=123,
+            description=(
+                "Chinchilla IsoFLOP profiles (Hoffmann et al. Fig. 3, Epoch AI extraction, "
+                "curated by Open-Athena): n_params, n_tokens, compute = 6ND, loss, budget (the "
+                "IsoFLOP level, 9 levels 6e18 to 3e21), outlier/reason (the curators' flags)."
+            ),
+            citation=_CHINCHILLA_CITE,
+            url=None,
+            source=(
+                "github.com/Open-Athena/scaling-law-analysis @ 3e0656e, "
+                "data/isoflops/transform/isoflops.csv (rows of source epochai_chinchilla)"
+            ),
+            license="Derived from Epoch AI's extraction; not redistributed. Cite Hoffmann et al.",
+            parser=_parse_chinchilla_isoflop,
+        ),
+        DatasetInfo(
+            name="chinchilla_isoflop_clean",
+            folder="chinchilla_isoflop",
+            filename="isoflops.csv",
+            sha256="07022b2f279ee147ce890bfa35f5f627e421ee3d226413f7bb66480d16d8eb2a",
+            rows=85,
+            description=(
+                "The 85 unflagged rows of 'chinchilla_isoflop' (off-centre and near-duplicate "
+                "points dropped, as the curators advise for fits)."
+            ),
+            citation=_CHINCHILLA_CITE,
+            url=None,
+            source=(
+                "github.com/Open-Athena/scaling-law-analysis @ 3e0656e, "
+                "data/isoflops/transform/isoflops.csv (rows of source epochai_chinchilla)"
+            ),
+            license="Derived from Epoch AI's extraction; not redistributed. Cite Hoffmann et al.",
+            parser=_parse_chinchilla_isoflop_clean,
         ),
         DatasetInfo(
             name="datablations",
@@ -486,7 +548,7 @@ def _download(info: DatasetInfo, url: str, dest: Path) -> None:
             os.fsync(out.fileno())
         got = digest.hexdigest()
         if got != info.sha256:
-            raise ValueError(
+            raise DataError(
                 f"downloaded bytes have sha256 {got}, expected {info.sha256} (file discarded)"
             )
         os.replace(tmp, dest)
@@ -537,7 +599,7 @@ def _get_info(name: str) -> DatasetInfo:
         names = sorted(_REGISTRY)
         guess = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
-        raise ValueError(
+        raise DataError(
             f"Unknown dataset {name!r}.{hint} Available datasets: {', '.join(names)}."
         ) from None
 

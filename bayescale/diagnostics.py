@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from bayescale.errors import ConvergenceWarning
+from bayescale.errors import ConvergenceWarning, warn
 
 __all__ = ["convergence_problems", "diagnostic_table", "warn_convergence"]
 
@@ -96,14 +96,13 @@ def _quietly(compute: Any) -> Any:
         return compute()
 
 
-def warn_convergence(problems: Sequence[str], *, stacklevel: int = 3) -> None:
-    """Emit one `ConvergenceWarning` listing ``problems`` (nothing when empty)."""
+def warn_convergence(problems: Sequence[str]) -> None:
+    """Emit one `ConvergenceWarning` listing ``problems`` (nothing when empty).
+
+    The warning points at the caller's first line outside bayescale.
+    """
     if problems:
-        warnings.warn(
-            "the posterior may not be trustworthy: " + " ".join(problems),
-            ConvergenceWarning,
-            stacklevel=stacklevel,
-        )
+        warn("the posterior may not be trustworthy: " + " ".join(problems), ConvergenceWarning)
 
 
 def diagnostic_table(posterior: Any, names: Sequence[str]) -> dict[str, list[float]]:

@@ -8,12 +8,9 @@ The result is a frozen `Fit` around an ArviZ `xarray.DataTree` with groups ``pos
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +21,38 @@ import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
 from bayescale.diagnostics import convergence_problems, diagnostic_table, warn_convergence
-from bayescale.errors import BayescaleError, ConvergenceWarning
+from bayescale.errors import (
+    BayescaleError,
+    ConvergenceWarning,
+    DataError,
+    FitError,
+    OptionError,
+    OptionTypeError,
+    warn,
+)
 from bayescale.huber import huber_fit
 from bayescale.laws import Law, get_law
-from bayescale.model import LIKELIHOODS, OBS, build_model, internal_sites, model_inputs
-from bayescale.priors import Prior, Priors, resolve_priors
+from bayescale.likelihoods import Likelihood, get_likelihood
+from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords
+from bayescale.model import build_model, model_inputs
+from bayescale.priors import Prior, Priors, default_priors, resolve_priors
+from bayescale.sampling import (
+    NutsSettings,
+    build_tree,
+    laplace_fit,
+    misfit_start,
+    pointwise_log_likelihood,
+    provenance,
+    sample_nuts,
+    start_from_params,
+    start_from_prior,
+)
 
-__all__ = ["Fit", "fit", "load_fit", "METHODS"]
+__all__ = ["Fit", "fit", "load_fit", "update", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
-_NUMERIC_STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
+#: how NUTS chains start (see `fit`)
+INITS = ("map", "prior")
 
 
 @dataclass(frozen=True)
@@ -69,8 +88,15 @@ class Fit:
 
     @property
     def likelihood(self) -> str:
-        """``"student_t"`` or ``"normal"``."""
+        """The name of the observation model (``"student_t"``, ``"normal"``...)."""
         return str(self.tree.attrs["likelihood"])
+
+    @property
+    def noise(self) -> Likelihood:
+        """The observation model with its options (`bayescale.likelihoods`)."""
+        options = json.loads(self.tree.attrs.get("likelihood_options", "{}"))
+        options.setdefault("nu", self.nu)
+        return get_likelihood(self.likelihood, **options)
 
     @property
     def nu(self) -> float:
@@ -83,9 +109,22 @@ class Fit:
         return dict(json.loads(self.tree.attrs["centre"]))
 
     @property
+    def misfit(self) -> Misfit | None:
+        """The misfit model's settings, or None for the exact-law model."""
+        text = self.tree.attrs.get("misfit", "")
+        return Misfit.from_json(text) if text else None
+
+    @property
+    def misfit_coords(self) -> MisfitCoords | None:
+        """Where the fitted runs lie in the misfit's coordinates (None without misfit)."""
+        text = self.tree.attrs.get("misfit_coords", "")
+        return MisfitCoords.from_json(text) if text else None
+
+    @property
     def param_names(self) -> list[str]:
-        """Reported parameters: the law's and ``sigma`` (absent for the Huber fit)."""
-        return [k for k in (*self.law.param_names, "sigma") if k in self.posterior]
+        """Reported parameters: the law's, ``sigma`` (absent for the Huber fit), misfit scales."""
+        names = (*self.law.param_names, "sigma", *MISFIT_SITES)
+        return [k for k in names if k in self.posterior]
 
     def draws(self) -> dict[str, np.ndarray]:
         """Parameter draws flattened over chains, as float64 arrays of shape ``(sample,)``."""
@@ -127,7 +166,7 @@ class Fit:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to a netCDF file atomically (temporary file, then rename)."""
-        path = Path(path)
+        path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
         os.close(fd)
@@ -167,15 +206,17 @@ def fit(
     law: str | Law = "chinchilla",
     *,
     priors: Mapping[str, Prior] | None = None,
-    likelihood: str = "student_t",
+    likelihood: str | Likelihood = "student_t",
     nu: float = 4.0,
+    misfit: Misfit | bool | None = None,
     method: str = "nuts",
     num_chains: int = 4,
     num_warmup: int = 1000,
     num_samples: int = 1000,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     dense_mass: bool = True,
     seed: int = 0,
+    init: str | Mapping[str, Any] = "map",
     columns: Mapping[str, str] | None = None,
     variable: str | None = None,
     breaks: int | None = None,
@@ -193,25 +234,38 @@ def fit(
         A name in `bayescale.laws.LAWS` or a `Law`.
     priors : mapping, optional
         Parameter -> `Prior`, replacing the defaults of `bayescale.priors.default_priors`.
-    likelihood : {"student_t", "normal"}, default "student_t"
-        Noise model of log loss; the Student-t is robust to outlying runs.
+    likelihood : str or Likelihood, default "student_t"
+        Observation model of log loss, a name in `bayescale.likelihoods.LIKELIHOODS`; the
+        Student-t is robust to outlying runs.
     nu : float, default 4
         Degrees of freedom of the Student-t.
+    misfit : Misfit, bool or None, default None
+        Model the law's own misfit (`bayescale.misfit`): a random function of scale, inferred
+        with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
+        extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
     method : {"nuts", "map", "huber"}, default "nuts"
-        ``"nuts"``: the posterior by NUTS (numpyro), initialised from the MAP.
+        ``"nuts"``: the posterior by NUTS (numpyro).
         ``"map"``: the posterior mode with a Laplace approximation (``num_samples`` draws).
         ``"huber"``: the literature's point estimate (Huber loss, delta = 1e-3, on log
         residuals; L-BFGS from a grid of starts), one draw.
     num_chains, num_warmup, num_samples : int
-        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel when JAX has at least
-        ``num_chains`` devices (set ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
-        before importing JAX), else vectorized on one device.
-    target_accept : float, default 0.8
-        NUTS target acceptance probability.
+        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel when JAX has several
+        devices (set ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before importing
+        JAX, as the CLI does), else in rounds; the draws are the same either way.
+    target_accept : float, optional
+        NUTS target acceptance probability; default 0.8, and 0.9 with ``misfit`` (the walks'
+        scale makes a funnel that smaller steps cross without divergences).
     dense_mass : bool, default True
         Adapt a dense mass matrix.
     seed : int, default 0
-        Seed of every random choice of the fit.
+        Seed of every random choice of the fit: the same seed gives the same draws, with or
+        without a progress bar, from the library or the CLI, whatever the chain layout.
+    init : {"map", "prior"} or mapping, default "map"
+        Where NUTS chains start. ``"map"``: draws of the MAP + Laplace approximation (SciPy's
+        L-BFGS-B on the compiled potential). ``"prior"``: each prior's typical value, jittered
+        (the best of 32 candidates per chain; no optimisation). A mapping of parameter draws
+        (papers' units, such as `Fit.draws`, at least one value per chain): spread over the
+        chains (a warm start).
     columns : mapping, optional
         Canonical name -> your column name.
     variable : str, optional
@@ -219,7 +273,7 @@ def fit(
     breaks : int, optional
         Number of breaks of ``broken_power_law`` (1 or 2).
     progress_bar : bool, optional
-        Show NUTS progress; default when standard error is a terminal.
+        Show NUTS progress; default in a terminal or a Jupyter notebook.
     dropna : bool, default False
         Drop invalid runs instead of raising.
 
@@ -233,8 +287,10 @@ def fit(
         If the data cannot identify the law.
     PriorError
         If a prior names an unknown parameter.
-    ValueError
-        If ``law``, ``method`` or ``likelihood`` is unknown.
+    LawError
+        If ``law`` is unknown.
+    OptionError
+        If ``method``, ``likelihood``, ``init`` or a sampler setting is invalid.
 
     Warns
     -----
@@ -249,312 +305,276 @@ def fit(
     np.float64(0.3)
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}. Available: {', '.join(LIKELIHOODS)}.")
-    for name, value in (("num_chains", num_chains), ("num_samples", num_samples)):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be at least 1; received {value!r}.")
+        raise OptionError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionTypeError(
+            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+        )
+    noise = get_likelihood(likelihood, nu=nu)
+    spec = _misfit_spec(misfit, method)
+    if target_accept is None:
+        target_accept = 0.8 if spec is None else 0.9
+    settings = NutsSettings(num_chains, num_warmup, num_samples, dense_mass, target_accept)
     scaling = from_frame(data, columns=columns, dropna=dropna)
     law_ = get_law(law, variable=variable, breaks=breaks)
-    priors_ = resolve_priors(law_, scaling, priors, likelihood)
-    scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
     if "group" in scaling.table.columns and scaling.table["group"].nunique() > 1:
         groups = sorted(scaling.table["group"].unique())
-        raise BayescaleError(
+        raise DataError(
             f"the data has {len(groups)} groups ({', '.join(groups[:5])}...); a law is fitted to "
             "one curve. Fit each group: [fit(g, ...) for _, g in frame.groupby('group')]."
         )
-    inputs = model_inputs(law_, scaling, priors_)
-    centre = {v: float(c) for v, c in inputs.centre.items()}
-    attrs = {
-        "law": law_.name,
-        "law_options": json.dumps(dict(law_.options)),
-        "likelihood": likelihood,
-        "nu": float(nu),
-        "method": method,
-        "seed": int(seed),
-        "centre": json.dumps(centre),
-        "priors": json.dumps({k: p.to_dict() for k, p in priors_.items()}),
-        "data_source": scaling.source,
-    }
-    if method == "huber":
-        est, objective = huber_fit(law_, scaling, priors_, seed=seed)
-        post = {k: np.full((1, 1), v) for k, v in est.items()}
-        attrs["huber_objective"] = objective
-        tree = _tree(post, None, None, scaling, law_, attrs)
-        return Fit(tree, law_, priors_, scaling)
-    families = tuple((k, p.family) for k, p in priors_.items())
-    model = build_model(law_, families, likelihood, float(nu))
-    import jax
+    priors_ = resolve_priors(law_, scaling, priors, noise.name)
+    scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
+    return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
 
-    key_map, key_mcmc = jax.random.split(jax.random.PRNGKey(seed))
-    mode, laplace = _map(model, inputs.args(), key_map, num_draws=max(num_samples, num_chains))
-    if method == "map":
-        problems = [] if laplace.ok else [laplace.message]
-        attrs["problems"] = json.dumps(problems)
-        samples = {k: v[None] for k, v in laplace.constrained.items()}
-        tree = _tree(samples, None, (model, inputs), scaling, law_, attrs)
-        if problems:
-            warnings.warn(" ".join(problems), ConvergenceWarning, stacklevel=2)
-        return Fit(tree, law_, priors_, scaling)
-    init = {k: v[:num_chains] for k, v in laplace.unconstrained.items()}
-    chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
-    if progress_bar is None:
-        progress_bar = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    config = (
-        model,
-        int(num_warmup),
-        int(num_samples),
-        int(num_chains),
-        chain_method,
-        bool(dense_mass),
-        float(target_accept),
-    )
-    if progress_bar:
-        samples, extra = _run_with_progress(config, key_mcmc, inputs.args(), init)
+
+def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
+    if misfit is None or misfit is False:
+        return None
+    if misfit is True:
+        spec = Misfit()
+    elif isinstance(misfit, Misfit):
+        spec = misfit
     else:
-        keys = jax.random.split(key_mcmc, num_chains)
-        out = _chain_runner(*config)(keys, init, inputs.args())
-        samples, extra = ({k: np.asarray(v) for k, v in d.items()} for d in out)
-    attrs.update(
-        num_warmup=num_warmup,
-        chain_method=chain_method,
-        dense_mass=int(dense_mass),
-        target_accept=float(target_accept),
+        raise OptionTypeError(
+            f"misfit must be a bayescale.Misfit, True or None; received {misfit!r}. For "
+            "example misfit=bs.Misfit(level=0.03), or misfit=None for the exact law."
+        )
+    if method == "huber":
+        raise OptionError(
+            "the Huber point fit has no misfit model; pass misfit=None with method='huber'."
+        )
+    return spec
+
+
+def _fit(
+    data: ScalingData,
+    law: Law,
+    priors: Priors,
+    noise: Likelihood,
+    method: str,
+    settings: NutsSettings,
+    seed: int,
+    init: str | Mapping[str, Any],
+    progress: bool | None,
+    misfit: Misfit | None = None,
+    **attrs: Any,
+) -> Fit:
+    """The fit of validated inputs: the one place a `Fit` is built from the engine's output."""
+    inputs = model_inputs(law, data, priors, misfit=misfit is not None)
+    centre = {v: float(c) for v, c in inputs.centre.items()}
+    if misfit is not None:
+        attrs = {**attrs, "misfit": misfit.to_json(), "misfit_coords": inputs.coords.to_json()}
+    if method == "huber":
+        est, objective = huber_fit(law, data, priors, seed=seed)
+        post = {k: np.full((1, 1), v) for k, v in est.items()}
+        meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
+        meta["huber_objective"] = objective
+        return Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+    families = tuple((k, p.family) for k, p in priors.items())
+    model = build_model(law, families, noise, misfit)
+    if method == "map":
+        start = start_from_prior(law, priors, 1, misfit)
+        lap = laplace_fit(
+            model, inputs, start, seed, max(settings.num_samples, settings.num_chains)
+        )
+        problems = [] if lap.ok else [lap.message]
+        meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
+        meta["problems"] = json.dumps(problems)
+        samples = {k: v[None] for k, v in lap.constrained.items()}
+        loglik = pointwise_log_likelihood(model, inputs, samples)
+        result = Fit(build_tree(samples, None, loglik, data, law, meta), law, priors, data)
+        if problems:
+            warn(" ".join(problems), ConvergenceWarning)
+        return result
+    start, jitter, how = _start(model, inputs, law, priors, settings, seed, init, misfit)
+    samples, stats = sample_nuts(
+        model,
+        inputs,
+        start,
+        jitter=jitter,
+        settings=settings,
+        seed=seed,
+        progress=progress,
+        description=f"fit {law.name}",
     )
-    tree = _tree(samples, extra, (model, inputs), scaling, law_, attrs)
-    result = Fit(tree, law_, priors_, scaling)
-    warn_convergence(result.problems(), stacklevel=2)
+    meta = provenance(law, data, priors, noise, centre, "nuts", seed, settings, init=how, **attrs)
+    loglik = pointwise_log_likelihood(model, inputs, samples)
+    result = Fit(build_tree(samples, stats, loglik, data, law, meta), law, priors, data)
+    warn_convergence(result.problems())
     return result
 
 
-@functools.lru_cache(maxsize=16)
-def _chain_runner(
+def _start(
     model: Any,
-    num_warmup: int,
-    num_samples: int,
-    num_chains: int,
-    chain_method: str,
-    dense_mass: bool,
-    target_accept: float,
-) -> Any:
-    """A compiled NUTS sampler for one configuration, reused across fits.
-
-    Data and initial values are arguments of the compiled function (numpyro's `MCMC` builds new
-    closures on every run and so recompiles every time), so a second fit of the same law to data
-    of the same shape costs sampling time only.
-    """
-    import jax
-    from numpyro.infer import NUTS
-
-    kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept)
-
-    def one_chain(key: Any, init: Any, args: tuple[Any, ...]) -> Any:
-        state = kernel.init(key, num_warmup, init, model_args=args, model_kwargs={})
-
-        def step(state: Any, _: Any) -> Any:
-            state = kernel.sample(state, args, {})
-            stats = {
-                "diverging": state.diverging,
-                "num_steps": state.num_steps,
-                "accept_prob": state.accept_prob,
-                "energy": state.energy,
-                "potential_energy": state.potential_energy,
-            }
-            return state, (state.z, stats)
-
-        state, _ = jax.lax.scan(step, state, None, length=num_warmup)
-        _, (z, stats) = jax.lax.scan(step, state, None, length=num_samples)
-        return jax.vmap(kernel.postprocess_fn(args, {}))(z), stats
-
-    if chain_method == "parallel":
-        return jax.pmap(one_chain, in_axes=(0, 0, None))
-    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
-
-
-def _run_with_progress(
-    config: tuple[Any, ...], key: Any, args: tuple[Any, ...], init: Mapping[str, Any]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Run numpyro's `MCMC` with its progress bar (recompiles on every call)."""
-    from numpyro.infer import MCMC, NUTS
-
-    model, num_warmup, num_samples, num_chains, chain_method, dense_mass, target_accept = config
-    mcmc = MCMC(
-        NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept),
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method="sequential" if chain_method == "vectorized" else chain_method,
-        progress_bar=True,
-    )
-    mcmc.run(key, *args, init_params=init, extra_fields=_NUMERIC_STATS)
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
-    return samples, extra
-
-
-@dataclass(frozen=True)
-class _Laplace:
-    unconstrained: dict[str, np.ndarray]
-    constrained: dict[str, np.ndarray]
-    ok: bool
-    message: str
-
-
-@functools.lru_cache(maxsize=16)
-def _map_functions(model: Any) -> tuple[Any, Any, Any]:
-    """Jitted pieces of the MAP: multi-start BFGS, value and gradient, Laplace draws.
-
-    All work in the model's unconstrained space (the potential includes the log-Jacobians), in
-    float64.
-    """
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from jax.scipy.optimize import minimize
-    from numpyro.infer import init_to_median
-    from numpyro.infer.util import initialize_model
-
-    def parts(key: Any, args: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
-        # start at the prior median: broad random starts can land on plateaus where a term
-        # has vanished (a huge exponent) and the gradient is zero
-        info = initialize_model(
-            key, model, model_args=args, dynamic_args=True, init_strategy=init_to_median()
-        )
-        z_init, unravel = ravel_pytree(info.param_info.z)
-
-        def f(z: Any) -> Any:
-            value = info.potential_fn(*args)(unravel(z))
-            return jnp.where(jnp.isfinite(value), value, jnp.inf)
-
-        return f, z_init, unravel, info.postprocess_fn(*args)
-
-    def starts(key: Any, args: tuple[Any, ...], num_starts: int) -> Any:
-        k0, k1 = jax.random.split(key)
-        f, z_init, _, _ = parts(k0, args)
-        noise = jax.random.uniform(k1, (num_starts, z_init.size), minval=-0.5, maxval=0.5)
-        z0 = jnp.concatenate([z_init[None], z_init + noise])
-        res = jax.vmap(lambda z: minimize(f, z, method="BFGS", options={"maxiter": 200}))(z0)
-        return res.x, jnp.where(jnp.isfinite(res.fun), res.fun, jnp.inf)
-
-    def value_and_grad(z: Any, key: Any, args: tuple[Any, ...]) -> Any:
-        return jax.value_and_grad(parts(key, args)[0])(z)
-
-    def laplace(mode: Any, key: Any, args: tuple[Any, ...], num_draws: int) -> Any:
-        k0, k1 = jax.random.split(key)
-        f, _, unravel, postprocess = parts(k0, args)
-        hess = jax.hessian(f)(mode)
-        hess = 0.5 * (hess + hess.T)
-        chol = jnp.linalg.cholesky(jnp.linalg.inv(hess))
-        draws = mode + jax.random.normal(k1, (num_draws, mode.size)) @ chol.T
-        unconstrained = jax.vmap(unravel)(draws)
-        return hess, unconstrained, jax.vmap(postprocess)(unconstrained)
-
-    return (
-        jax.jit(starts, static_argnums=2),
-        jax.jit(value_and_grad),
-        jax.jit(laplace, static_argnums=3),
-    )
-
-
-def _map(model: Any, args: tuple[Any, ...], key: Any, num_draws: int) -> tuple[Any, _Laplace]:
-    """The posterior mode (multi-start BFGS polished by L-BFGS-B) and a Laplace approximation."""
-    import jax
-    import scipy.optimize
-
-    with jax.enable_x64(True):
-        args64 = jax.tree_util.tree_map(
-            lambda a: None if a is None else np.asarray(a, np.float64),
-            args,
-            is_leaf=lambda a: a is None,
-        )
-        k_init, k_draw = jax.random.split(jax.random.PRNGKey(np.asarray(key)[-1]))
-        starts, value_and_grad, laplace = _map_functions(model)
-        z, fz = (np.asarray(a) for a in starts(k_init, args64, 7))
-        best = np.argsort(fz)[:2]
-
-        def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
-            v, g = value_and_grad(x, k_init, args64)
-            return float(v), np.asarray(g, np.float64)
-
-        results = [scipy.optimize.minimize(fg, z[i], jac=True, method="L-BFGS-B") for i in best]
-        res = min(results, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
-        mode = res.x
-        hess, unc, con = laplace(mode, k_draw, args64, num_draws)
-        eig = np.linalg.eigvalsh(np.asarray(hess))
-        finite = all(np.all(np.isfinite(np.asarray(v))) for v in con.values())
-        ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
-        message = (
-            ""
-            if ok
-            else "the MAP optimisation did not reach a proper mode (the Hessian of the "
-            "negative log posterior is not positive definite or not finite); the Laplace "
-            "approximation is not valid. Use method='nuts' or tighter priors."
-        )
-        unc_np = {k: np.asarray(v, np.float32) for k, v in unc.items()}
-        con_np = {k: np.asarray(v, np.float64) for k, v in con.items()}
-    if not ok:  # start NUTS from the mode itself rather than from invalid draws
-        unc_np = {k: np.repeat(np.asarray(v)[:1], len(v), axis=0) for k, v in unc_np.items()}
-        mode_dict = jax.tree_util.tree_map(lambda v: v[0], unc_np)
-        del mode_dict
-    return mode, _Laplace(unc_np, con_np, ok, message)
-
-
-def _tree(
-    samples: Mapping[str, np.ndarray],
-    extra: Mapping[str, np.ndarray] | None,
-    model_and_inputs: tuple[Any, Any] | None,
-    data: ScalingData,
+    inputs: Any,
     law: Law,
-    attrs: Mapping[str, Any],
-) -> Any:
-    """Assemble the DataTree of a fit from draws shaped ``(chain, draw)``."""
-    import arviz_base as azb
-
-    import bayescale
-
-    hidden = set(internal_sites(law))
-    posterior = {k: np.asarray(v) for k, v in samples.items() if k not in hidden}
-    groups: dict[str, dict[str, Any]] = {"posterior": posterior}
-    dims: dict[str, list[str]] = {OBS: ["run"]}
-    if extra is not None:
-        stats = {
-            "diverging": extra["diverging"].astype(bool),
-            "n_steps": extra["num_steps"],
-            "acceptance_rate": extra["accept_prob"],
-            "energy": extra["energy"],
-            "lp": -extra["potential_energy"],
+    priors: Priors,
+    settings: NutsSettings,
+    seed: int,
+    init: str | Mapping[str, Any],
+    misfit: Misfit | None,
+) -> tuple[dict[str, np.ndarray], float, str]:
+    """The chains' start (sample-site values), its jitter, and a description for provenance."""
+    chains = settings.num_chains
+    cold = start_from_prior(law, priors, chains, misfit)
+    if isinstance(init, Mapping):
+        missing = sorted({*law.param_names, "sigma"} - set(init))
+        if missing:
+            raise OptionError(
+                f"init lacks draws of {missing}; pass a mapping with every parameter of the "
+                f"law and sigma (for example previous_fit.draws()), or init='map'."
+            )
+        draws = {k: np.atleast_1d(np.asarray(v, np.float64)).reshape(-1) for k, v in init.items()}
+        n = min(len(v) for v in draws.values())
+        idx = np.linspace(0, n - 1, chains).round().astype(int)
+        params = {k: v[idx] for k, v in draws.items()}
+        centre = {v: float(c) for v, c in inputs.centre.items()}
+        start = {
+            **start_from_params(law, priors, centre, params, chains),
+            **misfit_start(law, misfit, chains),
         }
-        groups["sample_stats"] = stats
-    if model_and_inputs is not None:
-        groups["log_likelihood"] = {OBS: _log_likelihood(*model_and_inputs, samples)}
-    groups["observed_data"] = {OBS: data.loss}
-    const = {c: data.table[c].to_numpy() for c in data.table.columns if c != "loss"}
-    groups["constant_data"] = {
-        c: (v.astype(str) if v.dtype == object else v) for c, v in const.items()
-    }
-    dims.update({c: ["run"] for c in const})
-    tree = azb.from_dict(groups, dims=dims, coords={"run": np.arange(data.n_runs)})
-    tree.attrs.update(attrs)
-    tree.attrs["bayescale_version"] = bayescale.__version__
-    return tree
+        return start, 0.0, "warm start"
+    if init == "prior":
+        return cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
+    if init != "map":
+        raise OptionError(
+            f"unknown init {init!r}. Available: 'map', 'prior', or a mapping of parameter "
+            "draws (for example previous_fit.draws())."
+        )
+    lap = laplace_fit(model, inputs, cold, seed, max(settings.num_samples, chains))
+    if not lap.ok:  # no valid mode: start cold rather than from invalid draws
+        return cold, 1.0, "jittered prior medians (the MAP search failed)"
+    start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in cold}
+    return start, 0.0, "MAP + Laplace draws"
 
 
-@functools.lru_cache(maxsize=16)
-def _log_likelihood_fn(model: Any) -> Any:
-    import jax
-    from numpyro.infer import log_likelihood
-
-    return jax.jit(lambda flat, args: log_likelihood(model, flat, *args)[OBS])
+# --------------------------------------------------------------------------------- updating
 
 
-def _log_likelihood(model: Any, inputs: Any, samples: Mapping[str, np.ndarray]) -> np.ndarray:
-    first = next(iter(samples.values()))
-    n_chain, n_draw = first.shape[:2]
-    flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
-    ll = _log_likelihood_fn(model)(flat, inputs.args())
-    return np.asarray(ll).reshape(n_chain, n_draw, -1)
+def update(
+    fit: Fit,
+    new_runs: pd.DataFrame | ScalingData,
+    *,
+    num_chains: int | None = None,
+    num_warmup: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    columns: Mapping[str, str] | None = None,
+    dropna: bool = False,
+    progress_bar: bool | None = None,
+) -> Fit:
+    """Refit a law to its old runs and new ones, starting from the previous posterior.
+
+    Parameters
+    ----------
+    fit : Fit
+        The previous fit (NUTS or MAP).
+    new_runs : DataFrame or ScalingData
+        The new runs, with the law's input columns and ``loss``; never modified.
+    num_chains, num_warmup, num_samples : int, optional
+        NUTS settings; default those of the previous fit (num_warmup 500 for a MAP fit).
+    seed : int, default 0
+        Seed of the sampler.
+    columns : mapping, optional
+        Canonical name -> your column name, for ``new_runs``.
+    dropna : bool, default False
+        Drop invalid new runs instead of raising.
+    progress_bar : bool, optional
+        As in `fit`.
+
+    Returns
+    -------
+    Fit
+        A NUTS fit to the old and new runs. Its data has a ``batch`` column (0 for the
+        original runs, then one more per update) and its tree's attributes record the
+        provenance: ``data_source`` of both tables and ``provenance``, a JSON list with one
+        entry per batch (source, number of runs, and the seed and method of the fit it
+        updated).
+
+    Raises
+    ------
+    DataError
+        If the new runs lack a column the law needs or have invalid values.
+    FitError
+        If the previous fit is a Huber point fit.
+
+    Warns
+    -----
+    ConvergenceWarning
+        As `bayescale.fit`.
+
+    Notes
+    -----
+    The result is the posterior of the law given all runs under the priors the user set for
+    the previous fit (the data-dependent defaults are recomputed from all runs, as
+    `bayescale.fit` would). Only the sampler's starting point comes from the previous
+    posterior: each chain starts at a different previous draw, re-expressed in the new
+    parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
+    That skips the MAP search of `bayescale.fit` and starts the chains in the right mode.
+    """
+    draws = fit.draws()
+    if "sigma" not in draws or len(draws["sigma"]) < 2:
+        raise FitError(
+            f"update needs posterior draws with a noise scale; the fit has method="
+            f"{fit.method!r}. Fit with method='nuts' (or 'map')."
+        )
+    new = from_frame(new_runs, columns=columns, dropna=dropna)
+    new.require(fit.law.variables, 0, fit.law.name, vary=False)
+    combined = _combine(fit.data, new)
+    noise = fit.noise
+    priors = resolve_priors(fit.law, combined, user_priors(fit), noise.name)
+    post = fit.posterior
+    settings = NutsSettings(
+        int(num_chains or (post.sizes["chain"] if fit.method == "nuts" else 4)),
+        int(num_warmup or fit.tree.attrs.get("num_warmup", 500)),
+        int(num_samples or (post.sizes["draw"] if fit.method == "nuts" else 1000)),
+        bool(fit.tree.attrs.get("dense_mass", 1)),
+        float(fit.tree.attrs.get("target_accept", 0.8)),
+    )
+    history = json.loads(fit.tree.attrs.get("provenance", "[]")) or [
+        {"batch": 0, "source": fit.data.source, "n_runs": fit.data.n_runs}
+    ]
+    history.append(
+        {
+            "batch": int(combined.table["batch"].max()),
+            "source": new.source,
+            "n_runs": new.n_runs,
+            "updated_fit_seed": int(fit.tree.attrs.get("seed", -1)),
+            "updated_fit_method": fit.method,
+        }
+    )
+    return _fit(
+        combined,
+        fit.law,
+        priors,
+        noise,
+        "nuts",
+        settings,
+        seed,
+        draws,
+        progress_bar,
+        fit.misfit,
+        provenance=json.dumps(history),
+    )
+
+
+def user_priors(fit: Fit) -> dict[str, Prior]:
+    """The priors of a fit that differ from the defaults for its data (the user's choices)."""
+    defaults = default_priors(fit.law, fit.data, fit.likelihood)
+    return {k: p for k, p in fit.priors.items() if defaults.get(k) != p}
+
+
+def _combine(old: ScalingData, new: ScalingData) -> ScalingData:
+    """Old and new runs in one table with a ``batch`` column (the caller's tables untouched)."""
+    old_t = old.table.copy()
+    if "batch" not in old_t:
+        old_t["batch"] = 0
+    new_t = new.table.copy()
+    new_t["batch"] = int(old_t["batch"].max()) + 1
+    shared = [c for c in old_t.columns if c in new_t.columns]
+    table = pd.concat([old_t[shared], new_t[shared]], ignore_index=True)
+    return ScalingData(table=table, source=f"{old.source} + {new.source}")
 
 
 # --------------------------------------------------------------------------------- loading

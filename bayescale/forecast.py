@@ -20,24 +20,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.allocate import (
-    _interval_probs,
-    _posterior_params,
-    _qname,
-    _split_over_devices,
-    compute_optimal,
+from bayescale.allocate import compute_optimal
+from bayescale.data import derive_inputs, format_rows
+from bayescale.errors import DataError, ExtrapolationWarning, OptionError, find_stack_level
+from bayescale.internal import (
+    interval_probs,
+    posterior_params,
+    quantile_name,
+    split_over_devices,
 )
-from bayescale.data import FLOPS_PER_PARAM_TOKEN, _rows
-from bayescale.errors import DataError, ExtrapolationWarning
+from bayescale.misfit import misfit_draws_at
 
 if TYPE_CHECKING:
     from bayescale.fit import Fit
     from bayescale.laws import Law
+    from bayescale.likelihoods import Likelihood
 
 __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
 KINDS = ("predictive", "mean")
-_HALF_STEP = np.float32(2.0**-25)  # half the spacing of float32 uniforms on [0, 1)
 
 
 # ------------------------------------------------------------------------------ results
@@ -100,15 +101,15 @@ class Forecast:
         """
         probs = np.atleast_1d(np.asarray(probs, dtype=np.float64))
         if probs.ndim != 1 or not np.all((probs >= 0) & (probs <= 1)):
-            raise ValueError(f"probs must be probabilities in [0, 1]; received {probs!r}.")
+            raise OptionError(f"probs must be probabilities in [0, 1]; received {probs!r}.")
         q = np.quantile(self._flat(), probs, axis=0).astype(np.float64)
-        table = pd.DataFrame(q.T, columns=[_qname(p) for p in probs])
+        table = pd.DataFrame(q.T, columns=[quantile_name(p) for p in probs])
         table.index.name = "point"
         return table
 
     def relative_width(self, ci_prob: float = 0.9) -> np.ndarray:
         """Width of the equal-tailed ``ci_prob`` interval divided by the median, per point."""
-        lo, hi = _interval_probs(ci_prob)
+        lo, hi = interval_probs(ci_prob)
         q = np.quantile(self._flat(), [lo, 0.5, hi], axis=0).astype(np.float64)
         return (q[2] - q[0]) / q[1]
 
@@ -117,11 +118,37 @@ class Forecast:
         flat = self._flat()
         target = np.asarray(target, dtype=np.float64)
         if target.ndim > 1 or target.size not in (1, flat.shape[1]):
-            raise ValueError(
+            raise OptionError(
                 f"target must be one loss or one per point ({flat.shape[1]}); received shape "
                 f"{target.shape}."
             )
         return np.mean(flat < target, axis=0)
+
+    def variance_shares(self) -> dict[str, np.ndarray]:
+        """Where the predictive width comes from: shares of the variance of log loss per point.
+
+        Sequential (law of total variance): ``parameter`` is the variance of the law's log loss
+        over posterior draws; ``misfit`` what the law's misfit adds to it (0 for the exact
+        law); ``noise`` what run noise adds on top. Shares sum to 1.
+        """
+        preds = self.tree["predictions"]
+        n_point = preds.sizes["point"]
+
+        def var(name: str) -> np.ndarray:
+            values = np.log(preds[name].values.reshape(-1, n_point).astype(np.float64))
+            return values.var(axis=0)
+
+        law = var("loss_law" if "loss_law" in preds else "loss_mean")
+        mean = var("loss_mean")
+        total = var("loss") if "loss" in preds else mean
+        parts = {
+            "parameter": law,
+            "misfit": np.maximum(mean - law, 0.0),
+            "noise": np.maximum(total - mean, 0.0),
+        }
+        norm = sum(parts.values())
+        norm = np.where(norm > 0, norm, 1.0)
+        return {k: v / norm for k, v in parts.items()}
 
     def decades_beyond(self) -> pd.DataFrame:
         """Signed decades beyond the observed range per point and variable.
@@ -148,7 +175,7 @@ class Forecast:
             ``decades_beyond`` (the largest distance outside the observed range over the
             variables, in decades) and optionally ``prob_below``.
         """
-        lo, hi = _interval_probs(ci_prob)
+        lo, hi = interval_probs(ci_prob)
         flat = self._flat()
         q = np.quantile(flat, [0.5, lo, hi], axis=0).astype(np.float64)
         inputs = list(self.tree["predictions_constant_data"].data_vars)
@@ -156,10 +183,13 @@ class Forecast:
         table["mean"] = flat.mean(axis=0, dtype=np.float64)
         table["sd"] = flat.std(axis=0, ddof=1, dtype=np.float64) if len(flat) > 1 else np.nan
         table["median"] = q[0]
-        table[_qname(lo)] = q[1]
-        table[_qname(hi)] = q[2]
+        table[quantile_name(lo)] = q[1]
+        table[quantile_name(hi)] = q[2]
         table["rel_width"] = (q[2] - q[1]) / q[0]
         table["decades_beyond"] = self.decades_beyond().abs().max(axis=1).to_numpy()
+        if self.kind == "predictive":
+            for name, share in self.variance_shares().items():
+                table[f"share_{name}"] = share
         if target is not None:
             table["prob_below"] = self.prob_below(target)
         table.index.name = "point"
@@ -320,19 +350,19 @@ def forecast(
     ('chain', 'draw', 'point')
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
+        raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; received {seed!r}.")
+        raise OptionError(f"seed must be an integer; received {seed!r}.")
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
-        raise ValueError(
+        raise OptionError(
             f"the fit has no noise scale sigma (method={fit.method!r}), so it has no predictive "
             "distribution. Pass kind='mean', or refit with method='nuts' or 'map'."
         )
     points = _points(at, fit.law)
     observed = _observed_range(fit, points)
     if warn:
-        _warn_extrapolation(points, observed, stacklevel=3)
+        _warn_extrapolation(points, observed)
     return _forecast(fit, points, observed, kind, int(seed))
 
 
@@ -399,12 +429,12 @@ def extrapolation_horizon(
     """
     tol = float(tolerance)
     if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tolerance must be a positive relative width; received {tolerance!r}.")
-    lo, hi = _interval_probs(ci_prob)
+        raise OptionError(f"tolerance must be a positive relative width; received {tolerance!r}.")
+    lo, hi = interval_probs(ci_prob)
     data_c = fit.data.table["compute"].to_numpy(float) if "compute" in fit.data.table else None
     if compute is None:
         if data_c is None:
-            raise ValueError(
+            raise OptionError(
                 "the fitted runs have no compute column; pass compute=<grid of budgets in FLOP>."
             )
         c_min, c_max = float(data_c.min()), float(data_c.max())
@@ -413,11 +443,11 @@ def extrapolation_horizon(
     else:
         grid = np.atleast_1d(np.asarray(compute, dtype=np.float64))
         if grid.ndim != 1 or grid.size < 2 or not np.all(np.isfinite(grid) & (grid > 0)):
-            raise ValueError(
+            raise OptionError(
                 f"compute must be a 1-D grid of at least 2 positive budgets; received {compute!r}."
             )
         if np.any(np.diff(grid) <= 0):
-            raise ValueError("compute must be strictly increasing. Pass np.sort(compute).")
+            raise OptionError("compute must be strictly increasing. Pass np.sort(compute).")
     law = fit.law
     if tuple(law.variables) == ("compute",):
         at = pd.DataFrame({"compute": grid})
@@ -430,7 +460,7 @@ def extrapolation_horizon(
             n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, grid.size), axis=0)
         keep = np.isfinite(n_opt)
         if keep.sum() < 2:
-            raise ValueError(
+            raise OptionError(
                 "the compute-optimal allocation is not identified on the grid (see the "
                 "ConvergenceWarning); pass compute=<a grid of smaller budgets>."
             )
@@ -448,8 +478,8 @@ def extrapolation_horizon(
             "n_params": at["n_params"].to_numpy() if "n_params" in at else np.nan,
             "n_tokens": at["n_tokens"].to_numpy() if "n_tokens" in at else np.nan,
             "median": table["median"].to_numpy(),
-            _qname(lo): table[_qname(lo)].to_numpy(),
-            _qname(hi): table[_qname(hi)].to_numpy(),
+            quantile_name(lo): table[quantile_name(lo)].to_numpy(),
+            quantile_name(hi): table[quantile_name(hi)].to_numpy(),
             "rel_width": table["rel_width"].to_numpy(),
             "decades_beyond": fc.decades_beyond()["compute"].clip(lower=0).to_numpy()
             if "compute" in fc.observed_range
@@ -508,7 +538,8 @@ def _points(at: Any, law: Law) -> pd.DataFrame:
         text = frame.index[converted.isna() & frame[name].notna()]
         if len(text):
             raise DataError(
-                f"{name!r} in `at` has {len(text)} non-numeric values (rows {_rows(list(text))}),"
+                f"{name!r} in `at` has {len(text)} non-numeric values "
+                f"(rows {format_rows(list(text))}),"
                 f" for example {frame.loc[text[0], name]!r}."
             )
         frame[name] = converted.astype(np.float64)
@@ -517,16 +548,9 @@ def _points(at: Any, law: Law) -> pd.DataFrame:
         if bad:
             raise DataError(
                 f"{name!r} in `at` has {len(bad)} non-positive or non-finite values (rows "
-                f"{_rows(bad)}). Forecast points need positive, finite inputs."
+                f"{format_rows(bad)}). Forecast points need positive, finite inputs."
             )
-    k = FLOPS_PER_PARAM_TOKEN
-    cols = set(frame.columns)
-    if "n_tokens" not in cols and {"compute", "n_params"} <= cols:
-        frame["n_tokens"] = frame["compute"] / (k * frame["n_params"])
-    elif "n_params" not in cols and {"compute", "n_tokens"} <= cols:
-        frame["n_params"] = frame["compute"] / (k * frame["n_tokens"])
-    if "compute" not in frame and {"n_params", "n_tokens"} <= set(frame.columns):
-        frame["compute"] = k * frame["n_params"] * frame["n_tokens"]
+    derive_inputs(frame)
     missing = [v for v in law.variables if v not in frame.columns]
     if missing:
         hint = {
@@ -564,9 +588,7 @@ def _decades(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) 
     return table
 
 
-def _warn_extrapolation(
-    points: pd.DataFrame, observed: Mapping[str, tuple[float, float]], stacklevel: int
-) -> None:
+def _warn_extrapolation(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) -> None:
     table = _decades(points, observed)
     parts = []
     for name in table.columns:
@@ -589,35 +611,20 @@ def _warn_extrapolation(
             "- below): " + "; ".join(parts) + ". The posterior grows wider with the distance; "
             "see Forecast.decades_beyond().",
             ExtrapolationWarning,
-            stacklevel=stacklevel,
+            stacklevel=find_stack_level(),
         )
 
 
 # ------------------------------------------------------------------------------ the maths
 
 
-def _t4_ppf(s: Any) -> Any:
-    """Inverse CDF of Student-t with 4 degrees of freedom at p = 1/2 + s, stable in float32."""
-    import jax.numpy as jnp
-
-    a = jnp.abs(s)
-    theta = jnp.arcsin(2 * a)
-    cos_theta = jnp.sqrt((1 - 2 * a) * (1 + 2 * a))
-    q_minus_1 = 2 * jnp.sin(2 * theta / 3) * jnp.sin(theta / 3) / cos_theta
-    return jnp.sign(s) * 2 * jnp.sqrt(q_minus_1)
-
-
-def _normal_ppf(s: Any) -> Any:
-    """Inverse CDF of the standard normal at p = 1/2 + s, from the nearer tail."""
-    import jax.numpy as jnp
-    from jax.scipy.special import ndtri
-
-    return -jnp.sign(s) * ndtri(0.5 - jnp.abs(s))
-
-
 @functools.lru_cache(maxsize=32)
-def _predict_fn(law: Law, noise: str | None) -> Any:
-    """Jitted ``(params, sigma, u, logx) -> (mean loss, predictive loss or None)``."""
+def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
+    """Jitted ``(params, sigma, u, delta, logx) -> (law, mean, predictive loss or None)``.
+
+    ``delta`` (the misfit per draw and point) is None without misfit; then the law's loss is
+    the mean and is returned once (the first output is None).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -627,28 +634,22 @@ def _predict_fn(law: Law, noise: str | None) -> Any:
     per_point = jax.vmap(law.fn, in_axes=(None, 0))
     log_mean = jax.vmap(per_point, in_axes=(0, None))
 
-    def predict(params: Any, sigma: Any, u: Any, logx: Any) -> Any:
+    def predict(params: Any, sigma: Any, u: Any, delta: Any, logx: Any) -> Any:
         mu = log_mean(params, logx)
+        law_loss = jnp.exp(mu) if misfit else None
+        if misfit:
+            mu = mu + delta
         mean = jnp.exp(mu)
         if noise is None:
-            return mean, None
-        if noise == "given":
-            eps = u
-        else:
-            s = (u - 0.5) + _HALF_STEP  # exact in float32: symmetric, never 0 or +-1/2
-            eps = _t4_ppf(s) if noise == "t4" else _normal_ppf(s)
-        return mean, jnp.exp(mu + sigma * eps)
+            return law_loss, mean, None
+        return law_loss, mean, jnp.exp(mu + sigma * noise.transform(u))
 
     return jax.jit(predict)
 
 
-def _noise(fit: Fit, shape: tuple[int, int], seed: int) -> tuple[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if fit.likelihood == "normal":
-        return "normal", rng.random(shape, dtype=np.float32)
-    if fit.nu == 4.0:
-        return "t4", rng.random(shape, dtype=np.float32)
-    return "given", rng.standard_t(fit.nu, size=shape).astype(np.float32)
+def _misfit_columns(fit: Fit) -> tuple[str, ...]:
+    coords = fit.misfit_coords
+    return ("n_params", "n_tokens") if coords.tilt else fit.law.variables[:1]
 
 
 def _forecast(
@@ -661,23 +662,36 @@ def _forecast(
     import xarray as xr
 
     law = fit.law
-    params = _posterior_params(fit)
+    params = posterior_params(fit)
     n_chain, n_draw = next(iter(params.values())).shape
     n_sample, n_point = n_chain * n_draw, len(points)
     flat = {k: v.reshape(-1).astype(np.float32) for k, v in params.items()}
     logx = {v: np.log(points[v].to_numpy(np.float64)).astype(np.float32) for v in law.variables}
     if kind == "predictive":
         sigma = fit.posterior["sigma"].values.reshape(-1, 1).astype(np.float32)
-        noise, u = _noise(fit, (n_sample, n_point), seed)
+        noise = fit.noise
+        u = noise.uniforms(np.random.default_rng(seed), (n_sample, n_point))
     else:
         sigma, noise, u = None, None, None
+    delta = None
+    spec, coords_ = fit.misfit, fit.misfit_coords
+    if spec is not None:
+        post = fit.posterior
+        names = [k for k in post.data_vars if k.startswith("misfit_")]
+        mf = {k: post[k].values.reshape(n_sample, *post[k].shape[2:]) for k in names}
+        columns = {c: points[c].to_numpy(np.float64) for c in _misfit_columns(fit)}
+        rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
+        delta = misfit_draws_at(spec, coords_, mf, columns, rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
-    split = (flat, sigma, u)
-    mean, pred = _split_over_devices(_predict_fn(law, noise), split, (logx,), n_sample, per_chunk)
+    split = (flat, sigma, u, delta)
+    fn = _predict_fn(law, noise, delta is not None)
+    law_loss, mean, pred = split_over_devices(fn, split, (logx,), n_sample, per_chunk)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
     data = {"loss_mean": (dims, np.asarray(mean).reshape(shape))}
+    if law_loss is not None:
+        data["loss_law"] = (dims, np.asarray(law_loss).reshape(shape))
     if pred is not None:
         data["loss"] = (dims, np.asarray(pred).reshape(shape))
     inputs = [c for c in (*law.variables, "compute") if c in points]

@@ -23,13 +23,13 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:  # typing only: priors sit above laws in the layer order
-    from bayescale.priors import Prior
+from bayescale.distributions import Prior
+from bayescale.errors import LawError
 
 __all__ = ["LAWS", "Law", "Param", "get_law", "register_law", "ROLES"]
 
@@ -171,7 +171,7 @@ def register_law(
         params = tuple(Param(k, r) for k, r in params.items())
     _check_params(name, tuple(params), tuple(variables))
     if name in LAWS and not overwrite:
-        raise ValueError(f"law {name!r} is already registered. Pass overwrite=True to replace it.")
+        raise LawError(f"law {name!r} is already registered. Pass overwrite=True to replace it.")
     law = Law(name, fn, tuple(variables), tuple(params), description, reference, {}, factory)
     LAWS[name] = law
     return law
@@ -182,16 +182,16 @@ def _check_params(law: str, params: tuple[Param, ...], variables: tuple[str, ...
     seen: set[str] = set()
     for p in params:
         if p.role not in ROLES:
-            raise ValueError(
+            raise LawError(
                 f"parameter {p.name!r} has unknown role {p.role!r}. Roles: {sorted(ROLES)}."
             )
         if p.role in ("amplitude", "scale", "location") and p.variable not in variables:
-            raise ValueError(
+            raise LawError(
                 f"law {law!r}: {p.role} {p.name!r} needs variable= one of {list(variables)}; "
                 f"received {p.variable!r}. Use Param({p.name!r}, {p.role!r}, variable=...)."
             )
         if p.role == "amplitude" and p.exponent not in seen:
-            raise ValueError(
+            raise LawError(
                 f"law {law!r}: amplitude {p.name!r} needs exponent= naming a parameter declared "
                 f"before it; received {p.exponent!r}. Declared so far: {sorted(seen)}."
             )
@@ -213,13 +213,13 @@ def get_law(law: str | Law, **options: Any) -> Law:
         if law not in LAWS:
             near = difflib.get_close_matches(str(law), LAWS, n=1)
             hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"unknown law {law!r}. Available: {', '.join(LAWS)}.{hint}")
+            raise LawError(f"unknown law {law!r}. Available: {', '.join(LAWS)}.{hint}")
         base = LAWS[law]
     options = {k: v for k, v in options.items() if v is not None}
     if not options or options == dict(base.options):
         return base
     if base.factory is None:
-        raise ValueError(
+        raise LawError(
             f"law {base.name!r} takes no options; received {sorted(options)}. "
             f"It uses the variables {list(base.variables)}."
         )
@@ -227,7 +227,7 @@ def get_law(law: str | Law, **options: Any) -> Law:
     try:
         return base.factory(**merged)
     except TypeError as exc:
-        raise ValueError(f"law {base.name!r}: bad options {sorted(options)}: {exc}") from exc
+        raise LawError(f"law {base.name!r}: bad options {sorted(options)}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------- the laws
@@ -273,7 +273,7 @@ def _kaplan_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
 @functools.cache
 def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
     if breaks not in (1, 2):
-        raise TypeError(f"breaks must be 1 or 2, got {breaks!r}")
+        raise LawError(f"breaks must be 1 or 2; received {breaks!r}.")
     idx = range(1, breaks + 1)
 
     def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:

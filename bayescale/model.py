@@ -3,9 +3,9 @@
 Notes
 -----
 The observation model is ``log L_i ~ StudentT(nu, log f(x_i; theta), sigma)`` (default, nu = 4)
-or ``Normal(log f(x_i; theta), sigma)``: the Student-t is the Bayesian analogue of the Huber loss
-on log residuals used by Hoffmann et al. (2022) and Besiroglu et al. (2024), robust to the few
-runs that sit far from the law.
+or ``Normal(log f(x_i; theta), sigma)`` (the registry of `bayescale.likelihoods`): the
+Student-t is the Bayesian analogue of the Huber loss on log residuals used by Hoffmann et al.
+(2022) and Besiroglu et al. (2024), robust to the few runs that sit far from the law.
 
 Amplitudes are sampled centred at the data: with ``m = mean(log x)`` the sampler sees
 ``A_c = A * exp(-alpha m)`` (the term's size at the data centre) and ``log A = log A_c + alpha
@@ -14,13 +14,15 @@ unchanged while the near-collinearity of log A and alpha disappears. Scales (``N
 sampled relative to the centre in the same way; break locations are sampled jointly as sorted
 log-uniform positions inside the observed range.
 
-The model takes its data and prior hyper-parameters as arguments, so one compiled sampler
-serves every data set of the same shape.
+The model takes its data, prior hyper-parameters and an observation mask as arguments, and the
+runs are padded to a few bucketed sizes (`bucket_size`), so one compiled sampler serves every
+data set of a bucket and every subset of it (leave-one-out and leave-future-out refits).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,39 +30,84 @@ from typing import Any
 import numpy as np
 
 from bayescale.data import ScalingData
+from bayescale.distributions import make_distribution
 from bayescale.laws import Law
-from bayescale.priors import Priors, make_distribution
+from bayescale.likelihoods import Likelihood
+from bayescale.misfit import Misfit, MisfitCoords, coordinate_columns, misfit_coords, sample_delta
+from bayescale.priors import Priors
 
-__all__ = ["LIKELIHOODS", "ModelInputs", "build_model", "model_inputs", "OBS", "internal_sites"]
+__all__ = [
+    "OBS",
+    "MIN_BUCKET",
+    "ModelInputs",
+    "bucket_size",
+    "build_model",
+    "internal_sites",
+    "model_inputs",
+]
 
-LIKELIHOODS = ("student_t", "normal")
 OBS = "loss"
+#: smallest padded number of runs; larger tables pad to the next 2^k or 1.5 * 2^k
+MIN_BUCKET = 64
+
+
+def bucket_size(n_runs: int) -> int:
+    """The padded number of runs for ``n_runs``: one compiled sampler serves a whole bucket.
+
+    Buckets are ``64, 96, 128, 192, 256, 384, ...`` (powers of two and 1.5 times them), so at
+    most a third of the rows are padding and a ladder of any size up to 64 runs shares one
+    compilation.
+    """
+    if n_runs <= MIN_BUCKET:
+        return MIN_BUCKET
+    k = 2 ** math.floor(math.log2(n_runs))
+    return k if n_runs <= k else (3 * k // 2 if n_runs <= 3 * k // 2 else 2 * k)
 
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """Arrays passed to the numpyro model (all float32 numpy arrays).
+    """Arrays passed to the numpyro model (float32 numpy arrays, padded to a bucket).
 
     Attributes
     ----------
     logx : dict
-        Variable -> natural log of the inputs, shape ``(run,)``.
+        Variable -> natural log of the inputs, shape ``(bucket,)``; padding rows hold the centre.
     centre : dict
-        Variable -> mean of its log inputs over the observed runs.
+        Variable -> mean of its log inputs over the runs that define the fit (scalar).
     hyper : dict
         Parameter -> tuple of its prior's parameter values.
     log_loss : ndarray or None
-        Observed log losses, or None for prior/posterior prediction.
+        Observed log losses ``(bucket,)`` (0 in padding rows), or None for prediction.
+    mask : ndarray
+        Boolean ``(bucket,)``: True for the runs whose loss is scored by the likelihood.
+    n_runs : int
+        The number of real runs (the first ``n_runs`` rows).
+    misfit : dict or None
+        The misfit's inputs (``t``, ``r`` per row and ``half``; see `bayescale.misfit`), or
+        None for the exact-law model.
+    coords : MisfitCoords or None
+        Where the fitted runs lie in the misfit's coordinates.
     """
 
     logx: Mapping[str, np.ndarray]
     centre: Mapping[str, np.ndarray]
     hyper: Mapping[str, tuple[np.ndarray, ...]]
     log_loss: np.ndarray | None
+    mask: np.ndarray
+    n_runs: int
+    misfit: Mapping[str, np.ndarray] | None = None
+    coords: MisfitCoords | None = None
 
-    def args(self) -> tuple[Any, ...]:
-        """Positional arguments of the model."""
-        return (dict(self.logx), dict(self.centre), dict(self.hyper), self.log_loss)
+    def args(self, mask: np.ndarray | None = None) -> tuple[Any, ...]:
+        """Positional arguments of the model (optionally with another observation mask)."""
+        return (
+            dict(self.logx),
+            dict(self.centre),
+            dict(self.hyper),
+            self.log_loss,
+            self.mask if mask is None else mask,
+            None if self.misfit is None else dict(self.misfit),
+        )
 
 
 def model_inputs(
@@ -69,31 +116,70 @@ def model_inputs(
     priors: Priors,
     centre: Mapping[str, float] | None = None,
     observed: bool = True,
+    mask: np.ndarray | None = None,
+    pad: bool = True,
+    misfit: bool = False,
+    coords: MisfitCoords | None = None,
 ) -> ModelInputs:
-    """Arrays for the model; ``centre`` defaults to the data's mean log inputs."""
+    """Arrays for the model, padded to `bucket_size` rows unless ``pad=False``.
+
+    ``centre`` defaults to the mean log inputs of the runs selected by ``mask`` (all runs when
+    ``mask`` is None); only those runs are scored. With ``misfit``, the misfit's coordinates
+    (``coords``, default: from the runs selected by ``mask``) are added.
+    """
     f32 = np.float32
-    logx = {v: np.log(data.column(v)).astype(f32) for v in law.variables}
+    n = data.n_runs
+    size = bucket_size(n) if pad else n
+    mask_ = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
+    raw = {v: np.log(data.column(v)) for v in law.variables}
     if centre is None:
-        centre = {v: float(np.mean(x)) for v, x in logx.items()}
+        centre = {v: float(np.mean(x[mask_])) for v, x in raw.items()}
+    logx = {v: np.full(size, centre[v], f32) for v in law.variables}
+    for v, x in raw.items():
+        logx[v][:n] = x
     hyper = {k: tuple(np.asarray(v, f32) for v in p.values) for k, p in priors.items()}
-    log_loss = np.log(data.loss).astype(f32) if observed else None
-    return ModelInputs(logx, {v: np.asarray(c, f32) for v, c in centre.items()}, hyper, log_loss)
+    log_loss = None
+    if observed:
+        log_loss = np.zeros(size, f32)
+        log_loss[:n] = np.log(data.loss)
+    full_mask = np.zeros(size, bool)
+    full_mask[:n] = mask_
+    centre_ = {v: np.asarray(c, f32) for v, c in centre.items()}
+    extra = None
+    if misfit:
+        names = ("n_params", "n_tokens") if {"n_params", "n_tokens"} <= set(law.variables) else None
+        columns = {v: data.column(v) for v in (names or law.variables[:1])}
+        if coords is None:
+            coords = misfit_coords(law.variables, {k: v[mask_] for k, v in columns.items()})
+        t, r = coords.scaled({k: columns[k] for k in coordinate_columns(coords, law.variables)})
+        extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
+        extra["t"][:n], extra["r"][:n] = t, r
+        extra["half"] = np.asarray(coords.half, f32)
+    return ModelInputs(logx, centre_, hyper, log_loss, full_mask, n, extra, coords)
 
 
 def internal_sites(law: Law) -> tuple[str, ...]:
-    """Names of the sampled sites that are not reported (centred amplitudes, break weights)."""
+    """Sampled sites that are not reported (centred amplitudes, break weights, walk steps)."""
     names = [f"{p.name}_c" for p in law.params if p.role in ("amplitude", "scale")]
     if any(p.role == "location" for p in law.params):
         names.append("_breaks")
-    return tuple(names)
+    return (*names, "_misfit_level_z", "_misfit_tilt_z")
 
 
-@functools.lru_cache(maxsize=64)
-def build_model(law: Law, families: tuple[tuple[str, str], ...], likelihood: str, nu: float) -> Any:
-    """Return the numpyro model function ``model(logx, centre, hyper, log_loss)``.
+@functools.lru_cache(maxsize=32)
+def build_model(
+    law: Law,
+    families: tuple[tuple[str, str], ...],
+    likelihood: Likelihood,
+    misfit: Misfit | None = None,
+) -> Any:
+    """Return the numpyro model ``model(logx, centre, hyper, log_loss, mask, misfit_inputs)``.
 
-    Cached on its static structure (law, prior families, likelihood), so repeated fits reuse
-    one function object and therefore one compiled sampler.
+    Cached on its static structure (law, prior families, likelihood, misfit settings), so
+    repeated fits reuse one function object and therefore one compiled sampler. Rows with
+    ``mask`` False (padding, held-out runs) do not enter the likelihood. With ``misfit``, the
+    law's log loss is shifted by the misfit ``delta`` of `bayescale.misfit` (with a tilt along
+    tokens per parameter when the law has ``n_params`` and ``n_tokens``).
     """
     import jax.numpy as jnp
     import numpyro
@@ -102,7 +188,9 @@ def build_model(law: Law, families: tuple[tuple[str, str], ...], likelihood: str
     family = dict(families)
     locations = [p for p in law.params if p.role == "location"]
 
-    def model(logx, centre, hyper, log_loss=None):  # type: ignore[no-untyped-def]
+    tilt = {"n_params", "n_tokens"} <= set(law.variables)
+
+    def model(logx, centre, hyper, log_loss=None, mask=None, mf=None):  # type: ignore[no-untyped-def]
         values: dict[str, Any] = {}
         for p in law.params:
             if p.role == "location":
@@ -125,12 +213,13 @@ def build_model(law: Law, families: tuple[tuple[str, str], ...], likelihood: str
                 values[p.name] = numpyro.deterministic(p.name, value)
         sigma = numpyro.sample("sigma", make_distribution(family["sigma"], *hyper["sigma"]))
         mu = law.fn(values, logx)
+        if misfit is not None:
+            mu = mu + sample_delta(misfit, tilt, mf)
         n_runs = next(iter(logx.values())).shape[0]
         with numpyro.plate("run", n_runs):
-            if likelihood == "student_t":
-                noise = dist.StudentT(nu, mu, sigma)
-            else:
-                noise = dist.Normal(mu, sigma)
+            noise = likelihood.distribution(mu, sigma)
+            if mask is not None:
+                noise = noise.mask(mask)
             numpyro.sample(OBS, noise, obs=log_loss)
 
     return model

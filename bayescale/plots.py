@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale.errors import OptionError
 from bayescale.forecast import forecast as _forecast_at
-from bayescale.plots_checks import plot_break, plot_check, plot_compare, plot_pit
+from bayescale.plots_checks import plot_backtest, plot_break, plot_check, plot_compare, plot_pit
 
 if TYPE_CHECKING:
     from bayescale.allocate import Allocation
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from bayescale.forecast import Forecast
 
 __all__ = [
+    "plot_backtest",
     "plot_break",
     "plot_check",
     "plot_compare",
@@ -126,9 +128,9 @@ def plot_fit(
     group's D (or N); other inputs (``unique_tokens``) at their group median.
     """
     if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}. Available: {', '.join(VIEWS)}.")
+        raise OptionError(f"unknown view {view!r}. Available: {', '.join(VIEWS)}.")
     if int(max_curves) < 1:
-        raise ValueError(f"max_curves must be at least 1; received {max_curves!r}.")
+        raise OptionError(f"max_curves must be at least 1; received {max_curves!r}.")
     plt = _pyplot()
     ax = _axes(plt, ax)
     table = fit.data.table
@@ -221,7 +223,7 @@ def plot_forecast(
     if x is None:
         x = "compute" if "compute" in inputs else inputs[0]
     if x not in inputs:
-        raise ValueError(f"x={x!r} is not an input of the forecast; inputs are {inputs}.")
+        raise OptionError(f"x={x!r} is not an input of the forecast; inputs are {inputs}.")
     ax = _axes(plt, ax)
     values = forecast.points[x].to_numpy(float)
     order = np.argsort(values, kind="stable")
@@ -234,6 +236,17 @@ def plot_forecast(
     colour = _colours(plt, 1)[0]
     _bands(ax, xs, quant, probs, colour)
     ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=f"median ({forecast.kind})")
+    if forecast.kind == "predictive":  # where the width comes from: the inner intervals
+        preds = forecast.tree["predictions"]
+        inner = [("loss_law", ":", "law only (parameters)"), ("loss_mean", "--", "+ misfit")]
+        if "loss_law" not in preds:  # the exact law: its mean is the law
+            inner = [("loss_mean", ":", "law only (parameters)")]
+        top = max(probs)
+        for name, style, label in inner:
+            values_ = preds[name].values.reshape(-1, len(xs))[:, order]
+            lo, hi = np.quantile(values_, [(1 - top) / 2, (1 + top) / 2], axis=0)
+            ax.plot(xs, lo, color="0.2", ls=style, lw=1, label=f"{top:.0%}: {label}")
+            ax.plot(xs, hi, color="0.2", ls=style, lw=1)
     if fit is not None and x in fit.data.table:
         ax.scatter(
             fit.data.table[x],
@@ -281,7 +294,7 @@ def plot_allocation(
     refs = list(references or ())
     unknown = [r for r in refs if r not in REFERENCE_EXPONENTS]
     if unknown:
-        raise ValueError(
+        raise OptionError(
             f"unknown reference {unknown[0]!r}. Available: {', '.join(REFERENCE_EXPONENTS)}."
         )
     plt = _pyplot()
@@ -359,12 +372,12 @@ def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs
     )
     missing = [v for v in names if v not in fit.posterior]
     if missing:
-        raise ValueError(
+        raise OptionError(
             f"{missing[0]!r} is not a posterior variable; variables are {fit.param_names}."
         )
     sizes = fit.posterior.sizes
     if sizes["chain"] * sizes["draw"] < 2:
-        raise ValueError(
+        raise OptionError(
             f"the fit has a single draw (method={fit.method!r}); a pair plot needs a posterior. "
             "Refit with method='nuts' or 'map'."
         )
@@ -420,7 +433,7 @@ def _colours(plt: Any, n: int) -> list[Any]:
 def _band_probs(probs: Sequence[float]) -> list[float]:
     for p in probs:
         if not 0 < p < 1:
-            raise ValueError(f"ci_probs must lie in (0, 1); received {list(probs)!r}.")
+            raise OptionError(f"ci_probs must lie in (0, 1); received {list(probs)!r}.")
     out = [0.5]
     for p in probs:
         out += [(1 - p) / 2, (1 + p) / 2]

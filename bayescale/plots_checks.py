@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale.errors import OptionError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from bayescale.backtest import Backtest
+    from bayescale.breaks import BreakReport
     from bayescale.checks import Check
-    from bayescale.compare import BreakReport
 
 __all__ = ["plot_break", "plot_check", "plot_compare", "plot_pit"]
 
@@ -60,7 +63,7 @@ def plot_check(check: Check, *, x: str | None = None, ax: Axes | None = None) ->
     table = check.table
     x = x or check.variables[0]
     if x not in table:
-        raise ValueError(f"x={x!r} is not a column of the check; columns are {list(table)}.")
+        raise OptionError(f"x={x!r} is not a column of the check; columns are {list(table)}.")
     xs = table[x].to_numpy(dtype=float)
     levels = sorted(check.coverage["nominal"], reverse=True)
     for width, level in enumerate(levels):
@@ -285,7 +288,7 @@ def _comparison_table(comparison: Any, method: str) -> pd.DataFrame:
     if isinstance(comparison, pd.DataFrame):
         missing = {"elpd", "se", "elpd_diff", "dse"} - set(comparison.columns)
         if missing:
-            raise ValueError(
+            raise OptionError(
                 f"the table lacks {sorted(missing)}; pass the DataFrame of bayescale.compare or "
                 "a BreakReport."
             )
@@ -294,7 +297,7 @@ def _comparison_table(comparison: Any, method: str) -> pd.DataFrame:
             table.attrs["method"] = str(comparison["method"].iloc[0])
         return table
     if method not in ("loo", "lfo"):
-        raise ValueError(f"unknown method {method!r}. Available: loo, lfo.")
+        raise OptionError(f"unknown method {method!r}. Available: loo, lfo.")
     summary = comparison.summary()
     table = pd.DataFrame(
         {
@@ -307,3 +310,50 @@ def _comparison_table(comparison: Any, method: str) -> pd.DataFrame:
     table.index = [f"{k} breaks" for k in summary.index]
     table.attrs["method"] = method
     return table
+
+
+def plot_backtest(backtest: Backtest, *, view: str = "nominal", ax: Axes | None = None) -> Axes:
+    """Coverage of a backtest's predictive intervals, per model.
+
+    Parameters
+    ----------
+    backtest : Backtest
+        From `bayescale.backtest`.
+    view : {"nominal", "distance"}, default "nominal"
+        ``"nominal"``: coverage against the nominal level (calibrated models lie on the
+        diagonal). ``"distance"``: coverage of the widest level against the extrapolation
+        distance (decades beyond the fitted runs), with the nominal level as a line.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    if view not in ("nominal", "distance"):
+        raise OptionError(f"unknown view {view!r}. Available: nominal, distance.")
+    ax = _axes(ax)
+    levels = backtest.levels
+    summary = backtest.summary()
+    for model, row in summary.iterrows():
+        if model == "huber":
+            continue  # a point fit has no intervals
+        if view == "nominal":
+            cov = [row[f"coverage_{lv * 100:g}"] for lv in levels]
+            ax.plot(levels, cov, marker="o", label=f"{model} (n={row['n']})")
+        else:
+            table = backtest.by_distance().loc[model]
+            mids = [interval.left for interval in table.index]
+            ax.plot(mids, table[f"coverage_{levels[-1] * 100:g}"], marker="o", label=model)
+    if view == "nominal":
+        ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="nominal")
+        ax.set_xlabel("nominal level of the predictive interval")
+        ax.set_xlim(0, 1)
+    else:
+        ax.axhline(levels[-1], color="0.5", ls="--", lw=1, label=f"nominal {levels[-1]:.0%}")
+        ax.set_xlabel("decades beyond the fitted runs (bin start)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("coverage of held-out runs")
+    ax.set_title(f"backtest by {backtest.variable}", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from bayescale.errors import OptionError
 from bayescale.laws import Law, get_law
+from bayescale.likelihoods import get_likelihood
 
 __all__ = ["TRUTHS", "isoflop_design", "simulate", "sweep_design"]
 
@@ -112,8 +114,8 @@ def simulate(
         Inputs of the runs (canonical columns); default a realistic ladder for the law.
     noise : float, default 0.01
         Scale of the noise on log loss.
-    likelihood : {"student_t", "normal"}, default "student_t"
-        Noise distribution.
+    likelihood : str, default "student_t"
+        Noise distribution, a name in `bayescale.likelihoods.LIKELIHOODS`.
     nu : float, default 4
         Degrees of freedom of the Student-t noise.
     seed : int, default 0
@@ -135,7 +137,7 @@ def simulate(
     params = dict(TRUTHS.get(law_.name, {}) if truth is None else truth)
     missing = set(law_.param_names) - set(params)
     if missing:
-        raise ValueError(
+        raise OptionError(
             f"truth for law {law_.name!r} lacks {sorted(missing)}; it needs "
             f"{list(law_.param_names)}."
         )
@@ -145,12 +147,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     inputs = {v: frame[v].to_numpy(float) for v in law_.variables}
     mean = np.asarray(law_(params, **inputs), dtype=np.float64)
-    if likelihood == "student_t":
-        eps = rng.standard_t(nu, size=mean.shape)
-    elif likelihood == "normal":
-        eps = rng.standard_normal(mean.shape)
-    else:
-        raise ValueError(f"unknown likelihood {likelihood!r}. Available: student_t, normal.")
+    eps = get_likelihood(likelihood, nu=nu).sample(rng, mean.shape)
     frame["loss_mean"] = mean
     frame["loss"] = mean * np.exp(noise * eps)
     return frame

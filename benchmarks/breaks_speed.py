@@ -33,7 +33,7 @@ RUN = """
 import json, os, time, warnings
 t0 = time.perf_counter()
 import bayescale as bs
-from bayescale.compare import detect_break
+from bayescale.breaks import detect_break
 from bayescale.testing import TRUTHS, sweep_design
 {cache}
 design = sweep_design("n_params", 1e2, 1e5, 50)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
+from bayescale.breaks import BreakReport, detect_break
 from bayescale.checks import check
-from bayescale.compare import BreakReport, detect_break
 from bayescale.errors import DataError
 from bayescale.testing import TRUTHS, sweep_design
 

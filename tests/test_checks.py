@@ -13,8 +13,9 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.checks import VERDICTS, check, ppc, update
+from bayescale.checks import VERDICTS, check, ppc
 from bayescale.errors import DataError
+from bayescale.fit import update
 
 ALPHA = 0.001
 

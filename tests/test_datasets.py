@@ -36,6 +36,11 @@ EXPECTED = {
     # name: (rows, columns in order)
     "chinchilla_epoch": (245, ["n_params", "n_tokens", "compute", "loss"]),
     "chinchilla_epoch_240": (240, ["n_params", "n_tokens", "compute", "loss"]),
+    "chinchilla_isoflop": (
+        123,
+        ["n_params", "n_tokens", "compute", "loss", "budget", "outlier", "reason"],
+    ),
+    "chinchilla_isoflop_clean": (85, ["n_params", "n_tokens", "compute", "loss", "budget"]),
     "datablations": (
         296,
         ["n_params", "n_tokens", "compute", "unique_tokens", "loss", "name"],

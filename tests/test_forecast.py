@@ -244,7 +244,7 @@ def test_split_over_devices_matches_one_call():
     # result must not depend on the cut
     import jax
 
-    from bayescale.allocate import _split_over_devices
+    from bayescale.internal import split_over_devices as _split_over_devices
 
     fn = jax.jit(lambda a, b, c: (a["x"] * c, None if b is None else b + c))
     a = {"x": np.arange(12.0).reshape(6, 2)}

@@ -32,7 +32,7 @@ def _prior_sd(fit, name, n=4000):
     from bayescale.model import build_model, model_inputs
 
     fams = tuple((k, p.family) for k, p in fit.priors.items())
-    model = build_model(fit.law, fams, fit.likelihood, fit.nu)
+    model = build_model(fit.law, fams, fit.noise)
     inputs = model_inputs(fit.law, fit.data, fit.priors, observed=False)
     draws = Predictive(model, num_samples=n)(jax.random.PRNGKey(0), *inputs.args())
     return float(np.std(_scale(fit.law, name, draws[name])))

@@ -29,7 +29,7 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.compare import detect_break
+from bayescale.breaks import detect_break
 from bayescale.errors import ConvergenceWarning
 from bayescale.testing import TRUTHS, sweep_design
 

@@ -1,0 +1,261 @@
+"""Helpers shared by the verbs (forecast, allocate, checks, compare, stacking, breaks).
+
+Internal: not part of the public API (not re-exported by ``bayescale``), but each function has a
+documented contract, and verbs import these instead of each other's private names. It sits just
+above `bayescale.fit` in the layers.
+
+Shapes: posterior draws flattened over chains are ``(draw,)``; law means are ``(draw, run)``;
+noise scales ``(draw, 1)``; everything float64 unless stated.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bayescale.data import ScalingData
+from bayescale.errors import FitError, OptionError
+from bayescale.fit import Fit
+from bayescale.laws import Law
+from bayescale.likelihoods import Likelihood, get_likelihood
+from bayescale.misfit import misfit_draws_at
+
+__all__ = [
+    "NEWTON_STEPS",
+    "interval_probs",
+    "location_scale",
+    "logmeanexp",
+    "misfit_at",
+    "mixture_quantiles",
+    "posterior_params",
+    "predictive_moments",
+    "quantile_name",
+    "require_draws",
+    "quietly",
+    "spread_draws",
+    "stacking_weights",
+    "split_over_devices",
+    "validate_levels",
+]
+
+#: most safeguarded Newton steps per mixture quantile (5-8 are typical)
+NEWTON_STEPS = 40
+
+
+def posterior_params(fit: Fit) -> dict[str, np.ndarray]:
+    """The law's parameters as float64 arrays of shape ``(chain, draw)``."""
+    post = fit.posterior
+    return {name: np.asarray(post[name].values, dtype=np.float64) for name in fit.law.param_names}
+
+
+def require_draws(fit: Fit, verb: str) -> dict[str, np.ndarray]:
+    """``fit.draws()``, or a `FitError` when the fit has no posterior draws with a noise scale."""
+    draws = fit.draws()
+    if "sigma" not in draws or len(draws["sigma"]) < 2:
+        raise FitError(
+            f"{verb} needs posterior draws with a noise scale; the fit has method="
+            f"{fit.method!r}. Fit with method='nuts' (or 'map')."
+        )
+    return draws
+
+
+def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """``k`` draws spread evenly over the flattened posterior (one starting point per chain)."""
+    n = len(next(iter(draws.values())))
+    idx = np.linspace(0, n - 1, k).round().astype(int)
+    return {name: np.asarray(v, np.float64)[idx] for name, v in draws.items()}
+
+
+def interval_probs(ci_prob: float) -> tuple[float, float]:
+    """The probabilities ``((1 - ci_prob) / 2, (1 + ci_prob) / 2)`` of an equal-tailed interval."""
+    if isinstance(ci_prob, bool) or not isinstance(ci_prob, (int, float, np.floating)):
+        raise OptionError(f"ci_prob must be a number in (0, 1); received {ci_prob!r}.")
+    if not 0 < float(ci_prob) < 1:
+        raise OptionError(f"ci_prob must lie in (0, 1); received {ci_prob!r}.")
+    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2
+
+
+def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:
+    """Sorted, distinct interval levels, each strictly inside (0, 1), and the verdict level's."""
+    out = tuple(sorted({float(v) for v in levels}))
+    for v in (*out, float(verdict_level)):
+        if not 0 < v < 1:
+            raise OptionError(
+                f"interval levels must lie strictly between 0 and 1; received {v!r}. "
+                "For example levels=(0.5, 0.9, 0.99)."
+            )
+    if not out:
+        raise OptionError("levels is empty; pass at least one level, for example (0.9,).")
+    return out
+
+
+def quantile_name(p: float) -> str:
+    """Column name of the quantile at probability ``p``: ``0.05 -> "q5"``."""
+    return f"q{p * 100:.10g}"
+
+
+def location_scale(
+    law: Law, draws: Mapping[str, np.ndarray], runs: ScalingData
+) -> tuple[np.ndarray, np.ndarray]:
+    """Law mean ``mu`` ``(draw, run)`` of log loss and noise scale ``sigma`` ``(draw, 1)``."""
+    import jax.numpy as jnp
+
+    params = {k: jnp.asarray(draws[k])[:, None] for k in law.param_names}
+    logx = {v: jnp.asarray(np.log(runs.column(v)))[None, :] for v in law.variables}
+    mu = np.asarray(law.fn(params, logx), dtype=np.float64)
+    mu = np.broadcast_to(mu, (len(draws["sigma"]), runs.n_runs))
+    return mu, np.asarray(draws["sigma"], dtype=np.float64)[:, None]
+
+
+def misfit_at(fit: Fit, runs: ScalingData, idx: np.ndarray | None = None, seed: int = 0) -> Any:
+    """The fit's misfit delta ``(draw, run)`` at ``runs`` (0.0 for the exact law).
+
+    ``idx`` selects posterior draws (flattened over chains), as passed to `location_scale`;
+    beyond the fitted range each draw's walks continue at random (``seed``).
+    """
+    spec, coords = fit.misfit, fit.misfit_coords
+    if spec is None:
+        return 0.0
+    post = fit.posterior
+    n = post.sizes["chain"] * post.sizes["draw"]
+    names = [k for k in post.data_vars if k.startswith("misfit_")]
+    draws = {k: post[k].values.reshape(n, *post[k].shape[2:]) for k in names}
+    if idx is not None:
+        draws = {k: v[idx] for k, v in draws.items()}
+    cols = ("n_params", "n_tokens") if coords.tilt else fit.law.variables[:1]
+    columns = {c: runs.column(c) for c in cols}
+    return misfit_draws_at(spec, coords, draws, columns, np.random.default_rng([seed, 3]))
+
+
+def logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """``log(mean(exp(a)))`` along ``axis``, stably."""
+    from scipy.special import logsumexp
+
+    return logsumexp(a, axis=axis) - math.log(a.shape[axis])
+
+
+def predictive_moments(
+    mu: np.ndarray, sigma: np.ndarray, noise: Likelihood
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd ``(run,)`` of the predictive mixture of log loss (sd NaN without variance)."""
+    mean = mu.mean(axis=0)
+    var = noise.variance()
+    if not math.isfinite(var):  # nu <= 2: the predictive variance is infinite
+        return mean, np.full_like(mean, np.nan)
+    return mean, np.sqrt(mu.var(axis=0) + float(np.mean(sigma**2)) * var)
+
+
+def mixture_quantiles(
+    mu: np.ndarray, sigma: np.ndarray, noise: Likelihood, probs: np.ndarray
+) -> np.ndarray:
+    """Quantiles ``(prob, run)`` of the mixture over draws: safeguarded Newton on its CDF.
+
+    Each component's quantile brackets the mixture's; Newton steps that leave the bracket are
+    replaced by bisection, and the bracket shrinks at every step, so the iteration converges.
+    """
+    zq = noise.ppf(probs)[:, None]  # (prob, 1)
+    comp = (mu.min(axis=0)[None] + sigma.min() * zq, mu.max(axis=0)[None] + sigma.max() * zq)
+    lo, hi = np.minimum(*comp), np.maximum(*comp)
+    mean, sd = predictive_moments(mu, sigma, get_likelihood("normal"))
+    q = np.clip(mean[None] + sd[None] * zq, lo, hi)
+    target = probs[:, None]
+    for _step in range(NEWTON_STEPS):
+        z = (q[:, None, :] - mu[None]) / sigma[None]  # (prob, draw, run)
+        err = np.mean(noise.cdf(z), axis=1) - target
+        dens = np.mean(noise.pdf(z) / sigma[None], axis=1)
+        lo, hi = np.where(err < 0, q, lo), np.where(err < 0, hi, q)
+        done = np.abs(err) < 1e-12
+        if done.all():
+            break
+        step = q - err / np.maximum(dens, 1e-300)
+        inside = (step >= lo) & (step <= hi)
+        q = np.where(done, q, np.where(inside, step, 0.5 * (lo + hi)))
+    return q
+
+
+def split_over_devices(
+    fn: Any, split: tuple[Any, ...], shared: tuple[Any, ...], n_items: int, min_items: int
+) -> Any:
+    """Run ``fn(*split, *shared)`` with ``split`` cut along its first axis over host devices.
+
+    JAX runs one CPU computation on one core; with several host devices (``XLA_FLAGS=
+    --xla_force_host_platform_device_count=<n>``, as the CLI and the tests set) the draws are
+    cut into one chunk per device, up to the number of cores, and the chunks run in parallel.
+    Below ``min_items`` draws per chunk, or with one device, it is one call. The outputs
+    (a pytree of arrays over the draws) come back as NumPy arrays.
+    """
+    import os
+
+    import jax
+
+    devices = jax.local_devices()
+    n_chunks = max(1, min(len(devices), os.cpu_count() or 1, n_items // max(min_items, 1)))
+    if n_chunks == 1:
+        return jax.tree.map(np.asarray, fn(*split, *shared))
+    bounds = np.linspace(0, n_items, n_chunks + 1).astype(int)
+    pending = []
+    for device, start, stop in zip(devices, bounds[:-1], bounds[1:], strict=False):
+        part = jax.tree.map(lambda a, start=start, stop=stop: a[start:stop], split)
+        on_device, shared_on_device = jax.device_put((part, shared), device)
+        pending.append(fn(*on_device, *shared_on_device))
+    return jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *pending)
+
+
+def stacking_weights(lpd: np.ndarray) -> np.ndarray:
+    """Stacking weights of models from their pointwise log predictive densities.
+
+    Parameters
+    ----------
+    lpd : array of shape (n_runs, n_models)
+        Held-out log predictive density of each run under each model (LOO or LFO).
+
+    Returns
+    -------
+    ndarray of shape (n_models,)
+        Non-negative weights summing to 1 that maximise ``sum_i log sum_k w_k exp(lpd_ik)``
+        (Yao et al. 2018), the log score of the weighted predictive mixture.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lpd = np.array([[0.0, -3.0], [-3.0, 0.0], [0.0, -3.0]])  # each model wins some runs
+    >>> stacking_weights(lpd).round(2).tolist()  # the optimum is (2 - e^-3) / (3 - 3 e^-3)
+    [0.68, 0.32]
+    """
+    import scipy.optimize
+
+    lpd = np.asarray(lpd, dtype=np.float64)
+    if lpd.ndim != 2 or lpd.shape[1] < 1 or not np.all(np.isfinite(lpd)):
+        raise OptionError(
+            f"lpd must be a finite array of shape (n_runs, n_models); received shape {lpd.shape}."
+        )
+    k = lpd.shape[1]
+    if k == 1:
+        return np.ones(1)
+    dens = np.exp(lpd - lpd.max(axis=1, keepdims=True))
+
+    def score(w: np.ndarray) -> tuple[float, np.ndarray]:
+        mix = dens @ w
+        return -float(np.sum(np.log(mix))), -np.sum(dens / mix[:, None], axis=0)
+
+    res = scipy.optimize.minimize(
+        score,
+        np.full(k, 1.0 / k),
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * k,
+        constraints={"type": "eq", "fun": lambda w: np.sum(w) - 1.0},
+    )
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
+
+
+def quietly(compute: Any) -> Any:
+    """Run ``compute()`` without RuntimeWarnings (constant chains give NaN diagnostics)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant chains give NaN, not noise
+        return compute()

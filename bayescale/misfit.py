@@ -1,0 +1,256 @@
+r"""The law's own misfit: a random function of scale that the data can turn on or off.
+
+A scaling law is an approximation. Fitted on cheap runs, its errors at larger scale are not
+independent run noise: they share a sign within a compute budget, grow with the distance
+beyond the fitted runs, and (measured on Chinchilla's IsoFLOP and Epoch rows) follow tokens
+per parameter. The observation model with misfit is
+
+.. math::
+
+    \log L_i = \log f(x_i; \theta) + \delta(x_i) + \sigma \epsilon_i, \qquad
+    \delta(x) = a(u) + c(u)\, r
+
+- ``u``: the scale coordinate in decades, ``log10 C`` (C = 6 N D) for laws of N and D, else
+  ``log10`` of the law's one variable;
+- ``r``: ``log10(D / N)`` centred over the fitted runs (laws of N and D only; else no tilt);
+- ``a`` and ``c``: Brownian motions in ``u`` (random walks on ``knots`` points spanning the
+  fitted range, linear between them), with the constant and the linear trend in ``u`` removed
+  over the knots: the law already has a level and slopes, so the walks model only what the law
+  cannot (curvature), and do not compete with its parameters. Beyond the fitted range both
+  walks continue as Brownian motion, so the misfit variance grows in proportion to the
+  distance: ``Var delta(u_max + d) = Var delta(u_max) + (s_a^2 + s_c^2 r^2) d``;
+- the walk scales ``misfit_level`` (``s_a``, log loss per square-root decade of compute) and
+  ``misfit_tilt`` (``s_c``, log loss per decade of tokens per parameter, per square-root
+  decade) have half-normal priors; when the law is right the data pull them towards zero and
+  the misfit shrinks away.
+
+The sampled latents are non-centred (standard normal increments times the scale).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from bayescale.errors import OptionError
+
+__all__ = ["MISFIT_SITES", "Misfit", "MisfitCoords", "misfit_coords", "misfit_draws_at"]
+
+#: reported scales of the misfit (posterior variables)
+MISFIT_SITES = ("misfit_level", "misfit_tilt")
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """The misfit model's settings (hashable: they shape the compiled model).
+
+    Attributes
+    ----------
+    knots : int
+        Points of each random walk over the fitted range of ``u`` (at least 4).
+    level : float
+        Scale of the half-normal prior of ``misfit_level`` (log loss per square-root decade).
+    tilt : float
+        Scale of the half-normal prior of ``misfit_tilt`` (log loss per decade of D/N per
+        square-root decade of compute); unused for one-variable laws.
+    """
+
+    knots: int = 8
+    level: float = 0.03
+    tilt: float = 0.03
+
+    def __post_init__(self) -> None:
+        if isinstance(self.knots, bool) or not isinstance(self.knots, (int, np.integer)):
+            raise OptionError(f"Misfit knots must be an integer >= 4; received {self.knots!r}.")
+        if self.knots < 4:
+            raise OptionError(f"Misfit knots must be at least 4; received {self.knots!r}.")
+        for name in ("level", "tilt"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < np.inf:
+                raise OptionError(
+                    f"Misfit {name} must be a positive prior scale (log loss); received {v!r}."
+                )
+            object.__setattr__(self, name, float(v))
+        object.__setattr__(self, "knots", int(self.knots))
+
+    def to_json(self) -> str:
+        """The settings as JSON (for file attributes)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Misfit:
+        """Inverse of `to_json`."""
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class MisfitCoords:
+    """Where the fitted runs lie in the misfit's coordinates (from the fitted runs only).
+
+    Attributes
+    ----------
+    u_mid, half : float
+        Middle and half-width (decades, at least 0.05) of the fitted range of ``u``.
+    r_mid : float
+        Mean of ``log10(D / N)`` over the fitted runs (0 without tilt).
+    tilt : bool
+        Whether the law has both ``n_params`` and ``n_tokens`` (a tilt term).
+    """
+
+    u_mid: float
+    half: float
+    r_mid: float
+    tilt: bool
+
+    def to_json(self) -> str:
+        """The coordinates as JSON (for file attributes)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> MisfitCoords:
+        """Inverse of `to_json`."""
+        return cls(**json.loads(text))
+
+    def scaled(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(t, r)`` of runs: ``t = (u - u_mid) / half`` (-1..1 in the fitted range), r centred."""
+        u, r = _raw(self.tilt, columns)
+        t = (u - self.u_mid) / self.half
+        r = np.zeros_like(u) if r is None else r - self.r_mid
+        return t, r
+
+
+def _raw(tilt: bool, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    if tilt:
+        n = np.asarray(columns["n_params"], np.float64)
+        d = np.asarray(columns["n_tokens"], np.float64)
+        return np.log10(6.0 * n * d), np.log10(d / n)
+    ((_, x),) = columns.items()
+    return np.log10(np.asarray(x, np.float64)), None
+
+
+def misfit_coords(variables: tuple[str, ...], columns: Mapping[str, np.ndarray]) -> MisfitCoords:
+    """The coordinates of a law's fitted runs (``columns``: variable -> values)."""
+    tilt = "n_params" in variables and "n_tokens" in variables
+    if tilt:
+        cols = {"n_params": columns["n_params"], "n_tokens": columns["n_tokens"]}
+    else:
+        cols = {variables[0]: columns[variables[0]]}
+    u, r = _raw(tilt, cols)
+    lo, hi = float(np.min(u)), float(np.max(u))
+    return MisfitCoords(
+        0.5 * (lo + hi), max(0.5 * (hi - lo), 0.05), float(np.mean(r)) if tilt else 0.0, tilt
+    )
+
+
+def coordinate_columns(coords: MisfitCoords, variables: tuple[str, ...]) -> tuple[str, ...]:
+    """The input columns the misfit's coordinates are computed from."""
+    return ("n_params", "n_tokens") if coords.tilt else (variables[0],)
+
+
+def knots(spec: Misfit) -> np.ndarray:
+    """Knot positions on the scaled coordinate ``t`` (-1 to 1)."""
+    return np.linspace(-1.0, 1.0, spec.knots)
+
+
+def detrend_matrix(spec: Misfit) -> np.ndarray:
+    """``(knots, knots)`` projection that removes the constant and the linear trend."""
+    x = np.stack([np.ones(spec.knots), knots(spec)], axis=1)
+    return np.eye(spec.knots) - x @ np.linalg.solve(x.T @ x, x.T)
+
+
+def interp_weights(t: Any, spec: Misfit) -> Any:
+    """``(n, knots)`` linear-interpolation weights (JAX), clamped to the end knots outside."""
+    import jax
+    import jax.numpy as jnp
+
+    grid = jnp.asarray(knots(spec), dtype=jnp.result_type(t))
+    k = spec.knots
+    tc = jnp.clip(t, -1.0, 1.0)
+    j = jnp.clip(jnp.floor((tc + 1.0) / 2.0 * (k - 1)).astype(jnp.int32), 0, k - 2)
+    w = (tc - grid[j]) / (grid[j + 1] - grid[j])
+    return (
+        jax.nn.one_hot(j, k, dtype=t.dtype) * (1 - w)[:, None]
+        + jax.nn.one_hot(j + 1, k, dtype=t.dtype) * w[:, None]
+    )
+
+
+def _interp_weights_np(t: np.ndarray, spec: Misfit) -> np.ndarray:
+    """`interp_weights` in NumPy float64 (for forecasts on the host)."""
+    k = spec.knots
+    grid = knots(spec)
+    tc = np.clip(t, -1.0, 1.0)
+    j = np.clip(np.floor((tc + 1.0) / 2.0 * (k - 1)).astype(int), 0, k - 2)
+    w = (tc - grid[j]) / (grid[j + 1] - grid[j])
+    out = np.zeros((len(t), k))
+    rows = np.arange(len(t))
+    out[rows, j] += 1 - w
+    out[rows, j + 1] += w
+    return out
+
+
+def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
+    """Sample the misfit's latents (inside a numpyro model) and return delta per run.
+
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades).
+    """
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    t = inputs["t"]
+    weights = interp_weights(t, spec)
+    step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
+    proj = jnp.asarray(detrend_matrix(spec), dtype=t.dtype)
+
+    def walk(name: str, scale: float) -> Any:
+        s = numpyro.sample(f"misfit_{name}", dist.HalfNormal(scale))
+        # non-centred steps: partly centred ones (z ~ N(0, b^1/2)) were measured worse on the
+        # weakly informed IsoFLOP split (29 divergences against 5) and better on datablations
+        z = numpyro.sample(
+            f"_misfit_{name}_z", dist.Normal(0.0, 1.0).expand([spec.knots - 1]).to_event(1)
+        )
+        path = jnp.concatenate([jnp.zeros(1, t.dtype), jnp.cumsum(z)])
+        return numpyro.deterministic(f"misfit_{name}_knots", s * step * (proj @ path))
+
+    delta = weights @ walk("level", spec.level)
+    if tilt:
+        delta = delta + (weights @ walk("tilt", spec.tilt)) * inputs["r"]
+    return delta
+
+
+def misfit_draws_at(
+    spec: Misfit,
+    coords: MisfitCoords,
+    posterior: Mapping[str, np.ndarray],
+    columns: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Draws of delta at new points: ``(draw, point)``, float64.
+
+    Inside the fitted range: the walks at each posterior draw, interpolated. Beyond it: each
+    walk continues as Brownian motion from its end knot along the points in order of distance
+    (so points at the same ``u`` share the same delta, and further points carry the nearer
+    ones' increments). ``posterior`` holds flattened draws of ``misfit_level``,
+    ``misfit_level_knots`` ``(draw, knots)`` and, with tilt, ``misfit_tilt`` and
+    ``misfit_tilt_knots``.
+    """
+    t, r = coords.scaled(columns)
+    weights = _interp_weights_np(t, spec)
+    n_draw = len(posterior["misfit_level"])
+    names = ("level", "tilt") if coords.tilt else ("level",)
+    out = np.zeros((n_draw, len(t)))
+    for name in names:
+        values = np.asarray(posterior[f"misfit_{name}_knots"], np.float64) @ weights.T
+        scale = np.asarray(posterior[f"misfit_{name}"], np.float64)[:, None]
+        for side in (1.0, -1.0):
+            dist_ = np.maximum(side * t - 1.0, 0.0) * coords.half  # decades beyond the end
+            order = np.argsort(dist_, kind="stable")
+            steps = np.diff(np.concatenate([[0.0], dist_[order]]))
+            path = np.cumsum(np.sqrt(steps)[None] * rng.standard_normal((n_draw, len(t))), axis=1)
+            values[:, order] += scale * path
+        out += values * (r[None] if name == "tilt" else 1.0)
+    return out

@@ -1,0 +1,675 @@
+"""The inference engine: one compiled NUTS runner, the MAP + Laplace path, and the DataTree.
+
+Every verb that samples goes through `sample_nuts` (fit, update, leave-one-out and
+leave-future-out refits, break detection); `bayescale.fit` is the only module that turns its
+draws into a `Fit`.
+
+Contracts
+---------
+- **Inputs are arguments.** The data, the observation mask, the prior hyper-parameters, the
+  starting point and the jitter are arguments of the compiled programs, never closed over; runs
+  are padded to bucketed sizes (`bayescale.model.bucket_size`). A new data set of a size already
+  seen, or any subset of it, costs no compilation. Compiled programs are cached per
+  (model, settings) in bounded LRU caches.
+- **Same seed, same draws.** Chain ``c`` always gets key ``split(PRNGKey(seed))[1]`` split into
+  ``num_chains``, index ``c``, and runs the same per-chain program whatever the layout: in
+  parallel over all host devices, or in rounds over fewer (two devices give the draws of four).
+  Sampling always advances in the same chunks of iterations; the progress bar only reports
+  between chunks, so showing it changes nothing. One limit, measured: XLA compiles the
+  per-chain program for a process with a single device slightly differently (last-bit float
+  differences, which NUTS trajectories amplify), so a process with one device draws other
+  (equally valid) samples than one with several; the CLI and the tests use four.
+- **Starts** are values of the model's sample sites (constrained), one row per chain; each
+  chain draws ``num_candidates`` points uniformly within ``jitter`` of its start in the
+  unconstrained space and starts from the one with the lowest potential energy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bayescale.data import ScalingData
+from bayescale.distributions import Prior
+from bayescale.errors import OptionError
+from bayescale.laws import Law
+from bayescale.misfit import Misfit
+from bayescale.model import OBS, ModelInputs, internal_sites
+from bayescale.priors import Priors
+from bayescale.version import __version__
+
+__all__ = [
+    "CHUNK",
+    "Laplace",
+    "NutsSettings",
+    "build_tree",
+    "chain_keys",
+    "laplace_fit",
+    "misfit_start",
+    "pointwise_log_likelihood",
+    "progress_bar",
+    "progress_default",
+    "provenance",
+    "sample_nuts",
+    "start_from_params",
+    "start_from_prior",
+]
+
+#: iterations per call of the compiled sampler (the progress bar's granularity)
+CHUNK = 100
+_STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
+
+
+@dataclass(frozen=True)
+class NutsSettings:
+    """NUTS settings that shape the compiled program (hashable: they key its cache).
+
+    Attributes
+    ----------
+    num_chains, num_warmup, num_samples : int
+        Chains, warm-up iterations (step size and dense mass matrix adaptation) and draws.
+    dense_mass : bool
+        Adapt a dense mass matrix (else diagonal).
+    target_accept : float
+        Target acceptance probability of the step-size adaptation.
+    num_candidates : int
+        Candidate starting points per chain (see the module notes).
+    """
+
+    num_chains: int = 4
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    dense_mass: bool = True
+    target_accept: float = 0.8
+    num_candidates: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("num_chains", "num_samples", "num_warmup", "num_candidates"):
+            value = getattr(self, name)
+            low = 0 if name == "num_warmup" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise OptionError(
+                    f"{name} must be an integer of at least {low}; received {value!r}."
+                )
+            object.__setattr__(self, name, int(value))
+        ta = self.target_accept
+        if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
+            raise OptionError(
+                f"target_accept must be a probability strictly between 0 and 1; received "
+                f"{ta!r}. The default is 0.8; raise it (0.9, 0.95) after divergences."
+            )
+        object.__setattr__(self, "target_accept", float(ta))
+        object.__setattr__(self, "dense_mass", bool(self.dense_mass))
+
+
+def progress_default() -> bool:
+    """Whether to show progress: in a terminal (stderr is a tty) or a Jupyter kernel."""
+    if bool(getattr(sys.stderr, "isatty", lambda: False)()):
+        return True
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
+    return type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def progress_bar(total: int, description: str, show: bool) -> Any:
+    """A tqdm bar (terminal or notebook widget, by ``tqdm.auto``), disabled when not shown."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm's "IProgress not found": it falls back to text
+        return tqdm(total=total, desc=description, disable=not show, leave=False)
+
+
+def chain_keys(seed: int, num_chains: int) -> tuple[Any, Any]:
+    """The MAP key and the per-chain NUTS keys of a seed (the reproducibility contract)."""
+    import jax
+
+    key_map, key_mcmc = jax.random.split(jax.random.PRNGKey(int(seed)))
+    return key_map, jax.random.split(key_mcmc, num_chains)
+
+
+# ------------------------------------------------------------------------------ NUTS
+
+
+def _group_size(num_chains: int) -> int:
+    """Chains per round: the largest divisor of ``num_chains`` not above the device count."""
+    import jax
+
+    devices = jax.local_device_count()
+    return max(d for d in range(1, num_chains + 1) if num_chains % d == 0 and d <= devices)
+
+
+@functools.lru_cache(maxsize=8)
+def _program(model: Any, settings: NutsSettings, group: int) -> tuple[Any, Any, Any]:
+    """Compiled per-chain programs, mapped over ``group`` devices: init, advance, postprocess.
+
+    ``advance(state, args, length)`` runs ``length <= CHUNK`` NUTS iterations (a dynamic trip
+    count, so one compilation serves every chunk) and returns the unconstrained draws and the
+    sampler statistics in buffers of ``CHUNK`` rows.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer import NUTS
+    from numpyro.infer.util import potential_energy, unconstrain_fn
+
+    kernel = NUTS(model, dense_mass=settings.dense_mass, target_accept_prob=settings.target_accept)
+    n_cand = settings.num_candidates
+
+    def init(key: Any, start: Any, jitter: Any, args: tuple[Any, ...]) -> Any:
+        k_cand, k_run = jax.random.split(key)
+        flat, unravel = ravel_pytree(unconstrain_fn(model, args, {}, start))
+        noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
+        cands = flat + jitter * noise.at[0].set(0.0)
+        energy = jax.vmap(lambda z: potential_energy(model, args, {}, unravel(z)))(cands)
+        energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
+        z0 = unravel(cands[jnp.argmin(energy)])
+        return kernel.init(k_run, settings.num_warmup, z0, model_args=args, model_kwargs={})
+
+    def advance(state: Any, args: tuple[Any, ...], length: Any) -> Any:
+        flat0, _ = ravel_pytree(state.z)
+        buffers = {
+            "z": jnp.zeros((CHUNK, flat0.size), flat0.dtype),
+            "diverging": jnp.zeros(CHUNK, bool),
+            "num_steps": jnp.zeros(CHUNK, jnp.int32),
+            "accept_prob": jnp.zeros(CHUNK, flat0.dtype),
+            "energy": jnp.zeros(CHUNK, flat0.dtype),
+            "potential_energy": jnp.zeros(CHUNK, flat0.dtype),
+        }
+
+        def body(i: Any, carry: Any) -> Any:
+            state, buf = carry
+            state = kernel.sample(state, args, {})
+            row = {
+                "z": ravel_pytree(state.z)[0],
+                "diverging": state.diverging,
+                "num_steps": state.num_steps.astype(jnp.int32),
+                "accept_prob": state.accept_prob,
+                "energy": state.energy,
+                "potential_energy": state.potential_energy,
+            }
+            buf = {k: buf[k].at[i].set(row[k].astype(buf[k].dtype)) for k in buf}
+            return state, buf
+
+        return jax.lax.fori_loop(0, length, body, (state, buffers))
+
+    def postprocess(z_flat: Any, template: Any, args: tuple[Any, ...]) -> Any:
+        _, unravel = ravel_pytree(template)
+        return jax.vmap(lambda z: kernel.postprocess_fn(args, {})(unravel(z)))(z_flat)
+
+    return (
+        jax.pmap(init, in_axes=(0, 0, None, None)),
+        jax.pmap(advance, in_axes=(0, None, None)),
+        jax.pmap(postprocess, in_axes=(0, 0, None)),
+    )
+
+
+def _schedule(num_warmup: int, num_samples: int) -> list[tuple[int, bool]]:
+    """Chunk lengths and whether each chunk's draws are kept (warm-up first)."""
+    out = []
+    for total, keep in ((num_warmup, False), (num_samples, True)):
+        full, rest = divmod(total, CHUNK)
+        out += [(CHUNK, keep)] * full + ([(rest, keep)] if rest else [])
+    return out
+
+
+def sample_nuts(
+    model: Any,
+    inputs: ModelInputs,
+    start: Mapping[str, np.ndarray],
+    *,
+    jitter: float,
+    settings: NutsSettings,
+    seed: int,
+    progress: bool | None = None,
+    description: str = "NUTS",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run NUTS on ``model`` with ``inputs``; return draws and statistics over ``(chain, draw)``.
+
+    Parameters
+    ----------
+    model : callable
+        A model of `bayescale.model.build_model`.
+    inputs : ModelInputs
+        Padded inputs; only the rows of ``inputs.mask`` are scored.
+    start : mapping
+        Sample-site values (constrained), one row per chain.
+    jitter : float
+        Half-width of the uniform box around the start (unconstrained space) from which each
+        chain picks its best of ``settings.num_candidates`` candidates; 0 starts at ``start``.
+    settings : NutsSettings
+        Chains, iterations and adaptation.
+    seed : int
+        The seed (see the module's reproducibility contract).
+    progress : bool, optional
+        Show a progress bar; default `progress_default`.
+    description : str
+        The progress bar's label.
+
+    Returns
+    -------
+    samples : dict
+        Every sample and deterministic site, ``(chain, draw, ...)``.
+    stats : dict
+        ``diverging``, ``num_steps``, ``accept_prob``, ``energy``, ``potential_energy``.
+    """
+    import jax
+
+    n_chain = settings.num_chains
+    group = _group_size(n_chain)
+    init, advance, postprocess = _program(model, settings, group)
+    _, keys = chain_keys(seed, n_chain)
+    args = inputs.args()
+    show = progress_default() if progress is None else bool(progress)
+    schedule = _schedule(settings.num_warmup, settings.num_samples)
+    total = n_chain * (settings.num_warmup + settings.num_samples)
+    draws: list[dict[str, np.ndarray]] = []
+    stats: list[dict[str, np.ndarray]] = []
+    with progress_bar(total, description, show) as bar:
+        for first in range(0, n_chain, group):
+            chains = slice(first, first + group)
+            chain_start = {k: np.asarray(v)[chains] for k, v in start.items()}
+            state = init(keys[chains], chain_start, np.float32(jitter), args)
+            kept = []
+            for length, keep in schedule:
+                state, buf = advance(state, args, np.int32(length))
+                if keep:
+                    kept.append(jax.tree_util.tree_map(lambda a, n=length: a[:, :n], buf))
+                bar.update(group * length)
+            out = {k: np.concatenate([np.asarray(b[k]) for b in kept], axis=1) for k in kept[0]}
+            post = postprocess(out.pop("z"), state.z, args)
+            draws.append({k: np.asarray(v) for k, v in post.items()})
+            stats.append(out)
+    samples = {k: np.concatenate([d[k] for d in draws]) for k in draws[0]}
+    extra = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
+    return samples, extra
+
+
+# ------------------------------------------------------------------------------ MAP
+
+
+@dataclass(frozen=True)
+class Laplace:
+    """The posterior mode and a Laplace approximation around it.
+
+    Attributes
+    ----------
+    constrained : dict
+        Draws of every site in the model's units, ``(draw, ...)``, float64.
+    ok : bool
+        Whether the mode is proper (finite, positive-definite Hessian, finite draws).
+    message : str
+        Why not, when ``ok`` is False.
+    """
+
+    constrained: dict[str, np.ndarray]
+    ok: bool
+    message: str
+
+
+@functools.lru_cache(maxsize=8)
+def _map_functions(model: Any, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[Any, ...]:
+    """Jitted pieces of the MAP over flat unconstrained vectors (float64 under x64).
+
+    ``shapes`` gives the model's sample sites and their shapes (unconstrained). Returns
+    ``unconstrain(params, args) -> z``; ``value_and_grad(z, args)``: the potential (negative
+    log posterior, log-Jacobians included) and its gradient, for SciPy's L-BFGS-B; and
+    ``constrain(zs, args)``: a batch of vectors to every site in the model's units. No optimiser
+    and no second derivative is traced (the Hessian is taken by central differences of the
+    compiled gradient), so the MAP costs little to compile.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
+
+    _, unravel = ravel_pytree({k: jnp.zeros(shape) for k, shape in shapes})
+
+    def unconstrain(params: Any, args: tuple[Any, ...]) -> Any:
+        return ravel_pytree(unconstrain_fn(model, args, {}, params))[0]
+
+    def value_and_grad(z: Any, args: tuple[Any, ...]) -> Any:
+        def f(z: Any) -> Any:
+            value = potential_energy(model, args, {}, unravel(z))
+            return jnp.where(jnp.isfinite(value), value, jnp.inf)
+
+        return jax.value_and_grad(f)(z)
+
+    def constrain(zs: Any, args: tuple[Any, ...]) -> Any:
+        return jax.vmap(
+            lambda z: constrain_fn(model, args, {}, unravel(z), return_deterministic=True)
+        )(zs)
+
+    return jax.jit(unconstrain), jax.jit(value_and_grad), jax.jit(constrain)
+
+
+#: jittered candidate starts of the MAP besides the prior median; L-BFGS-B runs from the best
+_MAP_CANDIDATES = 15
+_MAP_RUNS = 2
+
+
+def laplace_fit(
+    model: Any, inputs: ModelInputs, start: Mapping[str, np.ndarray], seed: int, num_draws: int
+) -> Laplace:
+    """The posterior mode (SciPy L-BFGS-B from the best starts) and Laplace draws, float64.
+
+    ``start`` holds sample-site values (one row) at each prior's typical value: the optimiser
+    starts there and at ``_MAP_CANDIDATES`` points jittered uniformly by +-0.5 around it in the
+    unconstrained space, and runs from the ``_MAP_RUNS`` with the lowest potential. Broad
+    random starts are avoided: they can land on plateaus where a term has vanished (a huge
+    exponent) and the gradient is zero.
+    """
+    import jax
+    import scipy.optimize
+
+    rng = np.random.default_rng([int(seed), 1])
+    with jax.enable_x64(True):
+        args64 = jax.device_put(
+            jax.tree_util.tree_map(
+                lambda a: None if a is None else _as64(a),
+                inputs.args(),
+                is_leaf=lambda a: a is None,
+            )
+        )
+        first = {k: np.asarray(v[0], np.float64) for k, v in start.items()}
+        shapes = tuple(sorted((k, np.shape(v)) for k, v in first.items()))
+        unconstrain, value_and_grad, constrain = _map_functions(model, shapes)
+        z0 = np.asarray(unconstrain(first, args64), np.float64)
+        cands = np.concatenate([z0[None], z0 + rng.uniform(-0.5, 0.5, (_MAP_CANDIDATES, z0.size))])
+
+        def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+            v, g = value_and_grad(x, args64)
+            return float(v), np.asarray(g, np.float64)
+
+        values = np.array([fg(c)[0] for c in cands])
+        order = np.argsort(np.where(np.isfinite(values), values, np.inf))[:_MAP_RUNS]
+        results = [
+            scipy.optimize.minimize(fg, cands[i], jac=True, method="L-BFGS-B") for i in order
+        ]
+        res = min(results, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
+        mode = res.x
+        hess = _hessian(lambda x: fg(x)[1], mode)
+        try:
+            eig = np.linalg.eigvalsh(hess)
+            chol = np.linalg.cholesky(np.linalg.inv(hess)) if eig.min() > 0 else None
+        except np.linalg.LinAlgError:
+            eig, chol = np.array([-1.0]), None
+        if chol is None:  # no Gaussian around a non-proper mode: the mode itself, repeated
+            draws = np.repeat(mode[None], num_draws, axis=0)
+        else:
+            draws = mode + rng.standard_normal((num_draws, mode.size)) @ chol.T
+        con = constrain(draws, args64)
+        constrained = {k: np.asarray(v, np.float64) for k, v in con.items()}
+    finite = all(np.all(np.isfinite(v)) for v in constrained.values())
+    ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
+    message = (
+        ""
+        if ok
+        else "the MAP optimisation did not reach a proper mode (the Hessian of the negative log "
+        "posterior is not positive definite or not finite); the Laplace approximation is not "
+        "valid. Use method='nuts' or tighter priors."
+    )
+    return Laplace(constrained, ok, message)
+
+
+def _hessian(grad: Any, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
+    """Symmetrised central-difference Hessian from a gradient function (float64)."""
+    n = x.size
+    hess = np.empty((n, n))
+    for i in range(n):
+        h = step * max(1.0, abs(x[i]))
+        e = np.zeros(n)
+        e[i] = h
+        hess[i] = (grad(x + e) - grad(x - e)) / (2 * h)
+    return 0.5 * (hess + hess.T)
+
+
+def _as64(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    return a if a.dtype == bool else a.astype(np.float64)
+
+
+# ------------------------------------------------------------------------------ starts
+
+
+def _typical(prior: Prior) -> float:
+    """A central value of a prior (its median where simple), for cold starts."""
+    v = dict(prior.params)
+    fam = prior.family
+    if fam in ("Normal", "StudentT"):
+        return v["loc"]
+    if fam == "LogNormal":
+        return math.exp(v["loc"])
+    if fam == "HalfNormal":
+        return 0.6745 * v["scale"]
+    if fam == "HalfCauchy":
+        return v["scale"]
+    if fam == "Uniform":
+        return 0.5 * (v["low"] + v["high"])
+    if fam == "LogUniform":
+        return math.sqrt(v["low"] * v["high"])
+    if fam == "Gamma":
+        return v["concentration"] / v["rate"]
+    if fam == "Exponential":
+        return math.log(2) / v["rate"]
+    if fam == "TruncatedNormal":
+        return min(max(v["loc"], v["low"]), v["high"]) if v["low"] < v["high"] else v["loc"]
+    if fam == "Beta":
+        return v["concentration1"] / (v["concentration1"] + v["concentration0"])
+    raise OptionError(f"no typical value for prior family {fam!r}")  # pragma: no cover
+
+
+def _inside(prior: Prior, value: np.ndarray) -> np.ndarray:
+    """``value`` moved just inside the support of ``prior`` (for warm starts)."""
+    v = dict(prior.params)
+    value = np.asarray(value, np.float64)
+    if prior.family in ("Uniform", "LogUniform", "TruncatedNormal"):
+        lo, hi = v["low"], v["high"]
+        pad = 1e-3 * (hi - lo)
+        return np.clip(value, lo + pad, hi - pad)
+    if prior.family == "Beta":
+        return np.clip(value, 1e-3, 1 - 1e-3)
+    if prior.family in ("Normal", "StudentT"):
+        return value
+    return np.maximum(value, 1e-12)
+
+
+def start_from_prior(
+    law: Law, priors: Priors, num_chains: int, misfit: Misfit | None = None
+) -> dict[str, np.ndarray]:
+    """Sample-site values at each prior's typical value, one row per chain.
+
+    With ``misfit``, its scales start at their priors' medians and its walks at zero.
+    """
+    return {**_start(law, priors, {}, None, num_chains), **misfit_start(law, misfit, num_chains)}
+
+
+def misfit_start(law: Law, misfit: Misfit | None, num_chains: int) -> dict[str, np.ndarray]:
+    """Starting values of the misfit's sites (empty without misfit): median scales, flat walks."""
+    if misfit is None:
+        return {}
+    out = {
+        "misfit_level": np.full(num_chains, 0.6745 * misfit.level, np.float32),
+        "_misfit_level_z": np.zeros((num_chains, misfit.knots - 1), np.float32),
+    }
+    if {"n_params", "n_tokens"} <= set(law.variables):
+        out["misfit_tilt"] = np.full(num_chains, 0.6745 * misfit.tilt, np.float32)
+        out["_misfit_tilt_z"] = np.zeros((num_chains, misfit.knots - 1), np.float32)
+    return out
+
+
+def start_from_params(
+    law: Law,
+    priors: Priors,
+    centre: Mapping[str, float],
+    params: Mapping[str, np.ndarray],
+    num_chains: int,
+) -> dict[str, np.ndarray]:
+    """Sample-site values from reported parameters (papers' units), one row per chain.
+
+    ``params`` holds ``num_chains`` values per parameter; amplitudes and scales are re-centred
+    at ``centre``, break locations become the Dirichlet weights of their positions in the
+    prior's log range, and every value is moved just inside its prior's support.
+    """
+    return _start(law, priors, centre, params, num_chains)
+
+
+def _start(
+    law: Law,
+    priors: Priors,
+    centre: Mapping[str, float],
+    params: Mapping[str, np.ndarray] | None,
+    num_chains: int,
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+
+    def value(name: str) -> np.ndarray:
+        if params is None:
+            return np.full(num_chains, _typical(priors[name]))
+        return np.asarray(params[name], np.float64)
+
+    locations = [p for p in law.params if p.role == "location"]
+    for p in law.params:
+        if p.role == "location":
+            continue
+        if p.role in ("amplitude", "scale") and params is not None:
+            coef = value(p.exponent) if p.role == "amplitude" else 1.0
+            raw = value(p.name) * np.exp(-coef * float(centre[p.variable]))
+            out[f"{p.name}_c"] = _inside(priors[p.name], raw)
+        elif p.role in ("amplitude", "scale"):
+            out[f"{p.name}_c"] = value(p.name)
+        else:
+            out[p.name] = _inside(priors[p.name], value(p.name))
+    if locations:
+        k = len(locations)
+        if params is None:
+            weights = np.full((num_chains, k + 1), 1.0 / (k + 1))
+        else:
+            low, high = (math.log(x) for x in priors[locations[0].name].values)
+            pos = np.stack([np.log(value(p.name)) for p in locations], axis=-1)
+            pos = np.sort(np.clip((pos - low) / (high - low), 0.02, 0.98), axis=-1)
+            edges = np.concatenate(
+                [np.zeros((num_chains, 1)), pos, np.ones((num_chains, 1))], axis=-1
+            )
+            weights = np.maximum(np.diff(edges, axis=-1), 1e-3)
+            weights = weights / weights.sum(axis=-1, keepdims=True)
+        out["_breaks"] = weights
+    out["sigma"] = _inside(priors["sigma"], value("sigma"))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@functools.lru_cache(maxsize=8)
+def _log_likelihood_fn(model: Any) -> Any:
+    import jax
+    from numpyro.infer import log_likelihood
+
+    return jax.jit(lambda flat, args: log_likelihood(model, flat, *args)[OBS])
+
+
+def pointwise_log_likelihood(
+    model: Any, inputs: ModelInputs, samples: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """Log density of every real run's log loss at every draw: ``(chain, draw, run)``.
+
+    Every real run is scored, whatever ``inputs.mask`` says (held-out runs included).
+    """
+    first = next(iter(samples.values()))
+    n_chain, n_draw = first.shape[:2]
+    flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
+    mask = np.zeros_like(inputs.mask)
+    mask[: inputs.n_runs] = True
+    args = inputs.args(mask)
+    ll = np.asarray(_log_likelihood_fn(model)(flat, args))[:, : inputs.n_runs]
+    return ll.reshape(n_chain, n_draw, -1)
+
+
+def build_tree(
+    samples: Mapping[str, np.ndarray],
+    stats: Mapping[str, np.ndarray] | None,
+    log_likelihood: np.ndarray | None,
+    data: ScalingData,
+    law: Law,
+    attrs: Mapping[str, Any],
+) -> Any:
+    """Assemble the DataTree of a fit from draws shaped ``(chain, draw)``.
+
+    Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
+    ``log_likelihood`` (``loss`` over ``run``), ``observed_data`` and ``constant_data``;
+    ``attrs`` plus ``bayescale_version`` become the tree's provenance attributes.
+    """
+    import arviz_base as azb
+
+    hidden = set(internal_sites(law))
+    posterior = {k: np.asarray(v) for k, v in samples.items() if k not in hidden}
+    groups: dict[str, dict[str, Any]] = {"posterior": posterior}
+    dims: dict[str, list[str]] = {OBS: ["run"]}
+    dims.update({k: ["knot"] for k in posterior if k.endswith("_knots")})
+    if stats is not None:
+        groups["sample_stats"] = {
+            "diverging": np.asarray(stats["diverging"]).astype(bool),
+            "n_steps": stats["num_steps"],
+            "acceptance_rate": stats["accept_prob"],
+            "energy": stats["energy"],
+            "lp": -np.asarray(stats["potential_energy"]),
+        }
+    if log_likelihood is not None:
+        groups["log_likelihood"] = {OBS: log_likelihood}
+    groups["observed_data"] = {OBS: data.loss}
+    const = {c: data.table[c].to_numpy() for c in data.table.columns if c != "loss"}
+    groups["constant_data"] = {
+        c: (v.astype(str) if v.dtype == object else v) for c, v in const.items()
+    }
+    dims.update({c: ["run"] for c in const})
+    tree = azb.from_dict(groups, dims=dims, coords={"run": np.arange(data.n_runs)})
+    tree.attrs.update(attrs)
+    tree.attrs["bayescale_version"] = __version__
+    return tree
+
+
+def provenance(
+    law: Law,
+    data: ScalingData,
+    priors: Priors,
+    likelihood: Any,
+    centre: Mapping[str, float],
+    method: str,
+    seed: int,
+    settings: NutsSettings | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The provenance attributes of a fit's tree (JSON-serialisable values)."""
+    attrs: dict[str, Any] = {
+        "law": law.name,
+        "law_options": json.dumps(dict(law.options)),
+        "likelihood": likelihood.name,
+        "likelihood_options": json.dumps(likelihood.options),
+        "nu": float(likelihood.options.get("nu", 4.0)),
+        "method": method,
+        "seed": int(seed),
+        "centre": json.dumps({v: float(c) for v, c in centre.items()}),
+        "priors": json.dumps({k: p.to_dict() for k, p in priors.items()}),
+        "data_source": data.source,
+    }
+    if settings is not None:
+        attrs.update(
+            num_warmup=settings.num_warmup,
+            chain_method=f"parallel in rounds of {_group_size(settings.num_chains)}",
+            dense_mass=int(settings.dense_mass),
+            target_accept=settings.target_accept,
+        )
+    attrs.update(extra)
+    return attrs

@@ -1,0 +1,204 @@
+"""Stacking: weights of several laws' predictive distributions, and draws from the mixture.
+
+`stacking_weights` finds the weights that maximise the log score of the weighted mixture of
+held-out predictive densities (Yao et al. 2018); `stack` takes them from `bayescale.compare`
+(LOO or leave-future-out) and keeps them with the fits; `stacked_predictive` draws from the
+combination.
+
+References
+----------
+Yao, Vehtari, Simpson and Gelman (2018), "Using stacking to average Bayesian predictive
+distributions", Bayesian Analysis 13(3), doi:10.1214/17-BA1091.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayescale.compare import compare
+from bayescale.data import ScalingData, derive_inputs
+from bayescale.errors import OptionError
+from bayescale.fit import Fit
+from bayescale.internal import location_scale, misfit_at, stacking_weights
+
+__all__ = ["Stack", "stack", "stacked_predictive", "stacking_weights"]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Fits of several laws with stacking weights: a weighted predictive combination.
+
+    Attributes
+    ----------
+    fits : mapping of str to Fit
+        The fits, by name.
+    weights : mapping of str to float
+        Non-negative weights summing to 1, one per fit.
+    method : str
+        How the weights were found (``"loo"``, ``"lfo"``, or ``"user"``).
+    """
+
+    fits: Mapping[str, Fit]
+    weights: Mapping[str, float]
+    method: str = "user"
+
+    def __post_init__(self) -> None:
+        if set(self.fits) != set(self.weights):
+            raise OptionError(
+                f"weights must name the same fits; fits are {sorted(self.fits)}, weights name "
+                f"{sorted(self.weights)}."
+            )
+        w = np.array([float(self.weights[k]) for k in self.fits])
+        if np.any(~np.isfinite(w)) or np.any(w < 0) or abs(w.sum() - 1.0) > 1e-6:
+            raise OptionError(
+                f"weights must be non-negative and sum to 1; received {dict(self.weights)}. "
+                "Normalise them, or build the stack with bayescale.stack(fits)."
+            )
+
+    def summary(self) -> pd.DataFrame:
+        """One row per fit: its law and weight."""
+        rows = {
+            k: {"law": f.law.name, "weight": float(self.weights[k])} for k, f in self.fits.items()
+        }
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "fit"
+        return table
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={float(w):.3f}" for k, w in self.weights.items())
+        return f"Stack(method={self.method!r}, weights: {parts})"
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html()
+
+
+def stack(fits: Mapping[str, Fit], *, method: str = "loo", **options: Any) -> Stack:
+    """Stacking weights of fits to the same runs, kept with the fits.
+
+    Parameters
+    ----------
+    fits : mapping of str to Fit
+        Two or more fits to the same runs.
+    method : {"loo", "lfo"}, default "loo"
+        The held-out densities the weights maximise (see `compare`); ``"lfo"`` weights laws by
+        how well they extrapolate.
+    **options
+        Passed to `compare` (``cutoffs``, ``max_refits``, ``seed``, ...).
+
+    Returns
+    -------
+    Stack
+        Draw from the combination with `stacked_predictive`.
+    """
+    table = compare(fits, method=method, **options)
+    weights = {k: float(table.loc[k, "weight"]) for k in fits}
+    total = sum(weights.values())
+    return Stack(dict(fits), {k: v / total for k, v in weights.items()}, method)
+
+
+def stacked_predictive(
+    stack: Stack,
+    at: pd.DataFrame | Mapping[str, Any],
+    *,
+    kind: str = "predictive",
+    num_draws: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Draws of the loss at new inputs from the weighted combination of the stacked fits.
+
+    Parameters
+    ----------
+    stack : Stack
+        The fits and their weights.
+    at : DataFrame or mapping
+        Inputs (canonical columns) of every law in the stack, one row per point; ``n_tokens``
+        is derived as C / (6 N) from ``compute`` and ``n_params`` when absent.
+    kind : {"predictive", "mean"}, default "predictive"
+        ``"predictive"``: a new run's loss (law and noise); ``"mean"``: the law's loss.
+    num_draws : int, optional
+        Number of draws; default the largest number of posterior draws of a fit.
+    seed : int, default 0
+        Seed of the choice of draws and of the noise.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``loss`` (of the requested kind) and ``loss_mean`` (the law's loss of the same draws)
+        over ``chain`` (1), ``draw`` and ``point``, and ``model`` (the fit each draw comes
+        from) over ``chain, draw``; the inputs are coordinates on ``point`` and the weights
+        are in ``attrs``. The same ``seed`` picks the same posterior draws for either kind.
+
+    Notes
+    -----
+    The stacked predictive density is ``sum_k w_k p_k(y | x)``. Fit ``k`` contributes
+    ``round(w_k S)`` of the ``S`` draws (largest remainders, so the counts sum to ``S``),
+    each a posterior draw of that fit chosen at random (with replacement only when the fit
+    has fewer draws than its share), in random order.
+    """
+    import xarray as xr
+
+    if kind not in ("predictive", "mean"):
+        raise OptionError(f"unknown kind {kind!r}. Available: predictive, mean.")
+    points = _points(at, stack.fits.values())
+    names = list(stack.fits)
+    draws = {k: stack.fits[k].draws() for k in names}
+    total = int(num_draws or max(len(d["sigma"]) for d in draws.values()))
+    counts = _largest_remainder(np.array([stack.weights[k] for k in names]), total)
+    pick = np.random.default_rng([seed, 0])  # which draws: the same for both kinds
+    noise = np.random.default_rng([seed, 1])
+    means, preds, labels = [], [], []
+    for name, count in zip(names, counts, strict=True):
+        if count == 0:
+            continue
+        fit, d = stack.fits[name], draws[name]
+        n = len(d["sigma"])
+        idx = pick.choice(n, size=count, replace=count > n)
+        mu, sigma = location_scale(fit.law, {k: v[idx] for k, v in d.items()}, points)
+        mu = mu + misfit_at(fit, points, idx, seed)
+        means.append(mu)
+        if kind == "predictive":
+            preds.append(mu + sigma * fit.noise.sample(noise, mu.shape))
+        labels += [name] * count
+    order = pick.permutation(total)
+    log_mean = np.concatenate(means, axis=0)[order]
+    log_loss = np.concatenate(preds, axis=0)[order] if preds else log_mean
+    coords = {c: ("point", points.table[c].to_numpy()) for c in points.table.columns if c != "loss"}
+    dims = ("chain", "draw", "point")
+    return xr.Dataset(
+        {
+            "loss": (dims, np.exp(log_loss)[None]),
+            "loss_mean": (dims, np.exp(log_mean)[None]),
+            "model": (("chain", "draw"), np.asarray(labels, dtype=str)[order][None]),
+        },
+        coords={"chain": [0], "draw": np.arange(total), **coords},
+        attrs={
+            "kind": kind,
+            "weights": json.dumps({k: float(stack.weights[k]) for k in names}),
+            "stacking_method": stack.method,
+        },
+    )
+
+
+def _points(at: pd.DataFrame | Mapping[str, Any], fits: Any) -> ScalingData:
+    frame = pd.DataFrame(at).copy() if not isinstance(at, pd.DataFrame) else at.copy()
+    derive_inputs(frame)
+    frame["loss"] = 1.0  # a placeholder: only the inputs are used
+    points = ScalingData(frame.reset_index(drop=True), "points")
+    for f in fits:
+        points.require(f.law.variables, 0, f.law.name, vary=False)
+    return points
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    raw = weights / weights.sum() * total
+    counts = np.floor(raw).astype(int)
+    short = total - counts.sum()
+    counts[np.argsort(-(raw - counts))[:short]] += 1
+    return counts

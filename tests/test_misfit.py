@@ -1,0 +1,125 @@
+"""The misfit observation model: its forecasts, its shrinkage, and the backtest verb."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale as bs
+from bayescale.cli import main
+from bayescale.misfit import Misfit, MisfitCoords, misfit_draws_at
+
+DRAWS = dict(num_warmup=400, num_samples=400)
+
+
+@pytest.fixture(scope="module")
+def ladder() -> pd.DataFrame:
+    return bs.simulate("chinchilla", seed=4)
+
+
+@pytest.fixture(scope="module")
+def misfit_fit(ladder):
+    return bs.fit(ladder, "chinchilla", misfit=True, seed=4, **DRAWS)
+
+
+def test_continuation_shares_delta_at_equal_u_and_grows_like_brownian_motion():
+    """Beyond the range, Var delta grows by s^2 d: checked with 20000 draws to 5 SE."""
+    spec = Misfit(knots=4)
+    coords = MisfitCoords(u_mid=0.0, half=1.0, r_mid=0.0, tilt=False)
+    n = 20000
+    post = {
+        "misfit_level": np.full(n, 0.02),
+        "misfit_level_knots": np.zeros((n, 4)),
+    }
+    x = 10.0 ** np.array([0.5, 2.0, 2.0, 3.0])  # inside, 1 decade beyond (twice), 2 beyond
+    delta = misfit_draws_at(spec, coords, post, {"data_size": x}, np.random.default_rng(0))
+    assert np.all(delta[:, 0] == 0.0)
+    np.testing.assert_array_equal(delta[:, 1], delta[:, 2])
+    for col, d in ((1, 1.0), (3, 2.0)):
+        var, expected = delta[:, col].var(), 0.02**2 * d
+        assert abs(var - expected) < 5 * expected * np.sqrt(2 / n)
+
+
+def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
+    summary = misfit_fit.summary()
+    assert {"misfit_level", "misfit_tilt"} <= set(summary.index)
+    assert misfit_fit.misfit == Misfit()
+    assert not misfit_fit.problems()
+    assert float(misfit_fit.tree.attrs["target_accept"]) == 0.9
+
+
+def test_misfit_shrinks_when_the_law_is_exact(misfit_fit):
+    """Simulated from the exact law: both scales' posteriors sit well below their priors'."""
+    d = misfit_fit.draws()
+    for name in ("misfit_level", "misfit_tilt"):
+        prior_median = 0.6745 * 0.03
+        assert np.median(d[name]) < prior_median, name
+
+
+def test_forecast_widens_with_distance_and_says_why(misfit_fit, ladder):
+    top = ladder["compute"].max()
+    n = 1e9
+    at = pd.DataFrame({"n_params": n, "compute": top * np.array([1.0, 10.0, 1000.0])})
+    fc = bs.forecast(misfit_fit, at, warn=False)
+    table = fc.summary()
+    assert table["rel_width"].is_monotonic_increasing
+    shares = table[["share_parameter", "share_misfit", "share_noise"]]
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    assert shares["share_misfit"].iloc[-1] > shares["share_misfit"].iloc[0]
+    exact = bs.forecast(bs.fit(ladder, "chinchilla", seed=4, **DRAWS), at, warn=False)
+    assert (exact.summary()["share_misfit"] == 0).all()
+
+
+def test_every_verb_takes_a_misfit_fit(misfit_fit, ladder, tmp_path):
+    new = ladder.iloc[:5]
+    assert len(bs.check(misfit_fit, new).table) == 5
+    assert np.isfinite(bs.ppc(misfit_fit).table["pit"]).all()
+    alloc = bs.compute_optimal(misfit_fit, [1e22])
+    assert np.isfinite(alloc.summary()["n_params_median"]).all()
+    loaded = bs.load_fit(misfit_fit.save(tmp_path / "m.nc"))
+    assert loaded.misfit == misfit_fit.misfit and loaded.misfit_coords == misfit_fit.misfit_coords
+    a = bs.forecast(loaded, {"n_params": 1e10, "n_tokens": 2e11}, warn=False, seed=3)
+    b = bs.forecast(misfit_fit, {"n_params": 1e10, "n_tokens": 2e11}, warn=False, seed=3)
+    np.testing.assert_array_equal(a.draws["loss"].values, b.draws["loss"].values)
+
+
+def test_misfit_option_errors(ladder):
+    with pytest.raises(bs.OptionTypeError, match="misfit must be"):
+        bs.fit(ladder, "chinchilla", misfit="yes")
+    with pytest.raises(bs.OptionError, match="Huber point fit has no misfit"):
+        bs.fit(ladder, "chinchilla", misfit=True, method="huber")
+    with pytest.raises(bs.OptionError, match="knots must be at least 4"):
+        Misfit(knots=2)
+
+
+def test_backtest_scores_every_model(ladder):
+    result = bs.backtest(ladder, "chinchilla", holdout=1 / 3, models=("exact", "huber"), **DRAWS)
+    summary = result.summary()
+    assert list(summary.index) == ["exact", "huber"]
+    assert summary.loc["exact", "n"] == summary.loc["huber", "n"] > 0
+    assert 0 <= summary.loc["exact", "coverage_90"] <= 1
+    assert np.isnan(summary.loc["huber", "coverage_90"])  # a point fit has no interval
+    assert (result.runs["distance"] >= 0).all()
+    assert set(result.by_distance().columns) >= {"coverage_90", "n"}
+
+
+def test_backtest_bad_holdout(ladder):
+    with pytest.raises(bs.OptionError, match="holdout must be"):
+        bs.backtest(ladder, holdout=2.5)
+    with pytest.raises(bs.OptionError, match="lacks"):
+        bs.backtest(ladder, holdout=1, levels_column="budget")
+    with pytest.raises(bs.OptionError, match="unknown models"):
+        bs.backtest(ladder, models=("bootstrap",))
+
+
+def test_cli_backtest(ladder, tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    ladder.to_csv(csv, index=False)
+    code = main(
+        ["backtest", str(csv), "--model", "exact", "--warmup", "300", "--samples", "300",
+         "--plot", str(tmp_path / "bt.png"), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Coverage of held-out runs" in out and (tmp_path / "bt.png").stat().st_size > 0
