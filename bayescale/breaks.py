@@ -331,13 +331,11 @@ def detect_break(
             f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
     scaling = from_frame(data, columns=columns, dropna=dropna)
-    if "group" in scaling.table.columns and scaling.table["group"].nunique() > 1:
-        groups = sorted(scaling.table["group"].unique())
-        raise DataError(
-            f"the data has {len(groups)} groups ({', '.join(groups[:5])}...); breaks are found "
-            "in one curve. Run detect_break on each: {g: detect_break(frame, ...) for g, frame "
-            "in data.groupby('group')}."
-        )
+    scaling.require_one_curve(
+        "breaks are found in one curve",
+        "Run detect_break on each: {g: detect_break(frame, ...) for g, frame in "
+        "data.groupby('group')}.",
+    )
     laws = {0: get_law("power_law", variable=variable)}
     for k in range(1, max_breaks + 1):
         laws[k] = get_law("broken_power_law", variable=variable, breaks=k)

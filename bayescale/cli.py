@@ -83,6 +83,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         columns=_columns(args.column),
         method=args.method,
         likelihood=args.likelihood,
+        misfit=True if args.misfit else None,
         num_chains=args.chains,
         num_warmup=args.warmup,
         num_samples=args.samples,
@@ -391,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", default="nuts", choices=["nuts", "map", "huber"])
     p.add_argument("--likelihood", default="student_t", choices=list(LIKELIHOODS))
+    p.add_argument(
+        "--misfit", action="store_true", help="model the law's own misfit (wider far forecasts)"
+    )
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")
     p.add_argument("--dropna", action="store_true", help="drop invalid runs")

@@ -150,6 +150,17 @@ class ScalingData:
                 "with fewer parameters."
             )
 
+    def require_one_curve(self, what: str, fix: str) -> None:
+        """Raise a `DataError` when a ``group`` column holds several curves.
+
+        The message says ``what`` (is done to one curve) and how to ``fix`` it.
+        """
+        if "group" in self.table.columns and self.table["group"].nunique() > 1:
+            groups = sorted(self.table["group"].unique())
+            raise DataError(
+                f"the data has {len(groups)} groups ({', '.join(groups[:5])}...); {what}. {fix}"
+            )
+
     def __repr__(self) -> str:
         cols = ", ".join(c for c in self.table.columns)
         return f"ScalingData({self.n_runs} runs; columns: {cols}; source: {self.source})"

@@ -292,6 +292,12 @@ _CHINCHILLA_LICENSE = (
 # The datablations repository (https://github.com/huggingface/datablations) holds no CSV with
 # these names: the two tables are tabulations of the paper's final validation losses.  The exact
 # upstream file path is unverified, so no download URL is given; provide the files locally.
+_ISOFLOP_SOURCE = (
+    "github.com/Open-Athena/scaling-law-analysis @ 3e0656e, "
+    "data/isoflops/transform/isoflops.csv (rows of source epochai_chinchilla)"
+)
+_ISOFLOP_LICENSE = "Derived from Epoch AI's extraction; not redistributed. Cite Hoffmann et al."
+
 _DATABLATIONS_CITE = (
     "Muennighoff et al. 2023, 'Scaling Data-Constrained Language Models' "
     "(NeurIPS 2023, arXiv:2305.16264)"
@@ -361,11 +367,8 @@ _REGISTRY: dict[str, DatasetInfo] = {
             ),
             citation=_CHINCHILLA_CITE,
             url=None,
-            source=(
-                "github.com/Open-Athena/scaling-law-analysis @ 3e0656e, "
-                "data/isoflops/transform/isoflops.csv (rows of source epochai_chinchilla)"
-            ),
-            license="Derived from Epoch AI's extraction; not redistributed. Cite Hoffmann et al.",
+            source=_ISOFLOP_SOURCE,
+            license=_ISOFLOP_LICENSE,
             parser=_parse_chinchilla_isoflop,
         ),
         DatasetInfo(
@@ -380,11 +383,8 @@ _REGISTRY: dict[str, DatasetInfo] = {
             ),
             citation=_CHINCHILLA_CITE,
             url=None,
-            source=(
-                "github.com/Open-Athena/scaling-law-analysis @ 3e0656e, "
-                "data/isoflops/transform/isoflops.csv (rows of source epochai_chinchilla)"
-            ),
-            license="Derived from Epoch AI's extraction; not redistributed. Cite Hoffmann et al.",
+            source=_ISOFLOP_SOURCE,
+            license=_ISOFLOP_LICENSE,
             parser=_parse_chinchilla_isoflop_clean,
         ),
         DatasetInfo(

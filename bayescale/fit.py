@@ -24,7 +24,6 @@ from bayescale.diagnostics import convergence_problems, diagnostic_table, warn_c
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
-    DataError,
     FitError,
     OptionError,
     OptionTypeError,
@@ -183,7 +182,8 @@ class Fit:
         n = post.sizes["chain"] * post.sizes["draw"]
         head = (
             f"Fit(law={self.law.name!r}, method={self.method!r}, likelihood={self.likelihood!r},"
-            f" runs={self.data.n_runs}, draws={n})"
+            + (" misfit=True," if self.misfit is not None else "")
+            + f" runs={self.data.n_runs}, draws={n})"
         )
         med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in self.param_names)
         problems = self.problems()
@@ -317,12 +317,10 @@ def fit(
     settings = NutsSettings(num_chains, num_warmup, num_samples, dense_mass, target_accept)
     scaling = from_frame(data, columns=columns, dropna=dropna)
     law_ = get_law(law, variable=variable, breaks=breaks)
-    if "group" in scaling.table.columns and scaling.table["group"].nunique() > 1:
-        groups = sorted(scaling.table["group"].unique())
-        raise DataError(
-            f"the data has {len(groups)} groups ({', '.join(groups[:5])}...); a law is fitted to "
-            "one curve. Fit each group: [fit(g, ...) for _, g in frame.groupby('group')]."
-        )
+    scaling.require_one_curve(
+        "a law is fitted to one curve",
+        "Fit each group: [fit(g, ...) for _, g in frame.groupby('group')].",
+    )
     priors_ = resolve_priors(law_, scaling, priors, noise.name)
     scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
     return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)

@@ -64,14 +64,36 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 def test_forecast_and_allocate_from_a_saved_fit(sim_fit, tmp_path, capsys):
     path = sim_fit.save(tmp_path / "fit.nc")
-    code = main(["forecast", str(path), "--n-params", "7e10", "--n-tokens", "1.4e12",
-                 "--target", "2.0", "--plot", str(tmp_path / "fc.png")])
+    code = main(
+        [
+            "forecast",
+            str(path),
+            "--n-params",
+            "7e10",
+            "--n-tokens",
+            "1.4e12",
+            "--target",
+            "2.0",
+            "--plot",
+            str(tmp_path / "fc.png"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "prob_below" in captured.out and (tmp_path / "fc.png").is_file()
     assert "decades outside the observed range" in captured.err  # the ExtrapolationWarning
-    code = main(["allocate", str(path), "--compute", "5.88e23", "--compute", "1e24",
-                 "--plot", str(tmp_path / "al.png")])
+    code = main(
+        [
+            "allocate",
+            str(path),
+            "--compute",
+            "5.88e23",
+            "--compute",
+            "1e24",
+            "--plot",
+            str(tmp_path / "al.png"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "tokens_per_param_median" in captured.out and (tmp_path / "al.png").is_file()
@@ -89,15 +111,28 @@ def test_check_compare_and_breaks(sim_fit, tmp_path, capsys):
     assert main(["check", str(path), str(tmp_path / "new.csv")]) == 0
     out = capsys.readouterr().out
     assert "verdict" in out and "Interval coverage" in out
-    other = bs.fit(sim_fit.data.table, "power_law", variable="compute", num_warmup=300,
-                   num_samples=300, seed=2).save(tmp_path / "power.nc")
+    other = bs.fit(
+        sim_fit.data.table, "power_law", variable="compute", num_warmup=300, num_samples=300, seed=2
+    ).save(tmp_path / "power.nc")
     assert main(["compare", str(path), str(other)]) == 0
     out = capsys.readouterr().out
     assert "chinchilla" in out and "power" in out
     curve = bs.simulate("broken_power_law", variable="data_size", seed=7)
     curve.to_csv(tmp_path / "curve.csv", index=False)
-    code = main(["breaks", str(tmp_path / "curve.csv"), "--variable", "data_size",
-                 "--max-breaks", "1", "--warmup", "300", "--samples", "300"])
+    code = main(
+        [
+            "breaks",
+            str(tmp_path / "curve.csv"),
+            "--variable",
+            "data_size",
+            "--max-breaks",
+            "1",
+            "--warmup",
+            "300",
+            "--samples",
+            "300",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Evidence by number of breaks" in captured.out

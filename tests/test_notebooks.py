@@ -24,8 +24,12 @@ def run_notebook(name: str, shared_data: Path, tmp_path: Path) -> dict:
     env_before = dict(os.environ)
     os.environ.update(BAYESCALE_FAST="1", BAYESCALE_DATA=str(shared_data), MPLBACKEND="Agg")
     try:
-        NotebookClient(book, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            book,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(tmp_path)}},
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(env_before)
