@@ -82,9 +82,10 @@ class Backtest:
         """Coverage per level and model in bins of extrapolation distance (decades)."""
         bins = pd.cut(self.runs["distance"], DISTANCE_BINS, right=False, include_lowest=True)
         cols = [f"inside_{lv * 100:g}" for lv in self.levels]
-        table = self.runs.groupby(["model", bins], observed=True, sort=False)[cols].mean()
+        groups = self.runs.groupby(["model", bins], observed=True)
+        table = groups[cols].mean()
         table.columns = [c.replace("inside", "coverage") for c in cols]
-        table["n"] = self.runs.groupby(["model", bins], observed=True, sort=False).size()
+        table["n"] = groups.size()
         return table
 
     def __repr__(self) -> str:

@@ -236,12 +236,12 @@ def plot_forecast(
     colour = _colours(plt, 1)[0]
     _bands(ax, xs, quant, probs, colour)
     ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=f"median ({forecast.kind})")
-    if forecast.kind == "predictive":  # where the width comes from: the inner intervals
-        preds = forecast.tree["predictions"]
-        inner = [("loss_law", ":", "law only (parameters)"), ("loss_mean", "--", "+ misfit")]
-        if "loss_law" not in preds:  # the exact law: its mean is the law
-            inner = [("loss_mean", ":", "law only (parameters)")]
+    preds = forecast.tree["predictions"]
+    if forecast.kind == "predictive" and "loss_law" in preds:
+        # a fit with its misfit: where the width comes from, as the inner 90% intervals of the
+        # law alone (its parameters) and of the law with its misfit (no run noise)
         top = max(probs)
+        inner = [("loss_law", ":", "law only (parameters)"), ("loss_mean", "--", "+ misfit")]
         for name, style, label in inner:
             values_ = preds[name].values.reshape(-1, len(xs))[:, order]
             lo, hi = np.quantile(values_, [(1 - top) / 2, (1 + top) / 2], axis=0)

@@ -124,10 +124,10 @@ def progress_bar(total: int, description: str, show: bool) -> Any:
     """A tqdm bar (terminal or notebook widget, by ``tqdm.auto``), disabled when not shown."""
     import warnings
 
-    from tqdm.auto import tqdm
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tqdm's "IProgress not found": it falls back to text
+        from tqdm.auto import tqdm
+
         return tqdm(total=total, desc=description, disable=not show, leave=False)
 
 

@@ -54,7 +54,14 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "README.md"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "**.ipynb_checkpoints",
+    "README.md",
+    "_static/*.md",  # fragments included by pages
+]
 # `text` in docstrings links to the Python object when one exists (silent otherwise)
 default_role = "py:obj"
 
