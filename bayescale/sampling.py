@@ -356,7 +356,7 @@ def _map_functions(model: Any, shapes: tuple[tuple[str, tuple[int, ...]], ...]) 
 
 #: jittered candidate starts of the MAP besides the prior median; L-BFGS-B runs from the best
 _MAP_CANDIDATES = 15
-_MAP_RUNS = 2
+_MAP_RUNS = 3
 
 
 def laplace_fit(
@@ -382,8 +382,12 @@ def laplace_fit(
                 is_leaf=lambda a: a is None,
             )
         )
+        from numpyro.infer.util import unconstrain_fn
+
         first = {k: np.asarray(v[0], np.float64) for k, v in start.items()}
-        shapes = tuple(sorted((k, np.shape(v)) for k, v in first.items()))
+        # unconstrained shapes (a simplex of k weights has k - 1 coordinates), traced abstractly
+        latent = jax.eval_shape(lambda p: unconstrain_fn(model, args64, {}, p), first)
+        shapes = tuple(sorted((k, tuple(v.shape)) for k, v in latent.items()))
         unconstrain, value_and_grad, constrain = _map_functions(model, shapes)
         z0 = np.asarray(unconstrain(first, args64), np.float64)
         cands = np.concatenate([z0[None], z0 + rng.uniform(-0.5, 0.5, (_MAP_CANDIDATES, z0.size))])

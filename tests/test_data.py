@@ -88,3 +88,15 @@ def test_csv_path_and_bad_type(tmp_path):
 def test_loss_column_is_required():
     with pytest.raises(DataError, match=r"(?s)column 'loss' not in data.*columns=\{'loss'"):
         bs.from_frame(pd.DataFrame({"n_params": [1.0, 2.0]}))
+
+
+def test_dropna_with_repeated_index_labels_keeps_the_valid_runs():
+    # issue 12: dropping by label removed every row sharing the label of a bad row
+    frame = pd.DataFrame(
+        {"n_params": [1e8, 2e8, 4e8, 8e8], "n_tokens": [2e9, 4e9, 8e9, -1.0], "loss": [3.0] * 4},
+        index=[0, 0, 0, 0],
+    )
+    data = bs.from_frame(frame, dropna=True)
+    assert data.n_runs == 3
+    assert list(data.table["n_params"]) == [1e8, 2e8, 4e8]
+    assert frame.shape == (4, 3)  # the caller's frame is untouched
