@@ -62,7 +62,7 @@ class Backtest:
     variable: str
 
     def summary(self) -> pd.DataFrame:
-        """One row per model: coverage per level (pooled by run), median |relative error|, n."""
+        """One row per model: coverage per level (pooled by run), median abs. relative error, n."""
         rows = {}
         for model, part in self.runs.groupby("model", sort=False):
             row: dict[str, Any] = {}
