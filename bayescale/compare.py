@@ -48,7 +48,7 @@ from bayescale.internal import (
     spread_draws,
     stacking_weights,
 )
-from bayescale.misfit import misfit_draws_at
+from bayescale.misfit import coordinate_columns, misfit_draws_at
 from bayescale.model import OBS, build_model, model_inputs
 from bayescale.priors import Priors, resolve_priors
 from bayescale.sampling import (
@@ -288,7 +288,7 @@ def _holdout_lpd(
         coords = samples["_coords"]
         n = len(draws["sigma"])
         mf = {k: np.reshape(v, (n, *np.shape(v)[2:])) for k, v in samples.items()}
-        cols = ("n_params", "n_tokens") if coords.tilt else fit.law.variables[:1]
+        cols = coordinate_columns(coords, fit.law.variables)
         rng = np.random.default_rng([int(shape[-1]), 4])
         columns = {c: runs.column(c) for c in cols}
         mu = mu + misfit_draws_at(fit.misfit, coords, mf, columns, rng)

@@ -29,7 +29,7 @@ from bayescale.internal import (
     quantile_name,
     split_over_devices,
 )
-from bayescale.misfit import misfit_draws_at
+from bayescale.misfit import coordinate_columns, misfit_draws_at
 
 if TYPE_CHECKING:
     from bayescale.fit import Fit
@@ -647,11 +647,6 @@ def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
     return jax.jit(predict)
 
 
-def _misfit_columns(fit: Fit) -> tuple[str, ...]:
-    coords = fit.misfit_coords
-    return ("n_params", "n_tokens") if coords.tilt else fit.law.variables[:1]
-
-
 def _forecast(
     fit: Fit,
     points: pd.DataFrame,
@@ -679,7 +674,9 @@ def _forecast(
         post = fit.posterior
         names = [k for k in post.data_vars if k.startswith("misfit_")]
         mf = {k: post[k].values.reshape(n_sample, *post[k].shape[2:]) for k in names}
-        columns = {c: points[c].to_numpy(np.float64) for c in _misfit_columns(fit)}
+        columns = {
+            c: points[c].to_numpy(np.float64) for c in coordinate_columns(coords_, law.variables)
+        }
         rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
         delta = misfit_draws_at(spec, coords_, mf, columns, rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device

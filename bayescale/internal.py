@@ -22,7 +22,7 @@ from bayescale.errors import FitError, OptionError
 from bayescale.fit import Fit
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.misfit import misfit_draws_at
+from bayescale.misfit import coordinate_columns, misfit_draws_at
 
 __all__ = [
     "NEWTON_STEPS",
@@ -126,7 +126,7 @@ def misfit_at(fit: Fit, runs: ScalingData, idx: np.ndarray | None = None, seed: 
     draws = {k: post[k].values.reshape(n, *post[k].shape[2:]) for k in names}
     if idx is not None:
         draws = {k: v[idx] for k, v in draws.items()}
-    cols = ("n_params", "n_tokens") if coords.tilt else fit.law.variables[:1]
+    cols = coordinate_columns(coords, fit.law.variables)
     columns = {c: runs.column(c) for c in cols}
     return misfit_draws_at(spec, coords, draws, columns, np.random.default_rng([seed, 3]))
 

@@ -147,11 +147,10 @@ def model_inputs(
     centre_ = {v: np.asarray(c, f32) for v, c in centre.items()}
     extra = None
     if misfit:
-        names = ("n_params", "n_tokens") if {"n_params", "n_tokens"} <= set(law.variables) else None
-        columns = {v: data.column(v) for v in (names or law.variables[:1])}
         if coords is None:
-            coords = misfit_coords(law.variables, {k: v[mask_] for k, v in columns.items()})
-        t, r = coords.scaled({k: columns[k] for k in coordinate_columns(coords, law.variables)})
+            fitted = {v: data.column(v)[mask_] for v in law.variables}
+            coords = misfit_coords(law.variables, fitted)
+        t, r = coords.scaled({k: data.column(k) for k in coordinate_columns(coords, law.variables)})
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         extra["t"][:n], extra["r"][:n] = t, r
         extra["half"] = np.asarray(coords.half, f32)
