@@ -382,13 +382,10 @@ def laplace_fit(
                 is_leaf=lambda a: a is None,
             )
         )
-        from numpyro.infer.util import unconstrain_fn
-
         first = {k: np.asarray(v[0], np.float64) for k, v in start.items()}
-        # unconstrained shapes (a simplex of k weights has k - 1 coordinates), traced abstractly
-        latent = jax.eval_shape(lambda p: unconstrain_fn(model, args64, {}, p), first)
-        shapes = tuple(sorted((k, tuple(v.shape)) for k, v in latent.items()))
-        unconstrain, value_and_grad, constrain = _map_functions(model, shapes)
+        unconstrain, value_and_grad, constrain = _map_functions(
+            model, _latent_shapes(model, _shape_key(first), _shape_key(args64))
+        )
         z0 = np.asarray(unconstrain(first, args64), np.float64)
         cands = np.concatenate([z0[None], z0 + rng.uniform(-0.5, 0.5, (_MAP_CANDIDATES, z0.size))])
 
@@ -425,6 +422,32 @@ def laplace_fit(
         "valid. Use method='nuts' or tighter priors."
     )
     return Laplace(constrained, ok, message)
+
+
+def _shape_key(tree: Any) -> Any:
+    """A hashable description of a pytree's structure, shapes and dtypes (a cache key)."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(np.shape(a)), np.dtype(a.dtype).str) for a in leaves)
+
+
+@functools.lru_cache(maxsize=32)
+def _latent_shapes(model: Any, params_key: Any, args_key: Any) -> tuple[Any, ...]:
+    """The model's unconstrained sites and their shapes, traced abstractly once per shapes.
+
+    A simplex of k weights has k - 1 unconstrained coordinates, so the shapes come from a trace.
+    """
+    import jax
+    from numpyro.infer.util import unconstrain_fn
+
+    def abstract(key: Any) -> Any:
+        treedef, leaves = key
+        return treedef.unflatten([jax.ShapeDtypeStruct(s, np.dtype(d)) for s, d in leaves])
+
+    params, args = abstract(params_key), abstract(args_key)
+    latent = jax.eval_shape(lambda p, a: unconstrain_fn(model, a, {}, p), params, args)
+    return tuple(sorted((k, tuple(v.shape)) for k, v in latent.items()))
 
 
 def _hessian(grad: Any, x: np.ndarray, step: float = 1e-5) -> np.ndarray:
