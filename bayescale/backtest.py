@@ -114,6 +114,7 @@ def backtest(
     models: Sequence[str] = MODELS,
     levels: Sequence[float] = (0.5, 0.8, 0.9),
     variable: str | None = None,
+    likelihood: str = "student_t",
     num_warmup: int = 1000,
     num_samples: int = 1000,
     seed: int = 0,
@@ -145,6 +146,8 @@ def backtest(
         Central predictive interval levels to count.
     variable : str, optional
         Scaling variable of one-variable laws.
+    likelihood : str, default "student_t"
+        The run noise of the NUTS fits, as in `bayescale.fit`.
     num_warmup, num_samples, seed
         NUTS settings of every fit.
     columns : mapping, optional
@@ -186,7 +189,14 @@ def backtest(
         drop = [c for c in ("group", "split") if c in part]
         for model in models:
             result, problems = _fit_model(
-                train.drop(columns=drop), law_, model, num_warmup, num_samples, seed, progress_bar
+                train.drop(columns=drop),
+                law_,
+                model,
+                likelihood,
+                num_warmup,
+                num_samples,
+                seed,
+                progress_bar,
             )
             fit_rows.append(_fit_row(result, model, group, len(train), len(held), problems))
             run_rows.append(_score(result, held, model, group, distance, levels_))
@@ -227,6 +237,7 @@ def _fit_model(
     train: pd.DataFrame,
     law: Law,
     model: str,
+    likelihood: str,
     num_warmup: int,
     num_samples: int,
     seed: int,
@@ -242,6 +253,7 @@ def _fit_model(
                 train,
                 law,
                 misfit=model == "misfit",
+                likelihood=likelihood,
                 num_warmup=num_warmup,
                 num_samples=num_samples,
                 seed=seed,

@@ -24,7 +24,11 @@ per parameter. The observation model with misfit is
   decade) have half-normal priors; when the law is right the data pull them towards zero and
   the misfit shrinks away.
 
-The sampled latents are non-centred (standard normal increments times the scale).
+Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred). With
+Gaussian run noise the coefficients are integrated out exactly (`marginal_log_density`, a
+low-rank Gaussian by Woodbury's identity): NUTS then samples only the law, ``sigma`` and the
+two scales, and the coefficients are drawn afterwards from their Gaussian conditional
+(`conditional_coefficients`). With other noise (Student-t) NUTS samples them.
 """
 
 from __future__ import annotations
@@ -38,7 +42,15 @@ import numpy as np
 
 from bayescale.errors import OptionError
 
-__all__ = ["MISFIT_SITES", "Misfit", "MisfitCoords", "misfit_coords", "misfit_draws_at"]
+__all__ = [
+    "MISFIT_SITES",
+    "Misfit",
+    "MisfitCoords",
+    "conditional_coefficients",
+    "marginal_log_density",
+    "misfit_coords",
+    "misfit_draws_at",
+]
 
 #: reported scales of the misfit (posterior variables)
 MISFIT_SITES = ("misfit_level", "misfit_tilt")
@@ -192,34 +204,121 @@ def _interp_weights_np(t: np.ndarray, spec: Misfit) -> np.ndarray:
     return out
 
 
-def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
-    """Sample the misfit's latents (inside a numpyro model) and return delta per run.
+def basis(spec: Misfit) -> np.ndarray:
+    """``(knots, knots - 2)`` basis of the detrended walk at unit step (float64).
 
-    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades).
+    The knot values of a walk with standard normal steps, constant and linear trend removed,
+    have covariance ``P L L^T P^T`` (``L``: cumulative sums, ``P``: `detrend_matrix`), of rank
+    ``knots - 2``; the walk is ``basis @ w`` with ``w`` standard normal, without the two null
+    directions that non-centred steps carry.
     """
+    k = spec.knots
+    lower = np.tril(np.ones((k, k - 1)), -1)  # path[j] = sum of the steps before knot j
+    proj = detrend_matrix(spec)
+    vals, vecs = np.linalg.eigh(proj @ lower @ lower.T @ proj.T)
+    return vecs[:, 2:] * np.sqrt(np.maximum(vals[2:], 0.0))
+
+
+def design(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Per walk, the ``(n, knots - 2)`` map from its standard normal coefficients to delta.
+
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades). Delta is
+    ``sum over walks of scale * design[walk] @ w[walk]``.
+    """
+    import jax.numpy as jnp
+
+    t = inputs["t"]
+    step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
+    level = interp_weights(t, spec) @ (step * jnp.asarray(basis(spec), dtype=t.dtype))
+    return {"level": level, "tilt": level * inputs["r"][:, None]} if tilt else {"level": level}
+
+
+def sample_scales(spec: Misfit, tilt: bool) -> dict[str, Any]:
+    """Sample the walks' scales (inside a numpyro model): ``misfit_level`` (and ``_tilt``)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    names = ("level", "tilt") if tilt else ("level",)
+    return {n: numpyro.sample(f"misfit_{n}", dist.HalfNormal(getattr(spec, n))) for n in names}
+
+
+def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
+    """Sample the misfit's scales and walks (inside a numpyro model); return delta per run."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
-    t = inputs["t"]
-    weights = interp_weights(t, spec)
-    step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
-    proj = jnp.asarray(detrend_matrix(spec), dtype=t.dtype)
-
-    def walk(name: str, scale: float) -> Any:
-        s = numpyro.sample(f"misfit_{name}", dist.HalfNormal(scale))
-        # non-centred steps: partly centred ones (z ~ N(0, b^1/2)) were measured worse on the
-        # weakly informed IsoFLOP split (29 divergences against 5) and better on datablations
-        z = numpyro.sample(
-            f"_misfit_{name}_z", dist.Normal(0.0, 1.0).expand([spec.knots - 1]).to_event(1)
+    scales = sample_scales(spec, tilt)
+    delta = 0.0
+    for name, a in design(spec, tilt, inputs).items():
+        w = numpyro.sample(
+            f"_misfit_{name}_w", dist.Normal(0.0, 1.0).expand([spec.knots - 2]).to_event(1)
         )
-        path = jnp.concatenate([jnp.zeros(1, t.dtype), jnp.cumsum(z)])
-        return numpyro.deterministic(f"misfit_{name}_knots", s * step * (proj @ path))
+        delta = delta + scales[name] * (a @ w)
+        numpyro.deterministic(f"misfit_{name}_knots", knot_values(spec, inputs, scales[name], w))
+    return jnp.asarray(delta)
 
-    delta = weights @ walk("level", spec.level)
-    if tilt:
-        delta = delta + (weights @ walk("tilt", spec.tilt)) * inputs["r"]
-    return delta
+
+def knot_values(spec: Misfit, inputs: Mapping[str, Any], scale: Any, w: Any) -> Any:
+    """A walk's values at the knots from its scale and standard normal coefficients ``w``."""
+    import jax.numpy as jnp
+
+    step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))
+    return scale * step * (jnp.asarray(basis(spec), dtype=w.dtype) @ w)
+
+
+def marginal_log_density(
+    resid: Any, mask: Any, sigma: Any, design_: Mapping[str, Any], scales: Mapping[str, Any]
+) -> Any:
+    """Log density of the scored residuals with the walks integrated out (Gaussian noise).
+
+    ``resid = log loss - log f``; only rows with ``mask`` count. With ``U`` the scaled design
+    (rows outside ``mask`` zero), the residuals are ``N(0, U U^T + sigma^2 I)``: by Woodbury's
+    identity the cost is linear in the number of runs (``K = I + U^T U / sigma^2`` is small).
+    """
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+
+    u, r, k_chol, n_obs = _woodbury(resid, mask, sigma, design_, scales)
+    b = jsl.solve_triangular(k_chol, u.T @ r, lower=True) / sigma**2  # L^-1 U^T r / sigma^2
+    quad = jnp.sum(r**2) / sigma**2 - jnp.sum(b**2)
+    logdet = 2.0 * n_obs * jnp.log(sigma) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(k_chol)))
+    return -0.5 * (n_obs * jnp.log(2.0 * jnp.pi) + logdet + quad)
+
+
+def conditional_coefficients(
+    key: Any,
+    resid: Any,
+    mask: Any,
+    sigma: Any,
+    design_: Mapping[str, Any],
+    scales: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One draw of each walk's standard normal coefficients given the residuals (Gaussian)."""
+    import jax
+    import jax.scipy.linalg as jsl
+
+    u, r, k_chol, _ = _woodbury(resid, mask, sigma, design_, scales)
+    mean = jsl.cho_solve((k_chol, True), u.T @ r) / sigma**2
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    w = mean + jsl.solve_triangular(k_chol.T, eps, lower=False)
+    out, first = {}, 0
+    for name, a in design_.items():
+        out[name] = w[first : first + a.shape[1]]
+        first += a.shape[1]
+    return out
+
+
+def _woodbury(
+    resid: Any, mask: Any, sigma: Any, design_: Mapping[str, Any], scales: Mapping[str, Any]
+) -> tuple[Any, Any, Any, Any]:
+    import jax.numpy as jnp
+
+    m = mask.astype(resid.dtype)
+    u = jnp.concatenate([scales[n] * a for n, a in design_.items()], axis=1) * m[:, None]
+    r = resid * m
+    k = jnp.eye(u.shape[1], dtype=u.dtype) + (u.T @ u) / sigma**2
+    return u, r, jnp.linalg.cholesky(k), jnp.sum(m)
 
 
 def misfit_draws_at(

@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000, help="warm-up and draws per chain")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--models", nargs="+", default=["misfit", "exact"])
+    parser.add_argument("--likelihood", default="student_t", help="run noise of the fits")
     args = parser.parse_args()
 
     import bayescale as bs
@@ -58,7 +59,7 @@ def main() -> None:
         t = time.perf_counter()
         result = bs.backtest(
             data, law, models=args.models, num_warmup=args.draws, num_samples=args.draws,
-            progress_bar=False, **options,
+            likelihood=args.likelihood, progress_bar=False, **options,
         )  # fmt: skip
         wall = time.perf_counter() - t
         summary = result.summary()
