@@ -238,11 +238,11 @@ def _refit_draws(
     )
     n = settings.num_chains
     if init is None:
-        start = start_from_prior(law, priors, n, fit.misfit, walks=not model.collapsed)
+        start = start_from_prior(law, priors, n, fit.misfit)
     else:
         start = {
             **start_from_params(law, priors, inputs.centre, init, n),
-            **misfit_start(law, fit.misfit, n, walks=not model.collapsed),
+            **misfit_start(law, fit.misfit, n),
         }
     samples, stats = sample_nuts(
         model, inputs, start, jitter=jitter, settings=settings, seed=seed, description=label

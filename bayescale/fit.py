@@ -38,7 +38,6 @@ from bayescale.priors import Prior, Priors, default_priors, resolve_priors
 from bayescale.sampling import (
     NutsSettings,
     build_tree,
-    complete_draws,
     laplace_fit,
     misfit_start,
     pointwise_log_likelihood,
@@ -373,7 +372,7 @@ def _fit(
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
     if method == "map":
-        start = start_from_prior(law, priors, 1, misfit, walks=not model.collapsed)
+        start = start_from_prior(law, priors, 1, misfit)
         lap = laplace_fit(
             model, inputs, start, seed, max(settings.num_samples, settings.num_chains)
         )
@@ -381,7 +380,6 @@ def _fit(
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["problems"] = json.dumps(problems)
         samples = {k: v[None] for k, v in lap.constrained.items()}
-        samples = complete_draws(model, inputs, samples, seed)
         loglik = pointwise_log_likelihood(model, inputs, samples)
         result = Fit(build_tree(samples, None, loglik, data, law, meta), law, priors, data)
         if problems:
@@ -417,7 +415,7 @@ def _start(
 ) -> tuple[dict[str, np.ndarray], float, str]:
     """The chains' start (sample-site values), its jitter, and a description for provenance."""
     chains = settings.num_chains
-    cold = start_from_prior(law, priors, chains, misfit, walks=not model.collapsed)
+    cold = start_from_prior(law, priors, chains, misfit)
     if isinstance(init, Mapping):
         missing = sorted({*law.param_names, "sigma"} - set(init))
         if missing:
@@ -432,7 +430,7 @@ def _start(
         centre = {v: float(c) for v, c in inputs.centre.items()}
         start = {
             **start_from_params(law, priors, centre, params, chains),
-            **misfit_start(law, misfit, chains, walks=not model.collapsed),
+            **misfit_start(law, misfit, chains),
         }
         return start, 0.0, "warm start"
     if init == "prior":

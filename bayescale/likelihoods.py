@@ -55,8 +55,6 @@ class Likelihood:
 
     #: registry name, set by `register_likelihood`
     name = "likelihood"
-    #: Gaussian noise: a Gaussian misfit can then be integrated out exactly (`bayescale.misfit`)
-    gaussian = False
 
     @property
     def options(self) -> dict[str, float]:
@@ -188,7 +186,6 @@ class Normal(Likelihood):
     """Gaussian noise on log loss (least squares on log residuals)."""
 
     name = "normal"
-    gaussian = True
 
     def distribution(self, loc: Any, scale: Any) -> Any:  # noqa: D102
         import numpyro.distributions as dist

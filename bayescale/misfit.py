@@ -24,11 +24,12 @@ per parameter. The observation model with misfit is
   decade) have half-normal priors; when the law is right the data pull them towards zero and
   the misfit shrinks away.
 
-Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred). With
-Gaussian run noise the coefficients are integrated out exactly (`marginal_log_density`, a
-low-rank Gaussian by Woodbury's identity): NUTS then samples only the law, ``sigma`` and the
-two scales, and the coefficients are drawn afterwards from their Gaussian conditional
-(`conditional_coefficients`). With other noise (Student-t) NUTS samples them.
+Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the
+basis spans the ``knots - 2`` directions the detrended walk can take). Integrating the walks
+out exactly (a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise:
+measured on the real backtests, Gaussian noise covered far less than the Student-t (Epoch's
+90% intervals 0.61 against 0.82) and did not converge on the Revisiting curves, so NUTS
+samples the coefficients with the Student-t.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ __all__ = [
     "MISFIT_SITES",
     "Misfit",
     "MisfitCoords",
-    "conditional_coefficients",
-    "marginal_log_density",
     "misfit_coords",
     "misfit_draws_at",
 ]
@@ -265,60 +264,6 @@ def knot_values(spec: Misfit, inputs: Mapping[str, Any], scale: Any, w: Any) -> 
 
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))
     return scale * step * (jnp.asarray(basis(spec), dtype=w.dtype) @ w)
-
-
-def marginal_log_density(
-    resid: Any, mask: Any, sigma: Any, design_: Mapping[str, Any], scales: Mapping[str, Any]
-) -> Any:
-    """Log density of the scored residuals with the walks integrated out (Gaussian noise).
-
-    ``resid = log loss - log f``; only rows with ``mask`` count. With ``U`` the scaled design
-    (rows outside ``mask`` zero), the residuals are ``N(0, U U^T + sigma^2 I)``: by Woodbury's
-    identity the cost is linear in the number of runs (``K = I + U^T U / sigma^2`` is small).
-    """
-    import jax.numpy as jnp
-    import jax.scipy.linalg as jsl
-
-    u, r, k_chol, n_obs = _woodbury(resid, mask, sigma, design_, scales)
-    b = jsl.solve_triangular(k_chol, u.T @ r, lower=True) / sigma**2  # L^-1 U^T r / sigma^2
-    quad = jnp.sum(r**2) / sigma**2 - jnp.sum(b**2)
-    logdet = 2.0 * n_obs * jnp.log(sigma) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(k_chol)))
-    return -0.5 * (n_obs * jnp.log(2.0 * jnp.pi) + logdet + quad)
-
-
-def conditional_coefficients(
-    key: Any,
-    resid: Any,
-    mask: Any,
-    sigma: Any,
-    design_: Mapping[str, Any],
-    scales: Mapping[str, Any],
-) -> dict[str, Any]:
-    """One draw of each walk's standard normal coefficients given the residuals (Gaussian)."""
-    import jax
-    import jax.scipy.linalg as jsl
-
-    u, r, k_chol, _ = _woodbury(resid, mask, sigma, design_, scales)
-    mean = jsl.cho_solve((k_chol, True), u.T @ r) / sigma**2
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    w = mean + jsl.solve_triangular(k_chol.T, eps, lower=False)
-    out, first = {}, 0
-    for name, a in design_.items():
-        out[name] = w[first : first + a.shape[1]]
-        first += a.shape[1]
-    return out
-
-
-def _woodbury(
-    resid: Any, mask: Any, sigma: Any, design_: Mapping[str, Any], scales: Mapping[str, Any]
-) -> tuple[Any, Any, Any, Any]:
-    import jax.numpy as jnp
-
-    m = mask.astype(resid.dtype)
-    u = jnp.concatenate([scales[n] * a for n, a in design_.items()], axis=1) * m[:, None]
-    r = resid * m
-    k = jnp.eye(u.shape[1], dtype=u.dtype) + (u.T @ u) / sigma**2
-    return u, r, jnp.linalg.cholesky(k), jnp.sum(m)
 
 
 def misfit_draws_at(

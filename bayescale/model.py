@@ -33,18 +33,7 @@ from bayescale.data import ScalingData
 from bayescale.distributions import make_distribution
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood
-from bayescale.misfit import (
-    Misfit,
-    MisfitCoords,
-    conditional_coefficients,
-    coordinate_columns,
-    design,
-    knot_values,
-    marginal_log_density,
-    misfit_coords,
-    sample_delta,
-    sample_scales,
-)
+from bayescale.misfit import Misfit, MisfitCoords, coordinate_columns, misfit_coords, sample_delta
 from bayescale.priors import Priors
 
 __all__ = [
@@ -190,39 +179,15 @@ def build_model(
     ``mask`` False (padding, held-out runs) do not enter the likelihood. With ``misfit``, the
     law's log loss is shifted by the misfit ``delta`` of `bayescale.misfit` (with a tilt along
     tokens per parameter when the law has ``n_params`` and ``n_tokens``).
-
-    The model carries three attributes:
-
-    - ``collapsed``: True when the misfit's walks are integrated out (a misfit with Gaussian
-      noise): the model then samples the law, ``sigma`` and the walks' scales only;
-    - ``latent``: the model with the walks' coefficients sampled (the model itself unless
-      collapsed), whose ``loss`` site gives the pointwise log-likelihood;
-    - ``complete``: None, or (collapsed) a jitted ``complete(keys, draws, args)`` that draws the
-      walks' coefficients and knot values of each draw from their Gaussian conditional.
     """
-    tilt = {"n_params", "n_tokens"} <= set(law.variables)
-    collapsed = misfit is not None and likelihood.gaussian
-    model = _model(law, families, likelihood, misfit, tilt, collapsed)
-    model.collapsed = collapsed
-    model.latent = _model(law, families, likelihood, misfit, tilt, False) if collapsed else model
-    model.complete = _completion(law, misfit, tilt) if collapsed else None
-    return model
-
-
-def _model(
-    law: Law,
-    families: tuple[tuple[str, str], ...],
-    likelihood: Likelihood,
-    misfit: Misfit | None,
-    tilt: bool,
-    collapsed: bool,
-) -> Any:
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     family = dict(families)
     locations = [p for p in law.params if p.role == "location"]
+
+    tilt = {"n_params", "n_tokens"} <= set(law.variables)
 
     def model(logx, centre, hyper, log_loss=None, mask=None, mf=None):  # type: ignore[no-untyped-def]
         values: dict[str, Any] = {}
@@ -247,16 +212,9 @@ def _model(
                 values[p.name] = numpyro.deterministic(p.name, value)
         sigma = numpyro.sample("sigma", make_distribution(family["sigma"], *hyper["sigma"]))
         mu = law.fn(values, logx)
-        n_runs = next(iter(logx.values())).shape[0]
-        if collapsed and log_loss is not None:
-            scored = jnp.ones(n_runs, bool) if mask is None else mask
-            scales = sample_scales(misfit, tilt)
-            parts = design(misfit, tilt, mf)
-            density = marginal_log_density(log_loss - mu, scored, sigma, parts, scales)
-            numpyro.factor("_loss_marginal", density)
-            return
         if misfit is not None:
             mu = mu + sample_delta(misfit, tilt, mf)
+        n_runs = next(iter(logx.values())).shape[0]
         with numpyro.plate("run", n_runs):
             noise = likelihood.distribution(mu, sigma)
             if mask is not None:
@@ -264,22 +222,3 @@ def _model(
             numpyro.sample(OBS, noise, obs=log_loss)
 
     return model
-
-
-def _completion(law: Law, misfit: Misfit, tilt: bool) -> Any:
-    """``complete(keys, draws, args)``: each draw's walk coefficients and knots, given the rest."""
-    import jax
-
-    def one(key: Any, draw: Mapping[str, Any], args: tuple[Any, ...]) -> dict[str, Any]:
-        logx, _, _, log_loss, mask, mf = args
-        mu = law.fn({p: draw[p] for p in law.param_names}, logx)
-        parts = design(misfit, tilt, mf)
-        scales = {n: draw[f"misfit_{n}"] for n in parts}
-        w = conditional_coefficients(key, log_loss - mu, mask, draw["sigma"], parts, scales)
-        out = {}
-        for n, wn in w.items():
-            out[f"_misfit_{n}_w"] = wn
-            out[f"misfit_{n}_knots"] = knot_values(misfit, mf, scales[n], wn)
-        return out
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))

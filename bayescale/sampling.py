@@ -51,7 +51,6 @@ __all__ = [
     "NutsSettings",
     "build_tree",
     "chain_keys",
-    "complete_draws",
     "laplace_fit",
     "misfit_start",
     "pointwise_log_likelihood",
@@ -294,30 +293,7 @@ def sample_nuts(
             stats.append(out)
     samples = {k: np.concatenate([d[k] for d in draws]) for k in draws[0]}
     extra = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
-    return complete_draws(model, inputs, samples, seed), extra
-
-
-def complete_draws(
-    model: Any, inputs: ModelInputs, samples: Mapping[str, np.ndarray], seed: int
-) -> dict[str, np.ndarray]:
-    """Add the misfit walks of a collapsed model (``model.complete``) to draws ``(chain, draw)``.
-
-    Each draw's walk coefficients come from their Gaussian conditional given the draw and the
-    scored runs, with keys from ``seed`` (so the same seed gives the same walks).
-    """
-    complete = getattr(model, "complete", None)
-    if complete is None:
-        return dict(samples)
-    import jax
-
-    shape = np.shape(samples["sigma"])
-    n = int(np.prod(shape))
-    flat = {k: np.reshape(v, (n, *np.shape(v)[len(shape) :])) for k, v in samples.items()}
-    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 7), n)
-    dtype = np.asarray(samples["sigma"]).dtype
-    walks = complete(keys, flat, inputs.args())
-    extra = {k: np.asarray(v, dtype).reshape(*shape, *np.shape(v)[1:]) for k, v in walks.items()}
-    return {**samples, **extra}
+    return samples, extra
 
 
 # ------------------------------------------------------------------------------ MAP
@@ -537,36 +513,26 @@ def _inside(prior: Prior, value: np.ndarray) -> np.ndarray:
 
 
 def start_from_prior(
-    law: Law,
-    priors: Priors,
-    num_chains: int,
-    misfit: Misfit | None = None,
-    walks: bool = True,
+    law: Law, priors: Priors, num_chains: int, misfit: Misfit | None = None
 ) -> dict[str, np.ndarray]:
     """Sample-site values at each prior's typical value, one row per chain.
 
-    With ``misfit``, its scales start at their priors' medians and (``walks``) its walks at
-    zero; pass ``walks=False`` for a collapsed model (``model.collapsed``), which has none.
+    With ``misfit``, its scales start at their priors' medians and its walks at zero.
     """
-    cold = _start(law, priors, {}, None, num_chains)
-    return {**cold, **misfit_start(law, misfit, num_chains, walks)}
+    return {**_start(law, priors, {}, None, num_chains), **misfit_start(law, misfit, num_chains)}
 
 
-def misfit_start(
-    law: Law, misfit: Misfit | None, num_chains: int, walks: bool = True
-) -> dict[str, np.ndarray]:
-    """Starting values of the misfit's sites (empty without misfit): median scales, flat walks.
-
-    ``walks=False`` leaves out the walks' coefficients (a collapsed model does not sample them).
-    """
+def misfit_start(law: Law, misfit: Misfit | None, num_chains: int) -> dict[str, np.ndarray]:
+    """Starting values of the misfit's sites (empty without misfit): median scales, flat walks."""
     if misfit is None:
         return {}
-    names = ("level", "tilt") if {"n_params", "n_tokens"} <= set(law.variables) else ("level",)
-    out = {}
-    for name in names:
-        out[f"misfit_{name}"] = np.full(num_chains, 0.6745 * getattr(misfit, name), np.float32)
-        if walks:
-            out[f"_misfit_{name}_w"] = np.zeros((num_chains, misfit.knots - 2), np.float32)
+    out = {
+        "misfit_level": np.full(num_chains, 0.6745 * misfit.level, np.float32),
+        "_misfit_level_w": np.zeros((num_chains, misfit.knots - 2), np.float32),
+    }
+    if {"n_params", "n_tokens"} <= set(law.variables):
+        out["misfit_tilt"] = np.full(num_chains, 0.6745 * misfit.tilt, np.float32)
+        out["_misfit_tilt_w"] = np.zeros((num_chains, misfit.knots - 2), np.float32)
     return out
 
 
@@ -654,8 +620,7 @@ def pointwise_log_likelihood(
     mask = np.zeros_like(inputs.mask)
     mask[: inputs.n_runs] = True
     args = inputs.args(mask)
-    latent = getattr(model, "latent", model)
-    ll = np.asarray(_log_likelihood_fn(latent)(flat, args))[:, : inputs.n_runs]
+    ll = np.asarray(_log_likelihood_fn(model)(flat, args))[:, : inputs.n_runs]
     return ll.reshape(n_chain, n_draw, -1)
 
 
