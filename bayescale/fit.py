@@ -156,8 +156,9 @@ class Fit:
                 "mean": v.mean(),
                 "sd": v.std(ddof=1) if v.size > 1 else np.nan,
                 "median": np.median(v),
-                f"q{lo * 100:g}": np.quantile(v, lo),
-                f"q{hi * 100:g}": np.quantile(v, hi),
+                # named as bayescale.internal.quantile_name names them (forecast, ppc, check)
+                f"q{lo * 100:.10g}": np.quantile(v, lo),
+                f"q{hi * 100:.10g}": np.quantile(v, hi),
             }
         table = pd.DataFrame.from_dict(rows, orient="index")
         if self.method == "nuts" and post.sizes["chain"] > 1:
