@@ -3,7 +3,7 @@
 from bayescale.allocate import Allocation, ComputeForLoss, compute_for_loss, compute_optimal
 from bayescale.backtest import Backtest, backtest
 from bayescale.breaks import BreakReport, detect_break
-from bayescale.checks import Check, check, ppc
+from bayescale.checks import Check, check, ppc, prior_predictive
 from bayescale.compare import compare
 from bayescale.data import ScalingData, from_frame
 from bayescale.errors import (
@@ -69,6 +69,7 @@ __all__ = [
     "get_likelihood",
     "load_fit",
     "ppc",
+    "prior_predictive",
     "register_law",
     "register_likelihood",
     "simulate",

@@ -233,9 +233,11 @@ def detect_break(
         The law without a break. Breaks are defined for the power-law family only (the broken
         power law reduces to ``power_law`` without breaks); other laws raise a ValueError.
     criterion : {"loo", "lfo"}, default "loo"
-        The elpd the rule is applied to. LOO sees a break anywhere in the data; LFO only one
-        below the cutoff, and asks whether the broken law also extrapolates better. Both are
-        reported either way.
+        The elpd the rule is applied to. LOO (is there a break anywhere in these runs?) sees a
+        break anywhere in the data; LFO (does modelling it improve forecasts of larger runs?)
+        only one below the cutoff, and asks whether the broken law also extrapolates better:
+        pass ``criterion="lfo"`` when deciding whether a break matters for a scale-up. Both
+        are reported either way (see :doc:`/explanation/breaks`).
     threshold_se, threshold_nats : float, default 2 and 4
         The rule's margin (see Notes).
     cutoff : float, optional

@@ -6,6 +6,8 @@ two-sided tail probability, the log predictive density and whether the run falls
 50%, 90% and 99% predictive intervals; over all new runs, the coverage of each interval and a
 calibration test of the PITs; and a plain verdict per run. ``ppc(fit)`` is the same check of
 the fit's own runs, out of sample by PSIS-LOO (LOO-PIT), with replicated data.
+``prior_predictive(data, law)`` draws parameters and losses from the priors alone at the runs'
+inputs, for a prior predictive check before fitting.
 (To refit with new runs, see `bayescale.fit.update`.)
 
 Notes
@@ -38,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
-from bayescale.errors import FitError
+from bayescale.errors import FitError, OptionError
 from bayescale.fit import Fit
 from bayescale.internal import (
     location_scale,
@@ -50,10 +52,12 @@ from bayescale.internal import (
     require_draws,
     validate_levels,
 )
-from bayescale.laws import Law
-from bayescale.model import OBS
+from bayescale.laws import Law, get_law
+from bayescale.likelihoods import Likelihood, get_likelihood
+from bayescale.model import OBS, build_model, internal_sites, model_inputs
+from bayescale.priors import Prior, resolve_priors
 
-__all__ = ["Check", "VERDICTS", "check", "ppc"]
+__all__ = ["Check", "VERDICTS", "check", "ppc", "prior_predictive"]
 
 #: The three verdicts of a check, in the order low loss, as predicted, high loss.
 VERDICTS = ("better than predicted", "as predicted", "worse than predicted")
@@ -316,6 +320,115 @@ def ppc(
     _fill_scores(table, pit, (y - mean) / sd, loo.elpd_i.values, levels_, verdict_level)
     table["pareto_k"] = np.asarray(loo.pareto_k.values, dtype=np.float64)
     return _result(table, levels_, "loo", fit.law.variables, tree)
+
+
+def prior_predictive(
+    data: pd.DataFrame | ScalingData | str,
+    law: str | Law = "chinchilla",
+    *,
+    priors: Mapping[str, Prior] | None = None,
+    likelihood: str | Likelihood = "student_t",
+    nu: float = 4.0,
+    num_samples: int = 500,
+    seed: int = 0,
+    columns: Mapping[str, str] | None = None,
+    variable: str | None = None,
+    breaks: int | None = None,
+    dropna: bool = False,
+) -> Any:
+    """Draws from the prior and the prior predictive at the runs' inputs (no fitting).
+
+    The same model as `bayescale.fit` (law, priors, observation model; the exact law, without
+    the misfit model), sampled without its observations, for a prior predictive check: do
+    the priors allow the losses one could plausibly see, and rule out absurd ones?
+
+    Parameters
+    ----------
+    data : DataFrame, ScalingData or path
+        The runs, as for `bayescale.fit`: their inputs set where the losses are drawn, and
+        their losses go into ``observed_data`` for comparison.
+    law : str or Law, default "chinchilla"
+        A name in `bayescale.laws.LAWS` or a `Law`.
+    priors : mapping, optional
+        Parameter -> `Prior`, replacing the defaults (as for `bayescale.fit`).
+    likelihood : str or Likelihood, default "student_t"
+        Observation model of log loss.
+    nu : float, default 4
+        Degrees of freedom of the Student-t likelihood.
+    num_samples : int, default 500
+        Prior draws (one chain).
+    seed : int, default 0
+        Seed of the draws.
+    columns, variable, breaks, dropna
+        As for `bayescale.fit`.
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``prior`` (the law's parameters and ``sigma`` over ``chain, draw``),
+        ``prior_predictive`` (``loss`` over ``chain, draw, run``, in loss units),
+        ``observed_data`` (``loss``) and ``constant_data`` (the inputs): ready for
+        ``arviz_plots.plot_ppc_dist(tree, group="prior_predictive")``.
+
+    Raises
+    ------
+    OptionError
+        If ``num_samples`` is not a positive integer, or as `bayescale.fit`.
+
+    Examples
+    --------
+    >>> import bayescale as bs
+    >>> runs = bs.simulate("power_law", seed=0)
+    >>> tree = bs.prior_predictive(runs, "power_law", num_samples=100, seed=0)
+    >>> tree["prior_predictive"]["loss"].shape
+    (1, 100, 30)
+    """
+    import arviz_base as azb
+    import jax
+    from numpyro.infer import Predictive
+
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise OptionError(
+            f"num_samples must be a positive integer; received {num_samples!r}. "
+            "For example num_samples=500."
+        )
+    if num_samples < 1:
+        raise OptionError(f"num_samples must be at least 1; received {num_samples}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionError(
+            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+        )
+    noise = get_likelihood(likelihood, nu=nu)
+    runs = from_frame(data, columns=columns, dropna=dropna)
+    law_ = get_law(law, variable=variable, breaks=breaks)
+    runs.require_one_curve(
+        "the prior predictive is drawn for one curve",
+        "Draw for each group: [prior_predictive(g, ...) for _, g in frame.groupby('group')].",
+    )
+    runs.require(law_.variables, 1, law_.name)
+    priors_ = resolve_priors(law_, runs, priors, noise.name)
+    model = build_model(law_, tuple((k, p.family) for k, p in priors_.items()), noise)
+    inputs = model_inputs(law_, runs, priors_, observed=False)
+    draws = Predictive(model, num_samples=int(num_samples))(
+        jax.random.PRNGKey(int(seed)), *inputs.args()
+    )
+    hidden = {*internal_sites(law_), OBS}
+    prior = {k: np.asarray(v, np.float64)[None] for k, v in draws.items() if k not in hidden}
+    log_loss = np.asarray(draws[OBS], np.float64)[:, : runs.n_runs]
+    const = {c: runs.table[c].to_numpy() for c in runs.table.columns if c != OBS}
+    const = {c: (v.astype(str) if v.dtype == object else v) for c, v in const.items()}
+    tree = azb.from_dict(
+        {
+            "prior": prior,
+            "prior_predictive": {OBS: np.exp(log_loss)[None]},
+            "observed_data": {OBS: runs.loss},
+            "constant_data": const,
+        },
+        dims={OBS: ["run"], **{c: ["run"] for c in const}},
+        coords={"run": np.arange(runs.n_runs)},
+    )
+    tree.attrs.update(law=law_.name, likelihood=noise.name, seed=int(seed))
+    return tree
 
 
 # -------------------------------------------------------------------- predictive helpers

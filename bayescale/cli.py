@@ -3,6 +3,12 @@
 The CLI (unlike the library) configures JAX for speed before first use: four host devices so
 that four chains run in parallel, and a persistent compilation cache under
 ``$BAYESCALE_CACHE`` (default ``~/.cache/bayescale``).
+
+For scripts: every verb takes ``--format table|csv|json`` (CSV: the verb's main table; JSON:
+every table as ``{name: [rows]}``) and ``--quiet`` (no report text, no progress bar); the verbs
+that print tables but write no other file take ``--out`` for them. Output paths (``--out``,
+``--plot``) are checked before any fitting. CSV inputs have their delimiter sniffed among
+``, ; tab |``, or set with ``--sep``. ``bayescale --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -51,24 +57,164 @@ def _columns(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _print_table(frame: Any, title: str) -> None:
+FORMATS = ("table", "csv", "json")
+
+
+class _Output:
+    """Where the CLI writes: report text, the result tables and file notices.
+
+    ``--format table`` prints titled text tables (and the report around them); ``csv`` writes
+    the verb's main table as CSV, ``json`` every table as ``{name: [records]}``. The tables go
+    to ``--out`` (written atomically) where the verb has one for them, else to stdout; when
+    CSV or JSON goes to stdout, report text goes to stderr so that stdout parses. ``--quiet``
+    drops the report text and the progress bar; errors and warnings still go to stderr.
+    """
+
+    def __init__(self, args: argparse.Namespace, table_path: str | None = None) -> None:
+        self.fmt: str = getattr(args, "format", "table")
+        self.quiet: bool = getattr(args, "quiet", False)
+        self.path = table_path
+        self.tables: dict[str, tuple[str, Any]] = {}
+        data_on_stdout = self.path is None and self.fmt != "table"
+        self.stream = sys.stderr if data_on_stdout else sys.stdout
+
+    def say(self, text: str) -> None:
+        """Report text: to stdout (stderr when CSV or JSON goes to stdout); none if quiet."""
+        if not self.quiet:
+            print(text, file=self.stream)
+
+    def table(self, name: str, frame: Any, title: str) -> None:
+        """Record a result table; ``--format table`` to stdout also prints it now."""
+        self.tables[name] = (title, frame)
+        if self.fmt == "table" and self.path is None:
+            print(_text_table(frame, title))
+
+    def finish(self) -> None:
+        """Write the recorded tables in the chosen format, to ``--out`` or stdout."""
+        if self.fmt == "table" and self.path is None:
+            return
+        if self.fmt == "table":
+            text = "\n".join(_text_table(f, t) for t, f in self.tables.values()) + "\n"
+        elif self.fmt == "csv":
+            text = next(iter(self.tables.values()))[1].to_csv()
+        else:
+            text = _json_tables({k: f for k, (_, f) in self.tables.items()})
+        if self.path is None:
+            sys.stdout.write(text)
+        else:
+            _write_text(Path(self.path), text)
+            self.say(f"\nTables written to {self.path}")
+
+
+def _text_table(frame: Any, title: str) -> str:
     import pandas as pd
 
     with pd.option_context("display.width", 120, "display.max_columns", 20):
-        print(f"\n{title}")
-        print(frame.to_string(float_format=lambda x: f"{x:.4g}"))
+        return f"\n{title}\n" + frame.to_string(float_format=lambda x: f"{x:.4g}")
+
+
+def _json_tables(tables: dict[str, Any]) -> str:
+    import json
+
+    out = {}
+    for name, frame in tables.items():
+        flat = frame.reset_index() if frame.index.name is not None else frame
+        out[name] = json.loads(flat.to_json(orient="records", double_precision=15))
+    return json.dumps(out, indent=1) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; errors name ``path``, not the temporary file."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(f"could not write {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _check_writable(path: str | None, option: str, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written.
+
+    An existing ``path`` must be a file (a folder where ``folder=True``), and a temporary file
+    must be creatable in its folder or, where that folder is still missing (it is created when
+    writing), in the nearest existing one. Messages name ``path``, not the probe.
+    """
+    if path is None:
+        return
+    import tempfile
+
+    target = Path(path).expanduser()
+    fix = f"Pass {option} a path in a folder you can write to."
+    if target.exists():
+        if folder and not target.is_dir():
+            raise OptionError(f"{option} {path!r} is a file, not a folder. {fix}")
+        if not folder and target.is_dir():
+            raise OptionError(f"{option} {path!r} is a folder; it needs a file name. {fix}")
+    parent = target if folder and target.is_dir() else target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptionError(f"{option} {path!r}: {str(parent)!r} is a file, not a folder. {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise OptionError(
+            f"{option} {path!r}: cannot write in the folder {str(parent)!r} "
+            f"({exc.strerror or exc}). {fix}"
+        ) from None
+
+
+def _read_csv(path: str, sep: str | None) -> Any:
+    """Read a CSV of runs or points; the delimiter is ``sep`` or sniffed from the first lines.
+
+    Sniffing considers ``,`` ``;`` tab and ``|`` only (never a space, which column names such
+    as ``Model Size`` contain); a file with one column falls back to ``,``.
+    """
+    import csv
+
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise OptionError(f"no such file: {path!r}. Pass the path of a CSV file.")
+    if sep is None:
+        with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+            sample = fh.read(64 * 1024)
+        try:
+            sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+        except csv.Error:
+            sep = ","
+    try:
+        return pd.read_csv(file, sep=sep)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise OptionError(
+            f"could not read {path!r} as CSV with delimiter {sep!r}: {exc}. "
+            "Pass --sep to name the delimiter."
+        ) from exc
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
-    """The progress_bar option: off with --no-progress, else the library's default."""
-    return False if getattr(args, "no_progress", False) else None
+    """The progress_bar option: off with --no-progress or --quiet, else the library's default."""
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False):
+        return False
+    return None
 
 
-def _report_fit(result: Any) -> None:
-    print(repr(result))
-    _print_table(result.summary(), "Posterior summary (90% equal-tailed intervals)")
+def _report_fit(result: Any, out: _Output) -> None:
+    out.say(repr(result))
+    out.table("summary", result.summary(), "Posterior summary (90% equal-tailed intervals)")
     problems = result.problems()
-    print(
+    out.say(
         "\nDiagnostics: "
         + ("; ".join(problems) if problems else "ok (no divergences, r_hat <= 1.01, ESS ok)")
     )
@@ -77,8 +223,10 @@ def _report_fit(result: Any) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import bayescale as bs
 
+    _check_writable(args.out, "--out")
+    out = _Output(args)
     result = bs.fit(
-        args.data,
+        _read_csv(args.data, args.sep),
         args.law,
         columns=_columns(args.column),
         method=args.method,
@@ -93,11 +241,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         dropna=args.dropna,
         progress_bar=_progress(args),
     )
-    print(repr(result.priors))
-    _report_fit(result)
+    out.say(repr(result.priors))
+    _report_fit(result, out)
+    out.finish()
     if args.out:
-        path = result.save(args.out)
-        print(f"\nSaved the fit to {path}")
+        try:
+            path = result.save(args.out)
+        except OSError as exc:
+            raise OSError(
+                f"could not write the fit to {args.out!r}: {exc.strerror or exc}"
+            ) from None
+        out.say(f"\nSaved the fit to {path}")
     return 0
 
 
@@ -105,7 +259,7 @@ def _points(args: argparse.Namespace) -> Any:
     import pandas as pd
 
     if args.points:
-        return pd.read_csv(args.points)
+        return _read_csv(args.points, args.sep)
     given = {
         k: v
         for k, v in (
@@ -130,7 +284,7 @@ def _points(args: argparse.Namespace) -> Any:
     return pd.DataFrame({k: v * n if len(v) == 1 else v for k, v in given.items()})
 
 
-def _save_plot(draw: Any, path: str) -> None:
+def _save_plot(draw: Any, path: str, out: _Output) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,18 +294,35 @@ def _save_plot(draw: Any, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     draw(ax)
-    save_figure(fig, Path(path))
-    print(f"\nPlot written to {path}")
+    target = Path(path).expanduser()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, target)
+    except OSError as exc:
+        plt.close(fig)
+        raise OSError(f"could not write the plot to {path!r}: {exc.strerror or exc}") from None
+    out.say(f"\nPlot written to {path}")
+
+
+def _outputs(args: argparse.Namespace) -> _Output:
+    """Check the verb's output paths (--out, --plot) before any work; the table output."""
+    _check_writable(getattr(args, "out", None), "--out")
+    _check_writable(getattr(args, "plot", None), "--plot")
+    return _Output(args, getattr(args, "out", None))
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
     import bayescale as bs
     from bayescale import plots
 
+    out = _outputs(args)
     result = bs.forecast(bs.load_fit(args.fit), _points(args), kind=args.kind, seed=args.seed)
-    _print_table(result.summary(target=args.target), f"Forecast ({args.kind}, 90% intervals)")
+    out.table(
+        "forecast", result.summary(target=args.target), f"Forecast ({args.kind}, 90% intervals)"
+    )
+    out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_forecast(result, ax=ax), args.plot)
+        _save_plot(lambda ax: plots.plot_forecast(result, ax=ax), args.plot, out)
     return 0
 
 
@@ -159,6 +330,7 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
     import bayescale as bs
     from bayescale import plots
 
+    out = _outputs(args)
     fit = bs.load_fit(args.fit)
     result = bs.compute_optimal(
         fit,
@@ -166,14 +338,23 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
         unique_tokens=args.unique_tokens,
         flops_per_param_token=args.flops_per_param_token,
     )
-    _print_table(result.summary(), "Compute-optimal allocation (median and 90% interval)")
-    _print_table(result.exponents_summary(), "Allocation exponents: N_opt ~ C^a, D_opt ~ C^b")
+    out.table(
+        "allocation", result.summary(), "Compute-optimal allocation (median and 90% interval)"
+    )
+    out.table(
+        "exponents",
+        result.exponents_summary(),
+        "Allocation exponents: N_opt ~ C^a, D_opt ~ C^b",
+    )
     if args.target is not None:
-        _print_table(
-            bs.compute_for_loss(fit, args.target).summary(), f"Compute to reach loss {args.target}"
+        out.table(
+            "compute_for_loss",
+            bs.compute_for_loss(fit, args.target).summary(),
+            f"Compute to reach loss {args.target}",
         )
+    out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_allocation(result, ax=ax), args.plot)
+        _save_plot(lambda ax: plots.plot_allocation(result, ax=ax), args.plot, out)
     return 0
 
 
@@ -181,7 +362,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import bayescale as bs
     from bayescale import plots
 
-    result = bs.check(bs.load_fit(args.fit), args.runs, columns=_columns(args.column))
+    out = _outputs(args)
+    result = bs.check(
+        bs.load_fit(args.fit), _read_csv(args.runs, args.sep), columns=_columns(args.column)
+    )
     table = result.summary()
     cols = [
         c
@@ -189,28 +373,32 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if c
         in (*result.variables, "loss", "median", "q5", "q95", "pit", "z", "p_two_sided", "verdict")
     ]
-    _print_table(table[cols], "New runs against the posterior predictive (90% intervals)")
-    _print_table(result.coverage, "Interval coverage")
+    out.table("runs", table[cols], "New runs against the posterior predictive (90% intervals)")
+    out.table("coverage", result.coverage, "Interval coverage")
     cal = result.calibration
-    print(
+    out.say(
         f"\nPIT calibration: {cal['test']} statistic {cal['statistic']:.3g}, "
         f"p = {cal['p_value']:.3g} (n = {cal['n']})"
     )
+    out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_check(result, ax=ax), args.plot)
+        _save_plot(lambda ax: plots.plot_check(result, ax=ax), args.plot, out)
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     import bayescale as bs
 
+    out = _outputs(args)
     fits = {Path(p).stem: bs.load_fit(p) for p in args.fits}
     if len(fits) != len(args.fits):
         raise OptionError(f"fit files need distinct names; received {args.fits}.")
-    _print_table(
+    out.table(
+        "comparison",
         bs.compare(fits, method=args.method, cutoffs=args.cutoff),
         f"Model comparison ({args.method.upper()}; best first)",
     )
+    out.finish()
     return 0
 
 
@@ -218,8 +406,9 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
     import bayescale as bs
     from bayescale import plots
 
+    out = _outputs(args)
     report = bs.detect_break(
-        args.data,
+        _read_csv(args.data, args.sep),
         variable=args.variable,
         max_breaks=args.max_breaks,
         columns=_columns(args.column),
@@ -229,12 +418,17 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress_bar=_progress(args),
     )
-    print(repr(report))
-    _print_table(report.summary().drop(columns=["problems"]), "Evidence by number of breaks")
+    out.say(repr(report))
+    out.table(
+        "evidence", report.summary().drop(columns=["problems"]), "Evidence by number of breaks"
+    )
     if len(report.locations):
-        _print_table(report.locations, "Break locations and exponents (median, 90% interval)")
+        out.table(
+            "locations", report.locations, "Break locations and exponents (median, 90% interval)"
+        )
+    out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_break(report, ax=ax), args.plot)
+        _save_plot(lambda ax: plots.plot_break(report, ax=ax), args.plot, out)
     return 0
 
 
@@ -259,8 +453,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     import bayescale as bs
     from bayescale import plots
 
+    out = _outputs(args)
     result = bs.backtest(
-        args.data,
+        _read_csv(args.data, args.sep),
         args.law,
         holdout=_holdout(args.holdout),
         levels_column=args.levels_column,
@@ -272,11 +467,12 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress_bar=_progress(args),
     )
-    print(repr(result))
-    _print_table(result.summary(), "Coverage of held-out runs (pooled by run)")
-    _print_table(result.by_distance(), "Coverage by decades beyond the fitted runs")
+    out.say(repr(result))
+    out.table("coverage", result.summary(), "Coverage of held-out runs (pooled by run)")
+    out.table("by_distance", result.by_distance(), "Coverage by decades beyond the fitted runs")
+    out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_backtest(result, ax=ax), args.plot)
+        _save_plot(lambda ax: plots.plot_backtest(result, ax=ax), args.plot, out)
     return 0
 
 
@@ -284,10 +480,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
     from bayescale.testing import TRUTHS
 
+    _check_writable(args.out, "--out", folder=True)
+    out = _Output(args)
     truth = TRUTHS["chinchilla"]
     runs = demo.demo_data(args.seed)
-    print("bayescale demo -- SYNTHETIC DATA")
-    print(
+    out.say("bayescale demo -- SYNTHETIC DATA")
+    out.say(
         f"{len(runs)} synthetic training runs simulated from Epoch's published Chinchilla fit\n"
         f"(E={truth['E']}, A={truth['A']}, B={truth['B']}, alpha={truth['alpha']}, "
         f"beta={truth['beta']}) on an IsoFLOP ladder: 9 budgets from 6e18 to 3e21 FLOP,\n"
@@ -302,39 +500,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress_bar=_progress(args),
     )
-    _print_demo(result, truth)
+    _print_demo(result, truth, out)
+    out.finish()
     return 0
 
 
-def _print_demo(result: Any, truth: dict[str, float]) -> None:
+def _print_demo(result: Any, truth: dict[str, float], out: _Output) -> None:
     import numpy as np
     import pandas as pd
 
     from bayescale.demo import TARGET
 
     fit = result.fit
-    print(repr(fit.priors))
-    print()
-    print(repr(fit))
+    out.say(repr(fit.priors))
+    out.say("")
+    out.say(repr(fit))
     summary = fit.summary()
     truth_sigma = {**truth, "sigma": 0.01}  # the simulated noise scale on log loss
     summary.insert(0, "truth", [truth_sigma.get(k, np.nan) for k in summary.index])
-    _print_table(summary, "Posterior of L(N, D) = E + A / N^alpha + B / D^beta (90% intervals)")
+    out.table(
+        "summary",
+        summary,
+        "Posterior of L(N, D) = E + A / N^alpha + B / D^beta (90% intervals)",
+    )
     point = result.huber.summary()["mean"]
-    print("\nThe literature's point fit (Huber, delta=1e-3, L-BFGS from Epoch's 4500-start grid):")
-    print("  " + ", ".join(f"{k}={point[k]:.4g}" for k in point.index))
+    out.say(
+        "\nThe literature's point fit (Huber, delta=1e-3, L-BFGS from Epoch's 4500-start grid):"
+    )
+    out.say("  " + ", ".join(f"{k}={point[k]:.4g}" for k in point.index))
     row = result.target
-    print(
+    out.say(
         f"\nForecast for N = {TARGET['n_params']:.3g} params, D = {TARGET['n_tokens']:.3g} tokens"
         f" (Chinchilla's size; {row['decades_beyond']:.2g} decades beyond the ladder):"
     )
-    print(
+    out.say(
         f"  predictive loss median {row['median']:.4f}, 90% interval [{row['q5']:.4f}, "
         f"{row['q95']:.4f}], relative width {row['rel_width']:.2%}"
     )
     for note in result.notes:
-        print(f"  note: {note}")
-    print(
+        out.say(f"  note: {note}")
+    out.say(
         f"  the 90% predictive interval stays narrower than 5% of the median up to "
         f"C = {result.horizon.compute:.3g} FLOP along the compute-optimal path"
     )
@@ -352,24 +557,53 @@ def _print_demo(result: Any, truth: dict[str, float]) -> None:
                 table[f"{name}_median"], table[f"{name}_q5"], table[f"{name}_q95"], strict=True
             )
         ]
-    print("\nCompute-optimal allocation (posterior median [90% interval] per budget):")
-    print(readable.to_string(index=False))
+    out.say("\nCompute-optimal allocation (posterior median [90% interval] per budget):")
+    out.say(readable.to_string(index=False))
+    out.tables["allocation"] = ("Compute-optimal allocation", table)
     ex = result.allocation.exponents_summary()
-    print(
+    out.say(
         f"  N_opt ~ C^a with a = {ex.loc['a', 'median']:.3f} [{ex.loc['a', 'q5']:.3f}, "
         f"{ex.loc['a', 'q95']:.3f}]; D_opt ~ C^b with b = {ex.loc['b', 'median']:.3f}"
     )
-    print("\nPlots written to " + str(Path(result.plots[0]).parent.resolve()) + ":")
+    out.say("\nPlots written to " + str(Path(result.plots[0]).parent.resolve()) + ":")
     for path in result.plots:
-        print(f"  {Path(path).name}")
+        out.say(f"  {Path(path).name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
+    from bayescale.version import __version__
+
     parser = argparse.ArgumentParser(
         prog="bayescale", description="Bayesian inference for neural scaling laws."
     )
+    parser.add_argument("--version", action="version", version=f"bayescale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def output(p: argparse.ArgumentParser, out: str | None = "the tables") -> None:
+        p.add_argument(
+            "--format",
+            default="table",
+            choices=FORMATS,
+            help="table (text, default), csv (the main table) or json (every table, "
+            "{name: [rows]}), for scripts",
+        )
+        if out is not None:
+            p.add_argument("--out", default=None, help=f"write {out} to this file (default stdout)")
+        p.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            help="no report text and no progress bar: only the requested output, warnings "
+            "and errors",
+        )
+
+    def separator(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--sep",
+            default=None,
+            help="CSV delimiter (default: sniffed among , ; tab |)",
+        )
 
     def sampling(p: argparse.ArgumentParser, warmup: int = 1000, samples: int = 1000) -> None:
         p.add_argument("--chains", type=int, default=4, help="NUTS chains (default 4)")
@@ -399,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")
     p.add_argument("--dropna", action="store_true", help="drop invalid runs")
     p.add_argument("--out", default=None, help="write the fit to this netCDF file")
+    separator(p)
+    output(p, out=None)
     sampling(p)
     p.set_defaults(func=_cmd_fit)
 
@@ -413,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None, help="report P(loss < target)")
     p.add_argument("--plot", default=None, help="write a fan chart to this PNG")
     p.add_argument("--seed", type=int, default=0)
+    separator(p)
+    output(p)
     p.set_defaults(func=_cmd_forecast)
 
     p = sub.add_parser("allocate", help="compute-optimal N and D for budgets from a saved fit")
@@ -433,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flops-per-param-token", type=float, default=6.0)
     p.add_argument("--target", type=float, default=None, help="also: compute to reach this loss")
     p.add_argument("--plot", default=None, help="write N_opt(C), D_opt(C) to this PNG")
+    output(p)
     p.set_defaults(func=_cmd_allocate)
 
     p = sub.add_parser("check", help="check new runs against a saved fit's predictions")
@@ -440,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", help="CSV of the new runs")
     p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
     p.add_argument("--plot", default=None, help="write the runs against their intervals (PNG)")
+    separator(p)
+    output(p)
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("compare", help="compare saved fits of several laws (LOO or LFO)")
@@ -452,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="LFO: fit below this value of the variable (repeatable)",
     )
+    output(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("breaks", help="detect breaks in a scaling curve")
@@ -460,6 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-breaks", type=int, default=2, choices=[1, 2])
     p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
     p.add_argument("--plot", default=None, help="write the data, both models and the break (PNG)")
+    separator(p)
+    output(p)
     sampling(p, warmup=500, samples=500)
     p.set_defaults(func=_cmd_breaks)
 
@@ -478,11 +722,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", choices=["misfit", "exact", "huber"])
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--plot", default=None, help="write coverage against nominal (PNG)")
+    separator(p)
+    output(p)
     sampling(p)
     p.set_defaults(func=_cmd_backtest)
 
     p = sub.add_parser("demo", help="fit, forecast and allocate on an embedded synthetic ladder")
     p.add_argument("--out", default="bayescale_demo", help="folder for the plots (bayescale_demo)")
+    output(p, out=None)
     sampling(p)
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -39,7 +39,8 @@ The local layout mirrors the upstream reference-data folder: ``<dir>/<folder>/<f
    ``$XDG_CACHE_HOME/bayescale``, else ``~/.cache/bayescale``.
 
 If the file is found nowhere and ``download=True`` and the dataset has a download URL, the file is
-downloaded into the cache folder (atomically, checksum verified before it is moved into place).
+downloaded into the cache folder with `pooch` (atomically, checksum verified before it is moved
+into place).
 The checksum of the file actually read is verified on every load.
 """
 
@@ -49,8 +50,6 @@ import difflib
 import hashlib
 import http.client
 import os
-import tempfile
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -527,34 +526,38 @@ def _verify(info: DatasetInfo, path: Path) -> None:
 
 
 def _download(info: DatasetInfo, url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` atomically, verifying the checksum before the final move.
+    """Download ``url`` to ``dest`` with pooch: atomic, checksum verified before the file appears.
+
+    pooch (the download-and-cache library of scipy.datasets, scikit-image and xarray's
+    tutorial data) writes to a temporary file beside ``dest``, checks its SHA-256 and only then
+    moves it into place; a mismatch deletes it. Its INFO log lines are silenced for the call
+    (the library never prints).
 
     Raises
     ------
-    OSError, http.client.HTTPException, ValueError
+    OSError, ValueError
         On network/file-system failure or checksum mismatch (the caller converts them).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if got != info.sha256:
-            raise DataError(
-                f"downloaded bytes have sha256 {got}, expected {info.sha256} (file discarded)"
-            )
-        os.replace(tmp, dest)
+        import pooch
+    except ImportError:  # pragma: no cover - pooch is a dependency
+        raise DataError(
+            "downloading needs the 'pooch' package, which is not installed: pip install pooch"
+        ) from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        pooch.retrieve(
+            url,
+            known_hash=f"sha256:{info.sha256}",
+            fname=dest.name,
+            path=dest.parent,
+            downloader=pooch.HTTPDownloader(timeout=_DOWNLOAD_TIMEOUT_S, progressbar=False),
+        )
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        logger.setLevel(level)
 
 
 def _locate(info: DatasetInfo, data_dir: str | os.PathLike[str] | None, download: bool) -> Path:

@@ -2,8 +2,11 @@
 
 The result is a frozen `Fit` around an ArviZ `xarray.DataTree` with groups ``posterior``
 (parameters in the papers' units and ``sigma``), ``sample_stats``, ``log_likelihood`` (variable
-``loss``: the density of each run's log loss), ``observed_data`` (``loss``) and
-``constant_data`` (the inputs). Provenance is kept in the tree's attributes.
+``loss``: the density of each run's log loss), ``posterior_predictive`` (``loss``: one
+replicated loss per draw at each observed run, from the fit's own law, misfit and noise),
+``observed_data`` (``loss``) and ``constant_data`` (the inputs), so that ArviZ's checks
+(``arviz_stats.loo_pit``, ``arviz_plots.plot_ppc_dist``) run on ``fit.tree`` directly.
+Provenance is kept in the tree's attributes.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from bayescale.sampling import (
     build_tree,
     laplace_fit,
     misfit_start,
-    pointwise_log_likelihood,
+    pointwise_draws,
     provenance,
     sample_nuts,
     start_from_params,
@@ -153,8 +156,9 @@ class Fit:
                 "mean": v.mean(),
                 "sd": v.std(ddof=1) if v.size > 1 else np.nan,
                 "median": np.median(v),
-                f"q{lo * 100:g}": np.quantile(v, lo),
-                f"q{hi * 100:g}": np.quantile(v, hi),
+                # named as bayescale.internal.quantile_name names them (forecast, ppc, check)
+                f"q{lo * 100:.10g}": np.quantile(v, lo),
+                f"q{hi * 100:.10g}": np.quantile(v, hi),
             }
         table = pd.DataFrame.from_dict(rows, orient="index")
         if self.method == "nuts" and post.sizes["chain"] > 1:
@@ -380,8 +384,9 @@ def _fit(
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["problems"] = json.dumps(problems)
         samples = {k: v[None] for k, v in lap.constrained.items()}
-        loglik = pointwise_log_likelihood(model, inputs, samples)
-        result = Fit(build_tree(samples, None, loglik, data, law, meta), law, priors, data)
+        loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
+        tree = build_tree(samples, None, loglik, data, law, meta, posterior_predictive=rep)
+        result = Fit(tree, law, priors, data)
         if problems:
             warn(" ".join(problems), ConvergenceWarning)
         return result
@@ -397,8 +402,9 @@ def _fit(
         description=f"fit {law.name}",
     )
     meta = provenance(law, data, priors, noise, centre, "nuts", seed, settings, init=how, **attrs)
-    loglik = pointwise_log_likelihood(model, inputs, samples)
-    result = Fit(build_tree(samples, stats, loglik, data, law, meta), law, priors, data)
+    loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
+    tree = build_tree(samples, stats, loglik, data, law, meta, posterior_predictive=rep)
+    result = Fit(tree, law, priors, data)
     warn_convergence(result.problems())
     return result
 

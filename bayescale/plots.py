@@ -1,13 +1,17 @@
 """Plots of fits, forecasts and allocations (matplotlib, imported lazily).
 
-Every function draws into ``ax`` (a new figure when None) and returns the Axes, except
-`plot_posterior`, a pair plot drawn by arviz-plots, which returns arviz-plots' `PlotMatrix`.
+Every function draws into ``ax`` (a new figure when None) and returns the Axes, except the
+multi-panel plots drawn by arviz-plots on the fit's DataTree: `plot_posterior` (pair plot),
+`plot_trace`, `plot_rank` and `plot_ppc_dist`, which make their own figure (size it with
+``figure_kwargs={"figsize": ...}``) and return arviz-plots' `PlotCollection` or `PlotMatrix`
+(the figure is ``pc.viz["figure"].item()``); they refuse ``ax``.
 No statistics are computed here beyond calling `bayescale.forecast.forecast` and reading
 `Forecast.quantiles` and `Allocation.summary`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +41,9 @@ __all__ = [
     "plot_fit",
     "plot_forecast",
     "plot_posterior",
+    "plot_ppc_dist",
+    "plot_rank",
+    "plot_trace",
 ]
 
 #: published allocation exponents (N_opt ∝ C^a, D_opt ∝ C^b) drawn by `plot_allocation`
@@ -363,13 +370,137 @@ def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs
     -------
     arviz_plots.PlotMatrix
         The pair plot: its figure is ``pm.viz["figure"].item()`` and its grid of Axes
-        ``pm.viz["plot"].values`` (a pair plot needs several Axes, hence no ``ax``).
+        ``pm.viz["plot"].values``.
+
+    Raises
+    ------
+    OptionError
+        If ``ax`` is passed (a pair plot needs several Axes: it makes its own figure), a name
+        is not a posterior variable, or the fit has a single draw.
     """
     names = (
         list(var_names)
         if var_names is not None
         else [p.name for p in fit.law.params if p.role in ("exponent", "floor")]
     )
+    _posterior_names(fit, names, "a pair plot", kwargs)
+    kwargs.setdefault("figure_kwargs", {"figsize": (2.4 * len(names), 2.4 * len(names))})
+    with _arviz_context() as azp, warnings.catch_warnings():
+        # arviz-plots 0.8 passes a single RGB colour as `c` to Axes.scatter
+        warnings.filterwarnings(
+            "ignore", message=r"\*c\* argument looks like", category=UserWarning
+        )
+        return azp.plot_pair(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+
+
+def plot_trace(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """Trace plot: each chain's draws of each parameter in order, drawn by arviz-plots.
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit with more than one draw (NUTS for a meaningful trace).
+    var_names : sequence of str, optional
+        Parameters; default all of ``fit.param_names``.
+    **kwargs
+        Passed to `arviz_plots.plot_trace` (for example
+        ``figure_kwargs={"figsize": (8, 10)}``).
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        One panel per parameter; the figure is ``pc.viz["figure"].item()``.
+
+    Raises
+    ------
+    OptionError
+        If ``ax`` is passed (one panel per parameter: it makes its own figure), a name is not
+        a posterior variable, or the fit has a single draw.
+    """
+    names = list(var_names) if var_names is not None else fit.param_names
+    _posterior_names(fit, names, "a trace plot", kwargs)
+    with _arviz_context() as azp:
+        return azp.plot_trace(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+
+
+def plot_rank(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """Rank plot: the fractional ranks of each chain's draws, drawn by arviz-plots.
+
+    Chains that sample the same distribution have uniform ranks (flat curves inside the
+    envelope); a chain stuck in one region shows a slope (Vehtari et al. 2021,
+    doi:10.1214/20-BA1221).
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit with several chains.
+    var_names : sequence of str, optional
+        Parameters; default all of ``fit.param_names``.
+    **kwargs
+        Passed to `arviz_plots.plot_rank`.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        One panel per parameter; the figure is ``pc.viz["figure"].item()``.
+
+    Raises
+    ------
+    OptionError
+        As `plot_trace`.
+    """
+    names = list(var_names) if var_names is not None else fit.param_names
+    _posterior_names(fit, names, "a rank plot", kwargs)
+    with _arviz_context() as azp:
+        return azp.plot_rank(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+
+
+def plot_ppc_dist(fit: Fit | Any, *, group: str = "posterior_predictive", **kwargs: Any) -> Any:
+    """Replicated against observed loss distributions, drawn by arviz-plots.
+
+    Parameters
+    ----------
+    fit : Fit or xarray.DataTree
+        A NUTS or MAP fit (its tree has a ``posterior_predictive`` group), or the tree of
+        `bayescale.prior_predictive`.
+    group : {"posterior_predictive", "prior_predictive"}, default "posterior_predictive"
+        The replicated data to draw.
+    **kwargs
+        Passed to `arviz_plots.plot_ppc_dist` (for example ``num_samples=100``).
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        The figure is ``pc.viz["figure"].item()``.
+
+    Raises
+    ------
+    OptionError
+        If ``ax`` is passed, or the tree has no ``group`` (a Huber fit, or a fit saved by an
+        older bayescale: use `bayescale.ppc`, whose tree has one).
+    """
+    tree = getattr(fit, "tree", fit)
+    if "ax" in kwargs:
+        raise OptionError(_NO_AX.format(what="plot_ppc_dist"))
+    if group not in tree.children:
+        raise OptionError(
+            f"the tree has no {group!r} group; its groups are {sorted(tree.children)}. A Huber "
+            "fit has none; for a fit saved by an older bayescale use bayescale.ppc(fit).tree."
+        )
+    with _arviz_context() as azp:
+        return azp.plot_ppc_dist(tree, group=group, backend="matplotlib", **kwargs)
+
+
+_NO_AX = (
+    "{what} draws several panels in its own figure and takes no ax; size it with "
+    "figure_kwargs={{'figsize': (w, h)}} and get the figure as pc.viz['figure'].item()."
+)
+
+
+def _posterior_names(fit: Fit, names: Sequence[str], what: str, kwargs: dict[str, Any]) -> None:
+    """Refuse ``ax``, unknown names and one-draw fits for the arviz-plots wrappers."""
+    if "ax" in kwargs:
+        raise OptionError(_NO_AX.format(what=what))
     missing = [v for v in names if v not in fit.posterior]
     if missing:
         raise OptionError(
@@ -378,18 +509,9 @@ def plot_posterior(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs
     sizes = fit.posterior.sizes
     if sizes["chain"] * sizes["draw"] < 2:
         raise OptionError(
-            f"the fit has a single draw (method={fit.method!r}); a pair plot needs a posterior. "
+            f"the fit has a single draw (method={fit.method!r}); {what} needs a posterior. "
             "Refit with method='nuts' or 'map'."
         )
-    _pyplot()
-    azp = _arviz_plots()
-    kwargs.setdefault("figure_kwargs", {"figsize": (2.4 * len(names), 2.4 * len(names))})
-    with warnings.catch_warnings():
-        # arviz-plots 0.8 passes a single RGB colour as `c` to Axes.scatter
-        warnings.filterwarnings(
-            "ignore", message=r"\*c\* argument looks like", category=UserWarning
-        )
-        return azp.plot_pair(fit.tree, var_names=names, backend="matplotlib", **kwargs)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -416,6 +538,26 @@ def _arviz_plots() -> Any:
         import arviz_plots
         import arviz_plots.backend.matplotlib  # noqa: F401
     return arviz_plots
+
+
+@contextlib.contextmanager
+def _arviz_context() -> Any:
+    """arviz-plots, with matplotlib's colour cycle as hex strings for the duration.
+
+    matplotlib 3.11 lists the cycle's colours as RGB tuples, which arviz-plots 0.8 cannot
+    reshape into its aesthetics (``cannot reshape array``); a local ``rc_context`` (no global
+    state changes) gives it the same colours as hex strings.
+    """
+    import matplotlib
+    from cycler import cycler
+    from matplotlib.colors import to_hex
+
+    _pyplot()
+    azp = _arviz_plots()
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color")
+    rc = {"axes.prop_cycle": cycler(color=[to_hex(c) for c in colours])} if colours else {}
+    with matplotlib.rc_context(rc):
+        yield azp
 
 
 def _axes(plt: Any, ax: Any) -> Any:

@@ -54,6 +54,7 @@ __all__ = [
     "laplace_fit",
     "misfit_start",
     "pointwise_log_likelihood",
+    "pointwise_draws",
     "progress_bar",
     "progress_default",
     "provenance",
@@ -600,11 +601,50 @@ def _start(
 
 
 @functools.lru_cache(maxsize=8)
-def _log_likelihood_fn(model: Any) -> Any:
+def _pointwise_fn(model: Any) -> Any:
+    """One compiled pass over the draws: each run's log density, location and scale."""
     import jax
-    from numpyro.infer import log_likelihood
+    import jax.numpy as jnp
+    from numpyro import handlers
 
-    return jax.jit(lambda flat, args: log_likelihood(model, flat, *args)[OBS])
+    def one(params: Any, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+        trace = handlers.trace(handlers.substitute(model, data=params)).get_trace(*args)
+        fn, value = trace[OBS]["fn"], trace[OBS]["value"]
+        base = getattr(fn, "base_dist", fn)  # the observation mask wraps the distribution
+        loc = jnp.broadcast_to(base.loc, value.shape)
+        return fn.log_prob(value), loc, jnp.broadcast_to(base.scale, value.shape)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def pointwise_draws(
+    model: Any,
+    inputs: ModelInputs,
+    samples: Mapping[str, np.ndarray],
+    likelihood: Any,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log density of every real run at every draw, and one replicated loss per draw and run.
+
+    Returns ``(log_likelihood, replicated)``, both ``(chain, draw, run)``: the log density of
+    each run's log loss, and a loss (on the loss scale) drawn at that draw from the model's
+    own location (law plus misfit) and scale, with ``likelihood.sample`` (the registry's
+    standardised noise) from ``numpy.random.default_rng(seed)``. Every real run is scored,
+    whatever ``inputs.mask`` says (held-out runs included). One compiled program per model
+    serves both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as
+    the location-scale families do).
+    """
+    first = next(iter(samples.values()))
+    n_chain, n_draw = first.shape[:2]
+    flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
+    mask = np.zeros_like(inputs.mask)
+    mask[: inputs.n_runs] = True
+    ll, loc, scale = (
+        np.asarray(a)[:, : inputs.n_runs] for a in _pointwise_fn(model)(flat, inputs.args(mask))
+    )
+    noise = likelihood.sample(np.random.default_rng(seed), loc.shape)
+    rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise)
+    return ll.reshape(n_chain, n_draw, -1), rep.reshape(n_chain, n_draw, -1)
 
 
 def pointwise_log_likelihood(
@@ -612,16 +652,18 @@ def pointwise_log_likelihood(
 ) -> np.ndarray:
     """Log density of every real run's log loss at every draw: ``(chain, draw, run)``.
 
-    Every real run is scored, whatever ``inputs.mask`` says (held-out runs included).
+    Every real run is scored, whatever ``inputs.mask`` says (held-out runs included); the
+    same compiled program as `pointwise_draws`.
     """
+    import jax
+
     first = next(iter(samples.values()))
     n_chain, n_draw = first.shape[:2]
     flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
     mask = np.zeros_like(inputs.mask)
     mask[: inputs.n_runs] = True
-    args = inputs.args(mask)
-    ll = np.asarray(_log_likelihood_fn(model)(flat, args))[:, : inputs.n_runs]
-    return ll.reshape(n_chain, n_draw, -1)
+    ll = _pointwise_fn(model)(flat, inputs.args(mask))[0]
+    return np.asarray(jax.device_get(ll))[:, : inputs.n_runs].reshape(n_chain, n_draw, -1)
 
 
 def build_tree(
@@ -631,12 +673,14 @@ def build_tree(
     data: ScalingData,
     law: Law,
     attrs: Mapping[str, Any],
+    posterior_predictive: np.ndarray | None = None,
 ) -> Any:
     """Assemble the DataTree of a fit from draws shaped ``(chain, draw)``.
 
     Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
-    ``log_likelihood`` (``loss`` over ``run``), ``observed_data`` and ``constant_data``;
-    ``attrs`` plus ``bayescale_version`` become the tree's provenance attributes.
+    ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
+    over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` plus
+    ``bayescale_version`` become the tree's provenance attributes.
     """
     import arviz_base as azb
 
@@ -655,6 +699,8 @@ def build_tree(
         }
     if log_likelihood is not None:
         groups["log_likelihood"] = {OBS: log_likelihood}
+    if posterior_predictive is not None:
+        groups["posterior_predictive"] = {OBS: posterior_predictive}
     groups["observed_data"] = {OBS: data.loss}
     const = {c: data.table[c].to_numpy() for c in data.table.columns if c != "loss"}
     groups["constant_data"] = {

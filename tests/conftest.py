@@ -17,22 +17,51 @@ import bayescale as bs  # noqa: E402
 SHARED_DATA = Path(
     os.environ.get("BAYESCALE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )
+#: set (to anything but 0) to make missing reference data an error instead of a skip (CI sets it)
+REQUIRE_DATA = os.environ.get("BAYESCALE_REQUIRE_DATA", "0") not in ("", "0")
+
+
+def missing_data(reason: str) -> None:
+    """Skip the test for want of reference data, or fail it under BAYESCALE_REQUIRE_DATA=1."""
+    if REQUIRE_DATA:
+        pytest.fail(f"{reason} (BAYESCALE_REQUIRE_DATA is set, so missing data is an error)")
+    pytest.skip(f"{reason}; set BAYESCALE_DATA to the reference data folder to run it")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The reference data folder (../shared/data or $BAYESCALE_DATA)."""
+    """The reference data folder (../shared/data or $BAYESCALE_DATA), for tests that need several
+    of its datasets (the notebooks; some datasets have no download URL)."""
     if not (SHARED_DATA / "chinchilla_epoch").is_dir():
-        pytest.fail(f"reference data not found at {SHARED_DATA}; set BAYESCALE_DATA")
+        missing_data(f"reference data folder not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
-def epoch_240(shared_data: Path) -> pd.DataFrame:
-    """Epoch's 240 Chinchilla rows (the 5 highest losses dropped)."""
-    from bayescale.datasets import load_dataset
+def reference_dataset():
+    """``reference_dataset(name)``: a registered dataset through the loader.
 
-    return load_dataset("chinchilla_epoch_240", data_dir=shared_data)
+    The loader looks in the reference folder, ``$BAYESCALE_DATA`` and the cache, then downloads
+    (checksum verified) the datasets that have a URL; when the data cannot be had the test is
+    skipped with the loader's reason (an error under ``BAYESCALE_REQUIRE_DATA=1``).
+    """
+    from bayescale.datasets import load_dataset
+    from bayescale.errors import DataError
+
+    def load(name: str) -> pd.DataFrame:
+        try:
+            return load_dataset(name, data_dir=SHARED_DATA if SHARED_DATA.is_dir() else None)
+        except DataError as exc:
+            missing_data(f"reference dataset {name!r} unavailable: {exc}")
+            raise  # unreachable: missing_data skips or fails
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def epoch_240(reference_dataset) -> pd.DataFrame:
+    """Epoch's 240 Chinchilla rows (the 5 highest losses dropped)."""
+    return reference_dataset("chinchilla_epoch_240")
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,8 @@ def flat_report():
 
 
 @pytest.fixture(scope="module")
-def bnsl(shared_data):
-    from bayescale.datasets import load_dataset
-
-    curve = load_dataset("bnsl_4digit", data_dir=shared_data)
+def bnsl(reference_dataset):
+    curve = reference_dataset("bnsl_4digit")
     return curve[curve["split"] == "fit"], curve[curve["split"] == "extrapolate"]
 
 

@@ -1,7 +1,7 @@
 """Posterior predictive checks of new runs, in-sample LOO-PIT checks, and updating a fit.
 
 Error budget of the rate tests: each is an exact binomial (or Kolmogorov-Smirnov) test at
-alpha = 0.001; the five such assertions in this file give a family-wise alpha of 0.005.
+alpha = 0.001; the eight such assertions in this file give a family-wise alpha of 0.008.
 """
 
 import json
@@ -108,12 +108,15 @@ def test_check_bad_input(sim_fit):
 
 
 def test_ppc_replicates_and_loo_pit(sim_fit):
+    own = sim_fit.tree["posterior_predictive"]["loss"].values.copy()  # the fit's replicates
     result = ppc(sim_fit, seed=3)
     table = result.table
     post = sim_fit.posterior
     rep = result.tree["posterior_predictive"]["loss"]
     assert rep.shape == (post.sizes["chain"], post.sizes["draw"], sim_fit.data.n_runs)
-    assert "posterior_predictive" not in sim_fit.tree.children  # the fit is untouched
+    # the fit is untouched: its tree keeps its own replicates, not ppc's (seed 3)
+    np.testing.assert_array_equal(sim_fit.tree["posterior_predictive"]["loss"].values, own)
+    assert not np.array_equal(rep.values, own)
     assert result.kind == "loo" and len(table) == sim_fit.data.n_runs
     assert table["pit"].between(0, 1).all() and "pareto_k" in table
     assert (table["q5"] < table["q95"]).all()
@@ -150,3 +153,56 @@ def test_update_combines_runs_and_records_provenance(sim_fit):
 def test_update_bad_input(sim_fit):
     with pytest.raises(DataError, match="not in data"):
         update(sim_fit, pd.DataFrame({"n_params": [1e9], "loss": [2.0]}))
+
+
+# ------------------------------------------------ replicated data in the tree, prior predictive
+
+
+def _standardised(law, params, inputs, loss, sigma):
+    """(log loss - log law) / sigma at every draw and run: the fit's noise, if all is right."""
+    p = {k: np.asarray(v)[..., None] for k, v in params.items() if k in law.param_names}
+    mu = np.log(np.asarray(law(p, **inputs), dtype=np.float64))
+    return ((np.log(loss) - mu) / np.asarray(sigma)[..., None]).ravel()
+
+
+def test_fit_tree_holds_replicated_runs_for_arviz(sim_fit):
+    import arviz_stats as azs
+
+    tree = sim_fit.tree
+    rep = tree["posterior_predictive"]["loss"]
+    assert rep.dims == ("chain", "draw", "run")
+    assert rep.shape == tree["log_likelihood"]["loss"].shape
+    # replicated log loss = the law at each draw plus Student-t(4) noise of scale sigma; a
+    # normal (the wrong noise) is rejected: positive control of the test's power
+    post = sim_fit.posterior
+    inputs = {v: sim_fit.data.column(v) for v in sim_fit.law.variables}
+    eps = _standardised(sim_fit.law, post, inputs, rep.values, post["sigma"].values)
+    assert stats.kstest(eps, stats.t(4).cdf).pvalue > ALPHA
+    assert stats.kstest(eps, stats.norm.cdf).pvalue < 1e-6
+    pit = azs.loo_pit(tree, var_names=["loss"])["loss"].values  # ArviZ reads the fit as is
+    assert pit.shape == (sim_fit.data.n_runs,) and np.all((pit >= 0) & (pit <= 1))
+    assert stats.kstest(pit, "uniform").pvalue > ALPHA  # the model simulated the data
+
+
+def test_prior_predictive_draws_from_the_priors():
+    runs = bs.simulate("chinchilla", seed=1)
+    tree = bs.prior_predictive(runs, "chinchilla", num_samples=400, seed=0)
+    assert {"prior", "prior_predictive", "observed_data", "constant_data"} <= set(tree.children)
+    prior = tree["prior"]
+    assert set(prior.data_vars) == {"E", "A", "B", "alpha", "beta", "sigma"}
+    loss = tree["prior_predictive"]["loss"]
+    assert loss.dims == ("chain", "draw", "run") and loss.shape == (1, 400, len(runs))
+    # the parameters follow the stated priors (alpha ~ LogNormal(loc, scale))
+    spec = dict(bs.default_priors(bs.get_law("chinchilla"), bs.from_frame(runs))["alpha"].params)
+    log_alpha = np.log(prior["alpha"].values.ravel())
+    assert stats.kstest(log_alpha, stats.norm(spec["loc"], spec["scale"]).cdf).pvalue > ALPHA
+    # and the losses are the law at each prior draw plus the noise
+    inputs = {v: runs[v].to_numpy() for v in ("n_params", "n_tokens")}
+    eps = _standardised(bs.get_law("chinchilla"), prior, inputs, loss.values, prior["sigma"])
+    assert stats.kstest(eps, stats.t(4).cdf).pvalue > ALPHA
+    again = bs.prior_predictive(runs, "chinchilla", num_samples=400, seed=0)
+    other = bs.prior_predictive(runs, "chinchilla", num_samples=400, seed=1)
+    np.testing.assert_array_equal(loss.values, again["prior_predictive"]["loss"].values)
+    assert not np.array_equal(loss.values, other["prior_predictive"]["loss"].values)
+    with pytest.raises(bs.BayescaleError, match="num_samples must be at least 1; received 0"):
+        bs.prior_predictive(runs, "chinchilla", num_samples=0)

@@ -1,3 +1,5 @@
+import io
+
 import pytest
 
 from bayescale.cli import main
@@ -136,3 +138,113 @@ def test_check_compare_and_breaks(sim_fit, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Evidence by number of breaks" in captured.out
+
+
+# ----------------------------------------------------------------- for scripts: output, paths
+
+
+def test_version(capsys):
+    import bayescale as bs
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bayescale {bs.__version__}"
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    import bayescale as bs
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the CLI started working before checking its output paths")
+
+    for name in ("fit", "load_fit", "detect_break", "backtest"):
+        monkeypatch.setattr(bs, name, no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    runs = tmp_path / "runs.csv"
+    bs.simulate("power_law", seed=0).to_csv(runs, index=False)
+    bad = str(afile / "fit.nc")  # a path under a file: no folder can be made there
+    assert main(["fit", str(runs), "--method", "map", "--out", bad]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {bad!r}" in err and "is a file, not a folder" in err and ".tmp" not in err
+    absent_fit = str(tmp_path / "absent.nc")
+    args = ["forecast", absent_fit, "--n-params", "1e9", "--n-tokens", "1e10"]
+    assert main([*args, "--plot", str(tmp_path)]) == 2
+    assert "is a folder; it needs a file name" in capsys.readouterr().err
+    assert main([*args, "--out", bad]) == 2
+    assert f"--out {bad!r}" in capsys.readouterr().err
+    assert main(["breaks", str(runs), "--variable", "compute", "--plot", bad]) == 2
+    assert f"--plot {bad!r}" in capsys.readouterr().err
+    assert main(["demo", "--out", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_demo_passes_chains_through(tmp_path, monkeypatch):
+    from bayescale import demo
+
+    seen = {}
+
+    def fake_run(out, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--chains", "2", "--quiet"]) == 2
+    assert seen["num_chains"] == 2 and seen["progress_bar"] is False
+
+
+def test_formats_for_scripts_and_sniffed_delimiter(sim_fit, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    import bayescale as bs
+
+    # a semicolon file whose column names hold spaces: the delimiter is sniffed, not a space
+    runs = bs.simulate("chinchilla", seed=1).rename(columns={"n_params": "Model Size"})
+    runs.to_csv(tmp_path / "runs.csv", sep=";", index=False)
+    code = main(
+        [
+            "fit",
+            str(tmp_path / "runs.csv"),
+            "--column",
+            "n_params=Model Size",
+            "--method",
+            "map",
+            "--format",
+            "json",
+            "--quiet",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""  # quiet: no report, no progress bar
+    rows = json.loads(captured.out)["summary"]
+    assert [r["parameter"] for r in rows][:5] == ["E", "alpha", "beta", "A", "B"]
+    assert {"median", "q5", "q95"} <= set(rows[0])
+    # --sep names the delimiter: a wrong one leaves one column, which the fit rejects
+    assert main(["fit", str(tmp_path / "runs.csv"), "--method", "map", "--sep", ","]) == 2
+    assert "not in data" in capsys.readouterr().err
+
+    path = sim_fit.save(tmp_path / "fit.nc")
+    point = ["--n-params", "1e9", "--n-tokens", "2e10"]
+    assert main(["forecast", str(path), *point, "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out), index_col="point")  # stdout is only the CSV
+    assert list(table.index) == [0] and table.loc[0, "q5"] < table.loc[0, "median"]
+    assert "Forecast (" not in captured.out
+    out = tmp_path / "tables" / "alloc.json"
+    assert (
+        main(["allocate", str(path), "--compute", "1e22", "--format", "json", "--out", str(out)])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert f"Tables written to {out}" in captured.out
+    tables = json.loads(out.read_text())
+    assert set(tables) == {"allocation", "exponents"}
+    assert tables["allocation"][0]["compute"] == 1e22
+    assert not list(out.parent.glob(".*tmp"))  # written atomically, no temporary left
+    assert main(["allocate", str(path), "--compute", "1e22", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "Compute-optimal allocation" in captured.out  # the requested tables, as text

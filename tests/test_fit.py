@@ -51,6 +51,23 @@ def test_same_seed_same_draws():
     kwargs = dict(law="power_law", num_warmup=300, num_samples=300, seed=7)
     a, b = bs.fit(runs, **kwargs), bs.fit(runs, **kwargs)
     np.testing.assert_array_equal(a.posterior["alpha"].values, b.posterior["alpha"].values)
+    rep = "posterior_predictive"
+    np.testing.assert_array_equal(a.tree[rep]["loss"].values, b.tree[rep]["loss"].values)
+    # the seed is used: another seed gives other draws (else the equality above proves nothing)
+    c = bs.fit(runs, **{**kwargs, "seed": 8})
+    assert not np.array_equal(a.posterior["alpha"].values, c.posterior["alpha"].values)
+    assert not np.array_equal(a.tree[rep]["loss"].values, c.tree[rep]["loss"].values)
+
+
+def test_quantile_columns_are_named_alike_in_every_table(sim_fit):
+    from bayescale.forecast import forecast
+
+    at = {"n_params": 1e9, "n_tokens": 2e10}
+    for ci in (0.9, 2 / 3):
+        in_fit = [c for c in sim_fit.summary(ci_prob=ci).columns if c.startswith("q")]
+        in_fc = [c for c in forecast(sim_fit, at).summary(ci_prob=ci).columns if c[0] == "q"]
+        assert in_fit == in_fc, ci
+    assert in_fit == ["q16.66666667", "q83.33333333"]
 
 
 def test_too_short_run_warns_naming_parameters():

@@ -17,6 +17,9 @@ from bayescale.plots import (  # noqa: E402
     plot_fit,
     plot_forecast,
     plot_posterior,
+    plot_ppc_dist,
+    plot_rank,
+    plot_trace,
 )
 
 
@@ -132,3 +135,47 @@ def test_count_formatter():
 def test_bad_view(sim_fit):
     with pytest.raises(ValueError, match="unknown view 'grid'. Available: auto, size, isoflop"):
         plot_fit(sim_fit, view="grid")
+
+
+def test_arviz_plots_imports_with_the_installed_matplotlib():
+    # a fresh install must resolve to a working pair: arviz-plots 0.8 fails to import with
+    # matplotlib 3.11 (pyproject pins matplotlib < 3.11); run where nothing was imported yet
+    import subprocess
+    import sys
+
+    code = "import warnings; warnings.simplefilter('error'); import arviz_plots"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("plot", [plot_trace, plot_rank])
+def test_trace_and_rank_plots_of_a_fit(sim_fit, tmp_path, plot):
+    pc = plot(sim_fit)
+    fig = pc.viz["figure"].item()
+    panels = pc.viz["plot"]
+    assert list(panels.data_vars) == sim_fit.param_names  # one panel per parameter
+    assert all(panels[name].item() in fig.axes for name in sim_fit.param_names)
+    saved(fig, tmp_path, plot.__name__)
+    pc = plot(sim_fit, var_names=["alpha"])
+    assert list(pc.viz["plot"].data_vars) == ["alpha"]
+    with pytest.raises(ValueError, match="takes no ax; size it with figure_kwargs"):
+        plot(sim_fit, ax=plt.gca())
+    with pytest.raises(ValueError, match="'gamma' is not a posterior variable"):
+        plot(sim_fit, var_names=["gamma"])
+
+
+def test_ppc_dist_of_a_fit_and_of_the_prior_predictive(sim_fit, tmp_path):
+    pc = plot_ppc_dist(sim_fit, num_samples=50)
+    saved(pc.viz["figure"].item(), tmp_path, "ppc_dist")
+    runs = bs.simulate("chinchilla", seed=1)
+    prior = bs.prior_predictive(runs, "chinchilla", num_samples=50, seed=0)
+    pc = plot_ppc_dist(prior, group="prior_predictive", num_samples=50)
+    # vague default priors allow losses up to 1e5: a mostly blank figure, so no size check
+    assert pc.viz["plot"]["loss"].item() in pc.viz["figure"].item().axes
+    with pytest.raises(ValueError, match="no 'posterior_predictive' group"):
+        plot_ppc_dist(prior)
+
+
+def test_plot_posterior_refuses_ax(sim_fit):
+    with pytest.raises(ValueError, match="a pair plot draws several panels .* takes no ax"):
+        plot_posterior(sim_fit, ax=plt.gca())
