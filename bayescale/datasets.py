@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.errors import DataError
+from bayescale.files import file_mode
 
 __all__ = [
     "DATASETS",
@@ -546,6 +547,7 @@ def _download(info: DatasetInfo, url: str, dest: Path) -> None:
                     out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
+            os.fchmod(out.fileno(), file_mode())  # mkstemp's 0600 -> what the umask gives
         got = digest.hexdigest()
         if got != info.sha256:
             raise DataError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from bayescale.errors import (
     OptionTypeError,
     warn,
 )
+from bayescale.files import atomic_write
 from bayescale.huber import huber_fit
 from bayescale.laws import Law, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
@@ -164,18 +164,21 @@ class Fit:
         return table
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fit to a netCDF file atomically (temporary file, then rename)."""
-        path = Path(os.fspath(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            self.tree.to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        """Write the fit to a netCDF file atomically.
+
+        The netCDF (HDF5) image is built in memory, then written to a temporary file in the
+        destination's folder and renamed over ``path`` (with the mode the umask gives). A
+        full disk or any other write error raises an `OSError` and leaves a previous file at
+        ``path`` unchanged: HDF5 never writes to the disk itself, so it cannot fail (or
+        crash) while closing a half-written file.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written (no space left, permissions...).
+        """
+        image = self.tree.to_netcdf(engine="h5netcdf")  # bytes: HDF5's core driver, no disk
+        return atomic_write(path, image, suffix=".nc.tmp")
 
     def __repr__(self) -> str:
         post = self.posterior
