@@ -24,13 +24,14 @@ from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
     FitError,
+    LawError,
     OptionError,
     OptionTypeError,
     warn,
 )
 from bayescale.files import atomic_write
 from bayescale.huber import huber_fit
-from bayescale.laws import Law, get_law
+from bayescale.laws import Law, declaration, fingerprint, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
 from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords
 from bayescale.model import build_model, model_inputs
@@ -584,10 +585,20 @@ def _combine(old: ScalingData, new: ScalingData) -> ScalingData:
 def load_fit(path: str | os.PathLike[str]) -> Fit:
     """Read a fit written by `Fit.save`.
 
+    The file names its law; the law registered under that name in this session is used. The
+    file also holds the law's declaration (variables, parameters and their roles) and its
+    predictions at the posterior medians on the first runs: a registered law that differs
+    from the one the fit was made with (after ``register_law(name, other_fn,
+    overwrite=True)``) is refused instead of giving a silently wrong fit.
+
     Raises
     ------
     BayescaleError
-        If the file is not a bayescale fit, or its law is not registered in this session.
+        If the file is not a bayescale fit.
+    LawError
+        If its law is not registered in this session, or the registered law is not the one
+        the fit was made with: register that law first (same function, variables and
+        parameters), then load the file.
     """
     import xarray as xr
 
@@ -603,11 +614,52 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         raise BayescaleError(
             f"{str(path)!r} is a netCDF file but not a bayescale fit (no 'law' attribute)."
         )
-    options = json.loads(tree.attrs["law_options"])
-    law = get_law(str(tree.attrs["law"]), **options)
+    law = _saved_law(tree, path)
     priors = Priors({k: Prior.from_dict(v) for k, v in json.loads(tree.attrs["priors"]).items()})
     const = tree["constant_data"].to_dataset()
     table = pd.DataFrame({c: const[c].values for c in const.data_vars})
     table["loss"] = tree["observed_data"]["loss"].values
     data = ScalingData(table=table, source=str(tree.attrs.get("data_source", path)))
     return Fit(tree, law, priors, data)
+
+
+def _saved_law(tree: Any, path: Path) -> Law:
+    """The registered law of a saved fit, checked against what the file says of its law."""
+    name = str(tree.attrs["law"])
+    options = json.loads(tree.attrs["law_options"])
+    fix = (
+        f"Register the law the fit was made with first (bs.register_law({name!r}, fn, "
+        "variables=..., params=..., overwrite=True) with the same function, variables and "
+        "parameters), then call load_fit again."
+    )
+    try:
+        law = get_law(name, **options)
+    except LawError as exc:
+        raise LawError(
+            f"{str(path)!r} holds a fit of law {name!r}, which is not registered in this "
+            f"session ({exc}). {fix}"
+        ) from exc
+    if "law_declaration" in tree.attrs:  # files of earlier versions lack it
+        saved = json.loads(tree.attrs["law_declaration"])
+        current = json.loads(json.dumps(declaration(law)))
+        if saved != current:
+            raise LawError(
+                f"{str(path)!r} holds a fit of law {name!r} declared as {saved}, but the law "
+                f"registered as {name!r} now is declared as {current}. {fix}"
+            )
+    if "law_fingerprint" in tree.attrs:
+        saved_fp = json.loads(tree.attrs["law_fingerprint"])
+        const = tree["constant_data"].to_dataset()
+        inputs = {v: const[v].values for v in law.variables}
+        now = np.asarray(fingerprint(law, saved_fp["params"], inputs), np.float64)
+        then = np.asarray(saved_fp["log_loss"], np.float64)
+        same = np.isclose(now, then, rtol=1e-9, atol=1e-12, equal_nan=True)
+        if not same.all():
+            i = int(np.argmin(same))
+            raise LawError(
+                f"{str(path)!r} holds a fit of law {name!r}, but the law registered as "
+                f"{name!r} now computes something else: at the saved posterior medians its "
+                f"log loss at run {i} is {now[i]:.6g}, the saved fit's law gave "
+                f"{then[i]:.6g}. {fix}"
+            )
+    return law

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from bayescale.distributions import Prior
 from bayescale.errors import LawError
 
-__all__ = ["LAWS", "Law", "Param", "get_law", "register_law", "ROLES"]
+__all__ = ["LAWS", "Law", "Param", "declaration", "fingerprint", "get_law", "register_law", "ROLES"]
 
 Array = Any
 LawFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
@@ -435,6 +435,38 @@ def _register_builtin() -> None:
         reference="Muennighoff et al. 2023, Scaling Data-Constrained Language Models, "
         "arXiv:2305.16264",
     )
+
+
+def declaration(law: Law) -> list[list[str | None]]:
+    """The law's variables and parameters as plain lists, to store with a fit and compare.
+
+    One ``[name, role, variable, exponent]`` per parameter, after ``["variables", ...]``.
+    """
+    head: list[str | None] = ["variables", *law.variables]
+    return [head, *([p.name, p.role, p.variable, p.exponent] for p in law.params)]
+
+
+#: runs at which `fingerprint` evaluates a law (the first ones of a fit's data)
+FINGERPRINT_RUNS = 16
+
+
+def fingerprint(law: Law, params: Mapping[str, float], inputs: Mapping[str, Any]) -> list[float]:
+    """The law's log loss at ``params`` and the first `FINGERPRINT_RUNS` runs, in float64.
+
+    Stored with a fit (``params``: its posterior medians, ``inputs``: its runs), it tells
+    whether a law registered later under the same name is the same function: the same
+    function on the same float64 inputs gives the same values to rounding.
+    """
+    import numpy as np
+
+    n = min(len(next(iter(inputs.values()))), FINGERPRINT_RUNS) if inputs else 0
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(float(params[k]), jnp.float64) for k in law.param_names}
+        logx = {
+            v: jnp.log(jnp.asarray(np.asarray(inputs[v], np.float64)[:n])) for v in law.variables
+        }
+        values = np.asarray(law.fn(p, logx), np.float64)
+    return [float(x) for x in np.broadcast_to(values, (n,))]
 
 
 _register_builtin()

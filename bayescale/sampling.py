@@ -39,7 +39,7 @@ import numpy as np
 from bayescale.data import ScalingData
 from bayescale.distributions import Prior
 from bayescale.errors import OptionError
-from bayescale.laws import Law
+from bayescale.laws import Law, declaration, fingerprint
 from bayescale.misfit import Misfit
 from bayescale.model import OBS, ModelInputs, internal_sites
 from bayescale.priors import Priors
@@ -636,7 +636,9 @@ def build_tree(
 
     Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
     ``log_likelihood`` (``loss`` over ``run``), ``observed_data`` and ``constant_data``;
-    ``attrs`` plus ``bayescale_version`` become the tree's provenance attributes.
+    ``attrs`` plus ``bayescale_version`` become the tree's provenance attributes, with
+    ``law_declaration`` and ``law_fingerprint`` (JSON: `bayescale.laws.declaration`, and
+    `bayescale.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
     """
     import arviz_base as azb
 
@@ -664,6 +666,17 @@ def build_tree(
     tree = azb.from_dict(groups, dims=dims, coords={"run": np.arange(data.n_runs)})
     tree.attrs.update(attrs)
     tree.attrs["bayescale_version"] = __version__
+    # what load_fit checks the registered law against (see bayescale.laws.fingerprint)
+    finite = {k: np.asarray(posterior[k], np.float64) for k in law.param_names}
+    finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
+    medians = {k: float(np.median(v)) if v.size else math.nan for k, v in finite.items()}
+    tree.attrs["law_declaration"] = json.dumps(declaration(law))
+    tree.attrs["law_fingerprint"] = json.dumps(
+        {
+            "params": medians,
+            "log_loss": fingerprint(law, medians, {v: data.column(v) for v in law.variables}),
+        }
+    )
     return tree
 
 

@@ -1,5 +1,6 @@
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,3 +89,36 @@ def test_bad_arguments():
     grouped = runs.assign(group=np.where(np.arange(len(runs)) % 2, "a", "b"))
     with pytest.raises(bs.BayescaleError, match="has 2 groups"):
         bs.fit(grouped, "power_law")
+
+
+def test_load_refuses_a_law_registered_over_the_saved_one(tmp_path):
+    # issue: after register_law(name, other_fn, overwrite=True), load_fit gave a wrong fit
+    base = bs.get_law("power_law")
+    params = {"E": "floor", "alpha": "exponent"}
+
+    def floor_law(p, logx):
+        return jnp.log(p["E"]) - p["alpha"] * 0.01 * logx["n_params"]
+
+    def other_law(p, logx):
+        return jnp.log(p["E"]) - p["alpha"] * 0.02 * logx["n_params"]
+
+    name = "test_overwritten_law"
+    try:
+        bs.register_law(name, floor_law, variables=("n_params",), params=params)
+        runs = bs.simulate("power_law", seed=2)
+        path = bs.fit(runs, name, method="huber").save(tmp_path / "fit.nc")
+        assert bs.load_fit(path).law.fn is floor_law  # the same law loads
+
+        bs.register_law(name, other_law, variables=("n_params",), params=params, overwrite=True)
+        with pytest.raises(bs.LawError, match=r"computes something else.*Register the law"):
+            bs.load_fit(path)
+        swapped = {"E": "floor", "alpha": "shape"}
+        bs.register_law(name, floor_law, variables=("n_params",), params=swapped, overwrite=True)
+        with pytest.raises(bs.LawError, match=r"declared as .*'exponent'.*now is declared as"):
+            bs.load_fit(path)
+        del bs.LAWS[name]
+        with pytest.raises(bs.LawError, match=rf"law '{name}', which is not registered.*first"):
+            bs.load_fit(path)
+    finally:
+        bs.LAWS.pop(name, None)
+    assert base is bs.get_law("power_law")
