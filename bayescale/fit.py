@@ -19,7 +19,12 @@ import numpy as np
 import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import convergence_problems, diagnostic_table, warn_convergence
+from bayescale.diagnostics import (
+    convergence_problems,
+    diagnostic_table,
+    interval_probs,
+    warn_convergence,
+)
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -27,6 +32,7 @@ from bayescale.errors import (
     LawError,
     OptionError,
     OptionTypeError,
+    PlausibilityWarning,
     warn,
 )
 from bayescale.files import atomic_write
@@ -146,13 +152,12 @@ class Fit:
             Probability mass of the equal-tailed interval.
         """
         post = self.posterior
-        lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
+        lo, hi = interval_probs(ci_prob)
         rows = {}
         for k in self.param_names:
-            v = post[k].values.reshape(-1)
+            v = post[k].values.reshape(-1).astype(np.float64)
             rows[k] = {
-                "mean": v.mean(),
-                "sd": v.std(ddof=1) if v.size > 1 else np.nan,
+                **_moments(v),
                 "median": np.median(v),
                 f"q{lo * 100:g}": np.quantile(v, lo),
                 f"q{hi * 100:g}": np.quantile(v, hi),
@@ -184,14 +189,23 @@ class Fit:
     def __repr__(self) -> str:
         post = self.posterior
         n = post.sizes["chain"] * post.sizes["draw"]
+        # the Huber fit has no likelihood: it minimises a loss
+        model = "loss='huber'" if self.method == "huber" else f"likelihood={self.likelihood!r}"
         head = (
-            f"Fit(law={self.law.name!r}, method={self.method!r}, likelihood={self.likelihood!r},"
+            f"Fit(law={self.law.name!r}, method={self.method!r}, {model},"
             + (" misfit=True," if self.misfit is not None else "")
             + f" runs={self.data.n_runs}, draws={n})"
         )
         med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in self.param_names)
         problems = self.problems()
-        tail = f"\n  WARNING: {' '.join(problems)}" if problems else "\n  diagnostics: ok"
+        if problems:
+            tail = f"\n  WARNING: {' '.join(problems)}"
+        elif self.method == "map":
+            tail = "\n  MAP + Laplace approximation: a proper mode (no chains: no r_hat or ESS)"
+        elif self.method == "huber":
+            tail = "\n  point estimate (Huber loss on log residuals): one draw, no uncertainty"
+        else:
+            tail = "\n  diagnostics: ok"
         return f"{head}\n  medians: {med}{tail}"
 
     def _repr_html_(self) -> str:
@@ -200,6 +214,27 @@ class Fit:
         return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html(
             float_format=lambda x: f"{x:.4g}"
         )
+
+
+def _moments(v: np.ndarray) -> dict[str, float]:
+    """Mean and sd (ddof 1) of float64 draws without overflow: scaled by the largest |draw|.
+
+    An unidentified parameter can have draws near the float range, whose squares overflow
+    (an infinite sd and a numpy warning); the sd is NaN with one draw or non-finite draws.
+    """
+    finite = v[np.isfinite(v)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    if finite.size < v.size:  # a non-finite draw: the mean is infinite or undefined
+        up, down = bool(np.isposinf(v).any()), bool(np.isneginf(v).any())
+        mean = np.nan if np.isnan(v).any() or (up and down) else (np.inf if up else -np.inf)
+        return {"mean": mean, "sd": np.nan}
+    if scale == 0.0:
+        return {"mean": 0.0, "sd": 0.0 if v.size > 1 else np.nan}
+    u = v / scale
+    return {
+        "mean": scale * float(np.mean(u)),
+        "sd": scale * float(np.std(u, ddof=1)) if v.size > 1 else np.nan,
+    }
 
 
 # --------------------------------------------------------------------------------- fitting
@@ -330,6 +365,70 @@ def fit(
     return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
 
 
+#: a MAP estimate closer than this many Laplace sds to a bound of its prior is "at the bound"
+BOUND_SDS = 2.0
+
+
+def _at_prior_bounds(
+    law: Law,
+    priors: Priors,
+    mode: Mapping[str, np.ndarray],
+    draws: Mapping[str, np.ndarray],
+) -> list[str]:
+    """Problems for MAP estimates against a bound of a bounded prior (Uniform, LogUniform...).
+
+    The mode is found on the unconstrained scale, where a bound is infinitely far, so it is
+    never exactly on the bound; it is "at" the bound when closer to it than `BOUND_SDS`
+    Laplace sds (in the parameter's units): the bound then cuts the posterior, the prior and
+    not the data sets the estimate, and the Gaussian approximation is poor there. Not
+    checked: break locations (sampled jointly) and the lower bound of a ceiling (the largest
+    loss, where a bounded metric's ceiling often is).
+    """
+    roles = {p.name: p.role for p in law.params}
+    out = []
+    for name, prior in priors.items():
+        site = f"{name}_c" if f"{name}_c" in mode else name
+        if roles.get(name) == "location" or site not in mode or site not in draws:
+            continue
+        v = dict(prior.params)
+        if prior.family in ("Uniform", "LogUniform", "TruncatedNormal"):
+            lo, hi = v["low"], v["high"]
+        elif prior.family == "Beta":
+            lo, hi = 0.0, 1.0
+        else:
+            continue
+        if roles.get(name) == "ceiling":
+            lo = -np.inf
+        x = float(np.asarray(mode[site]).reshape(-1)[0])
+        sd = float(np.std(np.asarray(draws[site], np.float64).reshape(len(draws[site]), -1)[:, 0]))
+        gap = min(x - lo, hi - x)
+        if not gap < BOUND_SDS * sd:
+            continue
+        side = "lower" if x - lo < hi - x else "upper"
+        what = name if site == name else f"{name} (its prior is on {prior.note or site})"
+        out.append(
+            f"the MAP estimate of {what} sits at the {side} bound of its prior {prior!r} "
+            f"(mode {x:.4g}, {gap / sd:.2g} Laplace sd from the bound): the prior, not the "
+            "data, sets it, and the Laplace approximation is poor there. Widen that prior, or "
+            "use method='nuts' to see the posterior against the bound."
+        )
+    return out
+
+
+def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
+    """Problems for exponents that the (unconstrained) Huber fit put below zero."""
+    bad = {p.name: estimate[p.name] for p in law.params if p.role == "exponent"}
+    bad = {k: v for k, v in bad.items() if v < 0}
+    if not bad:
+        return []
+    listed = ", ".join(f"{k} = {v:.3g}" for k, v in bad.items())
+    return [
+        f"the Huber fit has negative exponents ({listed}): the law's loss then grows with "
+        "scale. Check that the loss column holds a loss that falls with scale, and the "
+        "inputs' units; method='nuts' or 'map' keep exponents positive through their priors."
+    ]
+
+
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
     if misfit is None or misfit is False:
         return None
@@ -372,7 +471,12 @@ def _fit(
         post = {k: np.full((1, 1), v) for k, v in est.items()}
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["huber_objective"] = objective
-        return Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+        problems = _negative_exponents(law, est)
+        meta["problems"] = json.dumps(problems)
+        result = Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+        if problems:
+            warn(" ".join(problems), PlausibilityWarning)
+        return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
     if method == "map":
@@ -380,7 +484,9 @@ def _fit(
         lap = laplace_fit(
             model, inputs, start, seed, max(settings.num_samples, settings.num_chains)
         )
-        problems = [] if lap.ok else [lap.message]
+        problems = ([] if lap.ok else [lap.message]) + _at_prior_bounds(
+            law, priors, lap.mode, lap.constrained
+        )
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["problems"] = json.dumps(problems)
         samples = {k: v[None] for k, v in lap.constrained.items()}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bayescale.data import ScalingData
+from bayescale.diagnostics import interval_probs
 from bayescale.errors import FitError, OptionError
 from bayescale.fit import Fit
 from bayescale.laws import Law
@@ -68,15 +69,6 @@ def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarra
     n = len(next(iter(draws.values())))
     idx = np.linspace(0, n - 1, k).round().astype(int)
     return {name: np.asarray(v, np.float64)[idx] for name, v in draws.items()}
-
-
-def interval_probs(ci_prob: float) -> tuple[float, float]:
-    """The probabilities ``((1 - ci_prob) / 2, (1 + ci_prob) / 2)`` of an equal-tailed interval."""
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, (int, float, np.floating)):
-        raise OptionError(f"ci_prob must be a number in (0, 1); received {ci_prob!r}.")
-    if not 0 < float(ci_prob) < 1:
-        raise OptionError(f"ci_prob must lie in (0, 1); received {ci_prob!r}.")
-    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2
 
 
 def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:

@@ -31,7 +31,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -311,11 +311,14 @@ class Laplace:
         Whether the mode is proper (finite, positive-definite Hessian, finite draws).
     message : str
         Why not, when ``ok`` is False.
+    mode : dict
+        The mode itself: every site in the model's units, float64 (empty when not computed).
     """
 
     constrained: dict[str, np.ndarray]
     ok: bool
     message: str
+    mode: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -410,8 +413,9 @@ def laplace_fit(
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
             draws = mode + rng.standard_normal((num_draws, mode.size)) @ chol.T
-        con = constrain(draws, args64)
-        constrained = {k: np.asarray(v, np.float64) for k, v in con.items()}
+        con = constrain(np.concatenate([mode[None], draws]), args64)  # the mode, then draws
+        at_mode = {k: np.asarray(v[0], np.float64) for k, v in con.items()}
+        constrained = {k: np.asarray(v[1:], np.float64) for k, v in con.items()}
     finite = all(np.all(np.isfinite(v)) for v in constrained.values())
     ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
     message = (
@@ -421,7 +425,7 @@ def laplace_fit(
         "posterior is not positive definite or not finite); the Laplace approximation is not "
         "valid. Use method='nuts' or tighter priors."
     )
-    return Laplace(constrained, ok, message)
+    return Laplace(constrained, ok, message, at_mode)
 
 
 def _shape_key(tree: Any) -> Any:

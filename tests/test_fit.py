@@ -1,3 +1,5 @@
+import dataclasses
+import importlib
 import json
 
 import jax.numpy as jnp
@@ -122,3 +124,53 @@ def test_load_refuses_a_law_registered_over_the_saved_one(tmp_path):
     finally:
         bs.LAWS.pop(name, None)
     assert base is bs.get_law("power_law")
+
+
+def test_map_fit_says_it_has_no_chains_and_reports_a_mode_at_a_prior_bound():
+    runs = bs.simulate("power_law", seed=2)  # alpha = 0.345 in truth
+    fit = bs.fit(runs, "power_law", method="map", seed=0)
+    assert "diagnostics: ok" not in repr(fit) and "no chains" in repr(fit)
+    capped = {"alpha": bs.Prior("Uniform", low=0.05, high=0.2)}
+    with pytest.warns(ConvergenceWarning, match=r"MAP estimate of alpha sits at the upper bound"):
+        bounded = bs.fit(runs, "power_law", method="map", seed=0, priors=capped)
+    assert "Uniform(low=0.05, high=0.2)" in bounded.problems()[0]
+    assert "WARNING" in repr(bounded)
+
+
+def test_map_fit_reports_a_laplace_failure(monkeypatch):
+    fit_module = importlib.import_module("bayescale.fit")  # bs.fit is the function
+
+    real = fit_module.laplace_fit
+
+    def not_positive_definite(*args, **kwargs):
+        lap = real(*args, **kwargs)
+        return dataclasses.replace(lap, ok=False, message="Hessian not positive definite.")
+
+    monkeypatch.setattr(fit_module, "laplace_fit", not_positive_definite)
+    with pytest.warns(ConvergenceWarning, match="Hessian not positive definite"):
+        fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+    assert fit.problems() == ["Hessian not positive definite."]
+    assert "WARNING: Hessian not positive definite." in repr(fit)
+
+
+def test_summary_of_an_unidentified_fit_has_no_inf_sd_and_no_overflow_warning():
+    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+    post = fit.tree["posterior"].to_dataset()
+    rng = np.random.default_rng(0)
+    shape = post["A"].shape  # amplitudes of an unidentified law wander to the float range
+    post["A"] = (post["A"].dims, 1e300 * rng.uniform(0.5, 1.5, shape))
+    post["alpha"] = (post["alpha"].dims, (1e30 * rng.uniform(0.5, 1.5, shape)).astype(np.float32))
+    tree = fit.tree.copy()
+    tree["posterior"] = post
+    wide = bs.Fit(tree, fit.law, fit.priors, fit.data)
+    table = wide.summary()  # filterwarnings=error: an overflow warning fails here
+    assert np.isfinite(table[["mean", "sd"]].to_numpy()).all()
+    reference = 1e300 * np.std(post["A"].values / 1e300, ddof=1)
+    np.testing.assert_allclose(table.loc["A", "sd"], reference, rtol=1e-9)
+    assert table.loc["A", "sd"] == pytest.approx(1e300 / np.sqrt(12), rel=0.1)
+
+
+def test_summary_validates_ci_prob():
+    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="huber")
+    with pytest.raises(bs.OptionError, match=r"ci_prob must lie strictly between 0 and 1"):
+        fit.summary(ci_prob=90)
