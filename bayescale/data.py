@@ -15,6 +15,7 @@ single-variable law.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,44 @@ def _read(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[pd.DataFrame, st
     )
 
 
+def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``columns=`` mapping, validated (see `from_frame`)."""
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise DataError(
+            f"columns must be a mapping of canonical name -> your column name; received "
+            f"{type(columns).__name__}: {columns!r}. For example columns={{'n_params': 'N'}}."
+        )
+    mapping = dict(columns)
+    for canon, user in mapping.items():
+        if not isinstance(canon, str) or not isinstance(user, str):
+            raise DataError(
+                f"columns= maps names to names; received {canon!r}: {user!r}. For example "
+                "columns={'n_params': 'Model Size'}."
+            )
+        if canon not in CANONICAL:
+            near = difflib.get_close_matches(canon, CANONICAL, n=1, cutoff=0.75)
+            if near:
+                raise DataError(
+                    f"columns= key {canon!r} is not a canonical name; they are "
+                    f"{list(CANONICAL)}. Did you mean {near[0]!r}? (Other keys name the "
+                    "scaling variable of a one-variable law, such as 'data_size'.)"
+                )
+    targets: dict[str, list[str]] = {}
+    for canon, user in mapping.items():
+        targets.setdefault(user, []).append(canon)
+    shared = {user: names for user, names in targets.items() if len(names) > 1}
+    if shared:
+        user, names = next(iter(shared.items()))
+        raise DataError(
+            f"columns= maps {names} all to column {user!r}; each canonical name needs its "
+            "own column. Map one of them, and derive the other (for example n_tokens from "
+            "compute and n_params) or add a column for it."
+        )
+    return mapping
+
+
 def from_frame(
     data: pd.DataFrame | ScalingData | str | os.PathLike[str],
     *,
@@ -198,7 +237,11 @@ def from_frame(
         The runs, one per row. A path is read as CSV.
     columns : mapping, optional
         Canonical name -> the user's column, for example
-        ``{"n_params": "Model Size", "compute": "Training FLOP"}``.
+        ``{"n_params": "Model Size", "compute": "Training FLOP"}``. Keys are the canonical
+        names (`CANONICAL`) or the name of a one-variable law's scaling variable (such as
+        ``data_size``); a key that looks like a misspelt canonical name (``n_param``) is an
+        error, and so are two keys mapped to one column. A mapped name wins over a column
+        of the same name: with ``columns={"loss": "val_loss"}`` a ``loss`` column is ignored.
     dropna : bool, default False
         Drop runs whose canonical numeric values are missing, non-finite or non-positive
         instead of raising.
@@ -212,7 +255,8 @@ def from_frame(
     Raises
     ------
     DataError
-        If ``loss`` is missing, a named column is absent, or values are non-numeric,
+        If ``loss`` is missing, a named column is absent, ``columns`` is not a mapping of
+        names or has a misspelt key or two keys for one column, or values are non-numeric,
         non-finite or non-positive.
 
     Examples
@@ -223,14 +267,19 @@ def from_frame(
     2
     """
     frame, source = _read(data)
-    mapping = dict(columns or {})
+    mapping = _check_mapping(columns)
     missing = [user for user in mapping.values() if user not in frame.columns]
     if missing:
         raise DataError(
             f"column {missing[0]!r} not in data; columns are {list(frame.columns)}.\n"
             "  Fix the columns= mapping (canonical name -> your column name)."
         )
-    frame = frame.rename(columns={user: canon for canon, user in mapping.items()})
+    # the mapping says which column to use: a column already named like a mapped name is
+    # stale (a train 'loss' next to columns={'loss': 'val_loss'}) and is left out
+    stale = [c for c in mapping if c in frame.columns and c not in mapping.values()]
+    frame = frame.drop(columns=stale).rename(
+        columns={user: canon for canon, user in mapping.items()}
+    )
     if "loss" not in frame.columns:
         raise DataError(
             f"column 'loss' not in data; columns are {list(frame.columns)}.\n"

@@ -100,3 +100,28 @@ def test_dropna_with_repeated_index_labels_keeps_the_valid_runs():
     assert data.n_runs == 3
     assert list(data.table["n_params"]) == [1e8, 2e8, 4e8]
     assert frame.shape == (4, 3)  # the caller's frame is untouched
+
+
+def test_a_mapped_name_wins_over_a_stale_column_of_that_name():
+    # issue: both 'loss' and columns={'loss': 'val_loss'} crashed inside pandas
+    frame = _frame().rename(columns={"Model Size": "n_params", "Training FLOP": "compute"})
+    frame["val_loss"] = frame["loss"] + 0.1
+    before = frame.copy(deep=True)
+    data = bs.from_frame(frame, columns={"loss": "val_loss"})
+    np.testing.assert_allclose(data.loss, before["val_loss"])
+    assert list(data.table.columns).count("loss") == 1
+    stale = frame.assign(N=frame["n_params"] * 2)
+    data = bs.from_frame(stale, columns={"n_params": "N", "loss": "val_loss"})
+    np.testing.assert_allclose(data.column("n_params"), stale["N"])
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_bad_column_mappings_are_named():
+    with pytest.raises(DataError, match=r"key 'n_param' is not a canonical name.*'n_params'"):
+        bs.from_frame(_frame(), columns={"n_param": "Model Size", "compute": "Training FLOP"})
+    with pytest.raises(DataError, match=r"maps \['n_params', 'n_tokens'\] all to column 'Model"):
+        bs.from_frame(_frame(), columns={"n_params": "Model Size", "n_tokens": "Model Size"})
+    with pytest.raises(DataError, match=r"columns must be a mapping"):
+        bs.from_frame(_frame(), columns=["Model Size"])  # type: ignore[arg-type]
+    sweep = pd.DataFrame({"Examples": [1e3, 1e4, 1e5], "loss": [0.5, 0.4, 0.3]})
+    assert bs.from_frame(sweep, columns={"data_size": "Examples"}).column("data_size")[0] == 1e3
