@@ -54,7 +54,7 @@ from bayescale.sampling import (
     start_from_prior,
 )
 
-__all__ = ["Fit", "fit", "load_fit", "update", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: how NUTS chains start (see `fit`)
@@ -345,11 +345,16 @@ def fit(
     """
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    check_seed(seed)
+    if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
+        raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
+    if priors is not None and not isinstance(priors, Mapping):
         raise OptionTypeError(
-            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+            f"priors must be a mapping of parameter name -> bayescale.Prior; received "
+            f"{type(priors).__name__}: {priors!r}. For example priors={{'alpha': "
+            "bs.Prior('LogNormal', loc=-1.2, scale=0.5)}."
         )
-    noise = get_likelihood(likelihood, nu=nu)
+    noise = get_likelihood(likelihood, nu=float(nu))
     spec = _misfit_spec(misfit, method)
     if target_accept is None:
         target_accept = 0.8 if spec is None else 0.9
@@ -360,8 +365,8 @@ def fit(
         "a law is fitted to one curve",
         "Fit each group: [fit(g, ...) for _, g in frame.groupby('group')].",
     )
-    priors_ = resolve_priors(law_, scaling, priors, noise.name)
     scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
+    priors_ = resolve_priors(law_, scaling, priors, noise.name)
     return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
 
 
@@ -427,6 +432,16 @@ def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
         "scale. Check that the loss column holds a loss that falls with scale, and the "
         "inputs' units; method='nuts' or 'map' keep exponents positive through their priors."
     ]
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int, or an error: it must be an integer in ``[0, 2**32)``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionTypeError(
+            f"seed must be an integer in [0, 2**32); received {type(seed).__name__}: "
+            f"{seed!r}. For example seed=0."
+        )
+    return int(seed)
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
@@ -621,6 +636,7 @@ def update(
     parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
     That skips the MAP search of `bayescale.fit` and starts the chains in the right mode.
     """
+    check_seed(seed)
     draws = fit.draws()
     if "sigma" not in draws or len(draws["sigma"]) < 2:
         raise FitError(

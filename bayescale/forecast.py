@@ -351,8 +351,10 @@ def forecast(
     """
     if kind not in KINDS:
         raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise OptionError(f"seed must be an integer; received {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionError(
+            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+        )
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
         raise OptionError(

@@ -19,7 +19,7 @@ import numpy as np
 
 from bayescale.data import ScalingData
 from bayescale.diagnostics import interval_probs
-from bayescale.errors import FitError, OptionError
+from bayescale.errors import FitError, OptionError, OptionTypeError
 from bayescale.fit import Fit
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood, get_likelihood
@@ -73,7 +73,19 @@ def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarra
 
 def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:
     """Sorted, distinct interval levels, each strictly inside (0, 1), and the verdict level's."""
-    out = tuple(sorted({float(v) for v in levels}))
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence | np.ndarray):
+        raise OptionTypeError(
+            f"levels must be a sequence of probabilities; received {levels!r}. For example "
+            "levels=(0.5, 0.9, 0.99), or levels=(0.9,) for one."
+        )
+    try:
+        out = tuple(sorted({float(v) for v in levels}))
+        verdict_level = float(verdict_level)
+    except (TypeError, ValueError):
+        raise OptionTypeError(
+            f"levels and verdict_level must be numbers in (0, 1); received levels={levels!r}, "
+            f"verdict_level={verdict_level!r}."
+        ) from None
     for v in (*out, float(verdict_level)):
         if not 0 < v < 1:
             raise OptionError(

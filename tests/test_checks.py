@@ -14,7 +14,7 @@ from scipy import stats
 
 import bayescale as bs
 from bayescale.checks import VERDICTS, check, ppc
-from bayescale.errors import DataError
+from bayescale.errors import DataError, OptionTypeError
 from bayescale.fit import update
 
 ALPHA = 0.001
@@ -150,3 +150,11 @@ def test_update_combines_runs_and_records_provenance(sim_fit):
 def test_update_bad_input(sim_fit):
     with pytest.raises(DataError, match="not in data"):
         update(sim_fit, pd.DataFrame({"n_params": [1e9], "loss": [2.0]}))
+
+
+def test_check_validates_levels(sim_fit):
+    runs = sim_fit.data.table.iloc[:3]
+    with pytest.raises(OptionTypeError, match=r"levels must be a sequence"):
+        check(sim_fit, runs, levels=0.9)
+    with pytest.raises(OptionTypeError, match=r"levels and verdict_level must be numbers"):
+        check(sim_fit, runs, levels=("a",))

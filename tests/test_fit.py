@@ -174,3 +174,37 @@ def test_summary_validates_ci_prob():
     fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="huber")
     with pytest.raises(bs.OptionError, match=r"ci_prob must lie strictly between 0 and 1"):
         fit.summary(ci_prob=90)
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "message"),
+    [
+        ("Normal", {"loc": 0.0, "scale": 0.0}, r"Normal parameter scale must be positive"),
+        ("HalfNormal", {"scale": -1.0}, r"HalfNormal parameter scale must be positive"),
+        ("Gamma", {"concentration": 2.0, "rate": 0.0}, r"parameter rate must be positive"),
+        ("Uniform", {"low": 1.0, "high": 1.0}, r"Uniform needs low < high; received low=1"),
+        ("LogUniform", {"low": 0.0, "high": 1.0}, r"LogUniform needs 0 < low"),
+        ("LogNormal", {"loc": float("nan"), "scale": 1.0}, r"parameter loc=nan must be finite"),
+        ("Normal", {"loc": "0", "scale": 1.0}, r"parameter loc must be a number; received '0'"),
+    ],
+)
+def test_priors_are_validated_when_built(family, params, message):
+    with pytest.raises(PriorError, match=message):
+        bs.Prior(family, **params)
+
+
+def test_fit_options_are_validated_before_sampling():
+    runs = bs.simulate("power_law", seed=2)
+    cases = [
+        ({"seed": 2**32}, bs.OptionTypeError, r"seed must be an integer in \[0, 2\*\*32\)"),
+        ({"seed": 1.0}, bs.OptionTypeError, r"seed must be an integer"),
+        ({"nu": 0.0}, bs.OptionError, r"nu must be a positive number"),
+        ({"nu": float("inf")}, bs.OptionError, r"nu must be a positive number"),
+        ({"nu": "4"}, bs.OptionTypeError, r"nu must be a positive number"),
+        ({"num_warmup": -1}, bs.OptionError, r"num_warmup must be an integer of at least 0"),
+        ({"target_accept": 1.0}, bs.OptionError, r"target_accept must be a probability"),
+        ({"priors": [bs.Prior("Normal", loc=0, scale=1)]}, bs.OptionTypeError, r"priors must"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            bs.fit(runs, "power_law", **kwargs)
