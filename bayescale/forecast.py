@@ -40,6 +40,10 @@ __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
 KINDS = ("predictive", "mean")
 
+#: (draw, point) pairs evaluated at once by `forecast`: chunks of draws of about this size
+#: keep the peak memory near the size of the result (the draws do not depend on it)
+FORECAST_CHUNK = 1 << 24
+
 
 # ------------------------------------------------------------------------------ results
 
@@ -664,12 +668,12 @@ def _forecast(
     n_sample, n_point = n_chain * n_draw, len(points)
     flat = {k: v.reshape(-1).astype(np.float32) for k, v in params.items()}
     logx = {v: np.log(points[v].to_numpy(np.float64)).astype(np.float32) for v in law.variables}
+    rng = np.random.default_rng(seed) if kind == "predictive" else None
     if kind == "predictive":
         sigma = fit.posterior["sigma"].values.reshape(-1, 1).astype(np.float32)
         noise = fit.noise
-        u = noise.uniforms(np.random.default_rng(seed), (n_sample, n_point))
     else:
-        sigma, noise, u = None, None, None
+        sigma, noise = None, None
     delta = None
     spec, coords_ = fit.misfit, fit.misfit_coords
     if spec is not None:
@@ -679,20 +683,34 @@ def _forecast(
         columns = {
             c: points[c].to_numpy(np.float64) for c in coordinate_columns(coords_, law.variables)
         }
-        rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
-        delta = misfit_draws_at(spec, coords_, mf, columns, rng).astype(np.float32)
+        mf_rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
+        delta = misfit_draws_at(spec, coords_, mf, columns, mf_rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
-    split = (flat, sigma, u, delta)
     fn = _predict_fn(law, noise, delta is not None)
-    law_loss, mean, pred = split_over_devices(fn, split, (logx,), n_sample, per_chunk)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
+    names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
+    out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
+    # draws in chunks of about FORECAST_CHUNK (draw, point) pairs, so that the peak memory
+    # stays near the output's size; the noise is drawn chunk after chunk from one stream, in
+    # the order of the unchunked draw, so the result does not depend on the chunk size
+    rows = max(1, FORECAST_CHUNK // n_point)
+    for start in range(0, n_sample, rows):
+        stop = min(start + rows, n_sample)
+        part = (
+            {k: v[start:stop] for k, v in flat.items()},
+            None if sigma is None else sigma[start:stop],
+            None if noise is None else noise.uniforms(rng, (stop - start, n_point)),
+            None if delta is None else delta[start:stop],
+        )
+        law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
+        out["loss_mean"][start:stop] = mean
+        if law_loss is not None:
+            out["loss_law"][start:stop] = law_loss
+        if pred is not None:
+            out["loss"][start:stop] = pred
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
-    data = {"loss_mean": (dims, np.asarray(mean).reshape(shape))}
-    if law_loss is not None:
-        data["loss_law"] = (dims, np.asarray(law_loss).reshape(shape))
-    if pred is not None:
-        data["loss"] = (dims, np.asarray(pred).reshape(shape))
+    data = {name: (dims, values.reshape(shape)) for name, values in out.items()}
     inputs = [c for c in (*law.variables, "compute") if c in points]
     const = {c: ("point", points[c].to_numpy(np.float64)) for c in dict.fromkeys(inputs)}
     tree = xr.DataTree.from_dict(
