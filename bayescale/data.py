@@ -24,11 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayescale.errors import DataError
+from bayescale.errors import DataError, PlausibilityWarning, warn
 
 __all__ = [
     "CANONICAL",
     "FLOPS_PER_PARAM_TOKEN",
+    "COMPUTE_FACTOR",
+    "LARGEST_LOSS",
+    "SMALLEST_N_PARAMS",
+    "warn_implausible",
     "ScalingData",
     "check_positive",
     "derive_inputs",
@@ -38,6 +42,15 @@ __all__ = [
 
 CANONICAL = ("n_params", "n_tokens", "compute", "loss", "unique_tokens", "group")
 FLOPS_PER_PARAM_TOKEN = 6.0
+
+#: largest n_params that reads as a count in billions or millions (no trained LM is this small)
+SMALLEST_N_PARAMS = 1e3
+#: losses all above this are perplexities, not cross-entropies: uniform guessing over a
+#: vocabulary of V tokens scores ln V nats (log2 V bits), below 20 for any V under e^20 = 5e8
+#: (2^20 = 1e6 in bits), larger than any tokenizer's vocabulary
+LARGEST_LOSS = 20.0
+#: compute given next to N and D more than this factor from C = 6 N D is another quantity
+COMPUTE_FACTOR = 10.0
 
 
 def format_rows(labels: Sequence[object], limit: int = 8) -> str:
@@ -81,6 +94,52 @@ def derive_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     if "compute" not in frame.columns and {"n_params", "n_tokens"} <= set(frame.columns):
         frame["compute"] = k * frame["n_params"] * frame["n_tokens"]
     return frame
+
+
+def warn_implausible(frame: pd.DataFrame) -> None:
+    """Warn (`PlausibilityWarning`) about valid runs that are probably not what was meant.
+
+    On the columns as given (before `derive_inputs`): ``n_params`` all below
+    `SMALLEST_N_PARAMS` (a count in billions: 7 for 7e9), ``loss`` all above `LARGEST_LOSS`
+    (perplexity passed as loss), ``compute`` given with ``n_params`` and ``n_tokens`` but
+    more than `COMPUTE_FACTOR` from C = 6 N D, and ``unique_tokens`` above ``n_tokens``.
+    """
+    if len(frame) == 0:
+        return
+    cols = set(frame.columns)
+    found = []
+    if "n_params" in cols and frame["n_params"].max() < SMALLEST_N_PARAMS:
+        found.append(
+            f"'n_params' is at most {frame['n_params'].max():g}: it looks like a count in "
+            "billions or millions, but bayescale expects the number of parameters (7e10 for "
+            "a 70B model). Multiply the column by 1e9 (or 1e6)"
+        )
+    if "loss" in cols and frame["loss"].min() > LARGEST_LOSS:
+        found.append(
+            f"every 'loss' is above {LARGEST_LOSS:g} (smallest {frame['loss'].min():.4g}): "
+            "that is more than uniform guessing over any vocabulary costs, so it looks like "
+            "perplexity. Pass its log, loss=np.log(perplexity)"
+        )
+    if {"n_params", "n_tokens", "compute"} <= cols:
+        ratio = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"])
+        off = list(frame.index[(ratio > COMPUTE_FACTOR) | (ratio < 1 / COMPUTE_FACTOR)])
+        if off:
+            found.append(
+                f"'compute' is more than {COMPUTE_FACTOR:g}x away from 6 N D in {len(off)} of "
+                f"{len(frame)} runs (rows {format_rows(off)}; C / 6ND = "
+                f"{float(ratio.loc[off[0]]):.3g} in the first): check the units (FLOP, not "
+                "PF-days) or drop the compute column to derive it"
+            )
+    if {"unique_tokens", "n_tokens"} <= cols:
+        over = list(frame.index[frame["unique_tokens"] > frame["n_tokens"]])
+        if over:
+            found.append(
+                f"'unique_tokens' exceeds 'n_tokens' in {len(over)} runs (rows "
+                f"{format_rows(over)}): a run cannot see more unique tokens than it trains on; "
+                "the data-constrained law uses min(U, D). Check the columns"
+            )
+    if found:
+        warn("the runs look implausible: " + "; ".join(found) + ".", PlausibilityWarning)
 
 
 @dataclass(frozen=True)
@@ -302,6 +361,7 @@ def from_frame(
         frame = frame[valid]
     else:
         check_positive(frame, numeric)
+    warn_implausible(frame)
     derive_inputs(frame)
     if "group" in frame.columns:
         frame["group"] = frame["group"].astype(str)

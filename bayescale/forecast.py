@@ -22,12 +22,14 @@ import pandas as pd
 
 from bayescale.allocate import compute_optimal
 from bayescale.data import derive_inputs, format_rows
-from bayescale.errors import DataError, ExtrapolationWarning, OptionError, find_stack_level
+from bayescale.errors import DataError, OptionError
 from bayescale.internal import (
+    decades_outside,
     interval_probs,
     posterior_params,
     quantile_name,
     split_over_devices,
+    warn_extrapolation,
 )
 from bayescale.misfit import coordinate_columns, misfit_draws_at
 
@@ -159,7 +161,7 @@ class Forecast:
 
         Positive above the largest observed value, negative below the smallest, 0 inside.
         """
-        return _decades(self.points, self.observed_range)
+        return decades_outside(self.points, self.observed_range)
 
     def summary(self, ci_prob: float = 0.9, target: float | None = None) -> pd.DataFrame:
         """One row per point: inputs, mean, sd, median, interval, relative width, extrapolation.
@@ -368,7 +370,7 @@ def forecast(
     points = _points(at, fit.law)
     observed = _observed_range(fit, points)
     if warn:
-        _warn_extrapolation(points, observed)
+        warn_extrapolation(points, observed, "forecast", "see Forecast.decades_beyond().")
     return _forecast(fit, points, observed, kind, int(seed))
 
 
@@ -459,7 +461,11 @@ def extrapolation_horizon(
         at = pd.DataFrame({"compute": grid})
     else:
         alloc = compute_optimal(
-            fit, grid, flops_per_param_token=flops_per_param_token, unique_tokens=unique_tokens
+            fit,
+            grid,
+            flops_per_param_token=flops_per_param_token,
+            unique_tokens=unique_tokens,
+            warn=False,  # the horizon is about extrapolation
         )
         with warnings.catch_warnings():  # all-NaN budgets: no identified optimum
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -580,45 +586,6 @@ def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, fl
         values = table[name].to_numpy(dtype=np.float64)
         out[name] = (float(values.min()), float(values.max()))
     return out
-
-
-def _decades(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) -> pd.DataFrame:
-    out = {}
-    for name, (low, high) in observed.items():
-        x = np.log10(points[name].to_numpy(dtype=np.float64))
-        above = x - np.log10(high)
-        below = x - np.log10(low)
-        out[name] = np.where(above > 0, above, np.where(below < 0, below, 0.0))
-    table = pd.DataFrame(out, index=points.index)
-    table.index.name = "point"
-    return table
-
-
-def _warn_extrapolation(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) -> None:
-    table = _decades(points, observed)
-    parts = []
-    for name in table.columns:
-        d = table[name].to_numpy()
-        out = np.flatnonzero(d != 0)
-        if not out.size:
-            continue
-        low, high = observed[name]
-        head = f"{name} (observed {low:.3g} to {high:.3g}): "
-        if out.size <= 5:
-            detail = ", ".join(f"point {i} {d[i]:+.2f}" for i in out)
-        else:
-            detail = (
-                f"{out.size} of {len(d)} points, from {d[out].min():+.2f} to {d[out].max():+.2f}"
-            )
-        parts.append(head + detail)
-    if parts:
-        warnings.warn(
-            "forecast beyond the observed runs, in decades outside the observed range (+ above, "
-            "- below): " + "; ".join(parts) + ". The posterior grows wider with the distance; "
-            "see Forecast.decades_beyond().",
-            ExtrapolationWarning,
-            stacklevel=find_stack_level(),
-        )
 
 
 # ------------------------------------------------------------------------------ the maths

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,3 +127,45 @@ def test_bad_column_mappings_are_named():
         bs.from_frame(_frame(), columns=["Model Size"])  # type: ignore[arg-type]
     sweep = pd.DataFrame({"Examples": [1e3, 1e4, 1e5], "loss": [0.5, 0.4, 0.3]})
     assert bs.from_frame(sweep, columns={"data_size": "Examples"}).column("data_size")[0] == 1e3
+
+
+def _runs(**columns) -> pd.DataFrame:
+    base = {
+        "n_params": [1e8, 4e8, 1.6e9, 6.4e9],
+        "n_tokens": [2e9, 8e9, 3.2e10, 1.28e11],
+        "loss": [3.2, 2.9, 2.6, 2.4],
+    }
+    return pd.DataFrame({**base, **columns})
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (_runs(n_params=[0.1, 0.4, 1.6, 6.4]), r"'n_params' is at most 6\.4: .*billions"),
+        (_runs(loss=np.exp([3.2, 2.9, 2.6, 2.4]) * 10), r"every 'loss' is above 20.*perplexity"),
+        (
+            _runs(compute=[1.2e18, 1.92e19, 3.072e20, 4.9152e24]),
+            r"'compute' is more than 10x away from 6 N D in 1 of 4 runs \(rows 3; C / 6ND = 1e\+03",
+        ),
+        (_runs(unique_tokens=[1e9, 1e10, 1e10, 1e10]), r"'unique_tokens' exceeds 'n_tokens' in 1"),
+    ],
+)
+def test_implausible_runs_warn(frame, message):
+    with pytest.warns(bs.PlausibilityWarning, match=message) as record:
+        bs.from_frame(frame)
+    assert record[0].filename == __file__
+
+
+def test_plausible_runs_and_the_packages_data_do_not_warn(shared_data):
+    from bayescale.datasets import list_datasets, load_dataset
+
+    frames = [_runs(compute=6 * _runs()["n_params"] * _runs()["n_tokens"] * 3)]
+    frames += [bs.simulate(law, seed=0) for law in bs.LAWS]
+    names = list_datasets()
+    names = list(names["name"]) if isinstance(names, pd.DataFrame) else list(names)
+    frames += [load_dataset(name, data_dir=shared_data) for name in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for frame in frames:
+            for _, group in frame.groupby("group") if "group" in frame else [(None, frame)]:
+                bs.from_frame(group)
