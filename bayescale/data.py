@@ -100,7 +100,8 @@ def warn_implausible(frame: pd.DataFrame) -> None:
     """Warn (`PlausibilityWarning`) about valid runs that are probably not what was meant.
 
     On the columns as given (before `derive_inputs`): ``n_params`` all below
-    `SMALLEST_N_PARAMS` (a count in billions: 7 for 7e9), ``loss`` all above `LARGEST_LOSS`
+    `SMALLEST_N_PARAMS` next to ``n_tokens`` or ``compute`` (a count in billions: 7 for 7e9;
+    a one-variable sweep of toy sizes is not flagged), ``loss`` all above `LARGEST_LOSS`
     (perplexity passed as loss), ``compute`` given with ``n_params`` and ``n_tokens`` but
     more than `COMPUTE_FACTOR` from C = 6 N D, and ``unique_tokens`` above ``n_tokens``.
     """
@@ -108,7 +109,8 @@ def warn_implausible(frame: pd.DataFrame) -> None:
         return
     cols = set(frame.columns)
     found = []
-    if "n_params" in cols and frame["n_params"].max() < SMALLEST_N_PARAMS:
+    llm = bool(cols & {"n_tokens", "compute"})  # not a one-variable sweep of toy sizes
+    if llm and "n_params" in cols and frame["n_params"].max() < SMALLEST_N_PARAMS:
         found.append(
             f"'n_params' is at most {frame['n_params'].max():g}: it looks like a count in "
             "billions or millions, but bayescale expects the number of parameters (7e10 for "

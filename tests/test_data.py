@@ -169,3 +169,10 @@ def test_plausible_runs_and_the_packages_data_do_not_warn(shared_data):
         for frame in frames:
             for _, group in frame.groupby("group") if "group" in frame else [(None, frame)]:
                 bs.from_frame(group)
+
+
+def test_a_sweep_of_toy_sizes_is_not_taken_for_billions():
+    sweep = pd.DataFrame({"n_params": [100.0, 300.0, 900.0], "loss": [0.5, 0.4, 0.3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bs.from_frame(sweep)
