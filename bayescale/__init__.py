@@ -15,6 +15,7 @@ from bayescale.errors import (
     LawError,
     OptionError,
     OptionTypeError,
+    PlausibilityWarning,
     PriorError,
 )
 from bayescale.fit import Fit, fit, load_fit, update
@@ -50,6 +51,7 @@ __all__ = [
     "OptionError",
     "OptionTypeError",
     "Param",
+    "PlausibilityWarning",
     "Prior",
     "PriorError",
     "ScalingData",

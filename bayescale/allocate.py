@@ -26,6 +26,7 @@ from bayescale.internal import (
     posterior_params,
     quantile_name,
     split_over_devices,
+    warn_extrapolation,
 )
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ def compute_optimal(
     unique_tokens: float | np.ndarray | None = None,
     method: str = "auto",
     tokens_per_param_range: tuple[float, float] = (1e-4, 1e8),
+    warn: bool = True,
 ) -> Allocation:
     r"""Posterior of the compute-optimal model size and token count at each compute budget.
 
@@ -235,6 +237,9 @@ def compute_optimal(
         and the numerical optimiser elsewhere.
     tokens_per_param_range : (float, float), default (1e-4, 1e8)
         Search bracket of the numerical optimiser, in tokens per parameter D/N.
+    warn : bool, default True
+        Emit an `ExtrapolationWarning` for budgets outside the compute range of the fitted
+        runs (the rule of `bayescale.forecast.forecast`).
 
     Returns
     -------
@@ -250,6 +255,9 @@ def compute_optimal(
 
     Warns
     -----
+    ExtrapolationWarning
+        For budgets outside the compute range of the fitted runs: how many, and by how many
+        decades.
     ConvergenceWarning
         If a numerical optimum lies at the edge of ``tokens_per_param_range`` (those entries
         are NaN), or the loss is flat in N there so that N_opt is not identified (N, D NaN;
@@ -285,7 +293,7 @@ def compute_optimal(
     >>> import bayescale
     >>> from bayescale.allocate import compute_optimal
     >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
-    >>> alloc = compute_optimal(fit, [1e22, 1e23])
+    >>> alloc = compute_optimal(fit, [1e22, 1e23], warn=False)  # the runs reach 3e21 FLOP
     >>> round(float(alloc.exponents["a"].median()), 1)
     0.5
     """
@@ -295,6 +303,16 @@ def compute_optimal(
     t_range = _t_range(tokens_per_param_range)
     method = _resolve_method(law, method)
     log_u = _unique_tokens(law, unique_tokens, budgets.size)
+    table = fit.data.table
+    if warn and "compute" in table:
+        observed = {"compute": (float(table["compute"].min()), float(table["compute"].max()))}
+        warn_extrapolation(
+            pd.DataFrame({"compute": budgets}),
+            observed,
+            "compute_optimal",
+            "pass warn=False where that is intended.",
+            unit="budget",
+        )
     params = posterior_params(fit)
     shape = next(iter(params.values())).shape  # (chain, draw)
     flat = {name: v.reshape(-1, 1) for name, v in params.items()}

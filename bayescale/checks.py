@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData, from_frame
-from bayescale.errors import FitError, OptionError
+from bayescale.data import ScalingData, format_rows, from_frame
+from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
 from bayescale.fit import Fit
 from bayescale.internal import (
     location_scale,
@@ -181,6 +181,11 @@ def check(
     ValueError
         If a level is not in (0, 1), or the fit is a single-draw Huber fit.
 
+    Warns
+    -----
+    PlausibilityWarning
+        If some runs were in the fit (the same inputs and loss as a fitted run).
+
     Notes
     -----
     With ``S`` posterior draws and ``F`` the noise CDF (Student-t with the fit's ``nu``, or
@@ -215,6 +220,7 @@ def check(
     levels_ = validate_levels(levels, verdict_level)
     draws = require_draws(fit, "check")
     runs = _as_runs(new_runs, fit.law, columns, dropna)
+    _warn_fitted_runs(fit, runs)
     mu, sigma = location_scale(fit.law, draws, runs)
     mu = mu + misfit_at(fit, runs)
     y = np.log(runs.loss)
@@ -488,6 +494,28 @@ def _result(
     }
     table.index.name = "run"
     return Check(table, coverage, calibration, kind, tuple(variables), tree)
+
+
+def _warn_fitted_runs(fit: Fit, runs: ScalingData) -> None:
+    """`PlausibilityWarning` for runs that were in the fit: same inputs and loss (12 digits).
+
+    The loss is compared too: a new seed at the size of a fitted run is a new run.
+    """
+
+    def keys(data: ScalingData) -> list[tuple[float, ...]]:
+        cols = [data.column(v) for v in fit.law.variables] + [data.loss]
+        return [tuple(float(f"{x:.12g}") for x in row) for row in zip(*cols, strict=True)]
+
+    fitted = set(keys(fit.data))
+    seen = [label for label, key in zip(runs.table.index, keys(runs), strict=True) if key in fitted]
+    if seen:
+        warn(
+            f"{len(seen)} of the {runs.n_runs} runs passed to check were in the fit (same "
+            f"{', '.join(fit.law.variables)} and loss; rows {format_rows(seen)}). check scores "
+            "runs the fit has not seen: a fitted run looks better predicted than a new one "
+            "would be. Use ppc(fit) for the fitted runs, or pass only new runs.",
+            PlausibilityWarning,
+        )
 
 
 def _inputs_frame(runs: ScalingData, law: Law) -> pd.DataFrame:

@@ -739,13 +739,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayescale`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     _configure_jax(getattr(args, "chains", 4))
-    from bayescale.errors import BayescaleError, ConvergenceWarning, ExtrapolationWarning
+    from bayescale.errors import (
+        BayescaleError,
+        ConvergenceWarning,
+        ExtrapolationWarning,
+        PlausibilityWarning,
+    )
 
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show
-    for category in (ConvergenceWarning, ExtrapolationWarning):
+    for category in (ConvergenceWarning, ExtrapolationWarning, PlausibilityWarning):
         warnings.simplefilter("always", category)
     try:
         return int(args.func(args))

@@ -15,6 +15,7 @@ single-variable law.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayescale.errors import DataError
+from bayescale.errors import DataError, PlausibilityWarning, warn
 
 __all__ = [
     "CANONICAL",
     "FLOPS_PER_PARAM_TOKEN",
+    "COMPUTE_FACTOR",
+    "LARGEST_LOSS",
+    "SMALLEST_N_PARAMS",
+    "warn_implausible",
     "ScalingData",
     "check_positive",
     "derive_inputs",
@@ -37,6 +42,15 @@ __all__ = [
 
 CANONICAL = ("n_params", "n_tokens", "compute", "loss", "unique_tokens", "group")
 FLOPS_PER_PARAM_TOKEN = 6.0
+
+#: largest n_params that reads as a count in billions or millions (no trained LM is this small)
+SMALLEST_N_PARAMS = 1e3
+#: losses all above this are perplexities, not cross-entropies: uniform guessing over a
+#: vocabulary of V tokens scores ln V nats (log2 V bits), below 20 for any V under e^20 = 5e8
+#: (2^20 = 1e6 in bits), larger than any tokenizer's vocabulary
+LARGEST_LOSS = 20.0
+#: compute given next to N and D more than this factor from C = 6 N D is another quantity
+COMPUTE_FACTOR = 10.0
 
 
 def format_rows(labels: Sequence[object], limit: int = 8) -> str:
@@ -80,6 +94,54 @@ def derive_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     if "compute" not in frame.columns and {"n_params", "n_tokens"} <= set(frame.columns):
         frame["compute"] = k * frame["n_params"] * frame["n_tokens"]
     return frame
+
+
+def warn_implausible(frame: pd.DataFrame) -> None:
+    """Warn (`PlausibilityWarning`) about valid runs that are probably not what was meant.
+
+    On the columns as given (before `derive_inputs`): ``n_params`` all below
+    `SMALLEST_N_PARAMS` next to ``n_tokens`` or ``compute`` (a count in billions: 7 for 7e9;
+    a one-variable sweep of toy sizes is not flagged), ``loss`` all above `LARGEST_LOSS`
+    (perplexity passed as loss), ``compute`` given with ``n_params`` and ``n_tokens`` but
+    more than `COMPUTE_FACTOR` from C = 6 N D, and ``unique_tokens`` above ``n_tokens``.
+    """
+    if len(frame) == 0:
+        return
+    cols = set(frame.columns)
+    found = []
+    llm = bool(cols & {"n_tokens", "compute"})  # not a one-variable sweep of toy sizes
+    if llm and "n_params" in cols and frame["n_params"].max() < SMALLEST_N_PARAMS:
+        found.append(
+            f"'n_params' is at most {frame['n_params'].max():g}: it looks like a count in "
+            "billions or millions, but bayescale expects the number of parameters (7e10 for "
+            "a 70B model). Multiply the column by 1e9 (or 1e6)"
+        )
+    if "loss" in cols and frame["loss"].min() > LARGEST_LOSS:
+        found.append(
+            f"every 'loss' is above {LARGEST_LOSS:g} (smallest {frame['loss'].min():.4g}): "
+            "that is more than uniform guessing over any vocabulary costs, so it looks like "
+            "perplexity. Pass its log, loss=np.log(perplexity)"
+        )
+    if {"n_params", "n_tokens", "compute"} <= cols:
+        ratio = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"])
+        off = list(frame.index[(ratio > COMPUTE_FACTOR) | (ratio < 1 / COMPUTE_FACTOR)])
+        if off:
+            found.append(
+                f"'compute' is more than {COMPUTE_FACTOR:g}x away from 6 N D in {len(off)} of "
+                f"{len(frame)} runs (rows {format_rows(off)}; C / 6ND = "
+                f"{float(ratio.loc[off[0]]):.3g} in the first): check the units (FLOP, not "
+                "PF-days) or drop the compute column to derive it"
+            )
+    if {"unique_tokens", "n_tokens"} <= cols:
+        over = list(frame.index[frame["unique_tokens"] > frame["n_tokens"]])
+        if over:
+            found.append(
+                f"'unique_tokens' exceeds 'n_tokens' in {len(over)} runs (rows "
+                f"{format_rows(over)}): a run cannot see more unique tokens than it trains on; "
+                "the data-constrained law uses min(U, D). Check the columns"
+            )
+    if found:
+        warn("the runs look implausible: " + "; ".join(found) + ".", PlausibilityWarning)
 
 
 @dataclass(frozen=True)
@@ -184,6 +246,44 @@ def _read(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[pd.DataFrame, st
     )
 
 
+def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``columns=`` mapping, validated (see `from_frame`)."""
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise DataError(
+            f"columns must be a mapping of canonical name -> your column name; received "
+            f"{type(columns).__name__}: {columns!r}. For example columns={{'n_params': 'N'}}."
+        )
+    mapping = dict(columns)
+    for canon, user in mapping.items():
+        if not isinstance(canon, str) or not isinstance(user, str):
+            raise DataError(
+                f"columns= maps names to names; received {canon!r}: {user!r}. For example "
+                "columns={'n_params': 'Model Size'}."
+            )
+        if canon not in CANONICAL:
+            near = difflib.get_close_matches(canon, CANONICAL, n=1, cutoff=0.75)
+            if near:
+                raise DataError(
+                    f"columns= key {canon!r} is not a canonical name; they are "
+                    f"{list(CANONICAL)}. Did you mean {near[0]!r}? (Other keys name the "
+                    "scaling variable of a one-variable law, such as 'data_size'.)"
+                )
+    targets: dict[str, list[str]] = {}
+    for canon, user in mapping.items():
+        targets.setdefault(user, []).append(canon)
+    shared = {user: names for user, names in targets.items() if len(names) > 1}
+    if shared:
+        user, names = next(iter(shared.items()))
+        raise DataError(
+            f"columns= maps {names} all to column {user!r}; each canonical name needs its "
+            "own column. Map one of them, and derive the other (for example n_tokens from "
+            "compute and n_params) or add a column for it."
+        )
+    return mapping
+
+
 def from_frame(
     data: pd.DataFrame | ScalingData | str | os.PathLike[str],
     *,
@@ -198,7 +298,11 @@ def from_frame(
         The runs, one per row. A path is read as CSV.
     columns : mapping, optional
         Canonical name -> the user's column, for example
-        ``{"n_params": "Model Size", "compute": "Training FLOP"}``.
+        ``{"n_params": "Model Size", "compute": "Training FLOP"}``. Keys are the canonical
+        names (`CANONICAL`) or the name of a one-variable law's scaling variable (such as
+        ``data_size``); a key that looks like a misspelt canonical name (``n_param``) is an
+        error, and so are two keys mapped to one column. A mapped name wins over a column
+        of the same name: with ``columns={"loss": "val_loss"}`` a ``loss`` column is ignored.
     dropna : bool, default False
         Drop runs whose canonical numeric values are missing, non-finite or non-positive
         instead of raising.
@@ -212,7 +316,8 @@ def from_frame(
     Raises
     ------
     DataError
-        If ``loss`` is missing, a named column is absent, or values are non-numeric,
+        If ``loss`` is missing, a named column is absent, ``columns`` is not a mapping of
+        names or has a misspelt key or two keys for one column, or values are non-numeric,
         non-finite or non-positive.
 
     Examples
@@ -223,14 +328,19 @@ def from_frame(
     2
     """
     frame, source = _read(data)
-    mapping = dict(columns or {})
+    mapping = _check_mapping(columns)
     missing = [user for user in mapping.values() if user not in frame.columns]
     if missing:
         raise DataError(
             f"column {missing[0]!r} not in data; columns are {list(frame.columns)}.\n"
             "  Fix the columns= mapping (canonical name -> your column name)."
         )
-    frame = frame.rename(columns={user: canon for canon, user in mapping.items()})
+    # the mapping says which column to use: a column already named like a mapped name is
+    # stale (a train 'loss' next to columns={'loss': 'val_loss'}) and is left out
+    stale = [c for c in mapping if c in frame.columns and c not in mapping.values()]
+    frame = frame.drop(columns=stale).rename(
+        columns={user: canon for canon, user in mapping.items()}
+    )
     if "loss" not in frame.columns:
         raise DataError(
             f"column 'loss' not in data; columns are {list(frame.columns)}.\n"
@@ -253,6 +363,7 @@ def from_frame(
         frame = frame[valid]
     else:
         check_positive(frame, numeric)
+    warn_implausible(frame)
     derive_inputs(frame)
     if "group" in frame.columns:
         frame["group"] = frame["group"].astype(str)

@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.errors import DataError
+from bayescale.files import file_mode
 
 __all__ = [
     "DATASETS",
@@ -556,6 +557,7 @@ def _download(info: DatasetInfo, url: str, dest: Path) -> None:
             path=dest.parent,
             downloader=pooch.HTTPDownloader(timeout=_DOWNLOAD_TIMEOUT_S, progressbar=False),
         )
+        os.chmod(dest, file_mode())  # pooch's temporary file is 0600; give what the umask gives
     finally:
         logger.setLevel(level)
 

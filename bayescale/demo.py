@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale.files import atomic_write
+
 __all__ = ["BUDGETS", "Demo", "TARGET", "demo_data", "run", "save_figure"]
 
 #: Chinchilla (70B parameters, 1.4T tokens) and the budget of Hoffmann et al.'s Gopher
@@ -126,18 +128,14 @@ def _forecast_and_allocate(runs: pd.DataFrame, fit: Any, huber: Any, out: Path) 
 
 def save_figure(fig: Any, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (temporary file, then rename) and close it."""
-    import os
-    import tempfile
-
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_write(
+            path,
+            lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
+            suffix=".png",
+        )
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         plt.close(fig)
     return path

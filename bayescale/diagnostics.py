@@ -13,9 +13,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from bayescale.errors import ConvergenceWarning, warn
+import numpy as np
 
-__all__ = ["convergence_problems", "diagnostic_table", "warn_convergence"]
+from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
+
+__all__ = ["convergence_problems", "diagnostic_table", "interval_probs", "warn_convergence"]
 
 
 def convergence_problems(
@@ -118,3 +120,17 @@ def diagnostic_table(posterior: Any, names: Sequence[str]) -> dict[str, list[flo
         "ess_tail": [float(tail[k]) for k in names],
         "r_hat": [float(rhat[k]) for k in names],
     }
+
+
+def interval_probs(ci_prob: float) -> tuple[float, float]:
+    """The probabilities ``((1 - ci_prob) / 2, (1 + ci_prob) / 2)`` of an equal-tailed interval."""
+    if isinstance(ci_prob, bool) or not isinstance(ci_prob, (int, float, np.floating)):
+        raise OptionTypeError(
+            f"ci_prob must be a number in (0, 1); received {ci_prob!r}. For example ci_prob=0.9."
+        )
+    if not 0 < float(ci_prob) < 1:  # NaN fails too
+        raise OptionError(
+            f"ci_prob must lie strictly between 0 and 1; received {ci_prob!r}. For example "
+            "ci_prob=0.9 for a 90% interval."
+        )
+    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2

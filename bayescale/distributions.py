@@ -32,6 +32,23 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: family parameters that must be positive (scales, rates, shapes, degrees of freedom)
+_POSITIVE = frozenset(("scale", "rate", "concentration", "concentration1", "concentration0", "df"))
+
+
+def _number(family: str, name: str, value: Any, names: tuple[str, ...]) -> float:
+    """``float(value)``, or a `PriorError` for text, booleans and other non-numbers."""
+    try:
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise PriorError(
+            f"{family} parameter {name} must be a number; received {value!r}. For example "
+            f"Prior({family!r}, {', '.join(f'{m}=...' for m in names)})."
+        ) from None
+
+
 @dataclass(frozen=True)
 class Prior:
     """A prior distribution: a family from `FAMILIES` and its parameters.
@@ -41,7 +58,14 @@ class Prior:
     family : str
         Distribution family, for example ``"LogNormal"``.
     **params : float
-        The family's parameters by name.
+        The family's parameters by name: finite; scales, rates, concentrations and ``df``
+        positive; ``low < high`` (and ``0 < low`` for ``LogUniform``).
+
+    Raises
+    ------
+    PriorError
+        If the family is unknown, a parameter is missing, unknown, not a number, not finite
+        or out of its range.
 
     Examples
     --------
@@ -64,10 +88,29 @@ class Prior:
                 f"{family} takes parameters {list(names)}; received {sorted(params)}. "
                 f"For example Prior({family!r}, {', '.join(f'{n}=...' for n in names)})."
             )
-        values = tuple((n, float(params[n])) for n in names)
+        values = tuple((n, _number(family, n, params[n], names)) for n in names)
         for n, v in values:
             if not math.isfinite(v):
-                raise PriorError(f"{family} parameter {n}={v} must be finite.")
+                raise PriorError(
+                    f"{family} parameter {n}={v} must be finite. Pass a finite value (a wide "
+                    "prior is a large finite scale)."
+                )
+            if n in _POSITIVE and not v > 0:
+                raise PriorError(
+                    f"{family} parameter {n} must be positive; received {n}={v:g}. For example "
+                    f"Prior({family!r}, {', '.join(f'{m}=1.0' for m in names)})."
+                )
+        bounds = dict(values)
+        if "low" in bounds and not bounds["low"] < bounds["high"]:
+            raise PriorError(
+                f"{family} needs low < high; received low={bounds['low']:g}, "
+                f"high={bounds['high']:g}. Swap them or widen the range."
+            )
+        if family == "LogUniform" and not bounds["low"] > 0:
+            raise PriorError(
+                f"LogUniform needs 0 < low; received low={bounds['low']:g}. Use Uniform for a "
+                "range that includes 0, or a small positive low."
+            )
         object.__setattr__(self, "family", family)
         object.__setattr__(self, "params", values)
         object.__setattr__(self, "note", note)

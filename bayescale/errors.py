@@ -21,6 +21,7 @@ __all__ = [
     "FitError",
     "ConvergenceWarning",
     "ExtrapolationWarning",
+    "PlausibilityWarning",
     "find_stack_level",
     "warn",
 ]
@@ -60,6 +61,14 @@ class ConvergenceWarning(UserWarning):
 
 class ExtrapolationWarning(UserWarning):
     """A forecast lies outside the range of the observed runs."""
+
+
+class PlausibilityWarning(UserWarning):
+    """Valid input or a result that is probably not what was meant.
+
+    N in billions rather than a count, perplexity passed as loss, compute inconsistent with
+    C = 6 N D, runs checked against a fit that already saw them, a negative exponent...
+    """
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

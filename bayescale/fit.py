@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,25 @@ import numpy as np
 import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import convergence_problems, diagnostic_table, warn_convergence
+from bayescale.diagnostics import (
+    convergence_problems,
+    diagnostic_table,
+    interval_probs,
+    warn_convergence,
+)
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
     FitError,
+    LawError,
     OptionError,
     OptionTypeError,
+    PlausibilityWarning,
     warn,
 )
+from bayescale.files import atomic_write
 from bayescale.huber import huber_fit
-from bayescale.laws import Law, get_law
+from bayescale.laws import Law, declaration, fingerprint, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
 from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords
 from bayescale.model import build_model, model_inputs
@@ -50,7 +57,7 @@ from bayescale.sampling import (
     start_from_prior,
 )
 
-__all__ = ["Fit", "fit", "load_fit", "update", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: how NUTS chains start (see `fit`)
@@ -148,13 +155,12 @@ class Fit:
             Probability mass of the equal-tailed interval.
         """
         post = self.posterior
-        lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
+        lo, hi = interval_probs(ci_prob)
         rows = {}
         for k in self.param_names:
-            v = post[k].values.reshape(-1)
+            v = post[k].values.reshape(-1).astype(np.float64)
             rows[k] = {
-                "mean": v.mean(),
-                "sd": v.std(ddof=1) if v.size > 1 else np.nan,
+                **_moments(v),
                 "median": np.median(v),
                 # named as bayescale.internal.quantile_name names them (forecast, ppc, check)
                 f"q{lo * 100:.10g}": np.quantile(v, lo),
@@ -168,30 +174,42 @@ class Fit:
         return table
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fit to a netCDF file atomically (temporary file, then rename)."""
-        path = Path(os.fspath(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            self.tree.to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        """Write the fit to a netCDF file atomically.
+
+        The netCDF (HDF5) image is built in memory, then written to a temporary file in the
+        destination's folder and renamed over ``path`` (with the mode the umask gives). A
+        full disk or any other write error raises an `OSError` and leaves a previous file at
+        ``path`` unchanged: HDF5 never writes to the disk itself, so it cannot fail (or
+        crash) while closing a half-written file.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written (no space left, permissions...).
+        """
+        image = self.tree.to_netcdf(engine="h5netcdf")  # bytes: HDF5's core driver, no disk
+        return atomic_write(path, image, suffix=".nc.tmp")
 
     def __repr__(self) -> str:
         post = self.posterior
         n = post.sizes["chain"] * post.sizes["draw"]
+        # the Huber fit has no likelihood: it minimises a loss
+        model = "loss='huber'" if self.method == "huber" else f"likelihood={self.likelihood!r}"
         head = (
-            f"Fit(law={self.law.name!r}, method={self.method!r}, likelihood={self.likelihood!r},"
+            f"Fit(law={self.law.name!r}, method={self.method!r}, {model},"
             + (" misfit=True," if self.misfit is not None else "")
             + f" runs={self.data.n_runs}, draws={n})"
         )
         med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in self.param_names)
         problems = self.problems()
-        tail = f"\n  WARNING: {' '.join(problems)}" if problems else "\n  diagnostics: ok"
+        if problems:
+            tail = f"\n  WARNING: {' '.join(problems)}"
+        elif self.method == "map":
+            tail = "\n  MAP + Laplace approximation: a proper mode (no chains: no r_hat or ESS)"
+        elif self.method == "huber":
+            tail = "\n  point estimate (Huber loss on log residuals): one draw, no uncertainty"
+        else:
+            tail = "\n  diagnostics: ok"
         return f"{head}\n  medians: {med}{tail}"
 
     def _repr_html_(self) -> str:
@@ -200,6 +218,27 @@ class Fit:
         return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html(
             float_format=lambda x: f"{x:.4g}"
         )
+
+
+def _moments(v: np.ndarray) -> dict[str, float]:
+    """Mean and sd (ddof 1) of float64 draws without overflow: scaled by the largest |draw|.
+
+    An unidentified parameter can have draws near the float range, whose squares overflow
+    (an infinite sd and a numpy warning); the sd is NaN with one draw or non-finite draws.
+    """
+    finite = v[np.isfinite(v)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    if finite.size < v.size:  # a non-finite draw: the mean is infinite or undefined
+        up, down = bool(np.isposinf(v).any()), bool(np.isneginf(v).any())
+        mean = np.nan if np.isnan(v).any() or (up and down) else (np.inf if up else -np.inf)
+        return {"mean": mean, "sd": np.nan}
+    if scale == 0.0:
+        return {"mean": 0.0, "sd": 0.0 if v.size > 1 else np.nan}
+    u = v / scale
+    return {
+        "mean": scale * float(np.mean(u)),
+        "sd": scale * float(np.std(u, ddof=1)) if v.size > 1 else np.nan,
+    }
 
 
 # --------------------------------------------------------------------------------- fitting
@@ -310,11 +349,16 @@ def fit(
     """
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    check_seed(seed)
+    if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
+        raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
+    if priors is not None and not isinstance(priors, Mapping):
         raise OptionTypeError(
-            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+            f"priors must be a mapping of parameter name -> bayescale.Prior; received "
+            f"{type(priors).__name__}: {priors!r}. For example priors={{'alpha': "
+            "bs.Prior('LogNormal', loc=-1.2, scale=0.5)}."
         )
-    noise = get_likelihood(likelihood, nu=nu)
+    noise = get_likelihood(likelihood, nu=float(nu))
     spec = _misfit_spec(misfit, method)
     if target_accept is None:
         target_accept = 0.8 if spec is None else 0.9
@@ -325,9 +369,83 @@ def fit(
         "a law is fitted to one curve",
         "Fit each group: [fit(g, ...) for _, g in frame.groupby('group')].",
     )
-    priors_ = resolve_priors(law_, scaling, priors, noise.name)
     scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
+    priors_ = resolve_priors(law_, scaling, priors, noise.name)
     return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
+
+
+#: a MAP estimate closer than this many Laplace sds to a bound of its prior is "at the bound"
+BOUND_SDS = 2.0
+
+
+def _at_prior_bounds(
+    law: Law,
+    priors: Priors,
+    mode: Mapping[str, np.ndarray],
+    draws: Mapping[str, np.ndarray],
+) -> list[str]:
+    """Problems for MAP estimates against a bound of a bounded prior (Uniform, LogUniform...).
+
+    The mode is found on the unconstrained scale, where a bound is infinitely far, so it is
+    never exactly on the bound; it is "at" the bound when closer to it than `BOUND_SDS`
+    Laplace sds (in the parameter's units): the bound then cuts the posterior, the prior and
+    not the data sets the estimate, and the Gaussian approximation is poor there. Not
+    checked: break locations (sampled jointly) and the lower bound of a ceiling (the largest
+    loss, where a bounded metric's ceiling often is).
+    """
+    roles = {p.name: p.role for p in law.params}
+    out = []
+    for name, prior in priors.items():
+        site = f"{name}_c" if f"{name}_c" in mode else name
+        if roles.get(name) == "location" or site not in mode or site not in draws:
+            continue
+        v = dict(prior.params)
+        if prior.family in ("Uniform", "LogUniform", "TruncatedNormal"):
+            lo, hi = v["low"], v["high"]
+        elif prior.family == "Beta":
+            lo, hi = 0.0, 1.0
+        else:
+            continue
+        if roles.get(name) == "ceiling":
+            lo = -np.inf
+        x = float(np.asarray(mode[site]).reshape(-1)[0])
+        sd = float(np.std(np.asarray(draws[site], np.float64).reshape(len(draws[site]), -1)[:, 0]))
+        gap = min(x - lo, hi - x)
+        if not gap < BOUND_SDS * sd:
+            continue
+        side = "lower" if x - lo < hi - x else "upper"
+        what = name if site == name else f"{name} (its prior is on {prior.note or site})"
+        out.append(
+            f"the MAP estimate of {what} sits at the {side} bound of its prior {prior!r} "
+            f"(mode {x:.4g}, {gap / sd:.2g} Laplace sd from the bound): the prior, not the "
+            "data, sets it, and the Laplace approximation is poor there. Widen that prior, or "
+            "use method='nuts' to see the posterior against the bound."
+        )
+    return out
+
+
+def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
+    """Problems for exponents that the (unconstrained) Huber fit put below zero."""
+    bad = {p.name: estimate[p.name] for p in law.params if p.role == "exponent"}
+    bad = {k: v for k, v in bad.items() if v < 0}
+    if not bad:
+        return []
+    listed = ", ".join(f"{k} = {v:.3g}" for k, v in bad.items())
+    return [
+        f"the Huber fit has negative exponents ({listed}): the law's loss then grows with "
+        "scale. Check that the loss column holds a loss that falls with scale, and the "
+        "inputs' units; method='nuts' or 'map' keep exponents positive through their priors."
+    ]
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int, or an error: it must be an integer in ``[0, 2**32)``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionTypeError(
+            f"seed must be an integer in [0, 2**32); received {type(seed).__name__}: "
+            f"{seed!r}. For example seed=0."
+        )
+    return int(seed)
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
@@ -372,7 +490,12 @@ def _fit(
         post = {k: np.full((1, 1), v) for k, v in est.items()}
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["huber_objective"] = objective
-        return Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+        problems = _negative_exponents(law, est)
+        meta["problems"] = json.dumps(problems)
+        result = Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+        if problems:
+            warn(" ".join(problems), PlausibilityWarning)
+        return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
     if method == "map":
@@ -380,7 +503,9 @@ def _fit(
         lap = laplace_fit(
             model, inputs, start, seed, max(settings.num_samples, settings.num_chains)
         )
-        problems = [] if lap.ok else [lap.message]
+        problems = ([] if lap.ok else [lap.message]) + _at_prior_bounds(
+            law, priors, lap.mode, lap.constrained
+        )
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["problems"] = json.dumps(problems)
         samples = {k: v[None] for k, v in lap.constrained.items()}
@@ -517,6 +642,7 @@ def update(
     parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
     That skips the MAP search of `bayescale.fit` and starts the chains in the right mode.
     """
+    check_seed(seed)
     draws = fit.draws()
     if "sigma" not in draws or len(draws["sigma"]) < 2:
         raise FitError(
@@ -587,10 +713,20 @@ def _combine(old: ScalingData, new: ScalingData) -> ScalingData:
 def load_fit(path: str | os.PathLike[str]) -> Fit:
     """Read a fit written by `Fit.save`.
 
+    The file names its law; the law registered under that name in this session is used. The
+    file also holds the law's declaration (variables, parameters and their roles) and its
+    predictions at the posterior medians on the first runs: a registered law that differs
+    from the one the fit was made with (after ``register_law(name, other_fn,
+    overwrite=True)``) is refused instead of giving a silently wrong fit.
+
     Raises
     ------
     BayescaleError
-        If the file is not a bayescale fit, or its law is not registered in this session.
+        If the file is not a bayescale fit.
+    LawError
+        If its law is not registered in this session, or the registered law is not the one
+        the fit was made with: register that law first (same function, variables and
+        parameters), then load the file.
     """
     import xarray as xr
 
@@ -606,11 +742,52 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         raise BayescaleError(
             f"{str(path)!r} is a netCDF file but not a bayescale fit (no 'law' attribute)."
         )
-    options = json.loads(tree.attrs["law_options"])
-    law = get_law(str(tree.attrs["law"]), **options)
+    law = _saved_law(tree, path)
     priors = Priors({k: Prior.from_dict(v) for k, v in json.loads(tree.attrs["priors"]).items()})
     const = tree["constant_data"].to_dataset()
     table = pd.DataFrame({c: const[c].values for c in const.data_vars})
     table["loss"] = tree["observed_data"]["loss"].values
     data = ScalingData(table=table, source=str(tree.attrs.get("data_source", path)))
     return Fit(tree, law, priors, data)
+
+
+def _saved_law(tree: Any, path: Path) -> Law:
+    """The registered law of a saved fit, checked against what the file says of its law."""
+    name = str(tree.attrs["law"])
+    options = json.loads(tree.attrs["law_options"])
+    fix = (
+        f"Register the law the fit was made with first (bs.register_law({name!r}, fn, "
+        "variables=..., params=..., overwrite=True) with the same function, variables and "
+        "parameters), then call load_fit again."
+    )
+    try:
+        law = get_law(name, **options)
+    except LawError as exc:
+        raise LawError(
+            f"{str(path)!r} holds a fit of law {name!r}, which is not registered in this "
+            f"session ({exc}). {fix}"
+        ) from exc
+    if "law_declaration" in tree.attrs:  # files of earlier versions lack it
+        saved = json.loads(tree.attrs["law_declaration"])
+        current = json.loads(json.dumps(declaration(law)))
+        if saved != current:
+            raise LawError(
+                f"{str(path)!r} holds a fit of law {name!r} declared as {saved}, but the law "
+                f"registered as {name!r} now is declared as {current}. {fix}"
+            )
+    if "law_fingerprint" in tree.attrs:
+        saved_fp = json.loads(tree.attrs["law_fingerprint"])
+        const = tree["constant_data"].to_dataset()
+        inputs = {v: const[v].values for v in law.variables}
+        now = np.asarray(fingerprint(law, saved_fp["params"], inputs), np.float64)
+        then = np.asarray(saved_fp["log_loss"], np.float64)
+        same = np.isclose(now, then, rtol=1e-9, atol=1e-12, equal_nan=True)
+        if not same.all():
+            i = int(np.argmin(same))
+            raise LawError(
+                f"{str(path)!r} holds a fit of law {name!r}, but the law registered as "
+                f"{name!r} now computes something else: at the saved posterior medians its "
+                f"log loss at run {i} is {now[i]:.6g}, the saved fit's law gave "
+                f"{then[i]:.6g}. {fix}"
+            )
+    return law

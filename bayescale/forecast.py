@@ -22,12 +22,14 @@ import pandas as pd
 
 from bayescale.allocate import compute_optimal
 from bayescale.data import derive_inputs, format_rows
-from bayescale.errors import DataError, ExtrapolationWarning, OptionError, find_stack_level
+from bayescale.errors import DataError, OptionError
 from bayescale.internal import (
+    decades_outside,
     interval_probs,
     posterior_params,
     quantile_name,
     split_over_devices,
+    warn_extrapolation,
 )
 from bayescale.misfit import coordinate_columns, misfit_draws_at
 
@@ -39,6 +41,10 @@ if TYPE_CHECKING:
 __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
 KINDS = ("predictive", "mean")
+
+#: (draw, point) pairs evaluated at once by `forecast`: chunks of draws of about this size
+#: keep the peak memory near the size of the result (the draws do not depend on it)
+FORECAST_CHUNK = 1 << 24
 
 
 # ------------------------------------------------------------------------------ results
@@ -155,7 +161,7 @@ class Forecast:
 
         Positive above the largest observed value, negative below the smallest, 0 inside.
         """
-        return _decades(self.points, self.observed_range)
+        return decades_outside(self.points, self.observed_range)
 
     def summary(self, ci_prob: float = 0.9, target: float | None = None) -> pd.DataFrame:
         """One row per point: inputs, mean, sd, median, interval, relative width, extrapolation.
@@ -351,8 +357,10 @@ def forecast(
     """
     if kind not in KINDS:
         raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise OptionError(f"seed must be an integer; received {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise OptionError(
+            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
+        )
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
         raise OptionError(
@@ -362,7 +370,7 @@ def forecast(
     points = _points(at, fit.law)
     observed = _observed_range(fit, points)
     if warn:
-        _warn_extrapolation(points, observed)
+        warn_extrapolation(points, observed, "forecast", "see Forecast.decades_beyond().")
     return _forecast(fit, points, observed, kind, int(seed))
 
 
@@ -453,7 +461,11 @@ def extrapolation_horizon(
         at = pd.DataFrame({"compute": grid})
     else:
         alloc = compute_optimal(
-            fit, grid, flops_per_param_token=flops_per_param_token, unique_tokens=unique_tokens
+            fit,
+            grid,
+            flops_per_param_token=flops_per_param_token,
+            unique_tokens=unique_tokens,
+            warn=False,  # the horizon is about extrapolation
         )
         with warnings.catch_warnings():  # all-NaN budgets: no identified optimum
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -576,45 +588,6 @@ def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, fl
     return out
 
 
-def _decades(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) -> pd.DataFrame:
-    out = {}
-    for name, (low, high) in observed.items():
-        x = np.log10(points[name].to_numpy(dtype=np.float64))
-        above = x - np.log10(high)
-        below = x - np.log10(low)
-        out[name] = np.where(above > 0, above, np.where(below < 0, below, 0.0))
-    table = pd.DataFrame(out, index=points.index)
-    table.index.name = "point"
-    return table
-
-
-def _warn_extrapolation(points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]) -> None:
-    table = _decades(points, observed)
-    parts = []
-    for name in table.columns:
-        d = table[name].to_numpy()
-        out = np.flatnonzero(d != 0)
-        if not out.size:
-            continue
-        low, high = observed[name]
-        head = f"{name} (observed {low:.3g} to {high:.3g}): "
-        if out.size <= 5:
-            detail = ", ".join(f"point {i} {d[i]:+.2f}" for i in out)
-        else:
-            detail = (
-                f"{out.size} of {len(d)} points, from {d[out].min():+.2f} to {d[out].max():+.2f}"
-            )
-        parts.append(head + detail)
-    if parts:
-        warnings.warn(
-            "forecast beyond the observed runs, in decades outside the observed range (+ above, "
-            "- below): " + "; ".join(parts) + ". The posterior grows wider with the distance; "
-            "see Forecast.decades_beyond().",
-            ExtrapolationWarning,
-            stacklevel=find_stack_level(),
-        )
-
-
 # ------------------------------------------------------------------------------ the maths
 
 
@@ -662,12 +635,12 @@ def _forecast(
     n_sample, n_point = n_chain * n_draw, len(points)
     flat = {k: v.reshape(-1).astype(np.float32) for k, v in params.items()}
     logx = {v: np.log(points[v].to_numpy(np.float64)).astype(np.float32) for v in law.variables}
+    rng = np.random.default_rng(seed) if kind == "predictive" else None
     if kind == "predictive":
         sigma = fit.posterior["sigma"].values.reshape(-1, 1).astype(np.float32)
         noise = fit.noise
-        u = noise.uniforms(np.random.default_rng(seed), (n_sample, n_point))
     else:
-        sigma, noise, u = None, None, None
+        sigma, noise = None, None
     delta = None
     spec, coords_ = fit.misfit, fit.misfit_coords
     if spec is not None:
@@ -677,20 +650,34 @@ def _forecast(
         columns = {
             c: points[c].to_numpy(np.float64) for c in coordinate_columns(coords_, law.variables)
         }
-        rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
-        delta = misfit_draws_at(spec, coords_, mf, columns, rng).astype(np.float32)
+        mf_rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
+        delta = misfit_draws_at(spec, coords_, mf, columns, mf_rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
-    split = (flat, sigma, u, delta)
     fn = _predict_fn(law, noise, delta is not None)
-    law_loss, mean, pred = split_over_devices(fn, split, (logx,), n_sample, per_chunk)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
+    names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
+    out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
+    # draws in chunks of about FORECAST_CHUNK (draw, point) pairs, so that the peak memory
+    # stays near the output's size; the noise is drawn chunk after chunk from one stream, in
+    # the order of the unchunked draw, so the result does not depend on the chunk size
+    rows = max(1, FORECAST_CHUNK // n_point)
+    for start in range(0, n_sample, rows):
+        stop = min(start + rows, n_sample)
+        part = (
+            {k: v[start:stop] for k, v in flat.items()},
+            None if sigma is None else sigma[start:stop],
+            None if noise is None else noise.uniforms(rng, (stop - start, n_point)),
+            None if delta is None else delta[start:stop],
+        )
+        law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
+        out["loss_mean"][start:stop] = mean
+        if law_loss is not None:
+            out["loss_law"][start:stop] = law_loss
+        if pred is not None:
+            out["loss"][start:stop] = pred
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
-    data = {"loss_mean": (dims, np.asarray(mean).reshape(shape))}
-    if law_loss is not None:
-        data["loss_law"] = (dims, np.asarray(law_loss).reshape(shape))
-    if pred is not None:
-        data["loss"] = (dims, np.asarray(pred).reshape(shape))
+    data = {name: (dims, values.reshape(shape)) for name, values in out.items()}
     inputs = [c for c in (*law.variables, "compute") if c in points]
     const = {c: ("point", points[c].to_numpy(np.float64)) for c in dict.fromkeys(inputs)}
     tree = xr.DataTree.from_dict(

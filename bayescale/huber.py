@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bayescale.data import ScalingData
+from bayescale.errors import FitError
 from bayescale.laws import Law
 from bayescale.priors import Priors
 
@@ -112,6 +113,11 @@ def huber_fit(
     -------
     (dict, float)
         The estimate in the papers' units and the summed Huber objective at it.
+
+    Raises
+    ------
+    FitError
+        If the objective is not finite at any start or optimum (the law returns NaN or inf).
     """
     import jax
     import scipy.optimize
@@ -139,6 +145,14 @@ def huber_fit(
             res = scipy.optimize.minimize(fg, z0[i], jac=True, method="L-BFGS-B")
             if np.isfinite(res.fun) and res.fun < best_f:
                 best_z, best_f = res.x, float(res.fun)
+    if not np.isfinite(best_f):
+        raise FitError(
+            f"the Huber fit of law {law.name!r} failed: the law's prediction is NaN or infinite "
+            f"for some runs at every one of the {len(z0)} starts and after L-BFGS-B, so there "
+            "is no estimate. Check the law function (for example log of a negative number, or "
+            "a parameter it does not read) on these runs: "
+            f"{law.name}.fn(params, {{v: log(x)}}) must be finite for positive parameters."
+        )
     z, value = best_z, best_f
     identity = {p.name for p in law.params if p.role in _IDENTITY_ROLES}
     est = {k: float(z[i] if k in identity else np.exp(z[i])) for i, k in enumerate(names)}

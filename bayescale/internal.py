@@ -16,9 +16,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bayescale.data import ScalingData
-from bayescale.errors import FitError, OptionError
+from bayescale.diagnostics import interval_probs
+from bayescale.errors import (
+    ExtrapolationWarning,
+    FitError,
+    OptionError,
+    OptionTypeError,
+    find_stack_level,
+)
 from bayescale.fit import Fit
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood, get_likelihood
@@ -26,6 +34,8 @@ from bayescale.misfit import coordinate_columns, misfit_draws_at
 
 __all__ = [
     "NEWTON_STEPS",
+    "decades_outside",
+    "warn_extrapolation",
     "interval_probs",
     "location_scale",
     "logmeanexp",
@@ -70,18 +80,21 @@ def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarra
     return {name: np.asarray(v, np.float64)[idx] for name, v in draws.items()}
 
 
-def interval_probs(ci_prob: float) -> tuple[float, float]:
-    """The probabilities ``((1 - ci_prob) / 2, (1 + ci_prob) / 2)`` of an equal-tailed interval."""
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, (int, float, np.floating)):
-        raise OptionError(f"ci_prob must be a number in (0, 1); received {ci_prob!r}.")
-    if not 0 < float(ci_prob) < 1:
-        raise OptionError(f"ci_prob must lie in (0, 1); received {ci_prob!r}.")
-    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2
-
-
 def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:
     """Sorted, distinct interval levels, each strictly inside (0, 1), and the verdict level's."""
-    out = tuple(sorted({float(v) for v in levels}))
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence | np.ndarray):
+        raise OptionTypeError(
+            f"levels must be a sequence of probabilities; received {levels!r}. For example "
+            "levels=(0.5, 0.9, 0.99), or levels=(0.9,) for one."
+        )
+    try:
+        out = tuple(sorted({float(v) for v in levels}))
+        verdict_level = float(verdict_level)
+    except (TypeError, ValueError):
+        raise OptionTypeError(
+            f"levels and verdict_level must be numbers in (0, 1); received levels={levels!r}, "
+            f"verdict_level={verdict_level!r}."
+        ) from None
     for v in (*out, float(verdict_level)):
         if not 0 < v < 1:
             raise OptionError(
@@ -259,3 +272,61 @@ def quietly(compute: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant chains give NaN, not noise
         return compute()
+
+
+def decades_outside(
+    points: pd.DataFrame, observed: Mapping[str, tuple[float, float]]
+) -> pd.DataFrame:
+    """Signed decades outside ``observed`` (variable -> (min, max)) per point and variable.
+
+    Positive above the largest observed value, negative below the smallest, 0 inside.
+    """
+    out = {}
+    for name, (low, high) in observed.items():
+        x = np.log10(points[name].to_numpy(dtype=np.float64))
+        above = x - np.log10(high)
+        below = x - np.log10(low)
+        out[name] = np.where(above > 0, above, np.where(below < 0, below, 0.0))
+    table = pd.DataFrame(out, index=points.index)
+    table.index.name = "point"
+    return table
+
+
+def warn_extrapolation(
+    points: pd.DataFrame,
+    observed: Mapping[str, tuple[float, float]],
+    verb: str,
+    hint: str,
+    unit: str = "point",
+) -> None:
+    """One `ExtrapolationWarning` naming, per variable, the ``unit``s outside ``observed``.
+
+    The rule of `bayescale.forecast.forecast` and `bayescale.allocate.compute_optimal`: any
+    point outside the observed [min, max] of a variable, in signed decades.
+    """
+    table = decades_outside(points, observed)
+    parts = []
+    for name in table.columns:
+        d = table[name].to_numpy()
+        out = np.flatnonzero(d != 0)
+        if not out.size:
+            continue
+        low, high = observed[name]
+        head = f"{name} (observed {low:.3g} to {high:.3g}): "
+        if out.size <= 5:
+            detail = ", ".join(f"{unit} {i} {d[i]:+.2f}" for i in out)
+        else:
+            detail = (
+                f"{out.size} of {len(d)} {unit}s, from {d[out].min():+.2f} to {d[out].max():+.2f}"
+            )
+        parts.append(head + detail)
+    if parts:
+        warnings.warn(
+            f"{verb} beyond the observed runs, in decades outside the observed range (+ above, "
+            "- below): "
+            + "; ".join(parts)
+            + ". The posterior grows wider with the distance; "
+            + hint,
+            ExtrapolationWarning,
+            stacklevel=find_stack_level(),
+        )

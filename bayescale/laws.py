@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from bayescale.distributions import Prior
 from bayescale.errors import LawError
 
-__all__ = ["LAWS", "Law", "Param", "get_law", "register_law", "ROLES"]
+__all__ = ["LAWS", "Law", "Param", "declaration", "fingerprint", "get_law", "register_law", "ROLES"]
 
 Array = Any
 LawFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
@@ -166,12 +166,29 @@ def register_law(
     Returns
     -------
     Law
+
+    Raises
+    ------
+    LawError
+        If the name is taken (without ``overwrite``) or empty; ``variables`` is not a tuple of
+        names; a parameter is repeated, named ``sigma``, or badly declared (role, variable,
+        exponent); or ``fn`` does not take ``(params, logx)`` and return one value per run.
     """
+    if not isinstance(name, str) or not name:
+        raise LawError(f"a law's name must be a non-empty string; received {name!r}.")
+    if isinstance(variables, str) or not all(isinstance(v, str) for v in variables):
+        raise LawError(
+            f"law {name!r}: variables must be a tuple of column names; received "
+            f"{variables!r}. For example variables=({variables!r},)."
+            if isinstance(variables, str)
+            else f"law {name!r}: variables must be a tuple of column names; received {variables!r}."
+        )
     if isinstance(params, Mapping):
         params = tuple(Param(k, r) for k, r in params.items())
     _check_params(name, tuple(params), tuple(variables))
     if name in LAWS and not overwrite:
         raise LawError(f"law {name!r} is already registered. Pass overwrite=True to replace it.")
+    _check_fn(name, fn, tuple(variables), tuple(params))
     law = Law(name, fn, tuple(variables), tuple(params), description, reference, {}, factory)
     LAWS[name] = law
     return law
@@ -179,6 +196,16 @@ def register_law(
 
 def _check_params(law: str, params: tuple[Param, ...], variables: tuple[str, ...]) -> None:
     """Refuse parameter declarations that the model could not sample."""
+    names = [p.name for p in params]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise LawError(f"law {law!r} declares parameters {dup} more than once; names: {names}.")
+    if "sigma" in names or any(n.startswith("misfit_") or n.startswith("_") for n in names):
+        raise LawError(
+            f"law {law!r}: parameter names 'sigma', 'misfit_*' and '_*' are taken by the "
+            f"model (the noise scale, the misfit, internal sites); received {names}. Rename "
+            "the parameter (for example 'sigma_0')."
+        )
     seen: set[str] = set()
     for p in params:
         if p.role not in ROLES:
@@ -196,6 +223,43 @@ def _check_params(law: str, params: tuple[Param, ...], variables: tuple[str, ...
                 f"before it; received {p.exponent!r}. Declared so far: {sorted(seen)}."
             )
         seen.add(p.name)
+
+
+def _check_fn(name: str, fn: Any, variables: tuple[str, ...], params: tuple[Param, ...]) -> None:
+    """Refuse a law function that cannot be called as ``fn(params, logx)`` -> one value per run.
+
+    Traced abstractly (`jax.eval_shape`: no computation) with scalar parameters and three runs.
+    """
+    if not callable(fn):
+        raise LawError(f"law {name!r}: fn must be a function fn(params, logx); received {fn!r}.")
+    import inspect
+
+    try:
+        inspect.signature(fn).bind({}, {})
+    except TypeError as exc:
+        raise LawError(
+            f"law {name!r}: fn must take two arguments, fn(params, logx); its signature is "
+            f"{inspect.signature(fn)} ({exc})."
+        ) from None
+    except ValueError:  # no signature (a builtin or C function): the trace below decides
+        pass
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    runs = jax.ShapeDtypeStruct((3,), jnp.float32)
+    try:
+        out = jax.eval_shape(fn, {p.name: scalar for p in params}, {v: runs for v in variables})
+    except Exception as exc:  # any failure to trace is a badly declared law
+        raise LawError(
+            f"law {name!r}: fn(params, logx) failed with scalar params {[p.name for p in params]} "
+            f"and logx over {list(variables)} ({type(exc).__name__}: {exc}). It may read a "
+            "parameter or variable that is not declared, or use NumPy instead of jax.numpy."
+        ) from exc
+    shape = getattr(out, "shape", None)
+    if shape != (3,):
+        raise LawError(
+            f"law {name!r}: fn(params, logx) must return one log loss per run (shape (3,) for "
+            f"3 runs); it returned {out!r}. Broadcast over logx, for example "
+            "jnp.log(p['E']) + 0 * logx['n_params']."
+        )
 
 
 def get_law(law: str | Law, **options: Any) -> Law:
@@ -435,6 +499,38 @@ def _register_builtin() -> None:
         reference="Muennighoff et al. 2023, Scaling Data-Constrained Language Models, "
         "arXiv:2305.16264",
     )
+
+
+def declaration(law: Law) -> list[list[str | None]]:
+    """The law's variables and parameters as plain lists, to store with a fit and compare.
+
+    One ``[name, role, variable, exponent]`` per parameter, after ``["variables", ...]``.
+    """
+    head: list[str | None] = ["variables", *law.variables]
+    return [head, *([p.name, p.role, p.variable, p.exponent] for p in law.params)]
+
+
+#: runs at which `fingerprint` evaluates a law (the first ones of a fit's data)
+FINGERPRINT_RUNS = 16
+
+
+def fingerprint(law: Law, params: Mapping[str, float], inputs: Mapping[str, Any]) -> list[float]:
+    """The law's log loss at ``params`` and the first `FINGERPRINT_RUNS` runs, in float64.
+
+    Stored with a fit (``params``: its posterior medians, ``inputs``: its runs), it tells
+    whether a law registered later under the same name is the same function: the same
+    function on the same float64 inputs gives the same values to rounding.
+    """
+    import numpy as np
+
+    n = min(len(next(iter(inputs.values()))), FINGERPRINT_RUNS) if inputs else 0
+    with jax.enable_x64(True):
+        p = {k: jnp.asarray(float(params[k]), jnp.float64) for k in law.param_names}
+        logx = {
+            v: jnp.log(jnp.asarray(np.asarray(inputs[v], np.float64)[:n])) for v in law.variables
+        }
+        values = np.asarray(law.fn(p, logx), np.float64)
+    return [float(x) for x in np.broadcast_to(values, (n,))]
 
 
 _register_builtin()

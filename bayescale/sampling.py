@@ -31,7 +31,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ import numpy as np
 from bayescale.data import ScalingData
 from bayescale.distributions import Prior
 from bayescale.errors import OptionError
-from bayescale.laws import Law
+from bayescale.laws import Law, declaration, fingerprint
 from bayescale.misfit import Misfit
 from bayescale.model import OBS, ModelInputs, internal_sites
 from bayescale.priors import Priors
@@ -312,11 +312,14 @@ class Laplace:
         Whether the mode is proper (finite, positive-definite Hessian, finite draws).
     message : str
         Why not, when ``ok`` is False.
+    mode : dict
+        The mode itself: every site in the model's units, float64 (empty when not computed).
     """
 
     constrained: dict[str, np.ndarray]
     ok: bool
     message: str
+    mode: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -411,8 +414,9 @@ def laplace_fit(
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
             draws = mode + rng.standard_normal((num_draws, mode.size)) @ chol.T
-        con = constrain(draws, args64)
-        constrained = {k: np.asarray(v, np.float64) for k, v in con.items()}
+        con = constrain(np.concatenate([mode[None], draws]), args64)  # the mode, then draws
+        at_mode = {k: np.asarray(v[0], np.float64) for k, v in con.items()}
+        constrained = {k: np.asarray(v[1:], np.float64) for k, v in con.items()}
     finite = all(np.all(np.isfinite(v)) for v in constrained.values())
     ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
     message = (
@@ -422,7 +426,7 @@ def laplace_fit(
         "posterior is not positive definite or not finite); the Laplace approximation is not "
         "valid. Use method='nuts' or tighter priors."
     )
-    return Laplace(constrained, ok, message)
+    return Laplace(constrained, ok, message, at_mode)
 
 
 def _shape_key(tree: Any) -> Any:
@@ -681,7 +685,9 @@ def build_tree(
     Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
     ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
     over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` plus
-    ``bayescale_version`` become the tree's provenance attributes.
+    ``bayescale_version`` become the tree's provenance attributes, with ``law_declaration``
+    and ``law_fingerprint`` (JSON: `bayescale.laws.declaration`, and
+    `bayescale.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
     """
     import arviz_base as azb
 
@@ -711,6 +717,17 @@ def build_tree(
     tree = azb.from_dict(groups, dims=dims, coords={"run": np.arange(data.n_runs)})
     tree.attrs.update(attrs)
     tree.attrs["bayescale_version"] = __version__
+    # what load_fit checks the registered law against (see bayescale.laws.fingerprint)
+    finite = {k: np.asarray(posterior[k], np.float64) for k in law.param_names}
+    finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
+    medians = {k: float(np.median(v)) if v.size else math.nan for k, v in finite.items()}
+    tree.attrs["law_declaration"] = json.dumps(declaration(law))
+    tree.attrs["law_fingerprint"] = json.dumps(
+        {
+            "params": medians,
+            "log_loss": fingerprint(law, medians, {v: data.column(v) for v in law.variables}),
+        }
+    )
     return tree
 
 

@@ -1,5 +1,7 @@
 """Compute-optimal allocation: Epoch's figures, closed form against the optimiser, inversion."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,10 @@ from bayescale.errors import ConvergenceWarning
 from bayescale.testing import TRUTHS
 
 BUDGETS = np.geomspace(1e19, 1e26, 15)  # half a decade apart: BUDGETS[8] = 1e23
+
+# these tests allocate far beyond the fitted runs on purpose; the ExtrapolationWarning of
+# compute_optimal is tested in test_compute_optimal_warns_beyond_the_observed_compute
+pytestmark = pytest.mark.filterwarnings("ignore::bayescale.errors.ExtrapolationWarning")
 
 
 def fit_from_draws(law, draws, runs, method="nuts"):
@@ -237,3 +243,17 @@ def test_bad_inputs(sim_fit):
     power = fit_from_draws("power_law", jitter(TRUTHS["power_law"]), bs.simulate("power_law"))
     with pytest.raises(ValueError, match="needs a law of n_params and n_tokens"):
         compute_optimal(power, 1e21)
+
+
+@pytest.mark.filterwarnings("error::bayescale.errors.ExtrapolationWarning")
+def test_compute_optimal_warns_beyond_the_observed_compute():
+    fit = bs.fit(bs.simulate("chinchilla", seed=1), method="huber")
+    top = fit.data.table["compute"].max()
+    with pytest.warns(bs.ExtrapolationWarning, match=r"compute .*budget 1 \+1\.00") as record:
+        compute_optimal(fit, [top / 10, top * 10])
+    assert record[0].filename == __file__  # points at the caller
+    assert "budget 0" not in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_optimal(fit, [top / 10, top], warn=True)  # inside: silent
+        compute_optimal(fit, [top * 10], warn=False)

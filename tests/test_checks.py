@@ -14,7 +14,7 @@ from scipy import stats
 
 import bayescale as bs
 from bayescale.checks import VERDICTS, check, ppc
-from bayescale.errors import DataError
+from bayescale.errors import DataError, OptionTypeError
 from bayescale.fit import update
 
 ALPHA = 0.001
@@ -83,7 +83,8 @@ def test_a_run_shifted_by_five_sds_is_flagged(sim_fit):
 def test_check_table_and_thresholds(sim_fit):
     runs = sim_fit.data.table.iloc[:5][["n_params", "n_tokens", "loss"]].copy()
     before = runs.copy()
-    result = check(sim_fit, runs, levels=(0.8,), verdict_level=0.5)
+    with pytest.warns(bs.PlausibilityWarning, match="were in the fit"):  # fitted: plumbing
+        result = check(sim_fit, runs, levels=(0.8,), verdict_level=0.5)
     pd.testing.assert_frame_equal(runs, before)  # the caller's frame is untouched
     table = result.summary()
     assert {"pit", "z", "p_two_sided", "lpd", "median", "q10", "q90", "outside_80"} <= set(table)
@@ -206,3 +207,22 @@ def test_prior_predictive_draws_from_the_priors():
     assert not np.array_equal(loss.values, other["prior_predictive"]["loss"].values)
     with pytest.raises(bs.BayescaleError, match="num_samples must be at least 1; received 0"):
         bs.prior_predictive(runs, "chinchilla", num_samples=0)
+
+
+def test_check_validates_levels(sim_fit):
+    runs = sim_fit.data.table.iloc[:3]
+    with pytest.raises(OptionTypeError, match=r"levels must be a sequence"):
+        check(sim_fit, runs, levels=0.9)
+    with pytest.raises(OptionTypeError, match=r"levels and verdict_level must be numbers"):
+        check(sim_fit, runs, levels=("a",))
+
+
+def test_check_warns_about_runs_that_were_in_the_fit(sim_fit):
+    fitted = sim_fit.data.table.iloc[[3, 7]][["n_params", "n_tokens", "loss"]]
+    with pytest.warns(bs.PlausibilityWarning, match=r"2 of the 2 runs .* were in the fit") as rec:
+        check(sim_fit, fitted)
+    assert rec[0].filename == __file__
+    # a new run at a fitted size (another seed: another loss) is a new run: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check(sim_fit, fitted.assign(loss=fitted["loss"] * 1.001))

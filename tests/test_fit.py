@@ -1,5 +1,8 @@
+import dataclasses
+import importlib
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,3 +108,120 @@ def test_bad_arguments():
     grouped = runs.assign(group=np.where(np.arange(len(runs)) % 2, "a", "b"))
     with pytest.raises(bs.BayescaleError, match="has 2 groups"):
         bs.fit(grouped, "power_law")
+
+
+def test_load_refuses_a_law_registered_over_the_saved_one(tmp_path):
+    # issue: after register_law(name, other_fn, overwrite=True), load_fit gave a wrong fit
+    base = bs.get_law("power_law")
+    params = {"E": "floor", "alpha": "exponent"}
+
+    def floor_law(p, logx):
+        return jnp.log(p["E"]) - p["alpha"] * 0.01 * logx["n_params"]
+
+    def other_law(p, logx):
+        return jnp.log(p["E"]) - p["alpha"] * 0.02 * logx["n_params"]
+
+    name = "test_overwritten_law"
+    try:
+        bs.register_law(name, floor_law, variables=("n_params",), params=params)
+        runs = bs.simulate("power_law", seed=2)
+        path = bs.fit(runs, name, method="huber").save(tmp_path / "fit.nc")
+        assert bs.load_fit(path).law.fn is floor_law  # the same law loads
+
+        bs.register_law(name, other_law, variables=("n_params",), params=params, overwrite=True)
+        with pytest.raises(bs.LawError, match=r"computes something else.*Register the law"):
+            bs.load_fit(path)
+        swapped = {"E": "floor", "alpha": "shape"}
+        bs.register_law(name, floor_law, variables=("n_params",), params=swapped, overwrite=True)
+        with pytest.raises(bs.LawError, match=r"declared as .*'exponent'.*now is declared as"):
+            bs.load_fit(path)
+        del bs.LAWS[name]
+        with pytest.raises(bs.LawError, match=rf"law '{name}', which is not registered.*first"):
+            bs.load_fit(path)
+    finally:
+        bs.LAWS.pop(name, None)
+    assert base is bs.get_law("power_law")
+
+
+def test_map_fit_says_it_has_no_chains_and_reports_a_mode_at_a_prior_bound():
+    runs = bs.simulate("power_law", seed=2)  # alpha = 0.345 in truth
+    fit = bs.fit(runs, "power_law", method="map", seed=0)
+    assert "diagnostics: ok" not in repr(fit) and "no chains" in repr(fit)
+    capped = {"alpha": bs.Prior("Uniform", low=0.05, high=0.2)}
+    with pytest.warns(ConvergenceWarning, match=r"MAP estimate of alpha sits at the upper bound"):
+        bounded = bs.fit(runs, "power_law", method="map", seed=0, priors=capped)
+    assert "Uniform(low=0.05, high=0.2)" in bounded.problems()[0]
+    assert "WARNING" in repr(bounded)
+
+
+def test_map_fit_reports_a_laplace_failure(monkeypatch):
+    fit_module = importlib.import_module("bayescale.fit")  # bs.fit is the function
+
+    real = fit_module.laplace_fit
+
+    def not_positive_definite(*args, **kwargs):
+        lap = real(*args, **kwargs)
+        return dataclasses.replace(lap, ok=False, message="Hessian not positive definite.")
+
+    monkeypatch.setattr(fit_module, "laplace_fit", not_positive_definite)
+    with pytest.warns(ConvergenceWarning, match="Hessian not positive definite"):
+        fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+    assert fit.problems() == ["Hessian not positive definite."]
+    assert "WARNING: Hessian not positive definite." in repr(fit)
+
+
+def test_summary_of_an_unidentified_fit_has_no_inf_sd_and_no_overflow_warning():
+    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+    post = fit.tree["posterior"].to_dataset()
+    rng = np.random.default_rng(0)
+    shape = post["A"].shape  # amplitudes of an unidentified law wander to the float range
+    post["A"] = (post["A"].dims, 1e300 * rng.uniform(0.5, 1.5, shape))
+    post["alpha"] = (post["alpha"].dims, (1e30 * rng.uniform(0.5, 1.5, shape)).astype(np.float32))
+    tree = fit.tree.copy()
+    tree["posterior"] = post
+    wide = bs.Fit(tree, fit.law, fit.priors, fit.data)
+    table = wide.summary()  # filterwarnings=error: an overflow warning fails here
+    assert np.isfinite(table[["mean", "sd"]].to_numpy()).all()
+    reference = 1e300 * np.std(post["A"].values / 1e300, ddof=1)
+    np.testing.assert_allclose(table.loc["A", "sd"], reference, rtol=1e-9)
+    assert table.loc["A", "sd"] == pytest.approx(1e300 / np.sqrt(12), rel=0.1)
+
+
+def test_summary_validates_ci_prob():
+    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="huber")
+    with pytest.raises(bs.OptionError, match=r"ci_prob must lie strictly between 0 and 1"):
+        fit.summary(ci_prob=90)
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "message"),
+    [
+        ("Normal", {"loc": 0.0, "scale": 0.0}, r"Normal parameter scale must be positive"),
+        ("HalfNormal", {"scale": -1.0}, r"HalfNormal parameter scale must be positive"),
+        ("Gamma", {"concentration": 2.0, "rate": 0.0}, r"parameter rate must be positive"),
+        ("Uniform", {"low": 1.0, "high": 1.0}, r"Uniform needs low < high; received low=1"),
+        ("LogUniform", {"low": 0.0, "high": 1.0}, r"LogUniform needs 0 < low"),
+        ("LogNormal", {"loc": float("nan"), "scale": 1.0}, r"parameter loc=nan must be finite"),
+        ("Normal", {"loc": "0", "scale": 1.0}, r"parameter loc must be a number; received '0'"),
+    ],
+)
+def test_priors_are_validated_when_built(family, params, message):
+    with pytest.raises(PriorError, match=message):
+        bs.Prior(family, **params)
+
+
+def test_fit_options_are_validated_before_sampling():
+    runs = bs.simulate("power_law", seed=2)
+    cases = [
+        ({"seed": 2**32}, bs.OptionTypeError, r"seed must be an integer in \[0, 2\*\*32\)"),
+        ({"seed": 1.0}, bs.OptionTypeError, r"seed must be an integer"),
+        ({"nu": 0.0}, bs.OptionError, r"nu must be a positive number"),
+        ({"nu": float("inf")}, bs.OptionError, r"nu must be a positive number"),
+        ({"nu": "4"}, bs.OptionTypeError, r"nu must be a positive number"),
+        ({"num_warmup": -1}, bs.OptionError, r"num_warmup must be an integer of at least 0"),
+        ({"target_accept": 1.0}, bs.OptionError, r"target_accept must be a probability"),
+        ({"priors": [bs.Prior("Normal", loc=0, scale=1)]}, bs.OptionTypeError, r"priors must"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            bs.fit(runs, "power_law", **kwargs)

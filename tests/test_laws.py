@@ -124,3 +124,29 @@ def test_amplitude_must_name_an_earlier_exponent_and_a_variable():
             params=(bs.Param("alpha", "exponent"), bs.Param("A", "amplitude", exponent="alpha")),
         )
     assert "bad_amp_law" not in LAWS
+
+
+def _floor_fn(p, logx):
+    return jnp.logaddexp(jnp.log(p["E"]), -p["alpha"] * logx["n_params"])
+
+
+@pytest.mark.parametrize(
+    ("fn", "variables", "params", "message"),
+    [
+        (_floor_fn, "n_params", {"E": "floor", "alpha": "exponent"}, r"variables=\('n_params',\)"),
+        (
+            _floor_fn,
+            ("n_params",),
+            (bs.Param("E", "floor"), bs.Param("E", "floor"), bs.Param("alpha", "exponent")),
+            r"declares parameters \['E'\] more than once",
+        ),
+        (_floor_fn, ("n_params",), {"E": "floor", "sigma": "exponent"}, r"'sigma'.*taken"),
+        (lambda p: p["E"], ("n_params",), {"E": "floor"}, r"must take two arguments"),
+        (lambda p, x: jnp.log(p["E"]), ("n_params",), {"E": "floor"}, r"one log loss per run"),
+        (_floor_fn, ("n_params",), {"E": "floor"}, r"failed with scalar params \['E'\].*alpha"),
+    ],
+)
+def test_register_law_checks_the_function_and_declaration(fn, variables, params, message):
+    with pytest.raises(bs.LawError, match=message):
+        bs.register_law("checked_law", fn, variables=variables, params=params)
+    assert "checked_law" not in LAWS

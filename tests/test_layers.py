@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bayescale"
 
 #: bottom to top; a module imports only from modules of a strictly lower layer
 LAYERS = [
-    ["errors", "version"],
+    ["errors", "version", "files"],
     ["data", "datasets"],
     ["distributions"],
     ["laws"],

@@ -94,7 +94,7 @@ def test_plot_forecast_shades_the_observed_range(sim_fit, tmp_path):
 
 
 def test_plot_allocation_with_references(sim_fit, tmp_path):
-    alloc = compute_optimal(sim_fit, np.geomspace(1e20, 1e25, 30))
+    alloc = compute_optimal(sim_fit, np.geomspace(1e20, 1e25, 30), warn=False)
     ax = plot_allocation(alloc)
     assert len(ax.lines) == 2 + 2 * 2  # N_opt, D_opt, and a and b of two references
     assert len(ax.collections) == 2 * 2  # two bands per quantity
