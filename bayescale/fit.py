@@ -42,7 +42,7 @@ from bayescale.files import atomic_write
 from bayescale.huber import huber_fit
 from bayescale.laws import Law, declaration, fingerprint, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords
+from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
 from bayescale.model import build_model, model_inputs
 from bayescale.priors import Prior, Priors, default_priors, resolve_priors
 from bayescale.sampling import (
@@ -508,7 +508,7 @@ def _fit(
         )
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["problems"] = json.dumps(problems)
-        samples = {k: v[None] for k, v in lap.constrained.items()}
+        samples = draw_indicator({k: v[None] for k, v in lap.constrained.items()}, seed)
         loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
         tree = build_tree(samples, None, loglik, data, law, meta, posterior_predictive=rep)
         result = Fit(tree, law, priors, data)

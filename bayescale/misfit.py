@@ -48,6 +48,7 @@ __all__ = [
     "Misfit",
     "MisfitCoords",
     "misfit_coords",
+    "draw_indicator",
     "misfit_draws_at",
 ]
 
@@ -68,11 +69,18 @@ class Misfit:
     tilt : float
         Scale of the half-normal prior of ``misfit_tilt`` (log loss per decade of D/N per
         square-root decade of compute); unused for one-variable laws.
+    p_exact : float
+        Prior probability that the law is exact (no misfit at all), in [0, 1). Above 0 the
+        likelihood is a two-component mixture, exact law or law plus misfit, with the choice
+        integrated out (Bayesian model averaging): ``misfit_weight`` is each draw's
+        conditional probability of the misfit, and ``misfit_on`` a 0/1 draw from it that
+        forecasts and pointwise densities use.
     """
 
     knots: int = 8
     level: float = 0.03
     tilt: float = 0.03
+    p_exact: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.knots, bool) or not isinstance(self.knots, (int, np.integer)):
@@ -87,6 +95,13 @@ class Misfit:
                 )
             object.__setattr__(self, name, float(v))
         object.__setattr__(self, "knots", int(self.knots))
+        p = self.p_exact
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise OptionError(
+                f"Misfit p_exact must be a probability in [0, 1); received {p!r}. 0 (the "
+                "default) always models the misfit; 0.5 gives the exact law even odds."
+            )
+        object.__setattr__(self, "p_exact", float(p))
 
     def to_json(self) -> str:
         """The settings as JSON (for file attributes)."""
@@ -280,11 +295,13 @@ def misfit_draws_at(
     (so points at the same ``u`` share the same delta, and further points carry the nearer
     ones' increments). ``posterior`` holds flattened draws of ``misfit_level``,
     ``misfit_level_knots`` ``(draw, knots)`` and, with tilt, ``misfit_tilt`` and
-    ``misfit_tilt_knots``.
+    ``misfit_tilt_knots``; with ``p_exact > 0``, ``misfit_on`` (0 where the draw is the exact
+    law) multiplies delta.
     """
     t, r = coords.scaled(columns)
     weights = _interp_weights_np(t, spec)
     n_draw = len(posterior["misfit_level"])
+    on = np.asarray(posterior.get("misfit_on", np.ones(n_draw)), np.float64).reshape(n_draw)
     names = ("level", "tilt") if coords.tilt else ("level",)
     out = np.zeros((n_draw, len(t)))
     for name in names:
@@ -297,4 +314,17 @@ def misfit_draws_at(
             path = np.cumsum(np.sqrt(steps)[None] * rng.standard_normal((n_draw, len(t))), axis=1)
             values[:, order] += scale * path
         out += values * (r[None] if name == "tilt" else 1.0)
-    return out
+    return out * on[:, None]
+
+
+def draw_indicator(samples: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """``misfit_on`` for draws that carry ``misfit_weight``: 1 with that probability, else 0.
+
+    Drawn on the host from ``seed`` (the same seed, the same indicators); other draws are
+    returned unchanged.
+    """
+    if "misfit_weight" not in samples:
+        return dict(samples)
+    weight = np.asarray(samples["misfit_weight"])
+    u = np.random.default_rng([int(seed), 12]).uniform(size=weight.shape)
+    return {**samples, "misfit_on": (u < weight).astype(weight.dtype)}

@@ -162,7 +162,7 @@ def internal_sites(law: Law) -> tuple[str, ...]:
     names = [f"{p.name}_c" for p in law.params if p.role in ("amplitude", "scale")]
     if any(p.role == "location" for p in law.params):
         names.append("_breaks")
-    return (*names, "_misfit_level_w", "_misfit_tilt_w")
+    return (*names, "_misfit_level_w", "_misfit_tilt_w", "_pointwise")
 
 
 @functools.lru_cache(maxsize=32)
@@ -212,9 +212,13 @@ def build_model(
                 values[p.name] = numpyro.deterministic(p.name, value)
         sigma = numpyro.sample("sigma", make_distribution(family["sigma"], *hyper["sigma"]))
         mu = law.fn(values, logx)
-        if misfit is not None:
-            mu = mu + sample_delta(misfit, tilt, mf)
         n_runs = next(iter(logx.values())).shape[0]
+        if misfit is not None:
+            delta = sample_delta(misfit, tilt, mf)
+            if misfit.p_exact > 0 and log_loss is not None:
+                on, mask = _mixture(likelihood, misfit.p_exact, mu, delta, sigma, log_loss, mask)
+                delta = on * delta
+            mu = mu + delta
         with numpyro.plate("run", n_runs):
             noise = likelihood.distribution(mu, sigma)
             if mask is not None:
@@ -222,3 +226,39 @@ def build_model(
             numpyro.sample(OBS, noise, obs=log_loss)
 
     return model
+
+
+def _mixture(
+    likelihood: Likelihood,
+    p_exact: float,
+    mu: Any,
+    delta: Any,
+    sigma: Any,
+    log_loss: Any,
+    mask: Any,
+) -> tuple[Any, Any]:
+    """The exact-law-or-misfit mixture (``p_exact > 0``) inside the model.
+
+    The scored runs' likelihood ``p L(law) + (1 - p) L(law + delta)`` is added as a factor, and
+    ``misfit_weight`` records the misfit's conditional probability at the draw. Returns the
+    indicator ``misfit_on`` (1 while sampling) and the mask of the ``loss`` site, which scores
+    nothing while sampling. For pointwise densities the caller substitutes ``_pointwise = 1``
+    and a drawn ``misfit_on`` (`bayescale.misfit.draw_indicator`): the ``loss`` site then
+    scores every run given the indicator, and the factor is off.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+
+    scored = jnp.ones(mu.shape[0], bool) if mask is None else mask
+
+    def total(loc: Any) -> Any:
+        return jnp.sum(jnp.where(scored, likelihood.distribution(loc, sigma).log_prob(log_loss), 0))
+
+    exact = math.log(p_exact) + total(mu)
+    off_law = math.log1p(-p_exact) + total(mu + delta)
+    numpyro.deterministic("misfit_weight", jax.nn.sigmoid(off_law - exact))
+    pointwise = numpyro.deterministic("_pointwise", jnp.zeros((), mu.dtype))
+    numpyro.factor("_loss_mixture", (1.0 - pointwise) * jnp.logaddexp(exact, off_law))
+    on = numpyro.deterministic("misfit_on", jnp.ones((), mu.dtype))
+    return on, scored & (pointwise > 0)

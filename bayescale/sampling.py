@@ -40,7 +40,7 @@ from bayescale.data import ScalingData
 from bayescale.distributions import Prior
 from bayescale.errors import OptionError
 from bayescale.laws import Law, declaration, fingerprint
-from bayescale.misfit import Misfit
+from bayescale.misfit import Misfit, draw_indicator
 from bayescale.model import OBS, ModelInputs, internal_sites
 from bayescale.priors import Priors
 from bayescale.version import __version__
@@ -294,7 +294,7 @@ def sample_nuts(
             stats.append(out)
     samples = {k: np.concatenate([d[k] for d in draws]) for k in draws[0]}
     extra = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
-    return samples, extra
+    return draw_indicator(samples, seed), extra
 
 
 # ------------------------------------------------------------------------------ MAP
@@ -604,6 +604,14 @@ def _start(
 # ------------------------------------------------------------------------------ results
 
 
+def _flat_for_scoring(samples: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Draws flattened to ``(n, ...)``; with the misfit mixture, its ``loss`` site switched on."""
+    flat = {k: np.reshape(v, (n, *np.shape(v)[2:])) for k, v in samples.items()}
+    if "misfit_on" in flat:  # see bayescale.model._mixture
+        flat["_pointwise"] = np.ones(n, np.asarray(flat["misfit_on"]).dtype)
+    return flat
+
+
 @functools.lru_cache(maxsize=8)
 def _pointwise_fn(model: Any) -> Any:
     """One compiled pass over the draws: each run's log density, location and scale."""
@@ -640,7 +648,7 @@ def pointwise_draws(
     """
     first = next(iter(samples.values()))
     n_chain, n_draw = first.shape[:2]
-    flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
+    flat = _flat_for_scoring(samples, n_chain * n_draw)
     mask = np.zeros_like(inputs.mask)
     mask[: inputs.n_runs] = True
     ll, loc, scale = (
@@ -664,7 +672,7 @@ def pointwise_log_likelihood(
 
     first = next(iter(samples.values()))
     n_chain, n_draw = first.shape[:2]
-    flat = {k: np.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
+    flat = _flat_for_scoring(samples, n_chain * n_draw)
     mask = np.zeros_like(inputs.mask)
     mask[: inputs.n_runs] = True
     ll = _pointwise_fn(model)(flat, inputs.args(mask))[0]

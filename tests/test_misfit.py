@@ -124,3 +124,26 @@ def test_cli_backtest(ladder, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "Coverage of held-out runs" in out and (tmp_path / "bt.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore::bayescale.ConvergenceWarning")  # short chains: plumbing only
+def test_exact_or_misfit_mixture_scores_and_forecasts_given_its_indicator(ladder):
+    """p_exact > 0: each draw carries the misfit's weight and a 0/1 indicator drawn from it;
+    pointwise densities and forecasts use the indicator; the same seed gives the same draws."""
+    spec = Misfit(p_exact=0.5)
+    kw = dict(misfit=spec, num_warmup=200, num_samples=200, seed=5)
+    a, b = bs.fit(ladder, "chinchilla", **kw), bs.fit(ladder, "chinchilla", **kw)
+    post = a.posterior
+    weight, on = post["misfit_weight"].values, post["misfit_on"].values
+    assert np.all((weight >= 0) & (weight <= 1)) and set(np.unique(on)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(on, b.posterior["misfit_on"].values)
+    assert "_pointwise" not in post
+    ll = a.tree["log_likelihood"]["loss"].values
+    assert np.all(np.isfinite(ll)) and np.all(ll != 0.0)  # every run scored, given the draw
+    at = {"n_params": 1e10, "n_tokens": 2e11}
+    fc = bs.forecast(a, at, warn=False, seed=3)
+    mean, law = (fc.tree["predictions"][k].values.ravel() for k in ("loss_mean", "loss_law"))
+    assert np.all(mean[on.ravel() == 0] == law[on.ravel() == 0])  # exact-law draws: no misfit
+    assert np.any(mean[on.ravel() == 1] != law[on.ravel() == 1])
+    with pytest.raises(bs.OptionError, match="p_exact must be a probability"):
+        Misfit(p_exact=1.0)
