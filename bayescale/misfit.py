@@ -47,8 +47,8 @@ __all__ = [
     "MISFIT_SITES",
     "Misfit",
     "MisfitCoords",
-    "misfit_coords",
     "draw_indicator",
+    "misfit_coords",
     "misfit_draws_at",
 ]
 
@@ -233,52 +233,31 @@ def basis(spec: Misfit) -> np.ndarray:
     return vecs[:, 2:] * np.sqrt(np.maximum(vals[2:], 0.0))
 
 
-def design(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Per walk, the ``(n, knots - 2)`` map from its standard normal coefficients to delta.
+def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
+    """Sample the misfit's scales and walks (inside a numpyro model); return delta per run.
 
-    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades). Delta is
-    ``sum over walks of scale * design[walk] @ w[walk]``.
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades).
     """
     import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
 
     t = inputs["t"]
+    weights = interp_weights(t, spec)
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
-    level = interp_weights(t, spec) @ (step * jnp.asarray(basis(spec), dtype=t.dtype))
-    return {"level": level, "tilt": level * inputs["r"][:, None]} if tilt else {"level": level}
+    walk = step * jnp.asarray(basis(spec), dtype=t.dtype)
 
-
-def sample_scales(spec: Misfit, tilt: bool) -> dict[str, Any]:
-    """Sample the walks' scales (inside a numpyro model): ``misfit_level`` (and ``_tilt``)."""
-    import numpyro
-    import numpyro.distributions as dist
-
-    names = ("level", "tilt") if tilt else ("level",)
-    return {n: numpyro.sample(f"misfit_{n}", dist.HalfNormal(getattr(spec, n))) for n in names}
-
-
-def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
-    """Sample the misfit's scales and walks (inside a numpyro model); return delta per run."""
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
-
-    scales = sample_scales(spec, tilt)
-    delta = 0.0
-    for name, a in design(spec, tilt, inputs).items():
+    def knots_of(name: str) -> Any:
+        s = numpyro.sample(f"misfit_{name}", dist.HalfNormal(getattr(spec, name)))
         w = numpyro.sample(
             f"_misfit_{name}_w", dist.Normal(0.0, 1.0).expand([spec.knots - 2]).to_event(1)
         )
-        delta = delta + scales[name] * (a @ w)
-        numpyro.deterministic(f"misfit_{name}_knots", knot_values(spec, inputs, scales[name], w))
-    return jnp.asarray(delta)
+        return numpyro.deterministic(f"misfit_{name}_knots", s * (walk @ w))
 
-
-def knot_values(spec: Misfit, inputs: Mapping[str, Any], scale: Any, w: Any) -> Any:
-    """A walk's values at the knots from its scale and standard normal coefficients ``w``."""
-    import jax.numpy as jnp
-
-    step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))
-    return scale * step * (jnp.asarray(basis(spec), dtype=w.dtype) @ w)
+    delta = weights @ knots_of("level")
+    if tilt:
+        delta = delta + (weights @ knots_of("tilt")) * inputs["r"]
+    return delta
 
 
 def misfit_draws_at(

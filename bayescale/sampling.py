@@ -646,18 +646,11 @@ def pointwise_draws(
     serves both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as
     the location-scale families do).
     """
-    first = next(iter(samples.values()))
-    n_chain, n_draw = first.shape[:2]
-    flat = _flat_for_scoring(samples, n_chain * n_draw)
-    mask = np.zeros_like(inputs.mask)
-    mask[: inputs.n_runs] = True
-    ll, loc, scale = (
-        np.asarray(a)[:, : inputs.n_runs] for a in _pointwise_fn(model)(flat, inputs.args(mask))
-    )
+    shape, (ll, loc, scale) = _pointwise(model, inputs, samples)
     noise = likelihood.sample(np.random.default_rng(seed), loc.shape)
     # computed in float64, kept in float32 (the draws' precision; half the memory)
     rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise).astype(np.float32)
-    return ll.reshape(n_chain, n_draw, -1), rep.reshape(n_chain, n_draw, -1)
+    return ll.reshape(*shape, -1), rep.reshape(*shape, -1)
 
 
 def pointwise_log_likelihood(
@@ -668,15 +661,20 @@ def pointwise_log_likelihood(
     Every real run is scored, whatever ``inputs.mask`` says (held-out runs included); the
     same compiled program as `pointwise_draws`.
     """
-    import jax
+    shape, (ll, _, _) = _pointwise(model, inputs, samples)
+    return ll.reshape(*shape, -1)
 
-    first = next(iter(samples.values()))
-    n_chain, n_draw = first.shape[:2]
+
+def _pointwise(
+    model: Any, inputs: ModelInputs, samples: Mapping[str, np.ndarray]
+) -> tuple[tuple[int, int], tuple[np.ndarray, ...]]:
+    """``(chain, draw)`` and each real run's log density, location and scale per flat draw."""
+    n_chain, n_draw = next(iter(samples.values())).shape[:2]
     flat = _flat_for_scoring(samples, n_chain * n_draw)
     mask = np.zeros_like(inputs.mask)
     mask[: inputs.n_runs] = True
-    ll = _pointwise_fn(model)(flat, inputs.args(mask))[0]
-    return np.asarray(jax.device_get(ll))[:, : inputs.n_runs].reshape(n_chain, n_draw, -1)
+    out = _pointwise_fn(model)(flat, inputs.args(mask))
+    return (n_chain, n_draw), tuple(np.asarray(a)[:, : inputs.n_runs] for a in out)
 
 
 def build_tree(
