@@ -11,8 +11,8 @@ group **independently** (no pooling: each curve gets exactly the model and the p
 - the whole per-chain NUTS program (the choice of start, warm-up with step-size and dense mass
   adaptation, sampling) is ``jax.vmap``-ed over chains and curves under one ``jax.jit``;
 - curves run in chunks of ``chunk_size`` (the last chunk padded with copies of its last curve,
-  whose draws are dropped), so every chunk runs the same compiled program; chunks go round
-  robin to the local JAX devices, or to the workers of a Dask ``client``.
+  whose draws are dropped), so every chunk runs the same compiled program, on JAX's default
+  device (a GPU when there is one) or on the workers of a Dask ``client``.
 
 Contracts
 ---------
@@ -44,10 +44,8 @@ import pandas as pd
 from bayescale.data import ScalingData, from_frame
 from bayescale.diagnostics import interval_probs
 from bayescale.errors import (
-    BayescaleError,
     ConvergenceWarning,
     DataError,
-    LawError,
     OptionError,
     OptionTypeError,
     warn,
@@ -55,7 +53,7 @@ from bayescale.errors import (
 from bayescale.fit import Fit, check_seed
 from bayescale.laws import Law, declaration, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.model import build_model, internal_sites, model_inputs
+from bayescale.model import build_model, model_inputs
 from bayescale.priors import Prior, Priors, resolve_priors
 from bayescale.sampling import (
     NutsSettings,
@@ -511,8 +509,8 @@ def fit_many(
         is padded), so every chunk runs the same compiled program.
     client : distributed.Client, optional
         A Dask client: the chunks run on its workers (``pip install "bayescale[distributed]"``).
-        Without one, chunks run in this process, round robin over JAX's local devices (a GPU
-        when there is one).
+        Without one, chunks run in this process on JAX's default device (a GPU when there
+        is one).
     columns : mapping, optional
         Canonical name -> your column name, as in `bayescale.fit`.
     variable : str, optional
@@ -709,8 +707,6 @@ def _run(
     client: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every curve's draws, chunk by chunk, locally or on the client's workers."""
-    import jax
-
     n = len(keys)
     if chunk_size is None:
         workers = len(client.scheduler_info().get("workers", {})) if client is not None else 0
@@ -728,13 +724,12 @@ def _run(
         ]
         results = client.gather(futures)
     else:
-        devices = jax.local_devices()
-        model = build_model(law, families, noise)
+        # in this process, on JAX's default device (a GPU when there is one): every chunk
+        # is dispatched before any result is read, so the host prepares the next chunk while
+        # the device runs one
+        model = build_model(_same_law(law), families, noise)
         run = _many_program(model, settings)
-        pending = []
-        for j, (k, s, a) in enumerate(payloads):  # dispatched asynchronously, then gathered
-            inputs = jax.device_put((k, s, np.float32(1.0), a), devices[j % len(devices)])
-            pending.append(run(*inputs))
+        pending = [run(k, s, np.float32(1.0), a) for k, s, a in payloads]
         results = [
             ({k: np.asarray(v) for k, v in si.items()}, {k: np.asarray(v) for k, v in st.items()})
             for si, st in pending
