@@ -84,6 +84,42 @@ def curve_keys(seed: int, positions: np.ndarray, num_chains: int) -> np.ndarray:
     return np.asarray(jax.vmap(one)(np.asarray(positions, np.uint32)))
 
 
+#: Adam steps and step size of the search for each chain's start (a posterior mode)
+MODE_STEPS, MODE_RATE = 300, 0.05
+#: half-width of the box around the mode (unconstrained space) where each chain starts
+START_SPREAD = 0.1
+
+
+def _mode(potential: Any, z: Any) -> Any:
+    """The lowest point of ``potential`` seen in `MODE_STEPS` Adam steps from ``z``.
+
+    A fixed number of steps (no convergence test), so that curves in lock step take the same
+    time; non-finite values and gradients are ignored.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def value(z: Any) -> Any:
+        e = potential(z)
+        return jnp.where(jnp.isfinite(e), e, jnp.inf)
+
+    grad = jax.value_and_grad(value)
+
+    def step(i: Any, carry: Any) -> Any:
+        z, m, v, best, best_e = carry
+        e, g = grad(z)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        best, best_e = jnp.where(e < best_e, z, best), jnp.minimum(e, best_e)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        t = (i + 1).astype(z.dtype)
+        z = z - MODE_RATE * (m / (1 - 0.9**t)) / (jnp.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        return z, m, v, best, best_e
+
+    zeros = jnp.zeros_like(z)
+    init = (z, zeros, zeros, z, value(z))
+    return jax.lax.fori_loop(0, MODE_STEPS, step, init)[3]
+
+
 @functools.lru_cache(maxsize=8)
 def _many_program(model: Any, settings: NutsSettings) -> Any:
     """The compiled sampler of a chunk: ``run(keys, starts, jitter, args)``.
@@ -102,13 +138,17 @@ def _many_program(model: Any, settings: NutsSettings) -> Any:
     n_cand = settings.num_candidates
 
     def chain(key: Any, start: Any, jitter: Any, args: tuple[Any, ...]) -> Any:
-        k_cand, k_run = jax.random.split(key)
+        k_cand, k_spread, k_run = jax.random.split(key, 3)
         flat, unravel = ravel_pytree(unconstrain_fn(model, args, {}, start))
         noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
         cands = flat + jitter * noise.at[0].set(0.0)
         energy = jax.vmap(lambda z: potential_energy(model, args, {}, unravel(z)))(cands)
         energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-        z0 = unravel(cands[jnp.argmin(energy)])
+        z0 = _mode(
+            lambda z: potential_energy(model, args, {}, unravel(z)), cands[jnp.argmin(energy)]
+        )
+        spread = jax.random.uniform(k_spread, flat.shape, minval=-1.0, maxval=1.0)
+        z0 = unravel(z0 + START_SPREAD * spread)
         state = kernel.init(k_run, settings.num_warmup, z0, model_args=args, model_kwargs={})
         n_warm, n_keep = settings.num_warmup, settings.num_samples
         flat0 = ravel_pytree(state.z)[0]
@@ -589,7 +629,7 @@ def fit_many(
             f"chunk_size must be a positive integer or None; received {chunk_size!r}. For "
             "example chunk_size=100."
         )
-    if client is not None and not (hasattr(client, "submit") and hasattr(client, "gather")):
+    if client is not None and not all(hasattr(client, m) for m in ("submit", "gather", "nthreads")):
         raise OptionTypeError(
             f"client must be a dask.distributed Client; received {type(client).__name__}. "
             "For example client=distributed.Client(distributed.LocalCluster(n_workers=2))."
@@ -709,7 +749,7 @@ def _run(
     """Every curve's draws, chunk by chunk, locally or on the client's workers."""
     n = len(keys)
     if chunk_size is None:
-        workers = len(client.scheduler_info().get("workers", {})) if client is not None else 0
+        workers = len(client.nthreads()) if client is not None else 0
         chunk_size = math.ceil(n / (2 * workers)) if workers else n
     size = min(int(chunk_size), n)
     chunks = []

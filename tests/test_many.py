@@ -20,12 +20,17 @@ FAST = dict(num_chains=2, num_warmup=150, num_samples=150, seed=3, chunk_size=2)
 
 
 def _curves(lengths=(20, 17, 14), names=("b", "a", "c"), seed=10) -> pd.DataFrame:
-    """Power-law curves with different truths and lengths, listed in unsorted group order."""
+    """Power-law curves with different truths and lengths, listed in unsorted group order.
+
+    The amplitudes make the power-law term 2 to 4 at N = 1e7, so that every curve, short ones
+    included, identifies its floor and exponent (with A = 480 and alpha = 0.5 the term would be
+    0.15 to 0.005 over the range: a nearly flat curve, a weakly identified posterior).
+    """
     design = sweep_design("n_params", 1e7, 1e10, 20)
-    truths = [(0.30, 1.8), (0.40, 2.0), (0.50, 1.5)]
+    truths = [(0.30, 1.8, 480.0), (0.40, 2.0, 2400.0), (0.35, 1.5, 1100.0)]
     frames = []
-    for i, (n, name, (alpha, floor)) in enumerate(zip(lengths, names, truths, strict=True)):
-        truth = {"E": floor, "A": 480.0, "alpha": alpha}
+    for i, (n, name, (alpha, floor, amp)) in enumerate(zip(lengths, names, truths, strict=True)):
+        truth = {"E": floor, "A": amp, "alpha": alpha}
         frame = bs.simulate("power_law", truth, design=design.iloc[:n], seed=seed + i)
         frames.append(frame.assign(group=name))
     return pd.concat(frames, ignore_index=True)
@@ -107,11 +112,11 @@ def test_summary_and_diagnostics_tables(many):
 
 
 def test_posteriors_recover_each_curves_own_truth(many):
-    # each curve has its own exponent (0.40, 0.30, 0.50 for a, b, c): the vectorised fits did
+    # each curve has its own exponent (0.40, 0.30, 0.35 for a, b, c): the vectorised fits did
     # not mix curves up. Loose: the 90% interval, widened by the short plumbing run, holds it.
     fits, _ = many
     table = fits.summary().xs("alpha", level="parameter")
-    for g, truth in {"a": 0.40, "b": 0.30, "c": 0.50}.items():
+    for g, truth in {"a": 0.40, "b": 0.30, "c": 0.35}.items():
         assert table.loc[g, "q5"] - 0.05 < truth < table.loc[g, "q95"] + 0.05, g
     assert table.loc["b", "median"] < table.loc["a", "median"]
 
@@ -131,7 +136,7 @@ def test_a_curve_with_other_data_differs_and_leaves_the_others_alone(many, runs)
     fits, _ = many
     other = runs.copy()
     in_c = other["group"] == "c"
-    other.loc[in_c, "loss"] = other.loc[in_c, "loss_mean"] * 1.3 ** np.linspace(0, 1, in_c.sum())
+    other.loc[in_c, "loss"] = other.loc[in_c, "loss_mean"] * 2.0 ** np.linspace(0, 1, in_c.sum())
     moved, _ = _fit_quietly(other)
     for g in ("a", "b"):
         np.testing.assert_array_equal(
