@@ -22,10 +22,12 @@ Contracts
   and on a Dask cluster (same program, same shapes); see `fit_many` for other chunkings.
 - **Inputs are arguments** of the compiled program, which is cached per (model, settings,
   shapes) in a bounded LRU cache.
-- Starts: each chain starts from the best (lowest potential) of ``num_candidates`` points
-  drawn within a unit box (unconstrained space) around the priors' typical values, as
-  ``fit(..., init="prior")`` does; the MAP search of ``fit``'s default ``init="map"`` is a
-  SciPy optimisation per curve and is not vectorised.
+- Starts: inside the compiled program, each chain takes the best (lowest potential) of
+  ``num_candidates`` points drawn within a unit box (unconstrained space) around the priors'
+  typical values, runs `MODE_STEPS` Adam steps down the potential from there (a fixed count,
+  so that the curves stay in lock step), and starts at a uniform point within
+  `START_SPREAD` of the lowest point seen: the vectorised counterpart of ``fit``'s default
+  MAP start (a SciPy L-BFGS-B search per curve, with Laplace draws).
 """
 
 from __future__ import annotations
@@ -332,7 +334,7 @@ class ManyFits:
             "nuts",
             seed,
             settings,
-            init="jittered prior medians, best of 32 candidates per chain",
+            init="near a mode: best of 32 jittered prior points, Adam steps, 0.1 box",
             chain_method="vectorised over chains and curves (bayescale.fit_many)",
             group=name,
             curve_index=self.groups.index(name),
@@ -588,10 +590,10 @@ def fit_many(
     ``chunk_size`` compiles a program of another batch size, whose floating-point results XLA
     does not promise to be bitwise the same (they are the same posterior).
 
-    **Starts.** Each chain starts from the best of 32 points drawn around the priors' typical
-    values, as ``fit(..., init="prior")``; ``fit``'s default starts from a MAP search, a SciPy
-    optimisation per curve that this vectorised path leaves out. After warm-up both sample the
-    same posterior; the agreement is tested within Monte Carlo error.
+    **Starts.** Each chain starts near a posterior mode found inside the compiled program
+    (the best of 32 jittered prior points, then a fixed number of Adam steps; see the module
+    notes), where ``fit`` runs SciPy's L-BFGS-B per curve. After warm-up both sample the same
+    posterior; the agreement is tested within Monte Carlo error.
 
     **Cost.** The curves run in lock step: every NUTS iteration of a chunk lasts as long as
     its longest trajectory. Curves that need very long trajectories (poorly identified
