@@ -21,7 +21,7 @@ LAYERS = [
     ["sampling"],
     ["huber"],
     ["fit"],
-    ["internal"],
+    ["internal", "many"],
     ["allocate"],
     ["forecast", "checks"],
     ["compare"],
