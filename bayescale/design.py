@@ -44,8 +44,10 @@ from bayescale.misfit import misfit_draws_at
 if TYPE_CHECKING:
     from bayescale.fit import Fit
 
-__all__ = ["Design", "Target", "TARGET_KINDS", "design", "design_grid", "target_draws"]
+__all__ = ["Design", "Target", "RANKS", "TARGET_KINDS", "design", "design_grid", "target_draws"]
 
+#: what `design` ranks candidates by
+RANKS = ("gain_per_flop", "width")
 #: the kinds of target `design` can aim at
 TARGET_KINDS = ("loss_at", "optimal_loss", "n_opt")
 _ND = ("n_params", "n_tokens")
@@ -143,15 +145,15 @@ class Design:
     Attributes
     ----------
     table : pandas.DataFrame
-        One row per candidate (index ``candidate``: its row in the candidates passed), sorted
-        by ``gain_per_flop`` (best first). Columns: ``n_params``, ``n_tokens``, ``compute``
-        (6 N D), ``cost`` (FLOP, or the user's unit), ``width`` (the expected width of the
-        target's ``ci_prob`` interval after the run), ``width_mcse`` (its Monte Carlo
-        standard error over the simulated outcomes), ``rel_width`` (width over the
-        target's current median), ``gain`` (current width minus ``width``),
-        ``gain_per_flop`` (gain / cost), ``ess`` (median over outcomes of the effective
-        sample size of the weights), ``ess_min`` and ``low_ess`` (``ess < min_ess``: too few
-        effective draws to trust the score).
+        One row per candidate (index ``candidate``: its row in the candidates passed), best
+        first by ``rank`` (``gain_per_flop`` by default, or ``width``). Columns:
+        ``n_params``, ``n_tokens``, ``compute`` (6 N D), ``cost`` (FLOP, or the user's
+        unit), ``width`` (the expected width of the target's ``ci_prob`` interval after the
+        run), ``width_mcse`` (its Monte Carlo standard error over the simulated outcomes),
+        ``rel_width`` (width over the target's current median), ``gain`` (current width
+        minus ``width``), ``gain_per_flop`` (gain / cost), ``ess`` (median over outcomes of
+        the effective sample size of the weights), ``ess_min`` and ``low_ess`` (``ess <
+        min_ess``: too few effective draws to trust the score).
     batch : pandas.DataFrame
         The runs chosen greedily, in order (index ``pick``): the candidate's row, its inputs
         and cost, ``width`` (expected width after this run and the ones before it, each
@@ -163,7 +165,8 @@ class Design:
     runs : pandas.DataFrame
         The fitted runs (``n_params``, ``n_tokens``, ``compute``), for plots.
     settings : tuple of (str, object)
-        ``ci_prob``, ``n_outcomes``, ``n_draws``, ``min_ess``, ``kind``, ``seed``, ``budget``.
+        ``ci_prob``, ``n_outcomes``, ``n_draws``, ``min_ess``, ``kind``, ``seed``, ``budget``,
+        ``rank``, ``goal``.
     """
 
     table: pd.DataFrame
@@ -175,7 +178,7 @@ class Design:
 
     @property
     def best(self) -> pd.Series:
-        """The top row of `table` (the best gain per FLOP)."""
+        """The top row of `table` (the best candidate by ``rank``)."""
         return self.table.iloc[0]
 
     def summary(self) -> pd.DataFrame:
@@ -409,6 +412,8 @@ def design(
     n_outcomes: int = 32,
     kind: str = "mean",
     min_ess: float = 50.0,
+    rank: str = "gain_per_flop",
+    goal: float | None = None,
     seed: int = 0,
 ) -> Design:
     r"""Score candidate runs by the expected narrowing of a target's posterior per FLOP.
@@ -440,6 +445,14 @@ def design(
         (the noise's width cannot shrink, so gains look smaller).
     min_ess : float, default 50
         Effective sample size of the weights below which a score is flagged ``low_ess``.
+    rank : {"gain_per_flop", "width"}, default "gain_per_flop"
+        What the table is sorted by and the batch picks greedily: the gain per unit of cost,
+        or the expected width itself (the most informative run that fits the ``budget``).
+        Gain per FLOP favours cheap runs; ``"width"`` with a ``budget`` spends it.
+    goal : float, optional
+        A target width (same units as the target). The batch then picks the cheapest run whose
+        expected width reaches it, and stops there; while none does, the most informative run
+        (smallest expected width). Overrides ``rank`` for the batch, not for the table.
     seed : int, default 0
         Seed of the simulated outcomes.
 
@@ -495,10 +508,13 @@ def design(
             raise OptionError(f"{name} must be an integer >= {low}; received {v!r}.")
     if kind not in ("mean", "predictive"):
         raise OptionError(f"unknown kind {kind!r}. Available: 'mean', 'predictive'.")
+    if rank not in RANKS:
+        raise OptionError(f"unknown rank {rank!r}. Available: {', '.join(RANKS)}.")
     lo, hi = interval_probs(ci_prob)
     frame = _candidates(fit, candidates)
     costs = _costs(frame, cost)
     total = math.inf if budget is None else _positive(budget, "budget")
+    goal_ = None if goal is None else _positive(goal, "goal")
     value, mu = target_draws(fit, tgt, kind=kind, seed=seed, at=frame)
     sigma = require_draws(fit, "design")["sigma"]
     keep = np.isfinite(value) & np.all(np.isfinite(mu), axis=1)
@@ -553,11 +569,17 @@ def design(
         if k > 0:
             cur = scorer.score(mu, base)[::2]
         w_k, e_k = cur
-        gain = (width_now - w_k) / costs
+        gain = (width_now - w_k) / costs if rank == "gain_per_flop" else -w_k
         ok = (spent + costs <= total) & ~np.isin(np.arange(len(costs)), chosen)
         if not ok.any():
             break
-        i = int(np.argmax(np.where(ok, gain, -np.inf)))
+        reach = ok & (w_k <= goal_) if goal_ is not None else np.zeros_like(ok)
+        if reach.any():  # the cheapest run expected to reach the goal
+            i = int(np.argmin(np.where(reach, costs, np.inf)))
+        elif goal_ is not None:  # none does: the most informative run
+            i = int(np.argmin(np.where(ok, w_k, np.inf)))
+        else:
+            i = int(np.argmax(np.where(ok, gain, -np.inf)))
         chosen.append(i)
         spent += float(costs[i])
         base = base + scorer.loglik(mu[:, i : i + 1])[0]
@@ -573,6 +595,8 @@ def design(
                 "ess": e_k[i],
             }
         )
+        if reach.any():
+            break
     batch_table = pd.DataFrame(
         picks, columns=["candidate", *_ND, "compute", "cost", "width", "cum_cost", "ess"]
     )
@@ -595,8 +619,10 @@ def design(
         ("kind", kind),
         ("seed", int(seed)),
         ("budget", None if budget is None else float(total)),
+        ("rank", rank),
+        ("goal", goal_),
     )
-    table = table.sort_values("gain_per_flop", ascending=False, kind="stable")
+    table = table.sort_values(rank, ascending=rank == "width", kind="stable")
     runs = pd.DataFrame({k: fit.data.column(k) for k in _ND})
     runs["compute"] = FLOPS_PER_PARAM_TOKEN * runs["n_params"] * runs["n_tokens"]
     return Design(table, batch_table, tgt, current, runs, settings)

@@ -162,12 +162,6 @@ def test_bad_input_says_what_and_how(fit, kwargs, error, message):
         bs.design(fit, args.pop("candidates"), args.pop("target"), **args)
 
 
-def test_a_point_fit_has_no_posterior_to_design_with(ladder):
-    point = bs.fit(ladder, method="huber")
-    with pytest.raises(bs.FitError, match="method='nuts'"):
-        bs.design(point, "grid", TARGET)
-
-
 def test_a_one_variable_law_is_refused():
     runs = bs.simulate("power_law", seed=0)
     fit = bs.fit(runs, "power_law", method="map", num_samples=200)
@@ -215,6 +209,7 @@ def test_the_command_line(fit, tmp_path, capsys):
     assert "no target: pass --target-compute" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_misfit_fit_designs(ladder):
     """With misfit, a run near the target in scale still beats a tiny one (joint misfit draws)."""
     with warnings.catch_warnings():
@@ -224,3 +219,18 @@ def test_misfit_fit_designs(ladder):
     d = bs.design(fit, cands, TARGET)
     width = d.table.sort_index()["width"].to_numpy()
     assert width[0] < width[1] < d.current["width"] + 4 * d.table["width_mcse"].max()
+
+
+def test_rank_by_width_and_a_goal(fit):
+    cands = bs.design_grid(fit, levels=4, sizes=3)
+    by_width = bs.design(fit, cands, TARGET, rank="width")
+    assert np.all(np.diff(by_width.table["width"].to_numpy()) >= 0)
+    # a goal no run reaches: the most informative run; an easy goal: the cheapest that reaches it
+    hard = bs.design(fit, cands, TARGET, goal=1e-6, batch=2)
+    assert hard.batch["candidate"].iloc[0] == by_width.table.index[0] and len(hard.batch) == 2
+    easy_goal = float(by_width.table["width"].median())
+    easy = bs.design(fit, cands, TARGET, goal=easy_goal, batch=3)
+    reaching = by_width.table[by_width.table["width"] <= easy_goal]
+    assert len(easy.batch) == 1 and easy.batch["cost"].iloc[0] == reaching["cost"].min()
+    with pytest.raises(bs.OptionError, match="unknown rank 'cost'"):
+        bs.design(fit, cands, TARGET, rank="cost")
