@@ -38,3 +38,4 @@ bench:
 	$(PYTHON) benchmarks/fit_speed.py
 	$(PYTHON) benchmarks/forecast_speed.py
 	$(PYTHON) benchmarks/breaks_speed.py
+	$(PYTHON) benchmarks/design_speed.py

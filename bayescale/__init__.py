@@ -6,6 +6,7 @@ from bayescale.breaks import BreakReport, detect_break
 from bayescale.checks import Check, check, ppc, prior_predictive
 from bayescale.compare import compare
 from bayescale.data import ScalingData, from_frame
+from bayescale.design import Design, Target, design, design_grid
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -40,6 +41,7 @@ __all__ = [
     "ComputeForLoss",
     "ConvergenceWarning",
     "DataError",
+    "Design",
     "ExtrapolationWarning",
     "Fit",
     "FitError",
@@ -58,12 +60,15 @@ __all__ = [
     "PriorError",
     "ScalingData",
     "Stack",
+    "Target",
     "backtest",
     "check",
     "compare",
     "compute_for_loss",
     "compute_optimal",
     "default_priors",
+    "design",
+    "design_grid",
     "detect_break",
     "extrapolation_horizon",
     "fit",

@@ -732,7 +732,81 @@ def build_parser() -> argparse.ArgumentParser:
     output(p, out=None)
     sampling(p)
     p.set_defaults(func=_cmd_demo)
+    _add_design_parser(sub, output, separator)
     return parser
+
+
+def _add_design_parser(sub: Any, output: Any, separator: Any) -> None:
+    p = sub.add_parser("design", help="which run next: score candidate runs against a target")
+    p.add_argument("fit", help="a fit written by 'bayescale fit --out'")
+    p.add_argument(
+        "--target-compute",
+        type=float,
+        default=None,
+        help="target budget in FLOP: the compute-optimal loss there (or N_opt with --n-opt; "
+        "with --target-n-params, the loss of that run)",
+    )
+    p.add_argument("--target-n-params", type=float, default=None, help="target run's N")
+    p.add_argument("--target-n-tokens", type=float, default=None, help="target run's D")
+    p.add_argument(
+        "--n-opt", action="store_true", help="target N_opt at --target-compute, not the loss"
+    )
+    p.add_argument(
+        "--candidates", default=None, help="CSV of candidate runs (default: a grid, design_grid)"
+    )
+    p.add_argument("--budget", type=float, default=None, help="FLOP the batch may spend")
+    p.add_argument("--batch", type=int, default=1, help="runs to choose, greedily (default 1)")
+    p.add_argument("--outcomes", type=int, default=32, help="simulated outcomes a candidate")
+    p.add_argument("--top", type=int, default=20, help="candidates shown (table format; 20)")
+    p.add_argument("--plot", default=None, help="write the candidates in the (N, D) plane (PNG)")
+    p.add_argument("--seed", type=int, default=0)
+    separator(p)
+    output(p)
+    p.set_defaults(func=_cmd_design)
+
+
+def _cmd_design(args: argparse.Namespace) -> int:
+    import bayescale as bs
+    from bayescale import plots
+
+    out = _outputs(args)
+    if args.target_n_params is not None or args.target_n_tokens is not None:
+        run = {
+            k: v
+            for k, v in (
+                ("n_params", args.target_n_params),
+                ("n_tokens", args.target_n_tokens),
+                ("compute", args.target_compute),
+            )
+            if v is not None
+        }
+        target: dict[str, Any] = {"loss_at": run}
+    elif args.target_compute is not None:
+        target = {"n_opt" if args.n_opt else "optimal_loss": args.target_compute}
+    else:
+        raise OptionError(
+            "no target: pass --target-compute C (the compute-optimal loss at C FLOP; add "
+            "--n-opt for N_opt), or --target-n-params and --target-n-tokens (a run's loss)."
+        )
+    fit = bs.load_fit(args.fit)
+    candidates = _read_csv(args.candidates, args.sep) if args.candidates else "grid"
+    result = bs.design(
+        fit,
+        candidates,
+        target,
+        batch=args.batch,
+        budget=args.budget,
+        n_outcomes=args.outcomes,
+        seed=args.seed,
+    )
+    out.say(repr(result))
+    table = result.table if args.format != "table" else result.table.head(args.top)
+    out.table("candidates", table, "Candidates, best gain per FLOP first (90% interval widths)")
+    out.table("batch", result.batch, "Chosen runs, in order (expected width after each)")
+    out.finish()
+    if args.plot:
+        _save_plot(lambda ax: plots.plot_design(result, ax=ax), args.plot, out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

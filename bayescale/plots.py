@@ -25,6 +25,7 @@ from bayescale.plots_checks import plot_backtest, plot_break, plot_check, plot_c
 
 if TYPE_CHECKING:
     from bayescale.allocate import Allocation
+    from bayescale.design import Design
     from bayescale.fit import Fit
     from bayescale.forecast import Forecast
 
@@ -38,6 +39,7 @@ __all__ = [
     "VIEWS",
     "count_formatter",
     "plot_allocation",
+    "plot_design",
     "plot_fit",
     "plot_forecast",
     "plot_posterior",
@@ -651,3 +653,121 @@ def _group_label(by: str, value: float) -> str:
         return f"C = {value:.2g} FLOP"
     name = {"n_params": "N", "n_tokens": "D"}.get(by, by)
     return f"{name} ≈ {count_formatter()(value, 0)}"
+
+
+def plot_design(
+    design: Design,
+    *,
+    ax: Any = None,
+    picks: bool = True,
+    cmap: str = "viridis",
+) -> Any:
+    """Candidate runs in the (N, D) plane coloured by gain per FLOP, with the runs and target.
+
+    Parameters
+    ----------
+    design : Design
+        From `bayescale.design.design`.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    picks : bool, default True
+        Number the batch's chosen runs (1, 2, ...) in the order they were chosen.
+    cmap : str, default "viridis"
+        Colour map of the gain per FLOP (log scale over the positive gains; candidates with
+        no expected gain are drawn hollow).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        A scatter of the candidates (with a colour bar), the fitted runs as black crosses, the
+        target as a red star (a ``loss_at`` target) or its IsoFLOP line (a budget target), and
+        dashed IsoFLOP lines through the smallest and largest fitted compute.
+    """
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    ax = _axes(plt, ax)
+    table = design.table
+    n = table["n_params"].to_numpy()
+    d = table["n_tokens"].to_numpy()
+    g = table["gain_per_flop"].to_numpy()
+    pos = g > 0
+    if pos.any():
+        lo, hi = float(g[pos].min()), float(g[pos].max())
+        norm = LogNorm(lo, hi if hi > lo else lo * 10)
+        art = ax.scatter(n[pos], d[pos], c=g[pos], cmap=cmap, norm=norm, s=28, zorder=2)
+        ax.figure.colorbar(art, ax=ax, label="expected gain per FLOP (width / FLOP)")
+    if (~pos).any():
+        ax.scatter(
+            n[~pos],
+            d[~pos],
+            facecolors="none",
+            edgecolors="0.6",
+            s=28,
+            lw=0.8,
+            label="no expected gain",
+            zorder=2,
+        )
+    runs = design.runs
+    ax.scatter(
+        runs["n_params"],
+        runs["n_tokens"],
+        marker="x",
+        color="k",
+        s=30,
+        lw=1.2,
+        label="fitted runs",
+        zorder=3,
+    )
+    ns = np.geomspace(
+        min(n.min(), runs["n_params"].min()) / 2, max(n.max(), runs["n_params"].max()) * 2, 50
+    )
+    for c, style in ((runs["compute"].min(), ":"), (runs["compute"].max(), "--")):
+        ax.plot(ns, c / (6.0 * ns), ls=style, color="0.5", lw=0.8)
+    tgt = design.target
+    if tgt.kind == "loss_at":
+        ax.scatter(
+            [tgt.n_params],
+            [tgt.n_tokens],
+            marker="*",
+            s=220,
+            color="tab:red",
+            edgecolors="k",
+            lw=0.6,
+            label="target",
+            zorder=4,
+        )
+    else:
+        ax.plot(
+            ns,
+            tgt.compute / (6.0 * ns),
+            color="tab:red",
+            lw=1.4,
+            label=f"target: C = {tgt.compute:.2g}",
+        )
+    if picks:
+        for k, row in enumerate(design.batch.itertuples(), start=1):
+            ax.annotate(
+                str(k),
+                (row.n_params, row.n_tokens),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold",
+                color="tab:red",
+                zorder=5,
+            )
+            ax.scatter(
+                [row.n_params],
+                [row.n_tokens],
+                s=90,
+                facecolors="none",
+                edgecolors="tab:red",
+                lw=1.4,
+                zorder=4,
+            )
+    _log_axis(ax, "x", "n_params")
+    _log_axis(ax, "y", "n_tokens")
+    ax.set_title(f"which run next: {tgt.describe()}", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    return ax

@@ -151,6 +151,7 @@ SECTIONS = {
     "bayescale.breaks": "Scaling breaks",
     "bayescale.checks": "Checking new runs",
     "bayescale.backtest": "Backtesting extrapolation",
+    "bayescale.design": "Experiment design: which run next",
     "bayescale.testing": "Simulation",
     "bayescale.datasets": "Datasets",
     "bayescale.plots": "Plots",

@@ -26,7 +26,7 @@ LAYERS = [
     ["forecast", "checks"],
     ["compare"],
     ["stacking", "breaks"],
-    ["backtest"],
+    ["backtest", "design"],
     ["plots_checks"],
     ["plots"],
     ["demo"],
