@@ -23,7 +23,11 @@ Pooling (``pooling=``):
         t_g = \mu + \tau z_g, \qquad z_g \sim N(0, 1), \quad
         \mu \sim N(m_0, s_0), \quad \tau \sim \text{HalfNormal}(s_\tau),
 
-    so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. ``m_0, s_0``
+    so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. A pooled
+    floor is pooled as a share of each group's smallest loss, ``E_g = min loss_g *
+    sigmoid(t_g)`` (the support of the single-curve prior ``Uniform(0, min loss)``), which
+    mixes far better on real curves than ``log E`` (measured: see the explanation page
+    *Pooling across curves*), but assumes the groups' runs reach comparable losses. ``m_0, s_0``
     come from the parameter's prior (the default or the user's, moment-matched on ``t``:
     the prior of the population median); ``s_tau`` is `TAU_SCALES` by role (override with a
     ``"<name>_tau"`` prior). The other parameters are per group as in ``"none"``. All groups
@@ -290,8 +294,13 @@ def group_inputs(
             on = name if real else f"log {name}"
             if _role(law, name) in ("amplitude", "scale"):
                 on = f"log of {name} at the common centre"
-            if _role(law, name) == "floor":  # truncated at each group's smallest loss
-                on = f"log {name} (each group's below its smallest loss)"
+            if _role(law, name) == "floor":  # a share of each group's smallest loss
+                on = f"logit of {name} / (the group's smallest loss)"
+                share = 0.5
+                if name in user:  # the user's typical floor as a share of the typical bound
+                    bound = float(np.median(_min_loss(data, labels)))
+                    share = min(max(math.exp(m0) / bound, 0.01), 0.99)
+                m0, s0 = math.log(share / (1 - share)), 1.5
                 hyper[f"{name}_bound"] = (np.asarray(_min_loss(data, labels), f32),)
             out[f"{name}_mu"] = Prior("Normal", loc=m0, scale=s0, note=f"population mean of {on}")
             tau = user.get(f"{name}_tau") or Prior(
@@ -366,6 +375,7 @@ def build_group_model(
     (standardised group effects), ``<name>`` over ``group`` (papers' units; ``<name>_c`` for a
     per-group amplitude's centred value) and ``loss`` over runs.
     """
+    import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
@@ -388,7 +398,8 @@ def build_group_model(
                 centred = p is not None and p.role in ("amplitude", "scale")
                 if name in pool and p is not None and p.role == "floor":
                     mu, tau = pop[name]
-                    value = _truncated_floor(name, mu, tau, hyper[f"{name}_bound"][0])
+                    t = mu + tau * numpyro.sample(f"_{name}_z", dist.Normal(0.0, 1.0))
+                    value = hyper[f"{name}_bound"][0] * jax.nn.sigmoid(t)
                     values[name] = numpyro.deterministic(name, value)
                     continue
                 if name in pool:
@@ -431,25 +442,6 @@ def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str,
     }
 
 
-def _truncated_floor(name: str, mu: Any, tau: Any, bound: Any) -> Any:
-    """A pooled floor, non-centred: ``log E_g ~ N(mu, tau)`` truncated above at ``log bound_g``.
-
-    ``u_g ~ U(0, 1)`` and ``log E_g = mu + tau Phi^-1(u_g Phi(b_g))`` with ``b_g = (log bound_g
-    - mu) / tau``: the inverse CDF of the truncated normal, so the floors are exchangeable in
-    absolute terms (groups share a floor) and each stays below its group's smallest loss, as
-    the single-curve prior ``Uniform(0, min loss)`` keeps it.
-    """
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
-    from jax.scipy.special import ndtr, ndtri
-
-    u = numpyro.sample(f"_{name}_u", dist.Uniform(0.0, 1.0))
-    b = (jnp.log(bound) - mu) / tau
-    z = ndtri(jnp.clip(u * ndtr(b), 1e-30, 1.0 - 1e-7))
-    return jnp.exp(jnp.clip(mu + tau * z, -85.0, 85.0))
-
-
 def model_for(
     law: Law, priors: Priors, pool: Sequence[str], likelihood: Likelihood, n_groups: int
 ) -> Any:
@@ -486,10 +478,7 @@ def group_start(
         if name in pool:
             out[f"{name}_mu"] = np.full(num_chains, priors[f"{name}_mu"].values[0])
             out[f"{name}_tau"] = np.full(num_chains, 0.3 * priors[f"{name}_tau"].values[0])
-            if _role(law, name) == "floor":
-                out[f"_{name}_u"] = np.full((num_chains, n), 0.5)
-            else:
-                out[f"_{name}_z"] = np.zeros((num_chains, n))
+            out[f"_{name}_z"] = np.zeros((num_chains, n))
         else:
             site = f"{name}_c" if _role(law, name) in ("amplitude", "scale") else name
             row = [_typical(priors[f"{name}[{g}]"]) for g in labels]
@@ -549,8 +538,9 @@ def group_draws(
         if p is not None and p.role in ("amplitude", "scale"):
             coef = out[p.exponent] if p.role == "amplitude" else 1.0
             out[name] = np.exp(np.clip(t + coef * common[p.variable], -700, 700))
-        elif p is not None and p.role == "floor":  # no runs: no truncation
-            out[name] = np.exp(np.clip(t, -700, 700))
+        elif p is not None and p.role == "floor":  # a share of the groups' median lowest loss
+            bound = float(np.median(json.loads(attrs["floor_bounds"])))
+            out[name] = bound / (1.0 + np.exp(-t))
         else:
             out[name] = t if name in real else np.exp(np.clip(t, -700, 700))
     return out, common

@@ -182,3 +182,14 @@ def test_no_pooling_is_separate_fits(runs):
     b = np.log(joint.posterior["A"].sel(group="f1"))
     se_log = np.hypot(float(azs.mcse(a)), float(azs.mcse(b)))
     assert abs(float(a.mean()) - float(b.mean())) > 4 * se_log
+
+
+def test_cli_passes_group_and_pooling(runs, tmp_path, capsys):
+    from bayescale.cli import main
+
+    path = tmp_path / "runs.csv"
+    small = pd.concat([runs[runs["family"] == "f0"], runs[runs["family"] == "f1"].iloc[:2]])
+    small.to_csv(path, index=False)
+    args = ["fit", str(path), "--law", "power_law", "--group", "family", "--pooling", "none"]
+    assert main(args) == 2  # refused before sampling: f1 has 2 runs and no pooling
+    assert "groups {'f1': 2} have fewer runs" in capsys.readouterr().err
