@@ -260,7 +260,7 @@ class Fit:
 def _flat_posterior(post: Any, names: list[str]) -> tuple[Any, list[str]]:
     """The posterior with each group's parameter as its own variable ``name[group]``."""
     if "group" not in post.dims:
-        return post, names
+        return post[list(names)], list(names)
     import xarray as xr
 
     out, rows = {}, []
