@@ -166,7 +166,7 @@ def test_no_pooling_is_separate_fits(runs):
     import arviz_stats as azs
 
     two = runs[runs["family"].isin(["f0", "f1"])]
-    draws = dict(num_warmup=500, num_samples=1000, progress_bar=False)
+    draws = dict(num_warmup=1000, num_samples=1500, progress_bar=False)
     with warnings.catch_warnings():  # a tail ESS a little under 400 is allowed: MCSE covers it
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
         joint = bs.fit(two, "power_law", group="family", pooling="none", seed=1, **draws)
