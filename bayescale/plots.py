@@ -224,7 +224,7 @@ def plot_groups(
         has one (partial pooling of every parameter, or complete pooling); otherwise each
         group's own band of the law's mean.
     x_range : (float, float), optional
-        The range of the variable; default that of the runs.
+        The range of the variable; default that of the chosen groups' runs.
     num : int, default 60
         Points per curve.
     seed : int, default 0
@@ -252,7 +252,7 @@ def plot_groups(
     ax = _axes(plt, ax)
     x_name = fit.law.variables[0]
     table = fit.data.table
-    x_all = table[x_name].to_numpy(float)
+    x_all = table.loc[table["group"].astype(str).isin(chosen), x_name].to_numpy(float)
     lo, hi = x_range if x_range is not None else (x_all.min(), x_all.max())
     grid = np.geomspace(lo, hi, num)
     at = pd.DataFrame({x_name: grid})
