@@ -19,8 +19,9 @@ from bayescale.errors import (
     PlausibilityWarning,
     PriorError,
 )
-from bayescale.fit import Fit, fit, load_fit, update
+from bayescale.fit import Fit, fit, group_fit, load_fit, update
 from bayescale.forecast import Forecast, Horizon, extrapolation_horizon, forecast
+from bayescale.hierarchy import priors_from
 from bayescale.laws import LAWS, Law, Param, get_law, register_law
 from bayescale.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
 from bayescale.many import ManyFits, fit_many
@@ -77,9 +78,11 @@ __all__ = [
     "from_frame",
     "get_law",
     "get_likelihood",
+    "group_fit",
     "load_fit",
     "ppc",
     "prior_predictive",
+    "priors_from",
     "register_law",
     "register_likelihood",
     "simulate",

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale.errors import ConvergenceWarning, OptionError, find_stack_level
+from bayescale.fit import group_fit
 from bayescale.internal import (
     interval_probs,
     posterior_params,
@@ -217,6 +218,7 @@ def compute_optimal(
     method: str = "auto",
     tokens_per_param_range: tuple[float, float] = (1e-4, 1e8),
     warn: bool = True,
+    group: str | None = None,
 ) -> Allocation:
     r"""Posterior of the compute-optimal model size and token count at each compute budget.
 
@@ -240,6 +242,10 @@ def compute_optimal(
     warn : bool, default True
         Emit an `ExtrapolationWarning` for budgets outside the compute range of the fitted
         runs (the rule of `bayescale.forecast.forecast`).
+    group : str, optional
+        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        Must be None for a fit without groups.
 
     Returns
     -------
@@ -297,6 +303,7 @@ def compute_optimal(
     >>> round(float(alloc.exponents["a"].median()), 1)
     0.5
     """
+    fit = group_fit(fit, group)
     law = fit.law
     k = _positive_scalar(flops_per_param_token, "flops_per_param_token")
     budgets = _budgets(compute)

@@ -41,7 +41,7 @@ import pandas as pd
 
 from bayescale.data import ScalingData, format_rows, from_frame
 from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
-from bayescale.fit import Fit
+from bayescale.fit import Fit, group_fit
 from bayescale.internal import (
     location_scale,
     logmeanexp,
@@ -150,6 +150,7 @@ def check(
     verdict_level: float = 0.9,
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
+    group: str | None = None,
 ) -> Check:
     """Check runs that were not in the fit against the fit's posterior predictive distribution.
 
@@ -168,6 +169,10 @@ def check(
         Canonical name -> your column name.
     dropna : bool, default False
         Drop invalid runs instead of raising.
+    group : str, optional
+        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        Must be None for a fit without groups.
 
     Returns
     -------
@@ -218,6 +223,7 @@ def check(
     np.int64(5)
     """
     levels_ = validate_levels(levels, verdict_level)
+    fit = group_fit(fit, group)
     draws = require_draws(fit, "check")
     runs = _as_runs(new_runs, fit.law, columns, dropna)
     _warn_fitted_runs(fit, runs)

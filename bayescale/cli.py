@@ -240,6 +240,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         breaks=args.breaks,
         dropna=args.dropna,
         progress_bar=_progress(args),
+        group=args.group,
+        pooling=args.pooling,
+        pool=args.pool.split(",") if args.pool and args.pool != "all" else args.pool,
     )
     out.say(repr(result.priors))
     _report_fit(result, out)
@@ -631,6 +634,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")
+    p.add_argument(
+        "--group", default=None, help="column naming each run's curve: fit all curves at once"
+    )
+    p.add_argument(
+        "--pooling",
+        default=None,
+        choices=["partial", "none", "complete"],
+        help="with --group: share parameters through a population (partial, the default), "
+        "not at all (none) or fully (complete)",
+    )
+    p.add_argument(
+        "--pool",
+        default=None,
+        help="with --pooling partial: the pooled parameters, comma-separated, or all",
+    )
     p.add_argument("--dropna", action="store_true", help="drop invalid runs")
     p.add_argument("--out", default=None, help="write the fit to this netCDF file")
     separator(p)

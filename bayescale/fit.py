@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,16 @@ from bayescale.errors import (
     warn,
 )
 from bayescale.files import atomic_write
+from bayescale.hierarchy import (
+    group_attrs,
+    group_draws,
+    group_inputs,
+    group_labels,
+    group_start,
+    model_for,
+    require_groups,
+    resolve_pool,
+)
 from bayescale.huber import huber_fit
 from bayescale.laws import Law, declaration, fingerprint, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
@@ -57,7 +67,7 @@ from bayescale.sampling import (
     start_from_prior,
 )
 
-__all__ = ["Fit", "fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: how NUTS chains start (see `fit`)
@@ -130,15 +140,38 @@ class Fit:
         return MisfitCoords.from_json(text) if text else None
 
     @property
+    def groups(self) -> list[str] | None:
+        """The group labels of a grouped fit (``fit(..., group=...)``), else None."""
+        text = self.tree.attrs.get("groups", "")
+        return list(json.loads(text)) if text else None
+
+    @property
+    def pooling(self) -> str | None:
+        """``"partial"``, ``"none"`` or ``"complete"`` for a grouped fit, else None."""
+        return str(self.tree.attrs["pooling"]) if "pooling" in self.tree.attrs else None
+
+    @property
     def param_names(self) -> list[str]:
-        """Reported parameters: the law's, ``sigma`` (absent for the Huber fit), misfit scales."""
-        names = (*self.law.param_names, "sigma", *MISFIT_SITES)
+        """Reported parameters: the law's, ``sigma`` (absent for the Huber fit), misfit scales.
+
+        A partially pooled fit adds its population's ``<name>_mu`` and ``<name>_tau``.
+        """
+        pool = json.loads(self.tree.attrs.get("pool", "[]")) if self.pooling == "partial" else []
+        population = [f"{n}_{s}" for n in pool for s in ("mu", "tau")]
+        names = (*self.law.param_names, "sigma", *MISFIT_SITES, *population)
         return [k for k in names if k in self.posterior]
 
     def draws(self) -> dict[str, np.ndarray]:
-        """Parameter draws flattened over chains, as float64 arrays of shape ``(sample,)``."""
+        """Parameter draws flattened over chains, float64 arrays of shape ``(sample,)``.
+
+        A grouped fit's per-group parameters have shape ``(sample, group)``.
+        """
         post = self.posterior
-        return {k: post[k].values.reshape(-1).astype(np.float64) for k in self.param_names}
+        n = post.sizes["chain"] * post.sizes["draw"]
+        return {
+            k: post[k].values.reshape(n, *post[k].shape[2:]).astype(np.float64)
+            for k in self.param_names
+        }
 
     def problems(self, **thresholds: Any) -> list[str]:
         """Convergence problems (see `bayescale.diagnostics.convergence_problems`)."""
@@ -154,12 +187,13 @@ class Fit:
         ci_prob : float, default 0.9
             Probability mass of the equal-tailed interval.
         """
-        post = self.posterior
+        post, labels = _flat_posterior(self.posterior, self.param_names)
+        names = list(post.data_vars)
         lo, hi = interval_probs(ci_prob)
         rows = {}
-        for k in self.param_names:
+        for k, label in zip(names, labels, strict=True):
             v = post[k].values.reshape(-1).astype(np.float64)
-            rows[k] = {
+            rows[label] = {
                 **_moments(v),
                 "median": np.median(v),
                 # named as bayescale.internal.quantile_name names them (forecast, ppc, check)
@@ -168,7 +202,7 @@ class Fit:
             }
         table = pd.DataFrame.from_dict(rows, orient="index")
         if self.method == "nuts" and post.sizes["chain"] > 1:
-            for column, values in diagnostic_table(post, self.param_names).items():
+            for column, values in diagnostic_table(post, names).items():
                 table[column] = values
         table.index.name = "parameter"
         return table
@@ -195,12 +229,15 @@ class Fit:
         n = post.sizes["chain"] * post.sizes["draw"]
         # the Huber fit has no likelihood: it minimises a loss
         model = "loss='huber'" if self.method == "huber" else f"likelihood={self.likelihood!r}"
+        grouped = f" groups={len(self.groups)}, pooling={self.pooling!r}," if self.groups else ""
         head = (
             f"Fit(law={self.law.name!r}, method={self.method!r}, {model},"
             + (" misfit=True," if self.misfit is not None else "")
+            + grouped
             + f" runs={self.data.n_runs}, draws={n})"
         )
-        med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in self.param_names)
+        shown = [k for k in self.param_names if post[k].ndim == 2]  # per-group ones: summary()
+        med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in shown)
         problems = self.problems()
         if problems:
             tail = f"\n  WARNING: {' '.join(problems)}"
@@ -218,6 +255,24 @@ class Fit:
         return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html(
             float_format=lambda x: f"{x:.4g}"
         )
+
+
+def _flat_posterior(post: Any, names: list[str]) -> tuple[Any, list[str]]:
+    """The posterior with each group's parameter as its own variable ``name[group]``."""
+    if "group" not in post.dims:
+        return post[list(names)], list(names)
+    import xarray as xr
+
+    out, rows = {}, []
+    for k in names:
+        if "group" in post[k].dims:
+            for i, label in enumerate(post["group"].values):
+                rows.append(f"{k}[{label}]")
+                out[f"{k}[{i}]"] = post[k].isel(group=i, drop=True)  # no '/' in tree names
+        else:
+            rows.append(k)
+            out[k] = post[k]
+    return xr.Dataset(out), rows
 
 
 def _moments(v: np.ndarray) -> dict[str, float]:
@@ -252,6 +307,9 @@ def fit(
     likelihood: str | Likelihood = "student_t",
     nu: float = 4.0,
     misfit: Misfit | bool | None = None,
+    group: str | None = None,
+    pooling: str | None = None,
+    pool: Sequence[str] | str | None = None,
     method: str = "nuts",
     num_chains: int = 4,
     num_warmup: int = 1000,
@@ -286,6 +344,19 @@ def fit(
         Model the law's own misfit (`bayescale.misfit`): a random function of scale, inferred
         with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
         extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
+    group : str, optional
+        A column that splits the runs into curves (families): fit them all at once, in one
+        model (see `bayescale.hierarchy`). The result carries a ``group`` dimension; the verbs
+        take ``group=`` to select a curve, or ``group=None`` for a new one drawn from the
+        population.
+    pooling : {"partial", "none", "complete"}, optional
+        With ``group``: ``"partial"`` draws the parameters in ``pool`` of each group from a
+        population (non-centred) and keeps the others per group; ``"none"`` fits every group
+        on its own (the same posterior as separate fits); ``"complete"`` fits one curve
+        through every group. Default ``"partial"`` (only with ``group``).
+    pool : sequence of str or "all", optional
+        With ``pooling="partial"``, the pooled parameters; default
+        `bayescale.hierarchy.default_pool` (exponents, floor and ``sigma``).
     method : {"nuts", "map", "huber"}, default "nuts"
         ``"nuts"``: the posterior by NUTS (numpyro).
         ``"map"``: the posterior mode with a Laplace approximation (``num_samples`` draws).
@@ -327,7 +398,8 @@ def fit(
     Raises
     ------
     DataError
-        If the data cannot identify the law.
+        If the data cannot identify the law: fewer runs than parameters without a given prior
+        (per group with ``pooling="none"``), or several groups without ``group=``.
     PriorError
         If a prior names an unknown parameter.
     LawError
@@ -363,15 +435,182 @@ def fit(
     if target_accept is None:
         target_accept = 0.8 if spec is None else 0.9
     settings = NutsSettings(num_chains, num_warmup, num_samples, dense_mass, target_accept)
+    if group is None and (pooling is not None or pool is not None):
+        raise OptionError(
+            f"pooling={pooling!r} and pool={pool!r} apply to grouped fits; pass group=<column> "
+            "(the column that names each run's curve), or leave them out."
+        )
+    if group is not None:
+        if not isinstance(group, str):
+            raise OptionTypeError(
+                f"group must be the name of a column; received {type(group).__name__}: "
+                f"{group!r}. For example group='family'."
+            )
+        columns = {**(columns or {}), "group": group}
     scaling = from_frame(data, columns=columns, dropna=dropna)
     law_ = get_law(law, variable=variable, breaks=breaks)
+    given = set(priors or {})
+    n_free = sum(1 for p in law_.params if p.name not in given) + (
+        method != "huber" and "sigma" not in given
+    )
+    if group is not None:
+        return _fit_groups(
+            scaling, law_, priors, noise, pooling or "partial", pool, method, settings, seed, init,
+            progress_bar, spec, n_free,
+        )  # fmt: skip
     scaling.require_one_curve(
         "a law is fitted to one curve",
-        "Fit each group: [fit(g, ...) for _, g in frame.groupby('group')].",
+        "Fit each group: [fit(g, ...) for _, g in frame.groupby('group')], or all at once: "
+        "fit(frame, ..., group='group', pooling='partial').",
     )
-    scaling.require(law_.variables, len(law_.params) + (method != "huber"), law_.name)
+    scaling.require(law_.variables, n_free, law_.name)
     priors_ = resolve_priors(law_, scaling, priors, noise.name)
     return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
+
+
+def _fit_groups(
+    data: ScalingData,
+    law: Law,
+    priors: Mapping[str, Prior] | None,
+    noise: Likelihood,
+    pooling: str,
+    pool: Sequence[str] | str | None,
+    method: str,
+    settings: NutsSettings,
+    seed: int,
+    init: str | Mapping[str, Any],
+    progress: bool | None,
+    misfit: Misfit | None,
+    n_free: int,
+) -> Fit:
+    """The grouped fit (`bayescale.hierarchy`): validated, sampled, and built into a `Fit`."""
+    labels = group_labels(data)
+    require_groups(data, law, pooling, n_free, labels)
+    pool_ = resolve_pool(law, "all" if pooling == "complete" else pool)
+    if misfit is not None or method != "nuts" or any(p.role == "location" for p in law.params):
+        raise OptionError(
+            "grouped fits (group=...) run NUTS on laws without breaks and without misfit; "
+            f"received method={method!r}, misfit={misfit is not None}, law={law.name!r}. Fit "
+            "the groups one by one for those."
+        )
+    attrs = {
+        "groups": json.dumps(labels),
+        "pooling": pooling,
+        "pool": json.dumps(list(pool_) if pooling == "partial" else []),
+    }
+    if pooling == "complete":  # one curve through every group: the single-curve model
+        data.require(law.variables, n_free, law.name)
+        priors_ = resolve_priors(law, data, priors, noise.name)
+        return _fit(data, law, priors_, noise, "nuts", settings, seed, init, progress, **attrs)
+    if not isinstance(init, str) or init not in INITS:
+        raise OptionError(f"grouped fits take init='map' or 'prior'; received {init!r}.")
+    used = pool_ if pooling == "partial" else ()
+    inputs, priors_, centres = group_inputs(law, data, labels, pooling, used, priors, noise.name)
+    model = model_for(law, priors_, used, noise, len(labels))
+    cold = group_start(law, priors_, used, labels, settings.num_chains)
+    start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
+    if init == "map":
+        lap = laplace_fit(model, inputs, cold, seed, max(settings.num_samples, 4))
+        if lap.ok:
+            start = {k: np.asarray(lap.constrained[k][: settings.num_chains]) for k in cold}
+            start = {k: v.astype(np.float32) for k, v in start.items()}
+            jitter, how = 0.0, "MAP + Laplace draws"
+    samples, stats = sample_nuts(
+        model,
+        inputs,
+        start,
+        jitter=jitter,
+        settings=settings,
+        seed=seed,
+        progress=progress,
+        description=f"fit {law.name} x {len(labels)} groups",
+    )
+    attrs["group_centres"] = json.dumps(centres)
+    attrs.update(group_attrs(law, inputs, used))
+    centre = centres[labels[0]]
+    meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
+    loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
+    samples = {k: v for k, v in samples.items() if not k.startswith("_")}  # the z's
+    tree = build_tree(
+        samples, stats, loglik, data, law, meta, posterior_predictive=rep, groups=labels
+    )
+    result = Fit(tree, law, priors_, data)
+    warn_convergence(result.problems())
+    return result
+
+
+def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
+    """One curve of a grouped fit as a single-curve `Fit`, for every verb.
+
+    Parameters
+    ----------
+    fit : Fit
+        A grouped fit (``fit(..., group=...)``); a fit without groups is returned as it is
+        when ``group`` is None.
+    group : str or None
+        A group label of the fit, or None for a **new group** drawn from the population
+        (partial pooling with every parameter pooled, or complete pooling).
+    seed : int, default 0
+        Seed of the new group's draws.
+
+    Returns
+    -------
+    Fit
+        Draws of that group's parameters and ``sigma`` over ``chain, draw``; its data are the
+        group's runs (every run for a new group, which sets the observed range), its sampler
+        statistics those of the whole fit.
+
+    Raises
+    ------
+    OptionError
+        If the group is unknown, or a new group is asked of a fit without a population.
+    """
+    labels = fit.groups
+    if labels is None:
+        if group is None:
+            return fit
+        raise OptionError(
+            f"group={group!r} was given, but the fit has no groups. Fit with group=<column> "
+            "to select curves, or leave group out."
+        )
+    if group is not None and not isinstance(group, str):
+        raise OptionTypeError(f"group must be a label (str) or None; received {group!r}.")
+    check_seed(seed)
+    attrs = dict(fit.tree.attrs)
+    table = fit.data.table
+    runs = table if group is None else table[table["group"].astype(str) == group]
+    if group is not None and group not in labels:
+        raise OptionError(
+            f"unknown group {group!r}; the fit has groups {labels}. Pass one of them, or "
+            "group=None for a new group drawn from the population."
+        )
+    data = ScalingData(runs.reset_index(drop=True), fit.data.source)
+    idx = np.flatnonzero((table["group"].astype(str) == group).to_numpy()) if group else None
+    if fit.pooling == "complete":
+        samples = {k: fit.posterior[k].values for k in fit.param_names}
+        centre = fit.centre
+    else:
+        samples, centre = group_draws(fit.tree, fit.law, group, seed)
+    stats = None
+    if "sample_stats" in fit.tree.children:
+        ss = fit.tree["sample_stats"]
+        stats = {
+            "diverging": ss["diverging"].values,
+            "num_steps": ss["n_steps"].values,
+            "accept_prob": ss["acceptance_rate"].values,
+            "energy": ss["energy"].values,
+            "potential_energy": -ss["lp"].values,
+        }
+    loglik = rep = None
+    if idx is not None:
+        loglik = fit.tree["log_likelihood"]["loss"].values[..., idx]
+        rep = fit.tree["posterior_predictive"]["loss"].values[..., idx]
+    for key in ("groups", "pooling", "pool", "group_centres", "pool_real", "floor_bounds"):
+        attrs.pop(key, None)
+    attrs.update(centre=json.dumps(centre), group="" if group is None else group)
+    attrs["group_of"] = json.dumps({"groups": labels, "pooling": fit.pooling})
+    tree = build_tree(samples, stats, loglik, data, fit.law, attrs, posterior_predictive=rep)
+    return Fit(tree, fit.law, fit.priors, data)
 
 
 #: a MAP estimate closer than this many Laplace sds to a bound of its prior is "at the bound"
@@ -643,6 +882,11 @@ def update(
     That skips the MAP search of `bayescale.fit` and starts the chains in the right mode.
     """
     check_seed(seed)
+    if fit.groups is not None:
+        raise FitError(
+            "update refits one curve; this fit has groups. Refit the grouped runs with the new "
+            "ones: bs.fit(pd.concat([old_runs, new_runs]), ..., group=...)."
+        )
     draws = fit.draws()
     if "sigma" not in draws or len(draws["sigma"]) < 2:
         raise FitError(

@@ -23,6 +23,7 @@ import pandas as pd
 from bayescale.allocate import compute_optimal
 from bayescale.data import derive_inputs, format_rows
 from bayescale.errors import DataError, OptionError
+from bayescale.fit import group_fit
 from bayescale.internal import (
     decades_outside,
     interval_probs,
@@ -291,6 +292,7 @@ def forecast(
     kind: str = "predictive",
     seed: int = 0,
     warn: bool = True,
+    group: str | None = None,
 ) -> Forecast:
     r"""Posterior draws of the loss at new points.
 
@@ -310,6 +312,10 @@ def forecast(
         Seed of the noise draws.
     warn : bool, default True
         Emit an `ExtrapolationWarning` for points beyond the observed range.
+    group : str, optional
+        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        Must be None for a fit without groups.
 
     Returns
     -------
@@ -361,6 +367,7 @@ def forecast(
         raise OptionError(
             f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
         )
+    fit = group_fit(fit, group, seed=int(seed))
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
         raise OptionError(

@@ -42,6 +42,7 @@ __all__ = [
     "plot_design",
     "plot_fit",
     "plot_forecast",
+    "plot_groups",
     "plot_posterior",
     "plot_ppc_dist",
     "plot_rank",
@@ -195,6 +196,97 @@ def plot_fit(
     ax.set_title(title + (f" ({kind[view]})" if by is not None else ""), fontsize=10)
     _legend(ax, plt, probs, "law (posterior)")
     return ax
+
+
+def plot_groups(
+    fit: Fit,
+    *,
+    groups: Sequence[str] | None = None,
+    ax: Any = None,
+    ci_prob: float = 0.9,
+    population: bool = True,
+    x_range: tuple[float, float] | None = None,
+    num: int = 60,
+    seed: int = 0,
+) -> Any:
+    """Per-group curves of a grouped fit, with the population's band for a new group.
+
+    Parameters
+    ----------
+    fit : Fit
+        A grouped fit (``bs.fit(..., group=...)``) of a law of one variable.
+    groups : sequence of str, optional
+        The groups to draw; default all of them.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    ci_prob : float, default 0.9
+        Probability mass of the bands.
+    population : bool, default True
+        Draw the predictive band of a new group drawn from the population (grey), when the fit
+        has one (partial pooling of every parameter, or complete pooling); otherwise each
+        group's own band of the law's mean.
+    x_range : (float, float), optional
+        The range of the variable; default that of the chosen groups' runs.
+    num : int, default 60
+        Points per curve.
+    seed : int, default 0
+        Passed to `forecast`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        One median line and scatter of runs per group, and the bands.
+    """
+    from bayescale.errors import OptionError as _Err
+
+    if fit.groups is None:
+        raise _Err("plot_groups draws a grouped fit (bs.fit(..., group=...)); use plot_fit.")
+    if len(fit.law.variables) != 1:
+        raise _Err(
+            f"plot_groups draws laws of one variable; {fit.law.name!r} has "
+            f"{list(fit.law.variables)}. Use plot_fit(fit, group=...) per group."
+        )
+    chosen = list(fit.groups if groups is None else groups)
+    unknown = [g for g in chosen if g not in fit.groups]
+    if unknown:
+        raise _Err(f"unknown groups {unknown}; the fit has {fit.groups}.")
+    plt = _pyplot()
+    ax = _axes(plt, ax)
+    x_name = fit.law.variables[0]
+    table = fit.data.table
+    x_all = table.loc[table["group"].astype(str).isin(chosen), x_name].to_numpy(float)
+    lo, hi = x_range if x_range is not None else (x_all.min(), x_all.max())
+    grid = np.geomspace(lo, hi, num)
+    at = pd.DataFrame({x_name: grid})
+    probs = _band_probs([ci_prob])
+    has_population = fit.pooling == "complete" or (fit.pooling == "partial" and _pools_all(fit))
+    if population and has_population:
+        fc = _forecast_at(fit, at, seed=seed, warn=False, group=None)
+        q = fc.quantiles(probs)
+        ax.fill_between(grid, q.iloc[:, 0], q.iloc[:, -1], color="0.8", alpha=0.6, lw=0)
+        ax.plot(grid, q["q50"], color="0.4", lw=1.2, ls="--", label=f"new group ({ci_prob:.0%})")
+    colours = _colours(plt, len(chosen))
+    for colour, g in zip(colours, chosen, strict=True):
+        fc = _forecast_at(fit, at, kind="mean", seed=seed, warn=False, group=g)
+        q = fc.quantiles(probs)
+        if not (population and has_population):
+            ax.fill_between(grid, q.iloc[:, 0], q.iloc[:, -1], color=colour, alpha=0.2, lw=0)
+        ax.plot(grid, q["q50"], color=colour, lw=1.3, label=g if len(chosen) <= 10 else None)
+        rows = table[table["group"].astype(str) == g]
+        ax.scatter(rows[x_name], rows["loss"], s=10, color=colour, alpha=0.8, zorder=3)
+    _log_axis(ax, "x", x_name)
+    _loss_axis(ax)
+    ax.set_ylabel("loss")
+    ax.set_title(f"{fit.law.name}: {len(chosen)} groups, pooling={fit.pooling!r}", fontsize=10)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def _pools_all(fit: Fit) -> bool:
+    import json
+
+    pool = set(json.loads(fit.tree.attrs.get("pool", "[]")))
+    return {*fit.law.param_names, "sigma"} <= pool
 
 
 def plot_forecast(

@@ -685,6 +685,7 @@ def build_tree(
     law: Law,
     attrs: Mapping[str, Any],
     posterior_predictive: np.ndarray | None = None,
+    groups: Any = None,
 ) -> Any:
     """Assemble the DataTree of a fit from draws shaped ``(chain, draw)``.
 
@@ -694,16 +695,22 @@ def build_tree(
     ``bayescale_version`` become the tree's provenance attributes, with ``law_declaration``
     and ``law_fingerprint`` (JSON: `bayescale.laws.declaration`, and
     `bayescale.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
+    With ``groups`` (the labels of a grouped fit), posterior variables with one more axis of
+    that length are laid over a ``group`` dimension with those labels as coordinates.
     """
     import arviz_base as azb
 
     hidden = set(internal_sites(law))
     posterior = {k: np.asarray(v) for k, v in samples.items() if k not in hidden}
-    groups: dict[str, dict[str, Any]] = {"posterior": posterior}
+    groups_: dict[str, dict[str, Any]] = {"posterior": posterior}
     dims: dict[str, list[str]] = {OBS: ["run"]}
     dims.update({k: ["knot"] for k in posterior if k.endswith("_knots")})
+    coords: dict[str, Any] = {"run": np.arange(data.n_runs)}
+    if groups is not None:
+        coords["group"] = np.asarray(list(groups), dtype=str)
+        dims.update({k: ["group"] for k, v in posterior.items() if v.ndim == 3})
     if stats is not None:
-        groups["sample_stats"] = {
+        groups_["sample_stats"] = {
             "diverging": np.asarray(stats["diverging"]).astype(bool),
             "n_steps": stats["num_steps"],
             "acceptance_rate": stats["accept_prob"],
@@ -711,16 +718,16 @@ def build_tree(
             "lp": -np.asarray(stats["potential_energy"]),
         }
     if log_likelihood is not None:
-        groups["log_likelihood"] = {OBS: log_likelihood}
+        groups_["log_likelihood"] = {OBS: log_likelihood}
     if posterior_predictive is not None:
-        groups["posterior_predictive"] = {OBS: posterior_predictive}
-    groups["observed_data"] = {OBS: data.loss}
+        groups_["posterior_predictive"] = {OBS: posterior_predictive}
+    groups_["observed_data"] = {OBS: data.loss}
     const = {c: data.table[c].to_numpy() for c in data.table.columns if c != "loss"}
-    groups["constant_data"] = {
+    groups_["constant_data"] = {
         c: (v.astype(str) if v.dtype == object else v) for c, v in const.items()
     }
     dims.update({c: ["run"] for c in const})
-    tree = azb.from_dict(groups, dims=dims, coords={"run": np.arange(data.n_runs)})
+    tree = azb.from_dict(groups_, dims=dims, coords=coords)
     tree.attrs.update(attrs)
     tree.attrs["bayescale_version"] = __version__
     # what load_fit checks the registered law against (see bayescale.laws.fingerprint)

@@ -97,6 +97,7 @@ NOTEBOOKS = (
     "02_extrapolation_risk",
     "03_checking_new_runs",
     "04_scaling_breaks",
+    "05_many_curves",
 )
 
 

@@ -19,7 +19,7 @@ LAYERS = [
     ["model", "testing"],
     ["diagnostics"],
     ["sampling"],
-    ["huber"],
+    ["huber", "hierarchy"],
     ["fit"],
     ["internal", "many"],
     ["allocate"],

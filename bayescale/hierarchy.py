@@ -1,0 +1,662 @@
+r"""Many curves in one model: per-group law parameters drawn from a population.
+
+`bayescale.fit` with ``group=`` fits every curve of a table at once (one numpyro model, one
+compilation). This module holds the model, its inputs and priors, the draws of a single group
+(or of a new group from the population) and `priors_from`; `bayescale.fit` turns its output
+into a `Fit`.
+
+Notes
+-----
+Pooling (``pooling=``):
+
+``"none"``
+    every group has its own parameters with its own default priors (computed from that group's
+    runs and centred at its own inputs, exactly as a separate `bayescale.fit` of the group);
+    the joint posterior is the product of the separate posteriors.
+``"partial"``
+    the parameters named in ``pool`` (default `default_pool`: exponents, floor and noise scale)
+    are drawn from a population, **non-centred**: with ``t = log theta`` (``theta`` itself for a
+    parameter on the real line, the centred amplitude ``log(A xbar^-alpha)`` for amplitudes)
+
+    .. math::
+
+        t_g = \mu + \tau z_g, \qquad z_g \sim N(0, 1), \quad
+        \mu \sim N(m_0, s_0), \quad \tau \sim \text{HalfNormal}(s_\tau),
+
+    so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. A pooled
+    floor is pooled as a share of each group's smallest loss, ``E_g = min loss_g *
+    sigmoid(t_g)`` (the support of the single-curve prior ``Uniform(0, min loss)``), which
+    mixes far better on real curves than ``log E`` (measured: see the explanation page
+    *Pooling across curves*), but assumes the groups' runs reach comparable losses. ``m_0, s_0``
+    come from the parameter's prior (the default or the user's, moment-matched on ``t``:
+    the prior of the population median); ``s_tau`` is `TAU_SCALES` by role (override with a
+    ``"<name>_tau"`` prior). The other parameters are per group as in ``"none"``. All groups
+    share one centre (the mean log input over all runs), so a pooled amplitude means the same
+    thing in every group.
+``"complete"``
+    one set of parameters for every group: the ordinary single-curve fit through all runs.
+
+A **new group** (`group_draws` with ``group=None``) draws ``z ~ N(0, 1)`` per posterior draw:
+the population predictive distribution of a family with no runs yet. It needs every law
+parameter and ``sigma`` pooled.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bayescale.data import ScalingData
+from bayescale.distributions import Prior, make_distribution
+from bayescale.errors import DataError, OptionError, PriorError
+from bayescale.laws import Law
+from bayescale.likelihoods import Likelihood
+from bayescale.model import OBS, bucket_size
+from bayescale.priors import Priors, resolve_priors
+
+__all__ = [
+    "POOLINGS",
+    "TAU_SCALES",
+    "GroupInputs",
+    "build_group_model",
+    "default_pool",
+    "group_attrs",
+    "group_draws",
+    "group_inputs",
+    "group_labels",
+    "group_start",
+    "model_for",
+    "priors_from",
+    "require_groups",
+    "resolve_pool",
+]
+
+POOLINGS = ("partial", "none", "complete")
+
+#: default prior scale of tau (sd across groups of the parameter's log) by role
+TAU_SCALES = {"exponent": 0.5, "floor": 1.0, "amplitude": 1.0, "scale": 1.0, "sigma": 0.5}
+_DEFAULT_TAU = 0.5
+#: families of parameters on the whole real line (pooled as they are, not in logs)
+_REAL = ("Normal", "StudentT")
+
+
+def group_labels(data: ScalingData) -> list[str]:
+    """The sorted group labels of ``data`` (its ``group`` column)."""
+    return sorted(str(g) for g in data.table["group"].unique())
+
+
+def default_pool(law: Law) -> tuple[str, ...]:
+    """The parameters pooled by default: exponents, the floor and the noise scale ``sigma``.
+
+    Chosen by measurement on the 20 language curves of Alabdulmohsin et al. (2022): see the
+    explanation page *Pooling across curves*.
+    """
+    keep = ("exponent", "floor")
+    return (*(p.name for p in law.params if p.role in keep), "sigma")
+
+
+def resolve_pool(law: Law, pool: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Validated names of the pooled parameters (``"all"``: every parameter and sigma)."""
+    names = [*law.param_names, "sigma"]
+    if pool is None:
+        return default_pool(law)
+    if isinstance(pool, str):
+        pool = names if pool == "all" else [pool]
+    unknown = [p for p in pool if p not in names]
+    if unknown:
+        raise OptionError(
+            f"pool names {unknown}, which are not parameters of law {law.name!r}; parameters "
+            f"are {names}. For example pool={list(default_pool(law))} or pool='all'."
+        )
+    return tuple(n for n in names if n in pool)
+
+
+def require_groups(
+    data: ScalingData, law: Law, pooling: str, n_free: int, labels: Sequence[str]
+) -> None:
+    """Check that grouped runs can be fitted; `DataError` naming the group otherwise.
+
+    ``n_free`` is the number of parameters (sigma included) without a user-given prior. With
+    ``"none"`` each group must identify its own law (more runs than ``n_free``); with
+    ``"partial"`` a group may have fewer runs than parameters (the population fills in), but
+    every group needs one run and the variables must vary over the table.
+    """
+    if pooling not in POOLINGS:
+        raise OptionError(f"unknown pooling {pooling!r}. Available: {', '.join(POOLINGS)}.")
+    if len(labels) < 2 and pooling == "partial":
+        raise DataError(
+            f"partial pooling needs at least 2 groups; the data has {len(labels)} "
+            f"({labels}). Fit one curve without group=, or add groups."
+        )
+    data.require(law.variables, 0 if pooling == "partial" else n_free, law.name)
+    if pooling != "none":
+        return
+    sizes = data.table.groupby("group").size()
+    small = {str(g): int(n) for g, n in sizes.items() if n <= n_free}
+    if small:
+        raise DataError(
+            f"with pooling='none' each group is fitted on its own, and law {law.name!r} has "
+            f"{n_free} parameters without a given prior, but groups {small} have fewer runs "
+            "than that. Use pooling='partial' (the population fills in), pass informative "
+            "priors, or drop those groups."
+        )
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class GroupInputs:
+    """Arrays of the hierarchical model (float32, runs padded to a bucket).
+
+    Attributes
+    ----------
+    logx : dict
+        Variable -> log inputs ``(bucket,)``; padding rows hold the centre.
+    gidx : ndarray
+        Group index of each row ``(bucket,)`` as float32 (0 in padding rows).
+    centre : dict
+        Variable -> centre of each group ``(groups,)``: the group's own mean log input with
+        ``pooling="none"``, the mean over all runs otherwise.
+    hyper : dict
+        Site -> tuple of prior parameters: ``(groups,)`` arrays for per-group parameters,
+        scalars for the population's ``<name>_mu`` and ``<name>_tau``.
+    log_loss : ndarray or None
+        Observed log losses ``(bucket,)``.
+    mask : ndarray
+        Boolean ``(bucket,)``: the scored rows.
+    n_runs : int
+        The number of real runs.
+    """
+
+    logx: Mapping[str, np.ndarray]
+    gidx: np.ndarray
+    centre: Mapping[str, np.ndarray]
+    hyper: Mapping[str, tuple[np.ndarray, ...]]
+    log_loss: np.ndarray | None
+    mask: np.ndarray
+    n_runs: int
+
+    def args(self, mask: np.ndarray | None = None) -> tuple[Any, ...]:
+        """Positional arguments of the model (optionally with another observation mask)."""
+        return (
+            dict(self.logx),
+            self.gidx,
+            dict(self.centre),
+            dict(self.hyper),
+            self.log_loss,
+            self.mask if mask is None else mask,
+        )
+
+
+def _log_moments(prior: Prior) -> tuple[float, float]:
+    """(mean, sd) of ``log x`` (or ``x`` for real families) under ``prior``, for pooling."""
+    v = dict(prior.params)
+    fam = prior.family
+    if fam in _REAL:
+        return v["loc"], v["scale"]
+    if fam == "LogNormal":
+        return v["loc"], v["scale"]
+    if fam == "HalfNormal":  # log|N(0, s)|: mean log s - 0.635, sd 1.11
+        return math.log(v["scale"]) - 0.635, 1.11
+    if fam == "HalfCauchy":
+        return math.log(v["scale"]), math.pi / 2
+    if fam == "Uniform" and v["low"] >= 0:
+        # a floor's Uniform(0, h): its median h / 2, spread one unit in logs
+        return math.log(0.5 * (v["low"] + v["high"])), 1.0
+    if fam == "LogUniform":
+        lo, hi = math.log(v["low"]), math.log(v["high"])
+        return 0.5 * (lo + hi), (hi - lo) / math.sqrt(12)
+    if fam == "Gamma":
+        k, r = v["concentration"], v["rate"]
+        return math.log(k / r), 1 / math.sqrt(k)
+    if fam == "Exponential":
+        return math.log(math.log(2) / v["rate"]), 1.28
+    raise PriorError(
+        f"a {fam} prior cannot be pooled across groups (its support is bounded on both sides, "
+        f"{prior!r}). Leave that parameter out of pool=, or give it a LogNormal or Normal prior."
+    )
+
+
+def _min_loss(data: ScalingData, labels: Sequence[str]) -> list[float]:
+    """Each group's smallest loss: the bound of its floor."""
+    lows = data.table.groupby(data.table["group"].astype(str))["loss"].min()
+    return [float(lows[g]) for g in labels]
+
+
+def _role(law: Law, name: str) -> str:
+    return next((p.role for p in law.params if p.name == name), "sigma")
+
+
+def group_inputs(
+    law: Law,
+    data: ScalingData,
+    labels: Sequence[str],
+    pooling: str,
+    pool: Sequence[str],
+    priors: Mapping[str, Prior] | None,
+    likelihood: str,
+) -> tuple[GroupInputs, Priors, dict[str, dict[str, float]]]:
+    """The model's arrays, the printable priors and each group's centre.
+
+    Returns ``(inputs, priors, centres)``. ``priors`` maps every population site
+    (``<name>_mu``, ``<name>_tau``) and every per-group parameter (``<name>[<group>]``) to its
+    `Prior`. The user's ``priors`` may name a parameter (its per-group prior, or for a pooled
+    parameter the prior of the population median, moment-matched on its log) or
+    ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log).
+    """
+    f32 = np.float32
+    user = dict(priors or {})
+    names = [*law.param_names, "sigma"]
+    extra = [k for k in user if k not in names and k.removesuffix("_tau") not in pool]
+    if extra:
+        raise PriorError(
+            f"priors name {extra}, which are neither parameters of law {law.name!r} nor the "
+            f"spread of a pooled parameter; parameters are {names}, pooled {list(pool)} (give "
+            "'<name>_tau' a HalfNormal prior)."
+        )
+    law_user = {k: v for k, v in user.items() if k in names}
+    group_of = data.table["group"].astype(str).to_numpy()
+    per_group = {}
+    for g in labels:
+        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
+        per_group[g] = resolve_priors(law, sub, law_user, likelihood)
+    pooled_all = resolve_priors(law, data, law_user, likelihood)
+    raw = {v: np.log(data.column(v)) for v in law.variables}
+    gidx = np.array([labels.index(g) for g in group_of])
+    if pooling == "none":
+        centres = {
+            g: {v: float(np.mean(x[gidx == i])) for v, x in raw.items()}
+            for i, g in enumerate(labels)
+        }
+    else:
+        common = {v: float(np.mean(x)) for v, x in raw.items()}
+        centres = {g: dict(common) for g in labels}
+    out = Priors()
+    hyper: dict[str, tuple[np.ndarray, ...]] = {}
+    for name in names:
+        if name in pool:
+            if name in user:
+                m0, s0 = _log_moments(user[name])
+            else:  # the median over groups of each group's default, at its usual spread
+                moments = [_log_moments(per_group[g][name]) for g in labels]
+                m0 = float(np.median([m for m, _ in moments]))
+                s0 = float(np.max([s for _, s in moments]))
+                if _role(law, name) == "amplitude":  # per-group defaults sit at other centres
+                    s0 = max(s0, 2.5)
+            real = pooled_all[name].family in _REAL
+            on = name if real else f"log {name}"
+            if _role(law, name) in ("amplitude", "scale"):
+                on = f"log of {name} at the common centre"
+            if _role(law, name) == "floor":  # a share of each group's smallest loss
+                on = f"logit of {name} / (the group's smallest loss)"
+                share = 0.5
+                if name in user:  # the user's typical floor as a share of the typical bound
+                    bound = float(np.median(_min_loss(data, labels)))
+                    share = min(max(math.exp(m0) / bound, 0.01), 0.99)
+                m0, s0 = math.log(share / (1 - share)), 1.5
+                hyper[f"{name}_bound"] = (np.asarray(_min_loss(data, labels), f32),)
+            out[f"{name}_mu"] = Prior("Normal", loc=m0, scale=s0, note=f"population mean of {on}")
+            tau = user.get(f"{name}_tau") or Prior(
+                "HalfNormal",
+                scale=TAU_SCALES.get(_role(law, name), _DEFAULT_TAU),
+                note=f"sd across groups of {on}",
+            )
+            if tau.family != "HalfNormal":
+                raise PriorError(
+                    f"the spread {name}_tau takes a HalfNormal prior; received {tau!r}. For "
+                    f"example Prior('HalfNormal', scale=0.5)."
+                )
+            out[f"{name}_tau"] = tau
+            hyper[f"{name}_mu"] = (f32(m0), f32(s0))
+            hyper[f"{name}_tau"] = (f32(tau.values[0]),)
+        else:
+            fams = {per_group[g][name].family for g in labels}
+            if len(fams) > 1:  # pragma: no cover - defaults share a family per role
+                raise PriorError(f"the groups' priors for {name!r} differ in family: {fams}")
+            for g in labels:
+                out[f"{name}[{g}]"] = per_group[g][name]
+            values = np.array([per_group[g][name].values for g in labels], f32)
+            hyper[name] = tuple(values[:, j] for j in range(values.shape[1]))
+    n = data.n_runs
+    size = bucket_size(n)
+    centre_arr = {v: np.array([centres[g][v] for g in labels], f32) for v in law.variables}
+    logx = {v: np.zeros(size, f32) for v in law.variables}
+    for v, x in raw.items():
+        logx[v][:] = centre_arr[v][0]
+        logx[v][:n] = x
+    gidx_ = np.zeros(size, f32)
+    gidx_[:n] = gidx
+    log_loss = np.zeros(size, f32)
+    log_loss[:n] = np.log(data.loss)
+    mask = np.zeros(size, bool)
+    mask[:n] = True
+    inputs = GroupInputs(logx, gidx_, centre_arr, hyper, log_loss, mask, n)
+    return inputs, out, centres
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def _families(law: Law, priors: Priors, pool: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for name in (*law.param_names, "sigma"):
+        if name not in pool:
+            first = next(p for k, p in priors.items() if k.startswith(f"{name}["))
+            out.append((name, first.family))
+    return tuple(out)
+
+
+def _is_real(law: Law, priors: Priors, name: str) -> bool:
+    """Whether a pooled parameter lives on the real line (pooled as is, not in logs)."""
+    return _role(law, name) in ("exponent_change",)
+
+
+@functools.lru_cache(maxsize=16)
+def build_group_model(
+    law: Law,
+    families: tuple[tuple[str, str], ...],
+    pool: tuple[str, ...],
+    real: tuple[str, ...],
+    likelihood: Likelihood,
+    n_groups: int,
+) -> Any:
+    """The numpyro model ``model(logx, gidx, centre, hyper, log_loss, mask)`` of many groups.
+
+    ``families`` gives the prior family of each per-group parameter; ``pool`` the pooled
+    parameters (non-centred, see the module notes); ``real`` those of them pooled on the real
+    line (the rest in logs). Sites: ``<name>_mu``, ``<name>_tau`` (population), ``_<name>_z``
+    (standardised group effects), ``<name>`` over ``group`` (papers' units; ``<name>_c`` for a
+    per-group amplitude's centred value) and ``loss`` over runs.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    family = dict(families)
+    params = [p for p in law.params if p.role != "location"]
+    roles = {p.name: p for p in params}
+
+    def model(logx, gidx, centre, hyper, log_loss=None, mask=None):  # type: ignore[no-untyped-def]
+        g = gidx.astype(jnp.int32)
+        pop = {}
+        for name in pool:
+            mu = numpyro.sample(f"{name}_mu", dist.Normal(*hyper[f"{name}_mu"]))
+            tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(*hyper[f"{name}_tau"]))
+            pop[name] = (mu, tau)
+        values: dict[str, Any] = {}
+        with numpyro.plate("group", n_groups):
+            for name in (*(p.name for p in params), "sigma"):
+                p = roles.get(name)
+                centred = p is not None and p.role in ("amplitude", "scale")
+                if name in pool and p is not None and p.role == "floor":
+                    mu, tau = pop[name]
+                    t = mu + tau * numpyro.sample(f"_{name}_z", dist.Normal(0.0, 1.0))
+                    value = hyper[f"{name}_bound"][0] * jax.nn.sigmoid(t)
+                    values[name] = numpyro.deterministic(name, value)
+                    continue
+                if name in pool:
+                    mu, tau = pop[name]
+                    t = mu + tau * numpyro.sample(f"_{name}_z", dist.Normal(0.0, 1.0))
+                    if not centred:
+                        value = t if name in real else jnp.exp(jnp.clip(t, -85.0, 85.0))
+                        values[name] = numpyro.deterministic(name, value)
+                        continue
+                    log_raw = t
+                elif centred:
+                    prior = make_distribution(family[name], *hyper[name])
+                    log_raw = jnp.log(numpyro.sample(f"{name}_c", prior))
+                else:
+                    prior = make_distribution(family[name], *hyper[name])
+                    values[name] = numpyro.sample(name, prior)
+                    continue
+                coef = values[p.exponent] if p.role == "amplitude" else 1.0
+                value = jnp.exp(jnp.clip(log_raw + coef * centre[p.variable], -85.0, 85.0))
+                values[name] = numpyro.deterministic(name, value)
+        run_params = {k: v[g] for k, v in values.items() if k != "sigma"}
+        mu_run = law.fn(run_params, logx)
+        n_rows = g.shape[0]
+        with numpyro.plate("run", n_rows):
+            noise = likelihood.distribution(mu_run, values["sigma"][g])
+            if mask is not None:
+                noise = noise.mask(mask)
+            numpyro.sample(OBS, noise, obs=log_loss)
+
+    return model
+
+
+def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, str]:
+    """Provenance attributes that `group_draws` reads: real-line and floor pooling."""
+    floors = [n for n in pool if _role(law, n) == "floor"]
+    bounds = [float(b) for b in inputs.hyper[f"{floors[0]}_bound"][0]] if floors else []
+    return {
+        "pool_real": json.dumps([n for n in pool if _role(law, n) == "exponent_change"]),
+        "floor_bounds": json.dumps(bounds),
+    }
+
+
+def model_for(
+    law: Law, priors: Priors, pool: Sequence[str], likelihood: Likelihood, n_groups: int
+) -> Any:
+    """`build_group_model` for a fit's priors and pool (cached on their structure)."""
+    real = tuple(n for n in pool if _is_real(law, priors, n))
+    return build_group_model(
+        law, _families(law, priors, pool), tuple(pool), real, likelihood, n_groups
+    )
+
+
+def _typical(prior: Prior) -> float:
+    v = dict(prior.params)
+    fam = prior.family
+    if fam in _REAL:
+        return v["loc"]
+    if fam == "LogNormal":
+        return math.exp(v["loc"])
+    if fam == "HalfNormal":
+        return 0.6745 * v["scale"]
+    if fam == "Uniform":
+        return 0.5 * (v["low"] + v["high"])
+    if fam == "LogUniform":
+        return math.sqrt(v["low"] * v["high"])
+    return math.exp(_log_moments(prior)[0])
+
+
+def group_start(
+    law: Law, priors: Priors, pool: Sequence[str], labels: Sequence[str], num_chains: int
+) -> dict[str, np.ndarray]:
+    """Sample-site values at the priors' typical values (zero group effects), one row per chain."""
+    out: dict[str, np.ndarray] = {}
+    n = len(labels)
+    for name in (*law.param_names, "sigma"):
+        if name in pool:
+            out[f"{name}_mu"] = np.full(num_chains, priors[f"{name}_mu"].values[0])
+            out[f"{name}_tau"] = np.full(num_chains, 0.3 * priors[f"{name}_tau"].values[0])
+            out[f"_{name}_z"] = np.zeros((num_chains, n))
+        else:
+            site = f"{name}_c" if _role(law, name) in ("amplitude", "scale") else name
+            row = [_typical(priors[f"{name}[{g}]"]) for g in labels]
+            out[site] = np.tile(np.asarray(row), (num_chains, 1))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------ draws
+
+
+def group_draws(
+    tree: Any, law: Law, group: str | None, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Draws ``(chain, draw)`` of one group's parameters and sigma, and its centre.
+
+    ``group`` is a label of the fit, or None for a new group drawn from the population: each
+    posterior draw of ``(mu, tau)`` gets its own ``z ~ N(0, 1)`` from
+    ``numpy.random.default_rng([seed, 3])``.
+
+    Raises
+    ------
+    OptionError
+        If the label is unknown, or a new group is asked of a fit that does not pool every
+        parameter.
+    """
+    attrs = tree.attrs
+    labels = json.loads(attrs["groups"])
+    pool = json.loads(attrs["pool"])
+    real = json.loads(attrs.get("pool_real", "[]"))
+    centres = json.loads(attrs["group_centres"])
+    post = tree["posterior"].to_dataset()
+    names = [*law.param_names, "sigma"]
+    if group is not None:
+        if group not in labels:
+            raise OptionError(
+                f"unknown group {group!r}; the fit has groups {labels}. Pass one of them, or "
+                "group=None for a new group drawn from the population."
+            )
+        draws = {k: np.asarray(post[k].sel(group=group).values, np.float64) for k in names}
+        return draws, centres[group]
+    missing = [n for n in names if n not in pool]
+    if attrs.get("pooling") != "partial" or missing:
+        raise OptionError(
+            f"a new group is drawn from the population, but this fit (pooling="
+            f"{attrs.get('pooling')!r}) has no population for {missing or names}. Refit with "
+            "pooling='partial', pool='all', or forecast one of the fitted groups: "
+            f"group={labels[0]!r}."
+        )
+    rng = np.random.default_rng([int(seed), 3])
+    common = centres[labels[0]]
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        mu = np.asarray(post[f"{name}_mu"].values, np.float64)
+        tau = np.asarray(post[f"{name}_tau"].values, np.float64)
+        t = mu + tau * rng.standard_normal(mu.shape)
+        p = next((q for q in law.params if q.name == name), None)
+        if p is not None and p.role in ("amplitude", "scale"):
+            coef = out[p.exponent] if p.role == "amplitude" else 1.0
+            out[name] = np.exp(np.clip(t + coef * common[p.variable], -700, 700))
+        elif p is not None and p.role == "floor":  # a share of the groups' median lowest loss
+            bound = float(np.median(json.loads(attrs["floor_bounds"])))
+            out[name] = bound / (1.0 + np.exp(-t))
+        else:
+            out[name] = t if name in real else np.exp(np.clip(t, -700, 700))
+    return out, common
+
+
+# ------------------------------------------------------------------------------ priors_from
+
+
+def priors_from(
+    fit: Any,
+    params: Sequence[str] | None = None,
+    *,
+    widen: float = 1.0,
+    at: Any = None,
+) -> Priors:
+    """Priors for a new fit from a previous posterior, moment-matched per parameter.
+
+    Parameters
+    ----------
+    fit : Fit
+        A NUTS or MAP fit (one curve, or one group of a grouped fit selected with
+        `bayescale.fit.group_fit`).
+    params : sequence of str, optional
+        Parameters to transfer. Default: every parameter of the law and ``sigma``, except
+        amplitudes and scales unless ``at`` is given.
+    widen : float, default 1.0
+        Multiply every prior's sd by this factor (> 1 to trust the old posterior less, for a
+        family that may differ).
+    at : DataFrame or ScalingData, optional
+        The runs of the new fit. Amplitudes are sampled at the data centre (``A xbar^-alpha``,
+        see `bayescale.model`), so their prior depends on the new runs' centre ``xbar``; with
+        ``at``, amplitudes and scales are transferred at that centre.
+
+    Returns
+    -------
+    Priors
+        Parameter -> `Prior`, ready for ``bs.fit(new_runs, priors=...)``: ``LogNormal`` with the
+        mean and sd of the draws' log for positive parameters, ``Normal`` with their mean and
+        sd for parameters on the real line (a Normal default prior).
+
+    Raises
+    ------
+    FitError
+        If the fit has no posterior draws.
+    OptionError
+        If ``params`` names an unknown parameter, or an amplitude without ``at``.
+
+    Examples
+    --------
+    >>> import bayescale as bs
+    >>> old = bs.fit(bs.simulate("power_law", seed=1), "power_law", method="map")
+    >>> sorted(bs.priors_from(old))
+    ['E', 'alpha', 'sigma']
+    """
+    from bayescale.data import from_frame
+    from bayescale.errors import FitError
+
+    if not isinstance(widen, (int, float)) or isinstance(widen, bool) or not widen > 0:
+        raise OptionError(f"widen must be a positive number; received {widen!r}.")
+    if getattr(fit, "groups", None) and fit.tree.attrs.get("pooling") != "complete":
+        raise OptionError(
+            "priors_from takes one curve's fit; this fit has groups. Select one first: "
+            "bs.priors_from(bs.group_fit(fit, '<group>'))."
+        )
+    law: Law = fit.law
+    draws = fit.draws()
+    if "sigma" not in draws or len(draws["sigma"]) < 2:
+        raise FitError(
+            f"priors_from needs posterior draws; the fit has method={fit.method!r}. Fit with "
+            "method='nuts' (or 'map')."
+        )
+    roles = {p.name: p for p in law.params}
+    centred = [p.name for p in law.params if p.role in ("amplitude", "scale")]
+    names = [*law.param_names, "sigma"]
+    if params is None:
+        chosen = [n for n in names if n not in centred or at is not None]
+    else:
+        chosen = list(params)
+        bad = [n for n in chosen if n not in names]
+        if bad:
+            raise OptionError(f"params names {bad}; parameters of the fit are {names}.")
+        need = [n for n in chosen if n in centred and at is None]
+        if need:
+            raise OptionError(
+                f"{need} are sampled at the new data's centre; pass at=new_runs to transfer "
+                "them, or leave them out of params."
+            )
+    locations = [n for n in chosen if roles.get(n) is not None and roles[n].role == "location"]
+    if locations:
+        raise OptionError(
+            f"break locations {locations} keep their LogUniform range; leave them out of params."
+        )
+    centre = {}
+    if at is not None:
+        runs = from_frame(at)
+        centre = {v: float(np.mean(np.log(runs.column(v)))) for v in law.variables}
+    out = Priors()
+    for name in chosen:
+        v = np.asarray(draws[name], np.float64)
+        p = roles.get(name)
+        old = fit.priors.get(name)
+        if p is not None and p.role in ("amplitude", "scale"):
+            coef = np.asarray(draws[p.exponent]) if p.role == "amplitude" else 1.0
+            x = np.log(v) - coef * centre[p.variable]
+            note = f"on {name} * {p.variable}^-{p.exponent} at the new centre (from a posterior)"
+            out[name] = Prior("LogNormal", loc=x.mean(), scale=widen * _sd(x), note=note)
+        elif old is not None and old.family in _REAL:
+            out[name] = Prior("Normal", loc=v.mean(), scale=widen * _sd(v), note="from a posterior")
+        else:
+            x = np.log(v)
+            out[name] = Prior(
+                "LogNormal", loc=x.mean(), scale=widen * _sd(x), note="from a posterior"
+            )
+    return out
+
+
+def _sd(x: np.ndarray) -> float:
+    """The draws' sd, kept above a tiny floor so that a Prior can hold it."""
+    return float(max(np.std(x, ddof=1), 1e-6))

@@ -1,0 +1,202 @@
+"""Grouped fits (bayescale.hierarchy): fit(group=, pooling=), group_fit, priors_from, verbs."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayescale as bs
+from bayescale.hierarchy import default_pool
+
+ALPHA = 0.35  # shared by every family
+
+
+def families(n_groups: int = 3, n_runs: int = 8, seed: int = 11) -> pd.DataFrame:
+    """Power-law families sharing their exponent; floors and amplitudes differ."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for g in range(n_groups):
+        truth = {"E": 1.8 * np.exp(0.1 * rng.standard_normal()), "alpha": ALPHA}
+        truth["A"] = 480.0 * np.exp(0.3 * rng.standard_normal())
+        design = pd.DataFrame({"n_params": np.geomspace(1e7, 1e10, n_runs)})
+        runs = bs.simulate("power_law", truth, design, noise=0.01, seed=seed + g)
+        frames.append(runs.drop(columns="loss_mean").assign(family=f"f{g}"))
+    return pd.concat(frames, ignore_index=True)
+
+
+FAST = dict(num_warmup=200, num_samples=200, progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return families()
+
+
+@pytest.fixture(scope="module")
+def partial(runs):
+    """A short plumbing fit: three groups hardly pin the population's spread down and 200
+    draws are too few for the ESS rule, so a ConvergenceWarning is tolerated here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        return bs.fit(runs, "power_law", group="family", pool="all", seed=0, **FAST)
+
+
+def test_partial_fit_has_a_group_dimension(partial, runs):
+    post = partial.posterior
+    assert list(post["alpha"].dims) == ["chain", "draw", "group"]
+    assert list(post["group"].values) == ["f0", "f1", "f2"]
+    assert partial.groups == ["f0", "f1", "f2"] and partial.pooling == "partial"
+    assert {"alpha_mu", "alpha_tau", "E_mu", "A_tau", "sigma_mu"} <= set(partial.param_names)
+    table = partial.summary()
+    assert {"alpha[f0]", "alpha[f2]", "alpha_mu", "sigma[f1]"} <= set(table.index)
+    assert table["r_hat"].max() <= 1.2  # 4 x 200 draws: a loose plumbing check (1.12 seen)
+    assert "groups=3, pooling='partial'" in repr(partial)
+    # the shared exponent is recovered (plumbing: the groups' parameters are the right ones)
+    alpha = table.loc[[f"alpha[f{g}]" for g in range(3)]]
+    assert ((alpha["q5"] < ALPHA) & (ALPHA < alpha["q95"])).all()
+    assert partial.tree["log_likelihood"]["loss"].shape[-1] == len(runs)
+
+
+def test_verbs_take_a_group(partial, runs):
+    at = {"n_params": [3e10, 1e11]}
+    one = bs.forecast(partial, at, group="f1", warn=False)
+    new = bs.forecast(partial, at, group=None, warn=False)
+    assert one.draws["loss"].shape == new.draws["loss"].shape == (4, 200, 2)
+    # a new family is less certain than a fitted one
+    assert (new.relative_width() > 1.5 * one.relative_width()).all()
+    sub = runs[runs["family"] == "f1"].drop(columns="family")
+    with pytest.warns(bs.PlausibilityWarning, match="were in the fit"):
+        assert bs.check(partial, sub.iloc[-2:], group="f1").table.shape[0] == 2
+    view = bs.group_fit(partial, "f2")
+    assert view.groups is None and view.data.n_runs == 8
+    assert view.posterior["alpha"].dims == ("chain", "draw")
+    with pytest.raises(bs.BayescaleError, match="unknown group 'f9'.*f0"):
+        bs.forecast(partial, at, group="f9")
+
+
+def test_plot_groups_renders(partial, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from bayescale.plots import plot_groups
+
+    ax = plot_groups(partial)
+    assert ax.get_ylabel() == "loss" and len(ax.lines) == 4  # 3 groups and the new group
+    ax.figure.savefig(tmp_path / "groups.png")
+    plt.close("all")
+    assert (tmp_path / "groups.png").stat().st_size > 0
+
+
+def test_grouped_fit_round_trips(partial, tmp_path):
+    loaded = bs.load_fit(partial.save(tmp_path / "groups.nc"))
+    assert loaded.groups == partial.groups and loaded.pooling == "partial"
+    at = {"n_params": 1e11}
+    a = bs.forecast(partial, at, group=None, warn=False).draws["loss"].values
+    b = bs.forecast(loaded, at, group=None, warn=False).draws["loss"].values
+    np.testing.assert_array_equal(a, b)
+
+
+def test_caller_frame_is_not_mutated(runs):
+    before = runs.copy(deep=True)
+    with pytest.raises(bs.BayescaleError):
+        bs.fit(runs, "power_law", group="family", pooling="sideways")
+    pd.testing.assert_frame_equal(runs, before)
+
+
+def test_bad_options_are_explained(runs):
+    with pytest.raises(bs.OptionError, match="unknown pooling 'sideways'. Available: partial"):
+        bs.fit(runs, "power_law", group="family", pooling="sideways")
+    with pytest.raises(bs.OptionError, match="apply to grouped fits; pass group=<column>"):
+        bs.fit(runs[runs["family"] == "f0"], "power_law", pooling="none")
+    with pytest.raises(bs.OptionError, match=r"pool names \['beta'\].*parameters are"):
+        bs.fit(runs, "power_law", group="family", pool=["beta"])
+    with pytest.raises(bs.DataError, match="20|groups"):
+        bs.fit(runs.rename(columns={"family": "group"}), "power_law")  # still refused
+
+
+def test_too_few_runs_need_pooling_or_priors(runs):
+    small = pd.concat([runs[runs["family"] == "f0"], runs[runs["family"] == "f1"].iloc[:2]])
+    with pytest.raises(bs.DataError, match=r"groups \{'f1': 2\} have fewer runs"):
+        bs.fit(small, "power_law", group="family", pooling="none")
+    lone = small[small["family"] == "f1"].drop(columns="family")
+    with pytest.raises(bs.DataError, match="has 4 parameters but the data has only 2 runs"):
+        bs.fit(lone, "power_law")
+    # with a prior on every parameter the lone fit is accepted (the priors carry it); whether
+    # two runs and these priors give a proper mode is another matter, so warnings are let be
+    priors = dict(bs.default_priors(bs.get_law("power_law"), bs.from_frame(lone)))
+    priors["alpha"] = bs.Prior("LogNormal", loc=np.log(ALPHA), scale=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        f = bs.fit(lone, "power_law", priors=priors, method="map")
+    assert f.data.n_runs == 2
+
+
+def test_priors_from_moment_matches():
+    old = bs.fit(bs.simulate("power_law", seed=3), "power_law", method="map", seed=0)
+    priors = bs.priors_from(old)
+    assert sorted(priors) == ["E", "alpha", "sigma"]  # amplitudes need the new centre
+    draws = old.draws()
+    assert priors["alpha"].family == "LogNormal"
+    loc, scale = priors["alpha"].values
+    assert loc == pytest.approx(np.log(draws["alpha"]).mean(), rel=1e-9)
+    assert scale == pytest.approx(np.log(draws["alpha"]).std(ddof=1), rel=1e-9)
+    new_runs = bs.simulate("power_law", seed=4).iloc[:6]
+    with_a = bs.priors_from(old, at=new_runs, widen=2.0)
+    assert "A" in with_a and with_a["alpha"].values[1] == pytest.approx(2 * scale)
+    f = bs.fit(new_runs, "power_law", priors=with_a, method="map", seed=0)
+    assert abs(np.median(f.draws()["alpha"]) - 0.35) < 0.05
+    with pytest.raises(bs.OptionError, match="pass at=new_runs"):
+        bs.priors_from(old, params=["A"])
+
+
+def test_default_pool_is_exponents_floor_and_noise():
+    assert default_pool(bs.get_law("power_law")) == ("E", "alpha", "sigma")
+    assert default_pool(bs.get_law("chinchilla")) == ("E", "alpha", "beta", "sigma")
+
+
+@pytest.mark.slow
+def test_no_pooling_is_separate_fits(runs):
+    """pooling='none' is the product of the separate posteriors: means agree within 4 MCSE."""
+    import arviz_stats as azs
+
+    two = runs[runs["family"].isin(["f0", "f1"])]
+    draws = dict(num_warmup=1000, num_samples=1500, progress_bar=False)
+    with warnings.catch_warnings():  # a tail ESS a little under 400 is allowed: MCSE covers it
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        joint = bs.fit(two, "power_law", group="family", pooling="none", seed=1, **draws)
+        alones = {
+            g: bs.fit(two[two["family"] == g].drop(columns="family"), "power_law", seed=2, **draws)
+            for g in ("f0", "f1")
+        }
+    for f in (joint, *alones.values()):
+        assert f.summary()["r_hat"].max() <= 1.01 and f.summary()["ess_bulk"].min() > 200
+    for g, alone in alones.items():
+        for name in ("E", "alpha", "A", "sigma"):
+            a = joint.posterior[name].sel(group=g)
+            b = alone.posterior[name]
+            se = np.hypot(float(azs.mcse(a)), float(azs.mcse(b)))
+            gap = abs(float(np.log(a).mean()) - float(np.log(b).mean()))
+            se_log = np.hypot(float(azs.mcse(np.log(a))), float(azs.mcse(np.log(b))))
+            assert gap < 4 * se_log, (g, name, gap, se_log, se)
+    # positive control: the check sees a wrong posterior (another group's)
+    a = np.log(joint.posterior["A"].sel(group="f0"))
+    b = np.log(joint.posterior["A"].sel(group="f1"))
+    se_log = np.hypot(float(azs.mcse(a)), float(azs.mcse(b)))
+    assert abs(float(a.mean()) - float(b.mean())) > 4 * se_log
+
+
+def test_cli_passes_group_and_pooling(runs, tmp_path, capsys):
+    from bayescale.cli import main
+
+    path = tmp_path / "runs.csv"
+    small = pd.concat([runs[runs["family"] == "f0"], runs[runs["family"] == "f1"].iloc[:2]])
+    small.to_csv(path, index=False)
+    args = ["fit", str(path), "--law", "power_law", "--group", "family", "--pooling", "none"]
+    assert main(args) == 2  # refused before sampling: f1 has 2 runs and no pooling
+    assert "groups {'f1': 2} have fewer runs" in capsys.readouterr().err
