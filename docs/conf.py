@@ -144,7 +144,6 @@ SECTIONS = {
     "bayescale.model": "Model",
     "bayescale.diagnostics": "Diagnostics",
     "bayescale.fit": "Fitting",
-    "bayescale.many": "Many curves at once",
     "bayescale.forecast": "Forecasting",
     "bayescale.allocate": "Compute-optimal allocation",
     "bayescale.compare": "Model comparison",

@@ -21,7 +21,7 @@ LAYERS = [
     ["sampling"],
     ["huber", "hierarchy"],
     ["fit"],
-    ["internal", "many"],
+    ["internal"],
     ["allocate"],
     ["forecast", "checks"],
     ["compare"],
