@@ -21,7 +21,7 @@ LAYERS = [
     ["sampling"],
     ["huber", "hierarchy"],
     ["fit"],
-    ["internal"],
+    ["internal", "many"],
     ["allocate"],
     ["forecast", "checks"],
     ["compare"],
