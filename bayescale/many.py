@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import vhmc
 from bayescale.data import ScalingData, from_frame
 from bayescale.diagnostics import interval_probs
 from bayescale.errors import (
@@ -57,13 +58,8 @@ from bayescale.laws import Law, declaration, get_law
 from bayescale.likelihoods import Likelihood, get_likelihood
 from bayescale.model import build_model, model_inputs
 from bayescale.priors import Prior, Priors, resolve_priors
-from bayescale.sampling import (
-    NutsSettings,
-    build_tree,
-    pointwise_draws,
-    provenance,
-    start_from_prior,
-)
+from bayescale.sampling import build_tree, pointwise_draws, provenance, start_from_prior
+from bayescale.vhmc import HmcSettings
 
 __all__ = ["ManyFits", "fit_many", "curve_keys", "run_chunk"]
 
@@ -86,14 +82,21 @@ def curve_keys(seed: int, positions: np.ndarray, num_chains: int) -> np.ndarray:
     return np.asarray(jax.vmap(one)(np.asarray(positions, np.uint32)))
 
 
-#: default curves per chunk on a CPU, where each lane costs the same vectorised or not and
-#: a chunk's iteration lasts as long as its longest trajectory (measured: 10 curves per chunk
-#: ran 1.7 times faster per curve than 40, see benchmarks/many_curves.py)
-CPU_CHUNK = 16
+def jitter_key(seed: int) -> np.ndarray:
+    """The key of the trajectory-length jitter: from ``seed`` alone, shared by every curve."""
+    import jax
+
+    return np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 0xFFFFFFFF))
+
+
+#: default curves per chunk on a CPU (see benchmarks/many_curves.py)
+CPU_CHUNK = 256
 #: Adam steps and step size of the search for each chain's start (a posterior mode)
 MODE_STEPS, MODE_RATE = 300, 0.05
-#: half-width of the box around the mode (unconstrained space) where each chain starts
-START_SPREAD = 0.1
+#: jittered points around the priors' typical values from which each chain's search starts
+NUM_CANDIDATES = 32
+#: curves per block after the pilot phase (sorted by step size)
+SORT_BLOCK = 64
 
 
 def _mode(potential: Any, z: Any) -> Any:
@@ -126,71 +129,101 @@ def _mode(potential: Any, z: Any) -> Any:
     return jax.lax.fori_loop(0, MODE_STEPS, step, init)[3]
 
 
-@functools.lru_cache(maxsize=8)
-def _many_program(model: Any, settings: NutsSettings) -> Any:
-    """The compiled sampler of a chunk: ``run(keys, starts, jitter, args)``.
+def _pilot_length(settings: HmcSettings) -> int:
+    """Warm-up iterations run before the curves are sorted: the first fast phase."""
+    collect, _ = vhmc.adaptation_windows(settings.num_warmup)
+    return int(np.argmax(collect)) if collect.any() else settings.num_warmup
 
-    ``keys`` ``(curve, chain, 2)``, ``starts`` site -> ``(curve, chain, ...)``, ``args`` the
-    model's arguments with a leading curve axis. Returns every sample and deterministic site
-    and the sampler statistics, each ``(curve, chain, draw, ...)``.
+
+def _unravel(model: Any, starts: Any, args: Any) -> Any:
+    """Flat vector -> unconstrained sites of one lane (from the first lane's shapes)."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    first = jax.tree_util.tree_map(lambda a: a[0, 0], starts)
+    args0 = jax.tree_util.tree_map(lambda a: a[0], args)
+    return ravel_pytree(unconstrain_fn(model, args0, {}, first))[1]
+
+
+def _potential(model: Any, unravel: Any) -> Any:
+    from numpyro.infer.util import potential_energy
+
+    return lambda z, a: potential_energy(model, a, {}, unravel(z))
+
+
+@functools.lru_cache(maxsize=8)
+def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> Any:
+    """Compiled start and first warm-up phase: ``run(keys, jitter_key, starts, args) -> State``.
+
+    Each chain searches a mode (`_mode` from the best of ``num_candidates`` jittered points
+    around its prior start); each curve's best mode gives the Laplace preconditioner, and
+    its chains start at Laplace draws (clipped at 2 sd) around it; then the first
+    `_pilot_length` warm-up iterations, which set each curve's step size.
     """
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
-    from numpyro.infer import NUTS
-    from numpyro.infer.util import potential_energy, unconstrain_fn
+    from numpyro.infer.util import unconstrain_fn
 
-    kernel = NUTS(model, dense_mass=settings.dense_mass, target_accept_prob=settings.target_accept)
-    n_cand = settings.num_candidates
+    def run(keys: Any, jitter_key: Any, starts: Any, args: Any) -> Any:
+        potential = _potential(model, _unravel(model, starts, args))
 
-    def chain(key: Any, start: Any, jitter: Any, args: tuple[Any, ...]) -> Any:
-        k_cand, k_spread, k_run = jax.random.split(key, 3)
-        flat, unravel = ravel_pytree(unconstrain_fn(model, args, {}, start))
-        noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
-        cands = flat + jitter * noise.at[0].set(0.0)
-        energy = jax.vmap(lambda z: potential_energy(model, args, {}, unravel(z)))(cands)
-        energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-        z0 = _mode(
-            lambda z: potential_energy(model, args, {}, unravel(z)), cands[jnp.argmin(energy)]
+        def flat(start: Any, a: Any) -> Any:
+            return ravel_pytree(unconstrain_fn(model, a, {}, start))[0]
+
+        def lane_mode(key: Any, z: Any, a: Any) -> Any:
+            k_cand = jax.random.fold_in(key, 1 << 30)
+            noise = jax.random.uniform(k_cand, (num_candidates, z.size), minval=-1.0, maxval=1.0)
+            cands = z + noise.at[0].set(0.0)
+            energy = jax.vmap(lambda c: potential(c, a))(cands)
+            energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
+            return _mode(lambda c: potential(c, a), cands[jnp.argmin(energy)])
+
+        per_lane = lambda f: jax.vmap(jax.vmap(f, (0, None)), (0, 0))  # noqa: E731
+        z_prior = per_lane(flat)(starts, args)
+        modes = jax.vmap(jax.vmap(lane_mode, (0, 0, None)), (0, 0, 0))(keys, z_prior, args)
+        energy = per_lane(potential)(modes, args)
+        best_chain = jnp.argmin(jnp.where(jnp.isfinite(energy), energy, jnp.inf), axis=1)
+        best = modes[jnp.arange(modes.shape[0]), best_chain]
+        chol0 = vhmc.laplace_chol(jax.vmap(jax.hessian(potential))(best, args))
+        d = best.shape[-1]
+        normal = lambda k: jax.random.normal(jax.random.fold_in(k, (1 << 30) + 1), (d,))  # noqa: E731
+        spread = jnp.clip(jax.vmap(jax.vmap(normal))(keys), -2.0, 2.0)
+        z0 = best[:, None, :] + jnp.einsum("cij,ckj->cki", chol0, spread)
+        state = vhmc.init_state(potential, z0, chol0, args)
+        pilot = _pilot_length(settings)
+        return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, 0, pilot)
+
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def _finish_program(model: Any, settings: HmcSettings) -> Any:
+    """Compiled rest: ``run(keys, jitter_key, starts, state, args) -> (sites, stats)``.
+
+    The warm-up after `_pilot_length`, the draws, and every sample and deterministic site
+    of every draw ``(curve, chain, draw, ...)``.
+    """
+    import jax
+    from numpyro.infer.util import constrain_fn
+
+    def run(keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any) -> Any:
+        unravel = _unravel(model, starts, args)
+        potential = _potential(model, unravel)
+        pilot = _pilot_length(settings)
+        state = vhmc.warm_up(
+            potential, settings, keys, jitter_key, state, args, pilot, settings.num_warmup
         )
-        spread = jax.random.uniform(k_spread, flat.shape, minval=-1.0, maxval=1.0)
-        z0 = unravel(z0 + START_SPREAD * spread)
-        state = kernel.init(k_run, settings.num_warmup, z0, model_args=args, model_kwargs={})
-        n_warm, n_keep = settings.num_warmup, settings.num_samples
-        flat0 = ravel_pytree(state.z)[0]
-        buffers = {
-            "z": jnp.zeros((n_keep, flat0.size), flat0.dtype),
-            "diverging": jnp.zeros(n_keep, bool),
-            "num_steps": jnp.zeros(n_keep, jnp.int32),
-            "accept_prob": jnp.zeros(n_keep, flat0.dtype),
-            "energy": jnp.zeros(n_keep, flat0.dtype),
-            "potential_energy": jnp.zeros(n_keep, flat0.dtype),
-        }
+        draws, stats = vhmc.draw(potential, settings, keys, jitter_key, state, args)
 
-        # one loop over warm-up and sampling (one copy of NUTS in the program: half the
-        # compilation of two loops); warm-up iterations write row 0, overwritten later
-        def body(i: Any, carry: Any) -> Any:
-            state, buf = carry
-            state = kernel.sample(state, args, {})
-            row = {
-                "z": ravel_pytree(state.z)[0],
-                "diverging": state.diverging,
-                "num_steps": state.num_steps.astype(jnp.int32),
-                "accept_prob": state.accept_prob,
-                "energy": state.energy,
-                "potential_energy": state.potential_energy,
-            }
-            at = jnp.maximum(i - n_warm, 0)
-            buf = {k: buf[k].at[at].set(row[k].astype(buf[k].dtype)) for k in buf}
-            return state, buf
+        def sites(z: Any, a: Any) -> Any:
+            return constrain_fn(model, a, {}, unravel(z), return_deterministic=True)
 
-        state, buf = jax.lax.fori_loop(0, n_warm + n_keep, body, (state, buffers))
-        z = jax.vmap(unravel)(buf.pop("z"))
-        sites = jax.vmap(kernel.postprocess_fn(args, {}))(z)
-        return sites, buf
+        one_curve = lambda z, a: jax.vmap(jax.vmap(sites, (0, None)), (0, None))(z, a)  # noqa: E731
+        return jax.vmap(one_curve)(draws, args), stats
 
-    per_curve = jax.vmap(chain, in_axes=(0, 0, None, None))
-    return jax.jit(jax.vmap(per_curve, in_axes=(0, 0, None, 0)))
+    return jax.jit(run)
 
 
 #: a chunk's arguments travel as numpy arrays; the law travels by value (cloudpickle) to Dask
@@ -208,8 +241,9 @@ def run_chunk(
     law: Law,
     families: tuple[tuple[str, str], ...],
     noise: Likelihood,
-    settings: NutsSettings,
+    settings: HmcSettings,
     keys: np.ndarray,
+    jitter_key: np.ndarray,
     starts: Mapping[str, np.ndarray],
     args: tuple[Any, ...],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -219,9 +253,11 @@ def run_chunk(
     ----------
     law, families, noise, settings
         What shapes the compiled program: the law, the priors' families, the likelihood and
-        the NUTS settings.
+        the sampler's settings.
     keys : ndarray
         ``(curve, chain, 2)`` chain keys (`curve_keys`).
+    jitter_key : ndarray
+        The key of the trajectory jitter (`jitter_key`), the same for every chunk.
     starts : mapping
         Sample site -> ``(curve, chain, ...)`` starting values (constrained).
     args : tuple
@@ -233,12 +269,36 @@ def run_chunk(
         Every site and the sampler statistics, ``(curve, chain, draw, ...)``, numpy arrays.
     """
     model = build_model(_same_law(law), families, noise)
-    run = _many_program(model, settings)
-    sites, stats = run(keys, dict(starts), np.float32(1.0), args)
-    return (
-        {k: np.asarray(v) for k, v in sites.items()},
-        {k: np.asarray(v) for k, v in stats.items()},
-    )
+    starts = dict(starts)
+    state = _pilot_program(model, settings, NUM_CANDIDATES)(keys, jitter_key, starts, args)
+    # lock step costs each block its smallest step size: sort the curves by their step size
+    # after the pilot phase and finish them in blocks of similar ones (each curve's draws do
+    # not depend on the others in its block)
+    state = _take(state, slice(None))
+    order = np.argsort(np.exp(state.da[0]), kind="stable")
+    n = len(order)
+    size = min(SORT_BLOCK, n)
+    finish = _finish_program(model, settings)
+    parts = []
+    for first in range(0, n, size):
+        block = order[first : first + size]
+        index = order[np.minimum(np.arange(first, first + size), n - 1)]  # last block padded
+        sites, stats = finish(
+            *_take((keys,), index), jitter_key, *_take((starts, state, args), index)
+        )
+        m = len(block)
+        parts.append(
+            (
+                block,
+                {k: np.asarray(v)[:m] for k, v in sites.items()},
+                {k: np.asarray(v)[:m] for k, v in stats.items()},
+            )
+        )
+    where = np.concatenate([p[0] for p in parts])
+    back = np.argsort(where, kind="stable")
+    sites = {k: np.concatenate([p[1][k] for p in parts])[back] for k in parts[0][1]}
+    stats = {k: np.concatenate([p[2][k] for p in parts])[back] for k in parts[0][2]}
+    return sites, stats
 
 
 # ------------------------------------------------------------------------------ results
@@ -321,13 +381,6 @@ class ManyFits:
         model = build_model(self.law, families, noise)
         inputs = model_inputs(self.law, data, priors)
         centre = {v: float(c) for v, c in inputs.centre.items()}
-        settings = NutsSettings(
-            int(post.sizes["chain"]),
-            int(attrs["num_warmup"]),
-            int(post.sizes["draw"]),
-            bool(attrs["dense_mass"]),
-            float(attrs["target_accept"]),
-        )
         seed = int(attrs["seed"])
         meta = provenance(
             self.law,
@@ -335,11 +388,15 @@ class ManyFits:
             priors,
             noise,
             centre,
-            "nuts",
+            "hmc",
             seed,
-            settings,
-            init="near a mode: best of 32 jittered prior points, Adam steps, 0.1 box",
-            chain_method="vectorised over chains and curves (bayescale.fit_many)",
+            None,
+            num_warmup=int(attrs["num_warmup"]),
+            target_accept=float(attrs["target_accept"]),
+            trajectory=float(attrs["trajectory"]),
+            dense_mass=1,
+            init="Laplace draws around the best mode of the chains' Adam searches",
+            chain_method="jittered HMC vectorised over chains and curves (bayescale.fit_many)",
             group=name,
             curve_index=self.groups.index(name),
         )
@@ -363,7 +420,7 @@ class ManyFits:
         """
         lo, hi = interval_probs(ci_prob)
         post = self.posterior
-        diag = self._diagnostics_by_parameter()
+        diag = self._diagnostics_by_parameter
         frames = []
         for k in self.param_names:
             v = post[k].values.astype(np.float64).reshape(len(self), -1)
@@ -386,6 +443,7 @@ class ManyFits:
             level=0, sort_remaining=False, kind="stable"
         )
 
+    @functools.cached_property
     def _diagnostics_by_parameter(self) -> dict[str, dict[str, np.ndarray]]:
         """Bulk and tail ESS and r_hat of every reported parameter, one value per group."""
         import warnings
@@ -426,7 +484,7 @@ class ManyFits:
             ``min_ess_tail`` and ``ok`` (no threshold crossed; a NaN r_hat or ESS, from a
             chain that never moved, is a failure).
         """
-        diag = self._diagnostics_by_parameter()
+        diag = self._diagnostics_by_parameter
         div = self.tree["sample_stats"]["diverging"].values.reshape(len(self), -1).sum(axis=1)
         names = self.param_names
         rhat = np.stack([diag["r_hat"][k] for k in names], axis=1)
@@ -510,7 +568,6 @@ def fit_many(
     num_warmup: int = 1000,
     num_samples: int = 1000,
     target_accept: float = 0.8,
-    dense_mass: bool = True,
     seed: int = 0,
     chunk_size: int | None = None,
     client: Any = None,
@@ -645,7 +702,7 @@ def fit_many(
             "For example client=distributed.Client(distributed.LocalCluster(n_workers=2))."
         )
     noise = get_likelihood(likelihood, nu=float(nu))
-    settings = NutsSettings(num_chains, num_warmup, num_samples, dense_mass, target_accept)
+    settings = HmcSettings(num_chains, num_warmup, num_samples, target_accept)
     law_ = get_law(law, variable=variable, breaks=breaks)
     mapping = dict(columns or {})
     if group != "group":
@@ -666,7 +723,9 @@ def fit_many(
     (families_,) = families
     args, starts = _stack(law_, curves, settings.num_chains)
     keys = curve_keys(seed, np.arange(len(names)), settings.num_chains)
-    sites, stats = _run(law_, families_, noise, settings, keys, starts, args, chunk_size, client)
+    sites, stats = _run(
+        law_, families_, noise, settings, keys, jitter_key(seed), starts, args, chunk_size, client
+    )
     tree = _many_tree(names, sites, stats)
     tree.attrs.update(
         {
@@ -676,8 +735,8 @@ def fit_many(
             "likelihood_options": json.dumps(noise.options),
             "seed": int(seed),
             "num_warmup": settings.num_warmup,
-            "dense_mass": int(settings.dense_mass),
             "target_accept": settings.target_accept,
+            "trajectory": settings.trajectory,
             "chunk_size": int(stats.pop("_chunk_size")),
             "data_source": scaling.source,
         }
@@ -749,8 +808,9 @@ def _run(
     law: Law,
     families: tuple[tuple[str, str], ...],
     noise: Likelihood,
-    settings: NutsSettings,
+    settings: HmcSettings,
     keys: np.ndarray,
+    jitter: np.ndarray,
     starts: Mapping[str, np.ndarray],
     args: tuple[Any, ...],
     chunk_size: int | None,
@@ -770,28 +830,23 @@ def _run(
     for first in range(0, n, size):
         index = np.arange(first, first + size)
         chunks.append(np.minimum(index, n - 1))  # the last chunk padded with its last curve
-    payloads = [(keys[i], _take(dict(starts), i), _take(args, i)) for i in chunks]
+    payloads = [(keys[i], jitter, _take(dict(starts), i), _take(args, i)) for i in chunks]
     if client is not None:
         futures = [
             client.submit(run_chunk, law, families, noise, settings, *p, pure=False)
             for p in payloads
         ]
         results = client.gather(futures)
-    else:
-        # in this process, on JAX's default device (a GPU when there is one): every chunk
-        # is dispatched before any result is read, so the host prepares the next chunk while
-        # the device runs one
-        model = build_model(_same_law(law), families, noise)
-        run = _many_program(model, settings)
-        pending = [run(k, s, np.float32(1.0), a) for k, s, a in payloads]
-        results = [
-            ({k: np.asarray(v) for k, v in si.items()}, {k: np.asarray(v) for k, v in st.items()})
-            for si, st in pending
-        ]
+    else:  # in this process, on JAX's default device (a GPU when there is one)
+        results = [run_chunk(law, families, noise, settings, *p) for p in payloads]
     sites = {k: np.concatenate([r[0][k] for r in results])[:n] for k in results[0][0]}
     stats: dict[str, Any] = {
         k: np.concatenate([r[1][k] for r in results])[:n] for k in results[0][1]
     }
+    stats.pop("warmup_divergences")
+    stats["step_size"] = np.broadcast_to(
+        stats["step_size"][:, None, None], stats["diverging"].shape
+    ).copy()
     stats["_chunk_size"] = size
     return sites, stats
 
@@ -815,6 +870,7 @@ def _many_tree(names: list[str], sites: Mapping[str, np.ndarray], stats: Mapping
         "acceptance_rate": stats["accept_prob"],
         "energy": stats["energy"],
         "lp": -np.asarray(stats["potential_energy"]),
+        "step_size": stats["step_size"],
     }
     return xr.DataTree.from_dict(
         {"posterior": dataset(sites), "sample_stats": dataset(sample_stats)}

@@ -71,7 +71,7 @@ def test_one_fit_per_group_in_sorted_order(many, runs):
 def test_each_group_is_a_real_fit_with_its_own_model(many, runs):
     fits, _ = many
     one = fits["c"]
-    assert isinstance(one, bs.Fit) and one.method == "nuts"
+    assert isinstance(one, bs.Fit) and one.method == "hmc"
     alone = runs[runs["group"] == "c"]
     assert one.data.n_runs == len(alone) == 14
     # the data-dependent defaults and the centring come from that curve alone, as bs.fit's
