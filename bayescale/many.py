@@ -89,14 +89,12 @@ def jitter_key(seed: int) -> np.ndarray:
     return np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 0xFFFFFFFF))
 
 
-#: default curves per chunk on a CPU (see benchmarks/many_curves.py)
-CPU_CHUNK = 256
 #: Adam steps and step size of the search for each chain's start (a posterior mode)
 MODE_STEPS, MODE_RATE = 300, 0.05
 #: jittered points around the priors' typical values from which each chain's search starts
 NUM_CANDIDATES = 32
-#: curves per block after the pilot phase (sorted by step size)
-SORT_BLOCK = 64
+#: curves per compiled call (after the pilot phase, blocks of curves of similar step size)
+BLOCK = 64
 
 
 def _mode(potential: Any, z: Any) -> Any:
@@ -270,35 +268,49 @@ def run_chunk(
     """
     model = build_model(_same_law(law), families, noise)
     starts = dict(starts)
-    state = _pilot_program(model, settings, NUM_CANDIDATES)(keys, jitter_key, starts, args)
+    n = len(keys)
+    # every compiled call runs BLOCK curves (the last block padded with copies), whatever
+    # the number of curves or the chunking: the same program on the same shapes, so that a
+    # curve's draws are bitwise the same in any chunk (each lane's arithmetic depends only on
+    # its own curve)
+    pilot = _pilot_program(model, settings, NUM_CANDIDATES)
+    states = [
+        (rows, pilot(*_take((keys,), index), jitter_key, *_take((starts, args), index)))
+        for rows, index in _blocks(np.arange(n))
+    ]
+    state = _gather(states, n)
     # lock step costs each block its smallest step size: sort the curves by their step size
-    # after the pilot phase and finish them in blocks of similar ones (each curve's draws do
-    # not depend on the others in its block)
-    state = _take(state, slice(None))
-    order = np.argsort(np.exp(state.da[0]), kind="stable")
-    n = len(order)
-    size = min(SORT_BLOCK, n)
+    # after the pilot phase and finish them in blocks of similar ones
+    order = np.argsort(np.asarray(state.da[0]), kind="stable")
     finish = _finish_program(model, settings)
-    parts = []
-    for first in range(0, n, size):
-        block = order[first : first + size]
-        index = order[np.minimum(np.arange(first, first + size), n - 1)]  # last block padded
-        sites, stats = finish(
-            *_take((keys,), index), jitter_key, *_take((starts, state, args), index)
-        )
-        m = len(block)
-        parts.append(
-            (
-                block,
-                {k: np.asarray(v)[:m] for k, v in sites.items()},
-                {k: np.asarray(v)[:m] for k, v in stats.items()},
-            )
-        )
-    where = np.concatenate([p[0] for p in parts])
-    back = np.argsort(where, kind="stable")
-    sites = {k: np.concatenate([p[1][k] for p in parts])[back] for k in parts[0][1]}
-    stats = {k: np.concatenate([p[2][k] for p in parts])[back] for k in parts[0][2]}
-    return sites, stats
+    done = [
+        (rows, finish(*_take((keys,), index), jitter_key, *_take((starts, state, args), index)))
+        for rows, index in _blocks(order)
+    ]
+    return _gather([(r, out[0]) for r, out in done], n), _gather(
+        [(r, out[1]) for r, out in done], n
+    )
+
+
+def _blocks(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(curves, index)`` of each block of `BLOCK` curves in ``order``; the last is padded."""
+    for first in range(0, len(order), BLOCK):
+        rows = order[first : first + BLOCK]
+        yield rows, np.concatenate([rows, np.full(BLOCK - len(rows), rows[-1])])
+
+
+def _gather(parts: list[tuple[np.ndarray, Any]], n: int) -> Any:
+    """One pytree of ``n`` curves from the blocks' results (padding dropped, curve order)."""
+    import jax
+
+    rows = np.concatenate([r for r, _ in parts])
+    back = np.argsort(rows, kind="stable")
+    return jax.tree_util.tree_map(
+        lambda *leaves: np.concatenate(
+            [np.asarray(leaf)[: len(r)] for (r, _), leaf in zip(parts, leaves, strict=True)]
+        )[back],
+        *[tree for _, tree in parts],
+    )
 
 
 # ------------------------------------------------------------------------------ results
@@ -817,19 +829,12 @@ def _run(
     client: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every curve's draws, chunk by chunk, locally or on the client's workers."""
-    import jax
-
     n = len(keys)
-    if chunk_size is None and jax.default_backend() == "cpu":
-        chunk_size = CPU_CHUNK  # lock step costs the most on a CPU: small chunks
-    elif chunk_size is None:
+    if chunk_size is None:  # one chunk here; two per worker on a cluster
         workers = len(client.nthreads()) if client is not None else 0
         chunk_size = math.ceil(n / (2 * workers)) if workers else n
     size = min(int(chunk_size), n)
-    chunks = []
-    for first in range(0, n, size):
-        index = np.arange(first, first + size)
-        chunks.append(np.minimum(index, n - 1))  # the last chunk padded with its last curve
+    chunks = [np.arange(first, min(first + size, n)) for first in range(0, n, size)]
     payloads = [(keys[i], jitter, _take(dict(starts), i), _take(args, i)) for i in chunks]
     if client is not None:
         futures = [
