@@ -1,33 +1,42 @@
-"""Independent fits of many curves in one compiled, vectorised NUTS sampler: ``fit_many``.
+"""Independent fits of many curves in one compiled, vectorised sampler: ``fit_many``.
 
 `bayescale.fit` fits one law to one curve. A table with a ``group`` column holds many curves
 (one per architecture, task or data mixture); ``fit_many(data, law)`` fits the law to each
 group **independently** (no pooling: each curve gets exactly the model and the priors that
-``fit`` would give it alone) but in one compiled program instead of a Python loop:
+``fit`` would give it alone) but in compiled programs over blocks of curves instead of a
+Python loop:
 
 - every curve's runs are padded to the same length (the longest curve's), with an observation
   mask so that padding rows add nothing to the likelihood; the data-dependent inputs of the
   model (log inputs, their centre, the priors' hyper-parameters) are per-curve arrays;
-- the whole per-chain NUTS program (the choice of start, warm-up with step-size and dense mass
-  adaptation, sampling) is ``jax.vmap``-ed over chains and curves under one ``jax.jit``;
-- curves run in chunks of ``chunk_size`` (the last chunk padded with copies of its last curve,
-  whose draws are dropped), so every chunk runs the same compiled program, on JAX's default
-  device (a GPU when there is one) or on the workers of a Dask ``client``.
+- the sampler is `bayescale.vhmc`: jittered fixed-length HMC written on batched arrays, with
+  a dense preconditioner and a step size per curve (vectorised NUTS was measured slower than a
+  loop of `bayescale.fit` on a CPU: every iteration waits for the deepest tree, see the
+  how-to *Many groups*);
+- every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
+  first warm-up phase) runs the curves in their order; the curves are then sorted by their
+  step size and the rest of the warm-up and the draws run in blocks of similar curves, so
+  that a hard curve (a small step size, many leapfrog steps) slows only its own block;
+- curves are dispatched in chunks of ``chunk_size`` (one chunk by default), in this process on
+  JAX's default device (a GPU when there is one) or on the workers of a Dask ``client``.
 
 Contracts
 ---------
 - **Same seed, same draws.** Curve ``i`` (its position in the sorted list of groups) gets the
-  key ``fold_in(PRNGKey(seed), i)``, split into ``num_chains`` chain keys: nothing depends on
-  the other curves. For a given ``chunk_size`` the draws are bitwise the same on one machine
-  and on a Dask cluster (same program, same shapes); see `fit_many` for other chunkings.
-- **Inputs are arguments** of the compiled program, which is cached per (model, settings,
-  shapes) in a bounded LRU cache.
-- Starts: inside the compiled program, each chain takes the best (lowest potential) of
-  ``num_candidates`` points drawn within a unit box (unconstrained space) around the priors'
-  typical values, runs `MODE_STEPS` Adam steps down the potential from there (a fixed count,
-  so that the curves stay in lock step), and starts at a uniform point within
-  `START_SPREAD` of the lowest point seen: the vectorised counterpart of ``fit``'s default
-  MAP start (a SciPy L-BFGS-B search per curve, with Laplace draws).
+  key ``fold_in(PRNGKey(seed), i)``, split into ``num_chains`` chain keys; the trajectory
+  jitter comes from ``seed`` alone (`jitter_key`). Each lane's arithmetic depends only on its
+  own curve, and every compiled call has the same shape (`BLOCK` curves), so the draws are
+  bitwise the same whatever the chunking, the order of the other curves, or the machine
+  (in this process or on a Dask cluster).
+- **Inputs are arguments** of the compiled programs, which are cached per (model, settings)
+  in a bounded LRU cache.
+- **Starts.** Inside the pilot program each chain takes the best (lowest potential) of
+  `NUM_CANDIDATES` points drawn within a unit box (unconstrained space) around the priors'
+  typical values and runs `MODE_STEPS` Adam steps down the potential (a fixed count, so
+  that the curves stay in lock step). The lowest of the chains' modes gives the curve's
+  Laplace covariance (the first preconditioner), and the chains start at Laplace draws
+  around it (clipped at 2 sd): the vectorised counterpart of ``fit``'s default MAP start
+  (a SciPy L-BFGS-B search per curve, with Laplace draws).
 """
 
 from __future__ import annotations
@@ -611,18 +620,16 @@ def fit_many(
     nu : float, default 4
         Degrees of freedom of the Student-t.
     num_chains, num_warmup, num_samples : int
-        NUTS settings per curve (defaults 4, 1000, 1000).
+        Chains, warm-up iterations and draws per chain of every curve (defaults 4, 1000,
+        1000).
     target_accept : float, default 0.8
-        NUTS target acceptance probability.
-    dense_mass : bool, default True
-        Adapt a dense mass matrix per chain.
+        Target mean acceptance probability of each curve's step size.
     seed : int, default 0
         Curve ``i`` of the sorted groups samples with keys from ``(seed, i)`` only.
     chunk_size : int, optional
-        Curves per compiled call. Default on a CPU `CPU_CHUNK` (16); on a GPU all curves in
-        one chunk without a ``client``, and ``ceil(groups / (2 * workers))`` with one. Every
-        chunk has this many curves (the last is padded), so every chunk runs the same
-        compiled program.
+        Curves per unit of work: one chunk of every curve without a ``client``,
+        ``ceil(groups / (2 * workers))`` with one. Within a chunk the curves run in compiled
+        blocks of `BLOCK`, sorted by step size; the draws do not depend on the chunking.
     client : distributed.Client, optional
         A Dask client: the chunks run on its workers (``pip install "bayescale[distributed]"``).
         Without one, chunks run in this process on JAX's default device (a GPU when there
@@ -657,24 +664,25 @@ def fit_many(
 
     Notes
     -----
+    **Sampler.** Jittered fixed-length HMC with a dense preconditioner and a step size per
+    curve (`bayescale.vhmc`; each curve's `Fit` has ``method == "hmc"``), not ``fit``'s
+    NUTS, which vectorises badly (every iteration would wait for the deepest tree). Both
+    sample the same posterior; the agreement is tested within Monte Carlo error.
+
     **Same seed, same draws.** Curve ``i`` gets the chain keys
-    ``split(fold_in(PRNGKey(seed), i), num_chains)``, whatever the other curves, the chunking
-    or the machine: for a given ``chunk_size`` the draws are bitwise identical in this process
-    and on a Dask cluster (the same compiled program on the same shapes). Another
-    ``chunk_size`` compiles a program of another batch size, whose floating-point results XLA
-    does not promise to be bitwise the same (they are the same posterior).
+    ``split(fold_in(PRNGKey(seed), i), num_chains)`` and the trajectory jitter comes from
+    ``seed`` alone; every compiled call has the same shape, so the draws are bitwise the same
+    whatever the other curves, the chunking, or the machine (in this process or on a Dask
+    cluster).
 
-    **Starts.** Each chain starts near a posterior mode found inside the compiled program
-    (the best of 32 jittered prior points, then a fixed number of Adam steps; see the module
-    notes), where ``fit`` runs SciPy's L-BFGS-B per curve. After warm-up both sample the same
-    posterior; the agreement is tested within Monte Carlo error.
+    **Starts.** Each chain starts at a Laplace draw around the best posterior mode found
+    inside the compiled program (see the module notes), where ``fit`` runs SciPy's L-BFGS-B
+    per curve.
 
-    **Cost.** The curves run in lock step: every NUTS iteration of a chunk lasts as long as
-    its longest trajectory. Curves that need very long trajectories (poorly identified
-    parameters) slow their whole chunk; smaller chunks limit that. On a CPU this costs about
-    what vectorising saves: measured on 2 cores, ``fit_many`` is about as fast per curve as
-    a warm loop of ``bayescale.fit`` (``benchmarks/many_curves.py``); the gain is expected on
-    a GPU, where the lanes run in parallel.
+    **Cost.** Curves run in lock step within a block of `BLOCK`: an iteration lasts as long
+    as the block's longest trajectory in leapfrog steps. Blocks are formed from curves of
+    similar step size after a pilot phase, so a poorly identified curve slows only curves
+    like it. Measured with ``benchmarks/many_curves.py``: see the how-to *Many groups*.
 
     Examples
     --------

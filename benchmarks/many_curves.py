@@ -12,7 +12,7 @@ table:
 - the ratio, and the divergences and r_hat of both.
 
 The machine's load average is printed with the timings: on a shared machine they are upper
-bounds. Usage: python benchmarks/many_curves.py [--curves 1000] [--loop 20] [--chunk-size 250]
+bounds. Usage: python benchmarks/many_curves.py [--curves 1000] [--loop 20] [--chunk-size 0]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import pandas as pd  # noqa: E402
 import bayescale as bs  # noqa: E402
 from bayescale.testing import sweep_design  # noqa: E402
 
+#: the number of curves of the loop (the fit_many columns "..._loop_curves" are over them)
+LOOP = [20]
 SETTINGS = dict(num_chains=4, num_warmup=500, num_samples=500, seed=0)
 
 
@@ -49,7 +51,9 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def time_fit_many(runs: pd.DataFrame, size: int, workers: int, quiet: dict) -> dict:
+def time_fit_many(
+    runs: pd.DataFrame, size: int | None, workers: int, quiet: dict, first: bool
+) -> dict:
     """One fit_many call: in this process (workers=0) or on a LocalCluster of processes."""
     n = runs["group"].nunique()
     before = load()
@@ -73,15 +77,17 @@ def time_fit_many(runs: pd.DataFrame, size: int, workers: int, quiet: dict) -> d
             wall = time.perf_counter() - t0
     diag = fits.diagnostics()
     where = f"{workers} worker processes" if workers else "this process"
+    when = "first call (compiles)" if first else "warm"
     return {
-        "path": f"fit_many, chunk_size={size}, {where}",
+        "path": f"fit_many, chunk_size={size}, {where}, {when}",
         "wall_s": wall,
         "s_per_curve": wall / n,
         "divergences": int(diag["divergences"].sum()),
         "curves_with_div": int((diag["divergences"] > 0).sum()),
         "median_max_rhat": float(diag["max_r_hat"].median()),
         "worst_max_rhat": float(diag["max_r_hat"].max()),
-        "curves_not_ok": int((~diag["ok"]).sum()),
+        "share_not_ok": float((~diag["ok"]).mean()),
+        "share_not_ok_loop_curves": float((~diag["ok"]).iloc[: LOOP[0]].mean()),
         "load_before/after": f"{before} | {load()}",
     }
 
@@ -91,7 +97,9 @@ def main() -> None:
     parser.add_argument("--curves", type=int, default=1000)
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--loop", type=int, default=20)
-    parser.add_argument("--chunk-size", type=int, nargs="*", default=[250])
+    parser.add_argument(
+        "--chunk-size", type=int, nargs="*", default=[0], help="0: the default (None)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -100,12 +108,14 @@ def main() -> None:
         help="0: in this process; k: a Dask LocalCluster of k worker processes (one thread each)",
     )
     args = parser.parse_args()
+    LOOP[0] = args.loop
     runs = curves(args.curves, args.points)
     rows = []
     quiet = dict(category=bs.ConvergenceWarning)
     for workers in args.workers:
         for size in args.chunk_size:
-            rows.append(time_fit_many(runs, size, workers, quiet))
+            for first in (True, False) if not workers else (False,):
+                rows.append(time_fit_many(runs, size or None, workers, quiet, first))
     rows = [row for row in rows if row]
     for row in rows:
         row["curves"] = args.curves
@@ -137,7 +147,8 @@ def main() -> None:
             "curves_with_div": with_div,
             "median_max_rhat": float(np.median(max_rhat)),
             "worst_max_rhat": float(np.max(max_rhat)),
-            "curves_not_ok": not_ok,
+            "share_not_ok": not_ok / len(names),
+            "share_not_ok_loop_curves": not_ok / len(names),
             "load_before/after": f"{before} | {load()}",
         }
     )

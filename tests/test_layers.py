@@ -18,7 +18,7 @@ LAYERS = [
     ["priors", "likelihoods", "misfit"],
     ["model", "testing"],
     ["diagnostics"],
-    ["sampling"],
+    ["sampling", "vhmc"],
     ["huber", "hierarchy"],
     ["fit"],
     ["internal", "many"],
