@@ -24,6 +24,7 @@ from bayescale.forecast import Forecast, Horizon, extrapolation_horizon, forecas
 from bayescale.hierarchy import priors_from
 from bayescale.laws import LAWS, Law, Param, get_law, register_law
 from bayescale.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
+from bayescale.many import ManyFits, fit_many
 from bayescale.misfit import Misfit
 from bayescale.priors import Prior, default_priors
 from bayescale.stacking import Stack, stack, stacked_predictive, stacking_weights
@@ -50,6 +51,7 @@ __all__ = [
     "Law",
     "LawError",
     "Likelihood",
+    "ManyFits",
     "Misfit",
     "OptionError",
     "OptionTypeError",
@@ -71,6 +73,7 @@ __all__ = [
     "detect_break",
     "extrapolation_horizon",
     "fit",
+    "fit_many",
     "forecast",
     "from_frame",
     "get_law",

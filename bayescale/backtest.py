@@ -24,7 +24,7 @@ import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
 from bayescale.errors import ConvergenceWarning, DataError, OptionError
-from bayescale.fit import Fit, fit
+from bayescale.fit import MCMC_METHODS, Fit, fit
 from bayescale.forecast import forecast
 from bayescale.internal import quantile_name, validate_levels
 from bayescale.laws import Law, get_law
@@ -269,7 +269,7 @@ def _fit_row(
     stats = result.tree.children.get("sample_stats")
     divergences = int(stats["diverging"].values.sum()) if stats is not None else 0
     r_hat = np.nan
-    if result.method == "nuts":
+    if result.method in MCMC_METHODS:
         r_hat = float(result.summary()["r_hat"].max())
     return {
         "model": model,

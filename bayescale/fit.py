@@ -70,6 +70,9 @@ from bayescale.sampling import (
 __all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
+#: methods whose draws are Markov chains (diagnosed by r_hat and ESS): ``"hmc"`` is the
+#: vectorised sampler of `bayescale.fit_many`
+MCMC_METHODS = ("nuts", "hmc")
 #: how NUTS chains start (see `fit`)
 INITS = ("map", "prior")
 
@@ -102,7 +105,7 @@ class Fit:
 
     @property
     def method(self) -> str:
-        """``"nuts"``, ``"map"`` or ``"huber"``."""
+        """``"nuts"``, ``"map"`` or ``"huber"`` (``"hmc"`` for a curve of `bayescale.fit_many`)."""
         return str(self.tree.attrs["method"])
 
     @property
@@ -175,7 +178,7 @@ class Fit:
 
     def problems(self, **thresholds: Any) -> list[str]:
         """Convergence problems (see `bayescale.diagnostics.convergence_problems`)."""
-        if self.method != "nuts":
+        if self.method not in MCMC_METHODS:
             return list(json.loads(self.tree.attrs.get("problems", "[]")))
         return convergence_problems(self.tree, var_names=self.param_names, **thresholds)
 
@@ -201,7 +204,7 @@ class Fit:
                 f"q{hi * 100:.10g}": np.quantile(v, hi),
             }
         table = pd.DataFrame.from_dict(rows, orient="index")
-        if self.method == "nuts" and post.sizes["chain"] > 1:
+        if self.method in MCMC_METHODS and post.sizes["chain"] > 1:
             for column, values in diagnostic_table(post, names).items():
                 table[column] = values
         table.index.name = "parameter"
@@ -900,9 +903,9 @@ def update(
     priors = resolve_priors(fit.law, combined, user_priors(fit), noise.name)
     post = fit.posterior
     settings = NutsSettings(
-        int(num_chains or (post.sizes["chain"] if fit.method == "nuts" else 4)),
+        int(num_chains or (post.sizes["chain"] if fit.method in MCMC_METHODS else 4)),
         int(num_warmup or fit.tree.attrs.get("num_warmup", 500)),
-        int(num_samples or (post.sizes["draw"] if fit.method == "nuts" else 1000)),
+        int(num_samples or (post.sizes["draw"] if fit.method in MCMC_METHODS else 1000)),
         bool(fit.tree.attrs.get("dense_mass", 1)),
         float(fit.tree.attrs.get("target_accept", 0.8)),
     )

@@ -144,6 +144,7 @@ SECTIONS = {
     "bayescale.model": "Model",
     "bayescale.diagnostics": "Diagnostics",
     "bayescale.fit": "Fitting",
+    "bayescale.many": "Many curves at once",
     "bayescale.forecast": "Forecasting",
     "bayescale.allocate": "Compute-optimal allocation",
     "bayescale.compare": "Model comparison",
