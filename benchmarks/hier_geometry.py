@@ -192,6 +192,7 @@ def coverage(draws, held, labels, xbar, seed):  # type: ignore[no-untyped-def]
         obs = rows["loss"].to_numpy()
         inside += list((obs >= lo) & (obs <= hi))
         widths.append(np.median((hi - lo) / med))
+        print("     ", name, "width", round(float(widths[-1]), 4))
     rate, width = np.mean(inside), np.median(widths)
     return f"90% coverage {rate:.3f} of {len(inside)}, median relative width {width:.4f}"
 
