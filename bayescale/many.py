@@ -102,8 +102,9 @@ def jitter_key(seed: int) -> np.ndarray:
 MODE_STEPS, MODE_RATE = 300, 0.05
 #: jittered points around the priors' typical values from which each chain's search starts
 NUM_CANDIDATES = 32
-#: curves per compiled call (after the pilot phase, blocks of curves of similar step size)
-BLOCK = 64
+#: curves per compiled call (after the pilot phase, blocks of curves of similar step size);
+#: measured on 1,000 curves, 2 cores: 128 beat 64 and 256 (benchmarks/many_curves.py)
+BLOCK = 128
 
 
 def _mode(potential: Any, z: Any) -> Any:
