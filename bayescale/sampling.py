@@ -38,7 +38,7 @@ import numpy as np
 
 from bayescale.data import ScalingData
 from bayescale.distributions import Prior
-from bayescale.errors import OptionError
+from bayescale.errors import OptionError, check_counts
 from bayescale.laws import Law, declaration, fingerprint
 from bayescale.misfit import Misfit, draw_indicator
 from bayescale.model import OBS, ModelInputs, internal_sites
@@ -92,14 +92,7 @@ class NutsSettings:
     num_candidates: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("num_chains", "num_samples", "num_warmup", "num_candidates"):
-            value = getattr(self, name)
-            low = 0 if name == "num_warmup" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise OptionError(
-                    f"{name} must be an integer of at least {low}; received {value!r}."
-                )
-            object.__setattr__(self, name, int(value))
+        check_counts(self, ("num_chains", "num_samples", "num_warmup", "num_candidates"))
         ta = self.target_accept
         if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
             raise OptionError(

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayescale.errors import OptionError
+from bayescale.errors import OptionError, check_counts
 
 __all__ = [
     "HmcSettings",
@@ -78,14 +78,7 @@ class HmcSettings:
     max_steps: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("num_chains", "num_samples", "num_warmup", "max_steps"):
-            value = getattr(self, name)
-            low = 0 if name == "num_warmup" else 1
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise OptionError(
-                    f"{name} must be an integer of at least {low}; received {value!r}."
-                )
-            object.__setattr__(self, name, int(value))
+        check_counts(self, ("num_chains", "num_samples", "num_warmup", "max_steps"))
         if not 0.0 < float(self.target_accept) < 1.0:
             raise OptionError(
                 f"target_accept must be in (0, 1); received {self.target_accept!r}. "
