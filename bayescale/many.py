@@ -54,7 +54,7 @@ import pandas as pd
 
 from bayescale import vhmc
 from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import interval_probs
+from bayescale.diagnostics import batch_diagnostics, interval_probs
 from bayescale.errors import (
     ConvergenceWarning,
     DataError,
@@ -105,6 +105,8 @@ NUM_CANDIDATES = 32
 #: curves per compiled call (after the pilot phase, blocks of curves of similar step size);
 #: measured on 1,000 curves, 2 cores: 128 beat 64 and 256 (benchmarks/many_curves.py)
 BLOCK = 128
+#: warm-up iterations between two sortings of the curves by step size
+RESORT = 50
 
 
 def _mode(potential: Any, z: Any) -> Any:
@@ -207,11 +209,29 @@ def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> An
 
 
 @functools.lru_cache(maxsize=8)
-def _finish_program(model: Any, settings: HmcSettings) -> Any:
-    """Compiled rest: ``run(keys, jitter_key, starts, state, args) -> (sites, stats)``.
+def _warm_program(model: Any, settings: HmcSettings) -> Any:
+    """Compiled warm-up stretch: ``run(keys, jitter_key, starts, state, args, start, stop)``.
 
-    The warm-up after `_pilot_length`, the draws, and every sample and deterministic site
-    of every draw ``(curve, chain, draw, ...)``.
+    Iterations ``start`` to ``stop`` of the warm-up (run-time arguments: one compilation
+    serves every stretch).
+    """
+    import jax
+
+    def run(
+        keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any, start: Any, stop: Any
+    ) -> Any:
+        potential = _potential(model, _unravel(model, starts, args))
+        return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, start, stop)
+
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def _draw_program(model: Any, settings: HmcSettings) -> Any:
+    """Compiled draws: ``run(keys, jitter_key, starts, state, args) -> (sites, stats)``.
+
+    The draws after warm-up, and every sample and deterministic site of every draw
+    ``(curve, chain, draw, ...)``.
     """
     import jax
     from numpyro.infer.util import constrain_fn
@@ -219,10 +239,6 @@ def _finish_program(model: Any, settings: HmcSettings) -> Any:
     def run(keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any) -> Any:
         unravel = _unravel(model, starts, args)
         potential = _potential(model, unravel)
-        pilot = _pilot_length(settings)
-        state = vhmc.warm_up(
-            potential, settings, keys, jitter_key, state, args, pilot, settings.num_warmup
-        )
         draws, stats = vhmc.draw(potential, settings, keys, jitter_key, state, args)
 
         def sites(z: Any, a: Any) -> Any:
@@ -289,12 +305,33 @@ def run_chunk(
         for rows, index in _blocks(np.arange(n))
     ]
     state = _gather(states, n)
-    # lock step costs each block its smallest step size: sort the curves by their step size
-    # after the pilot phase and finish them in blocks of similar ones
-    order = np.argsort(np.asarray(state.da[0]), kind="stable")
-    finish = _finish_program(model, settings)
+    # lock step costs each block its smallest step size: every RESORT warm-up iterations,
+    # and before the draws, the curves are sorted by their step size and run in blocks of
+    # similar ones (step sizes move a lot while the preconditioner adapts: sorting only once,
+    # after the pilot phase, cost 2.4 times the leapfrog steps of the draws of 1,000 curves)
+    warm = _warm_program(model, settings)
+    for first in range(_pilot_length(settings), settings.num_warmup, RESORT):
+        stop = np.int32(min(first + RESORT, settings.num_warmup))
+        state = _gather(
+            [
+                (
+                    rows,
+                    warm(
+                        *_take((keys,), i),
+                        jitter_key,
+                        *_take((starts, state, args), i),
+                        np.int32(first),
+                        stop,
+                    ),
+                )
+                for rows, i in _blocks(np.argsort(np.asarray(state.da[0]), kind="stable"))
+            ],
+            n,
+        )
+    order = np.argsort(np.asarray(vhmc.step_size(state, settings)), kind="stable")
+    draw = _draw_program(model, settings)
     done = [
-        (rows, finish(*_take((keys,), index), jitter_key, *_take((starts, state, args), index)))
+        (rows, draw(*_take((keys,), index), jitter_key, *_take((starts, state, args), index)))
         for rows, index in _blocks(order)
     ]
     return _gather([(r, out[0]) for r, out in done], n), _gather(
@@ -467,22 +504,17 @@ class ManyFits:
 
     @functools.cached_property
     def _diagnostics_by_parameter(self) -> dict[str, dict[str, np.ndarray]]:
-        """Bulk and tail ESS and r_hat of every reported parameter, one value per group."""
-        import warnings
+        """Bulk and tail ESS and r_hat of every reported parameter, one value per group.
 
-        import arviz_stats as azs
-
-        sub = self.posterior[self.param_names]
-        out: dict[str, dict[str, np.ndarray]] = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant chains: NaN
-            if sub.sizes["chain"] > 1:
-                out["r_hat"] = {k: np.asarray(v.values) for k, v in azs.rhat(sub).items()}
-            else:
-                out["r_hat"] = {k: np.full(len(self), np.nan) for k in self.param_names}
-            for method in ("bulk", "tail"):
-                ess = azs.ess(sub, method=method)
-                out[f"ess_{method}"] = {k: np.asarray(v.values) for k, v in ess.items()}
+        `bayescale.diagnostics.batch_diagnostics`: arviz-stats' numbers, over all groups at
+        once.
+        """
+        post = self.posterior
+        out: dict[str, dict[str, np.ndarray]] = {"r_hat": {}, "ess_bulk": {}, "ess_tail": {}}
+        for k in self.param_names:
+            values = post[k].transpose("group", "chain", "draw").values
+            for name, v in batch_diagnostics(values).items():
+                out[name][k] = v
         return out
 
     def diagnostics(
@@ -736,7 +768,8 @@ def fit_many(
             "curve with bayescale.fit."
         )
     names = sorted(scaling.table["group"].unique())
-    curves = [_curve(scaling, g, law_, priors, noise.name) for g in names]
+    by_group = dict(iter(scaling.table.groupby("group", sort=True)))
+    curves = [_curve(by_group[g], g, law_, priors, noise.name) for g in names]
     curve_priors = {g: p for g, (_, p) in zip(names, curves, strict=True)}
     families = {tuple((k, p.family) for k, p in pri.items()) for _, pri in curves}
     if len(families) > 1:  # pragma: no cover - defaults share families; user priors are common
@@ -777,11 +810,10 @@ def fit_many(
 
 
 def _curve(
-    scaling: ScalingData, name: str, law: Law, priors: Mapping[str, Prior] | None, noise: str
+    table: pd.DataFrame, name: str, law: Law, priors: Mapping[str, Prior] | None, noise: str
 ) -> tuple[Any, Priors]:
     """One curve's unpadded model inputs and priors, validated like `bayescale.fit`'s."""
-    table = scaling.table
-    sub = ScalingData(table=table[table["group"] == name].reset_index(drop=True))
+    sub = ScalingData(table=table.reset_index(drop=True))
     try:
         sub.require(law.variables, len(law.params) + 1, law.name)
     except DataError as exc:

@@ -280,7 +280,7 @@ def warm_up(
     start: int,
     stop: int,
 ) -> State:
-    """Warm-up iterations ``start`` to ``stop`` (static) of every lane (pure JAX).
+    """Warm-up iterations ``start`` to ``stop`` (ints or traced scalars) of every lane.
 
     Step size by dual averaging of each curve's mean acceptance; dense preconditioner from
     the windows of `adaptation_windows`. Splitting the warm-up at any iteration gives the
