@@ -8,8 +8,9 @@ over 4 host devices), so that the geometry can be compared before the package's 
 It prints, per fit: wall time (compilation included, measured once every result is on the
 host), the part of it spent tracing and compiling (JAX's own compile events) and the rest
 (sampling), the leapfrog steps of all chains with warm-up and the gradient evaluations per
-second of sampling time, mean leapfrog steps per iteration per chain (sampling phase), divergences, max r_hat and min bulk ESS (numpyro's ``summary``) over the population and
-the groups' ``E`` and ``alpha``, and the load average.
+second of sampling time, mean leapfrog steps per iteration per chain (sampling phase),
+divergences, max r_hat and min bulk ESS (numpyro's ``summary``, with the worst quantity) over
+the population and the groups' ``E`` and ``alpha``, and the load average.
 
 Variants (``--variant``; ``_diag`` = diagonal mass matrix, else dense):
 
@@ -125,6 +126,10 @@ def lone_weights(log_x, loss, gi, n_groups, m_e):  # type: ignore[no-untyped-def
             y = yy[i][mask[i] > 0]
             log_med = float(np.median(y))
             args = (xc[i], yy[i], mask[i], log_med)
+
+            def objective(t, args=args):  # type: ignore[no-untyped-def]
+                return tuple(np.asarray(v, float) for v in value_grad(t, *args))
+
             best = None
             for a0 in (0.1, 0.3, 1.0):
                 for f0 in (0.3, 0.8):  # the floor's share of the median loss
@@ -132,7 +137,7 @@ def lone_weights(log_x, loss, gi, n_groups, m_e):  # type: ignore[no-untyped-def
                         [log_med + np.log(f0), np.log(a0), log_med + np.log(1 - f0), np.log(0.02)]
                     )
                     res = scipy.optimize.minimize(
-                        lambda t: tuple(np.asarray(v, float) for v in value_grad(t, *args)),
+                        objective,
                         x0,
                         jac=True,
                         method="BFGS",
@@ -177,9 +182,7 @@ def make_model(variant, loss, gi, n_groups, weights=None):  # type: ignore[no-un
                 elif variant.startswith("lsp"):
                     w = jnp.asarray(weights, jnp.float32)
                     v = numpyro.sample("v", FLAT)
-                    log_alpha = (
-                        w * jax.nn.softplus(u) + mu_a + tau_a ** (1.0 - w) * (v - w * mu_a)
-                    )
+                    log_alpha = w * jax.nn.softplus(u) + mu_a + tau_a ** (1.0 - w) * (v - w * mu_a)
                     numpyro.factor(
                         "pop_alpha",
                         dist.Normal(mu_a, tau_a).log_prob(log_alpha) + (1.0 - w) * jnp.log(tau_a),
@@ -237,8 +240,9 @@ def main() -> None:
         t0 = time.perf_counter()
         m_e = float(np.median(np.log([loss[gi == i].min() / 2 for i in range(len(labels))])))
         weights, tau_hat, est, se = lone_weights(log_x, loss, gi, len(labels), m_e)
-        print(f"lone fits {time.perf_counter() - t0:.1f} s; DerSimonian-Laird tau_hat {tau_hat:.3f}")
-        for name, w_g, e_g, s_g in zip(labels, weights, est, se):
+        lone_s = time.perf_counter() - t0
+        print(f"lone fits {lone_s:.1f} s; DerSimonian-Laird tau_hat {tau_hat:.3f}")
+        for name, w_g, e_g, s_g in zip(labels, weights, est, se, strict=True):
             print(f"   {name:36s} alpha {np.exp(e_g):.3f} se(log) {s_g:.4f} w {w_g:.3f}")
     model, start = make_model(args.variant, loss, gi, len(labels), weights)
     kernel = NUTS(
@@ -277,8 +281,8 @@ def main() -> None:
         total_steps = int(warm_steps.sum()) + int(np.asarray(extra["num_steps"]).sum())
         keep = [k for k in draws if k in ("E", "alpha") or k.endswith(("_mu", "_tau"))]
         table = summary({k: np.asarray(draws[k]) for k in keep})
-        r_hat = max(float(np.max(v["r_hat"])) for v in table.values())
-        ess = min(float(np.min(v["n_eff"])) for v in table.values())
+        r_hat, worst_r = max((float(np.max(v["r_hat"])), k) for k, v in table.items())
+        ess, worst_ess = min((float(np.min(v["n_eff"])), k) for k, v in table.items())
         steps = np.asarray(extra["num_steps"]).mean(axis=1).round(1)
         sampling = wall - compiling
         print(
@@ -287,8 +291,9 @@ def main() -> None:
             f"leapfrog steps {total_steps / 1e6:.2f}M in all chains incl. warm-up "
             f"({total_steps / sampling / 1e3:.0f}k gradients/s, "
             f"{1e6 * sampling / total_steps:.2f} us each), "
-            f"divergences {int(np.asarray(extra['diverging']).sum())}, max r_hat {r_hat:.3f}, "
-            f"min ESS {ess:.0f}, load {np.round(os.getloadavg(), 1).tolist()}",
+            f"divergences {int(np.asarray(extra['diverging']).sum())}, "
+            f"max r_hat {r_hat:.3f} ({worst_r}), "
+            f"min ESS {ess:.0f} ({worst_ess}), load {np.round(os.getloadavg(), 1).tolist()}",
             flush=True,
         )
         if args.data.startswith("sim:"):
