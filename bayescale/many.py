@@ -14,9 +14,10 @@ Python loop:
   loop of `bayescale.fit` on a CPU: every iteration waits for the deepest tree, see the
   how-to *Many groups*);
 - every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
-  first warm-up phase) runs the curves in their order; the curves are then sorted by their
-  step size and the rest of the warm-up and the draws run in blocks of similar curves, so
-  that a hard curve (a small step size, many leapfrog steps) slows only its own block;
+  first `PILOT` warm-up iterations) runs the curves in their order; then, every `RESORT`
+  warm-up iterations and once more before the draws, the curves are sorted by their current
+  step size and run in blocks of similar curves, so that a hard curve (a small step size, many
+  leapfrog steps) slows only its own block;
 - curves are dispatched in chunks of ``chunk_size`` (one chunk by default), in this process on
   JAX's default device (a GPU when there is one) or on the workers of a Dask ``client``.
 
@@ -105,8 +106,9 @@ NUM_CANDIDATES = 32
 #: curves per compiled call (after the pilot phase, blocks of curves of similar step size);
 #: measured on 1,000 curves, 2 cores: 128 beat 64 and 256 (benchmarks/many_curves.py)
 BLOCK = 128
-#: warm-up iterations between two sortings of the curves by step size
-RESORT = 50
+#: warm-up iterations before the first sorting of the curves by step size (enough for the
+#: dual averaging to find each curve's scale from its start of 0.5), and between two sortings
+PILOT, RESORT = 25, 50
 
 
 def _mode(potential: Any, z: Any) -> Any:
@@ -140,9 +142,8 @@ def _mode(potential: Any, z: Any) -> Any:
 
 
 def _pilot_length(settings: HmcSettings) -> int:
-    """Warm-up iterations run before the curves are sorted: the first fast phase."""
-    collect, _ = vhmc.adaptation_windows(settings.num_warmup)
-    return int(np.argmax(collect)) if collect.any() else settings.num_warmup
+    """Warm-up iterations run before the curves are first sorted (`PILOT`, at most)."""
+    return min(PILOT, settings.num_warmup)
 
 
 def _unravel(model: Any, starts: Any, args: Any) -> Any:
@@ -164,12 +165,13 @@ def _potential(model: Any, unravel: Any) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> Any:
-    """Compiled start and first warm-up phase: ``run(keys, jitter_key, starts, args) -> State``.
+    """Compiled start and first warm-up iterations: ``run(keys, jitter_key, starts, args)``.
 
     Each chain searches a mode (`_mode` from the best of ``num_candidates`` jittered points
     around its prior start); each curve's best mode gives the Laplace preconditioner, and
     its chains start at Laplace draws (clipped at 2 sd) around it; then the first
-    `_pilot_length` warm-up iterations, which set each curve's step size.
+    `_pilot_length` warm-up iterations, which set each curve's step size. Returns the
+    `vhmc.State`.
     """
     import jax
     import jax.numpy as jnp
@@ -713,9 +715,10 @@ def fit_many(
     per curve.
 
     **Cost.** Curves run in lock step within a block of `BLOCK`: an iteration lasts as long
-    as the block's longest trajectory in leapfrog steps. Blocks are formed from curves of
-    similar step size after a pilot phase, so a poorly identified curve slows only curves
-    like it. Measured with ``benchmarks/many_curves.py``: see the how-to *Many groups*.
+    as the block's longest trajectory in leapfrog steps. Blocks are re-formed from curves of
+    similar step size every `RESORT` warm-up iterations and before the draws, so a poorly
+    identified curve slows only curves like it. Measured with ``benchmarks/many_curves.py``:
+    see the how-to *Many groups*.
 
     Examples
     --------
