@@ -302,50 +302,45 @@ def run_chunk(
     # curve's draws are bitwise the same in any chunk (each lane's arithmetic depends only on
     # its own curve)
     pilot = _pilot_program(model, settings, NUM_CANDIDATES)
-    states = [
-        (rows, pilot(*_take((keys,), index), jitter_key, *_take((starts, args), index)))
-        for rows, index in _blocks(np.arange(n))
-    ]
-    state = _gather(states, n)
+    state = _in_blocks(pilot, np.arange(n), keys, jitter_key, (starts, args))
     # lock step costs each block its smallest step size: every RESORT warm-up iterations,
     # and before the draws, the curves are sorted by their step size and run in blocks of
     # similar ones (step sizes move a lot while the preconditioner adapts: sorting only once,
     # after the pilot phase, cost 2.4 times the leapfrog steps of the draws of 1,000 curves)
     warm = _warm_program(model, settings)
     for first in range(_pilot_length(settings), settings.num_warmup, RESORT):
-        stop = np.int32(min(first + RESORT, settings.num_warmup))
-        state = _gather(
-            [
-                (
-                    rows,
-                    warm(
-                        *_take((keys,), i),
-                        jitter_key,
-                        *_take((starts, state, args), i),
-                        np.int32(first),
-                        stop,
-                    ),
-                )
-                for rows, i in _blocks(np.argsort(np.asarray(state.da[0]), kind="stable"))
-            ],
-            n,
-        )
+        stop = min(first + RESORT, settings.num_warmup)
+        order = np.argsort(np.asarray(state.da[0]), kind="stable")
+        batched = (starts, state, args)
+        state = _in_blocks(warm, order, keys, jitter_key, batched, np.int32(first), np.int32(stop))
     order = np.argsort(np.asarray(vhmc.step_size(state, settings)), kind="stable")
     draw = _draw_program(model, settings)
-    done = [
-        (rows, draw(*_take((keys,), index), jitter_key, *_take((starts, state, args), index)))
-        for rows, index in _blocks(order)
-    ]
-    return _gather([(r, out[0]) for r, out in done], n), _gather(
-        [(r, out[1]) for r, out in done], n
-    )
+    return _in_blocks(draw, order, keys, jitter_key, (starts, state, args))
 
 
-def _blocks(order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(curves, index)`` of each block of `BLOCK` curves in ``order``; the last is padded."""
+def _in_blocks(
+    program: Any,
+    order: np.ndarray,
+    keys: np.ndarray,
+    jitter_key: np.ndarray,
+    batched: tuple[Any, ...],
+    *extra: Any,
+) -> Any:
+    """``program(keys, jitter_key, *batched, *extra)`` over the curves, `BLOCK` at a time.
+
+    Blocks take the curves in ``order``; the last is padded with copies of its last curve, so
+    that every call has the same shape. ``batched`` holds pytrees with a leading curve axis;
+    ``extra`` goes to every call as it is. Returns the results in curve order (padding
+    dropped).
+    """
+    parts = []
     for first in range(0, len(order), BLOCK):
         rows = order[first : first + BLOCK]
-        yield rows, np.concatenate([rows, np.full(BLOCK - len(rows), rows[-1])])
+        index = np.concatenate([rows, np.full(BLOCK - len(rows), rows[-1])])
+        parts.append(
+            (rows, program(*_take((keys,), index), jitter_key, *_take(batched, index), *extra))
+        )
+    return _gather(parts, len(order))
 
 
 def _gather(parts: list[tuple[np.ndarray, Any]], n: int) -> Any:
