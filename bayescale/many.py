@@ -146,21 +146,49 @@ def _pilot_length(settings: HmcSettings) -> int:
     return min(PILOT, settings.num_warmup)
 
 
-def _unravel(model: Any, starts: Any, args: Any) -> Any:
-    """Flat vector -> unconstrained sites of one lane (from the first lane's shapes)."""
+def _coordinates(model: Any, starts: Any, args: Any) -> tuple[Any, Any]:
+    """The sampler's flat vector ``y`` of one lane: ``(to_sites(y, a), log_det(y, a))``.
+
+    ``y`` is numpyro's flattened unconstrained vector, or the coordinates of the model's
+    `bayescale.geometry.RidgeMap` where it has one (``log_det``: ``log |dz/dy|``, else 0).
+    Shapes come from the first lane.
+    """
     import jax
+    import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
     from numpyro.infer.util import unconstrain_fn
 
     first = jax.tree_util.tree_map(lambda a: a[0, 0], starts)
     args0 = jax.tree_util.tree_map(lambda a: a[0], args)
-    return ravel_pytree(unconstrain_fn(model, args0, {}, first))[1]
+    sites = unconstrain_fn(model, args0, {}, first)
+    unravel = ravel_pytree(sites)[1]
+    ridge = getattr(model, "ridge", None)
+    if ridge is None:
+        return (lambda y, a: unravel(y)), (lambda y, a: jnp.zeros((), y.dtype))
+    where = ridge.positions(sites)
+    return (
+        lambda y, a: unravel(ridge.to_z(y, a, where)),
+        lambda y, a: ridge.log_det(y, a, where),
+    )
 
 
-def _potential(model: Any, unravel: Any) -> Any:
+def _flat(model: Any, start: Any, a: Any) -> Any:
+    """The sampler's flat vector ``y`` of one lane from sample-site values (constrained)."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    sites = unconstrain_fn(model, a, {}, start)
+    z = ravel_pytree(sites)[0]
+    ridge = getattr(model, "ridge", None)
+    return z if ridge is None else ridge.to_y(z, a, ridge.positions(sites))
+
+
+def _potential(model: Any, coords: tuple[Any, Any]) -> Any:
+    """Potential energy of one lane in the sampler's coordinates (minus the log Jacobian)."""
     from numpyro.infer.util import potential_energy
 
-    return lambda z, a: potential_energy(model, a, {}, unravel(z))
+    to_sites, log_det = coords
+    return lambda y, a: potential_energy(model, a, {}, to_sites(y, a)) - log_det(y, a)
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,14 +203,12 @@ def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> An
     """
     import jax
     import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.util import unconstrain_fn
 
     def run(keys: Any, jitter_key: Any, starts: Any, args: Any) -> Any:
-        potential = _potential(model, _unravel(model, starts, args))
+        potential = _potential(model, _coordinates(model, starts, args))
 
         def flat(start: Any, a: Any) -> Any:
-            return ravel_pytree(unconstrain_fn(model, a, {}, start))[0]
+            return _flat(model, start, a)
 
         def lane_mode(key: Any, z: Any, a: Any) -> Any:
             k_cand = jax.random.fold_in(key, 1 << 30)
@@ -222,7 +248,7 @@ def _warm_program(model: Any, settings: HmcSettings) -> Any:
     def run(
         keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any, start: Any, stop: Any
     ) -> Any:
-        potential = _potential(model, _unravel(model, starts, args))
+        potential = _potential(model, _coordinates(model, starts, args))
         return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, start, stop)
 
     return jax.jit(run)
@@ -239,15 +265,22 @@ def _draw_program(model: Any, settings: HmcSettings) -> Any:
     from numpyro.infer.util import constrain_fn
 
     def run(keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any) -> Any:
-        unravel = _unravel(model, starts, args)
-        potential = _potential(model, unravel)
+        coords = _coordinates(model, starts, args)
+        potential = _potential(model, coords)
         draws, stats = vhmc.draw(potential, settings, keys, jitter_key, state, args)
 
-        def sites(z: Any, a: Any) -> Any:
-            return constrain_fn(model, a, {}, unravel(z), return_deterministic=True)
+        def sites(y: Any, a: Any) -> Any:
+            return constrain_fn(model, a, {}, coords[0](y, a), return_deterministic=True)
 
-        one_curve = lambda z, a: jax.vmap(jax.vmap(sites, (0, None)), (0, None))(z, a)  # noqa: E731
-        return jax.vmap(one_curve)(draws, args), stats
+        def per_draw(f: Any) -> Any:
+            return jax.vmap(lambda y, a: jax.vmap(jax.vmap(f, (0, None)), (0, None))(y, a))
+
+        # the model's potential energy, not the sampler's (which has the log Jacobian in it)
+        stats = {
+            **stats,
+            "potential_energy": stats["potential_energy"] + per_draw(coords[1])(draws, args),
+        }
+        return per_draw(sites)(draws, args), stats
 
     return jax.jit(run)
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from bayescale.data import ScalingData
 from bayescale.distributions import make_distribution
+from bayescale.geometry import ridge_map
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood
 from bayescale.misfit import Misfit, MisfitCoords, coordinate_columns, misfit_coords, sample_delta
@@ -225,6 +226,7 @@ def build_model(
                 noise = noise.mask(mask)
             numpyro.sample(OBS, noise, obs=log_loss)
 
+    model.ridge = ridge_map(law, family)  # the samplers' change of variables (or None)
     return model
 
 

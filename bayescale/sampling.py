@@ -145,31 +145,74 @@ def _group_size(num_chains: int) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _program(model: Any, settings: NutsSettings, group: int) -> tuple[Any, Any, Any]:
+def _program(
+    model: Any, settings: NutsSettings, group: int, sites: tuple[tuple[str, tuple[int, ...]], ...]
+) -> tuple[Any, Any, Any]:
     """Compiled per-chain programs, mapped over ``group`` devices: init, advance, postprocess.
 
     ``advance(state, args, length)`` runs ``length <= CHUNK`` NUTS iterations (a dynamic trip
     count, so one compilation serves every chunk) and returns the unconstrained draws and the
-    sampler statistics in buffers of ``CHUNK`` rows.
+    sampler statistics in buffers of ``CHUNK`` rows. ``sites``: the unconstrained sites'
+    names and shapes. Where the model carries a `bayescale.geometry.RidgeMap`, NUTS runs on
+    the flat vector in its coordinates and the draws are mapped back to numpyro's.
     """
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
     from numpyro.infer import NUTS
+    from numpyro.infer.hmc import hmc
     from numpyro.infer.util import potential_energy, unconstrain_fn
 
-    kernel = NUTS(model, dense_mass=settings.dense_mass, target_accept_prob=settings.target_accept)
+    ridge = getattr(model, "ridge", None)
     n_cand = settings.num_candidates
+    template = {name: jnp.zeros(shape) for name, shape in sites}
+    _, unravel = ravel_pytree(template)
+    if ridge is None:
+        kernel = NUTS(
+            model, dense_mass=settings.dense_mass, target_accept_prob=settings.target_accept
+        )
+        to_z = lambda y, args: unravel(y)  # noqa: E731
+        to_y = lambda z, args: z  # noqa: E731
+        log_det = lambda y, args: 0.0  # noqa: E731
+    else:
+        where = ridge.positions(template)
+        to_z = lambda y, args: unravel(ridge.to_z(y, args, where))  # noqa: E731
+        to_y = lambda z, args: ridge.to_y(ravel_pytree(z)[0], args, where)  # noqa: E731
+        log_det = lambda y, args: ridge.log_det(y, args, where)  # noqa: E731
+
+        def energy_of(*args: Any) -> Any:
+            return lambda y: potential_energy(model, args, {}, to_z(y, args)) - log_det(y, args)
+
+        init_kernel, sample_kernel = hmc(potential_fn_gen=energy_of, algo="NUTS")
 
     def init(key: Any, start: Any, jitter: Any, args: tuple[Any, ...]) -> Any:
         k_cand, k_run = jax.random.split(key)
-        flat, unravel = ravel_pytree(unconstrain_fn(model, args, {}, start))
+        z_start = unconstrain_fn(model, args, {}, start)
+        flat = ravel_pytree(to_y(z_start, args))[0]
         noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
         cands = flat + jitter * noise.at[0].set(0.0)
-        energy = jax.vmap(lambda z: potential_energy(model, args, {}, unravel(z)))(cands)
+        energy = jax.vmap(
+            lambda y: potential_energy(model, args, {}, to_z(y, args)) - log_det(y, args)
+        )(cands)
         energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-        z0 = unravel(cands[jnp.argmin(energy)])
-        return kernel.init(k_run, settings.num_warmup, z0, model_args=args, model_kwargs={})
+        best = cands[jnp.argmin(energy)]
+        if ridge is None:
+            return kernel.init(
+                k_run, settings.num_warmup, unravel(best), model_args=args, model_kwargs={}
+            )
+        return init_kernel(
+            best,
+            num_warmup=settings.num_warmup,
+            dense_mass=settings.dense_mass,
+            target_accept_prob=settings.target_accept,
+            model_args=args,
+            rng_key=jax.random.split(k_run)[0],
+        )
+
+    def step(state: Any, args: tuple[Any, ...]) -> Any:
+        if ridge is None:
+            return kernel.sample(state, args, {})
+        return sample_kernel(state, model_args=args)
 
     def advance(state: Any, args: tuple[Any, ...], length: Any) -> Any:
         flat0, _ = ravel_pytree(state.z)
@@ -184,28 +227,33 @@ def _program(model: Any, settings: NutsSettings, group: int) -> tuple[Any, Any, 
 
         def body(i: Any, carry: Any) -> Any:
             state, buf = carry
-            state = kernel.sample(state, args, {})
+            state = step(state, args)
+            y = ravel_pytree(state.z)[0]
             row = {
-                "z": ravel_pytree(state.z)[0],
+                "z": ravel_pytree(to_z(y, args))[0],
                 "diverging": state.diverging,
                 "num_steps": state.num_steps.astype(jnp.int32),
                 "accept_prob": state.accept_prob,
                 "energy": state.energy,
-                "potential_energy": state.potential_energy,
+                "potential_energy": state.potential_energy + log_det(y, args),
             }
             buf = {k: buf[k].at[i].set(row[k].astype(buf[k].dtype)) for k in buf}
             return state, buf
 
         return jax.lax.fori_loop(0, length, body, (state, buffers))
 
-    def postprocess(z_flat: Any, template: Any, args: tuple[Any, ...]) -> Any:
-        _, unravel = ravel_pytree(template)
-        return jax.vmap(lambda z: kernel.postprocess_fn(args, {})(unravel(z)))(z_flat)
+    def postprocess(z_flat: Any, args: tuple[Any, ...]) -> Any:
+        from numpyro.infer.util import constrain_fn
+
+        def one(z: Any) -> Any:
+            return constrain_fn(model, args, {}, unravel(z), return_deterministic=True)
+
+        return jax.vmap(one)(z_flat)
 
     return (
         jax.pmap(init, in_axes=(0, 0, None, None)),
         jax.pmap(advance, in_axes=(0, None, None)),
-        jax.pmap(postprocess, in_axes=(0, 0, None)),
+        jax.pmap(postprocess, in_axes=(0, None)),
     )
 
 
@@ -259,12 +307,16 @@ def sample_nuts(
         ``diverging``, ``num_steps``, ``accept_prob``, ``energy``, ``potential_energy``.
     """
     import jax
+    from numpyro.infer.util import unconstrain_fn
 
     n_chain = settings.num_chains
     group = _group_size(n_chain)
-    init, advance, postprocess = _program(model, settings, group)
     _, keys = chain_keys(seed, n_chain)
     args = inputs.args()
+    first_row = {k: np.asarray(v)[0] for k, v in start.items()}
+    sites = unconstrain_fn(model, args, {}, first_row)
+    shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(sites.items()))
+    init, advance, postprocess = _program(model, settings, group, shapes)
     show = progress_default() if progress is None else bool(progress)
     schedule = _schedule(settings.num_warmup, settings.num_samples)
     total = n_chain * (settings.num_warmup + settings.num_samples)
@@ -282,7 +334,7 @@ def sample_nuts(
                     kept.append(jax.tree_util.tree_map(lambda a, n=length: a[:, :n], buf))
                 bar.update(group * length)
             out = {k: np.concatenate([np.asarray(b[k]) for b in kept], axis=1) for k in kept[0]}
-            post = postprocess(out.pop("z"), state.z, args)
+            post = postprocess(out.pop("z"), args)
             draws.append({k: np.asarray(v) for k, v in post.items()})
             stats.append(out)
     samples = {k: np.concatenate([d[k] for d in draws]) for k in draws[0]}

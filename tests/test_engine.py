@@ -42,6 +42,9 @@ def test_progress_bar_does_not_change_the_draws(runs):
     assert _same(_draws(off), _draws(on))
 
 
+# what is tested is the seed's effect; at 4 x 500 draws r_hat of this well-identified curve
+# fluctuates around 1.01 (seeds 5-16: 1.000 to 1.017, before and after the ridge coordinates)
+@pytest.mark.filterwarnings("ignore::bayescale.errors.ConvergenceWarning")
 def test_a_different_seed_gives_different_draws(runs):
     a = bs.fit(runs, "power_law", seed=5, progress_bar=False, **SMALL)
     b = bs.fit(runs, "power_law", seed=6, progress_bar=False, **SMALL)

@@ -15,7 +15,7 @@ LAYERS = [
     ["data", "datasets"],
     ["distributions"],
     ["laws"],
-    ["priors", "likelihoods", "misfit"],
+    ["priors", "likelihoods", "misfit", "geometry"],
     ["model", "testing"],
     ["diagnostics"],
     ["sampling", "vhmc"],
