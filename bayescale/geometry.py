@@ -55,41 +55,57 @@ class RidgeMap:
         Sample-site names of the floor, the centred amplitude and the exponent.
     floor_family : str
         The floor prior's family (its support gives the floor's unconstrained transform).
+    grouped : bool
+        The sites are vectors over groups (`bayescale.hierarchy`'s model, whose arguments
+        are ``(logx, gidx, centre, hyper, log_loss, mask)``), each group with its own map.
     """
 
     floor: str
     amplitude: str
     exponent: str
     floor_family: str
+    grouped: bool = False
 
-    def positions(self, template: Mapping[str, Any]) -> tuple[int, int, int]:
+    def positions(self, template: Mapping[str, Any]) -> tuple[Any, Any, Any]:
         """Indices of the three sites in the flat vector of ``template`` (sorted site names)."""
         offset, where = 0, {}
         for name in sorted(template):
-            where[name] = offset
-            offset += int(np.prod(np.shape(template[name])))
+            size = int(np.prod(np.shape(template[name])))
+            where[name] = np.arange(offset, offset + size)
+            offset += size
         return where[self.floor], where[self.amplitude], where[self.exponent]
 
     def _parts(self, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+        import jax
         import jax.numpy as jnp
         from numpyro.distributions.transforms import biject_to
 
-        hyper, log_loss, mask = args[2], args[3], args[4]
+        if self.grouped:
+            gidx, hyper, log_loss, mask = args[1], args[3], args[4], args[5]
+        else:
+            gidx, (hyper, log_loss, mask) = None, args[2:5]
         prior = make_distribution(self.floor_family, *hyper[self.floor])
         weight = mask.astype(log_loss.dtype)
-        scale = jnp.exp(jnp.sum(weight * log_loss) / jnp.maximum(jnp.sum(weight), 1.0))
+        if gidx is None:
+            total, count = jnp.sum(weight * log_loss), jnp.sum(weight)
+        else:  # per group
+            n = jnp.shape(hyper[self.floor][0])[0]
+            g = gidx.astype(jnp.int32)
+            total = jax.ops.segment_sum(weight * log_loss, g, n)
+            count = jax.ops.segment_sum(weight, g, n)
+        scale = jnp.exp(total / jnp.maximum(count, 1.0))
         return biject_to(prior.support), scale, WIDTH * scale
 
-    def to_z(self, y: Any, args: tuple[Any, ...], where: tuple[int, int, int]) -> Any:
+    def to_z(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         """Numpyro's flat unconstrained vector from the sampler's ``y``."""
         z, _ = self._forward(y, args, where)
         return z
 
-    def log_det(self, y: Any, args: tuple[Any, ...], where: tuple[int, int, int]) -> Any:
+    def log_det(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         """``log |dz/dy|`` at ``y``."""
         return self._forward(y, args, where)[1]
 
-    def _forward(self, y: Any, args: tuple[Any, ...], where: tuple[int, int, int]) -> Any:
+    def _forward(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         import jax
         import jax.numpy as jnp
 
@@ -100,9 +116,10 @@ class RidgeMap:
         low = x < -30.0  # softplus(x) = e^x there; both branches kept finite for the gradient
         log_a = jnp.log(width) + jnp.where(low, x, jnp.log(jax.nn.softplus(jnp.where(low, 0.0, x))))
         z = y.at[i_a].set(log_a).at[i_x].set(y[i_x] - log_a)
-        return z, jax.nn.log_sigmoid(x) + jnp.log(scale / LEVEL_UNIT) - log_a
+        log_det = jax.nn.log_sigmoid(x) + jnp.log(scale / LEVEL_UNIT) - log_a
+        return z, jnp.sum(log_det)
 
-    def to_y(self, z: Any, args: tuple[Any, ...], where: tuple[int, int, int]) -> Any:
+    def to_y(self, z: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         """The sampler's ``y`` from numpyro's flat unconstrained vector (inverse of `to_z`)."""
         import jax.numpy as jnp
 
@@ -112,19 +129,17 @@ class RidgeMap:
         ratio = jnp.exp(z[i_a]) / width  # a / w
         # softplus^-1(r) = r + log(1 - e^-r), stable for large and small r
         x = ratio + jnp.log(-jnp.expm1(-ratio))
-        return (
-            z.at[i_a]
-            .set(((floor + width * x) / scale - 1.0) * LEVEL_UNIT)
-            .at[i_x]
-            .set(z[i_x] + z[i_a])
-        )
+        level = ((floor + width * x) / scale - 1.0) * LEVEL_UNIT
+        return z.at[i_a].set(level).at[i_x].set(z[i_x] + z[i_a])
 
 
-def ridge_map(law: Law, families: Mapping[str, str]) -> RidgeMap | None:
+def ridge_map(law: Law, families: Mapping[str, str], grouped: bool = False) -> RidgeMap | None:
     """The change of variables for ``law`` with prior ``families``, or None where it does not apply.
 
     It applies to a law whose parameters are exactly one floor, one exponent and one amplitude
-    of that exponent, with positive-support priors on the amplitude and the exponent.
+    of that exponent, sampled with their own priors (``families`` names all three), with
+    positive-support priors on the amplitude and the exponent. ``grouped``: the model of
+    `bayescale.hierarchy` (vector sites over groups).
     """
     roles = sorted(p.role for p in law.params)
     if roles != ["amplitude", "exponent", "floor"]:
@@ -132,7 +147,10 @@ def ridge_map(law: Law, families: Mapping[str, str]) -> RidgeMap | None:
     amp = next(p for p in law.params if p.role == "amplitude")
     floor = next(p for p in law.params if p.role == "floor")
     if family_positive(families.get(amp.name)) and family_positive(families.get(amp.exponent)):
-        return RidgeMap(floor.name, f"{amp.name}_c", amp.exponent, families[floor.name])
+        if floor.name in families:
+            return RidgeMap(
+                floor.name, f"{amp.name}_c", amp.exponent, families[floor.name], grouped
+            )
     return None
 
 

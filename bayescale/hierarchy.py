@@ -55,6 +55,7 @@ import numpy as np
 from bayescale.data import ScalingData
 from bayescale.distributions import Prior, make_distribution
 from bayescale.errors import DataError, OptionError, PriorError
+from bayescale.geometry import ridge_map
 from bayescale.laws import Law
 from bayescale.likelihoods import Likelihood
 from bayescale.model import OBS, bucket_size
@@ -429,6 +430,9 @@ def build_group_model(
                 noise = noise.mask(mask)
             numpyro.sample(OBS, noise, obs=log_loss)
 
+    # the samplers' change of variables where each group's floor, amplitude and exponent have
+    # their own priors (pooling="none"): the same as a separate fit's (`bayescale.geometry`)
+    model.ridge = ridge_map(law, family, grouped=True)
     return model
 
 
