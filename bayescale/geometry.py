@@ -42,7 +42,9 @@ __all__ = ["RidgeMap", "ridge_map"]
 WIDTH = 1e-4
 #: the level coordinate's unit, as a share of the mean loss (posterior sds of order 0.1-1)
 LEVEL_UNIT = 1000.0
-_POSITIVE = ("LogNormal", "HalfNormal", "HalfCauchy", "Exponential", "Gamma", "LogUniform")
+#: prior families whose support numpyro maps to the real line by a log (LogUniform is an
+#: interval: a sigmoid, so the map does not apply to it)
+_POSITIVE = ("LogNormal", "HalfNormal", "HalfCauchy", "Exponential", "Gamma")
 
 
 @dataclass(frozen=True)
