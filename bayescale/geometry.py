@@ -100,14 +100,14 @@ class RidgeMap:
 
     def to_z(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         """Numpyro's flat unconstrained vector from the sampler's ``y``."""
-        z, _ = self._forward(y, args, where)
-        return z
+        return self.forward(y, args, where)[0]
 
     def log_det(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
         """``log |dz/dy|`` at ``y``."""
-        return self._forward(y, args, where)[1]
+        return self.forward(y, args, where)[1]
 
-    def _forward(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
+    def forward(self, y: Any, args: tuple[Any, ...], where: tuple[Any, Any, Any]) -> Any:
+        """``(z, log |dz/dy|)`` at ``y``, in one pass (what a potential needs)."""
         import jax
         import jax.numpy as jnp
 

@@ -146,12 +146,12 @@ def _pilot_length(settings: HmcSettings) -> int:
     return min(PILOT, settings.num_warmup)
 
 
-def _coordinates(model: Any, starts: Any, args: Any) -> tuple[Any, Any]:
-    """The sampler's flat vector ``y`` of one lane: ``(to_sites(y, a), log_det(y, a))``.
+def _coordinates(model: Any, starts: Any, args: Any) -> Any:
+    """``mapped(y, a) -> (sites, log |dz/dy|)`` for the sampler's flat vector ``y`` of a lane.
 
-    ``y`` is numpyro's flattened unconstrained vector, or the coordinates of the model's
-    `bayescale.geometry.RidgeMap` where it has one (``log_det``: ``log |dz/dy|``, else 0).
-    Shapes come from the first lane.
+    ``y`` is numpyro's flattened unconstrained vector (log Jacobian 0), or the coordinates of
+    the model's `bayescale.geometry.RidgeMap` where it has one. Shapes come from the first
+    lane.
     """
     import jax
     import jax.numpy as jnp
@@ -164,12 +164,14 @@ def _coordinates(model: Any, starts: Any, args: Any) -> tuple[Any, Any]:
     unravel = ravel_pytree(sites)[1]
     ridge = getattr(model, "ridge", None)
     if ridge is None:
-        return (lambda y, a: unravel(y)), (lambda y, a: jnp.zeros((), y.dtype))
+        return lambda y, a: (unravel(y), jnp.zeros((), y.dtype))
     where = ridge.positions(sites)
-    return (
-        lambda y, a: unravel(ridge.to_z(y, a, where)),
-        lambda y, a: ridge.log_det(y, a, where),
-    )
+
+    def mapped(y: Any, a: Any) -> tuple[Any, Any]:
+        z, log_det = ridge.forward(y, a, where)
+        return unravel(z), log_det
+
+    return mapped
 
 
 def _flat(model: Any, start: Any, a: Any) -> Any:
@@ -183,12 +185,15 @@ def _flat(model: Any, start: Any, a: Any) -> Any:
     return z if ridge is None else ridge.to_y(z, a, ridge.positions(sites))
 
 
-def _potential(model: Any, coords: tuple[Any, Any]) -> Any:
+def _potential(model: Any, mapped: Any) -> Any:
     """Potential energy of one lane in the sampler's coordinates (minus the log Jacobian)."""
     from numpyro.infer.util import potential_energy
 
-    to_sites, log_det = coords
-    return lambda y, a: potential_energy(model, a, {}, to_sites(y, a)) - log_det(y, a)
+    def energy(y: Any, a: Any) -> Any:
+        sites, log_det = mapped(y, a)
+        return potential_energy(model, a, {}, sites) - log_det
+
+    return energy
 
 
 @functools.lru_cache(maxsize=8)
@@ -265,22 +270,19 @@ def _draw_program(model: Any, settings: HmcSettings) -> Any:
     from numpyro.infer.util import constrain_fn
 
     def run(keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any) -> Any:
-        coords = _coordinates(model, starts, args)
-        potential = _potential(model, coords)
+        mapped = _coordinates(model, starts, args)
+        potential = _potential(model, mapped)
         draws, stats = vhmc.draw(potential, settings, keys, jitter_key, state, args)
 
         def sites(y: Any, a: Any) -> Any:
-            return constrain_fn(model, a, {}, coords[0](y, a), return_deterministic=True)
+            z, log_det = mapped(y, a)
+            return constrain_fn(model, a, {}, z, return_deterministic=True), log_det
 
-        def per_draw(f: Any) -> Any:
-            return jax.vmap(lambda y, a: jax.vmap(jax.vmap(f, (0, None)), (0, None))(y, a))
-
+        per_draw = jax.vmap(lambda y, a: jax.vmap(jax.vmap(sites, (0, None)), (0, None))(y, a))
+        out, log_det = per_draw(draws, args)
         # the model's potential energy, not the sampler's (which has the log Jacobian in it)
-        stats = {
-            **stats,
-            "potential_energy": stats["potential_energy"] + per_draw(coords[1])(draws, args),
-        }
-        return per_draw(sites)(draws, args), stats
+        stats = {**stats, "potential_energy": stats["potential_energy"] + log_det}
+        return out, stats
 
     return jax.jit(run)
 

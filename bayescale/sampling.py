@@ -171,19 +171,24 @@ def _program(
         kernel = NUTS(
             model, dense_mass=settings.dense_mass, target_accept_prob=settings.target_accept
         )
-        to_z = lambda y, args: unravel(y)  # noqa: E731
+        mapped = lambda y, args: (unravel(y), 0.0)  # noqa: E731  (sites, log |dz/dy|)
         to_y = lambda z, args: z  # noqa: E731
-        log_det = lambda y, args: 0.0  # noqa: E731
     else:
         where = ridge.positions(template)
-        to_z = lambda y, args: unravel(ridge.to_z(y, args, where))  # noqa: E731
+
+        def mapped(y: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
+            z, log_det = ridge.forward(y, args, where)
+            return unravel(z), log_det
+
         to_y = lambda z, args: ridge.to_y(ravel_pytree(z)[0], args, where)  # noqa: E731
-        log_det = lambda y, args: ridge.log_det(y, args, where)  # noqa: E731
+        init_kernel, sample_kernel = hmc(
+            potential_fn_gen=lambda *args: lambda y: energy(y, args), algo="NUTS"
+        )
 
-        def energy_of(*args: Any) -> Any:
-            return lambda y: potential_energy(model, args, {}, to_z(y, args)) - log_det(y, args)
-
-        init_kernel, sample_kernel = hmc(potential_fn_gen=energy_of, algo="NUTS")
+    def energy(y: Any, args: tuple[Any, ...]) -> Any:
+        """The potential in the sampler's coordinates: the model's minus the log Jacobian."""
+        sites, log_det = mapped(y, args)
+        return potential_energy(model, args, {}, sites) - log_det
 
     def init(key: Any, start: Any, jitter: Any, args: tuple[Any, ...]) -> Any:
         k_cand, k_run = jax.random.split(key)
@@ -191,11 +196,9 @@ def _program(
         flat = ravel_pytree(to_y(z_start, args))[0]
         noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
         cands = flat + jitter * noise.at[0].set(0.0)
-        energy = jax.vmap(
-            lambda y: potential_energy(model, args, {}, to_z(y, args)) - log_det(y, args)
-        )(cands)
-        energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-        best = cands[jnp.argmin(energy)]
+        values = jax.vmap(lambda y: energy(y, args))(cands)
+        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+        best = cands[jnp.argmin(values)]
         if ridge is None:
             return kernel.init(
                 k_run, settings.num_warmup, unravel(best), model_args=args, model_kwargs={}
@@ -228,14 +231,14 @@ def _program(
         def body(i: Any, carry: Any) -> Any:
             state, buf = carry
             state = step(state, args)
-            y = ravel_pytree(state.z)[0]
+            sites, log_det = mapped(ravel_pytree(state.z)[0], args)
             row = {
-                "z": ravel_pytree(to_z(y, args))[0],
+                "z": ravel_pytree(sites)[0],
                 "diverging": state.diverging,
                 "num_steps": state.num_steps.astype(jnp.int32),
                 "accept_prob": state.accept_prob,
                 "energy": state.energy,
-                "potential_energy": state.potential_energy + log_det(y, args),
+                "potential_energy": state.potential_energy + log_det,
             }
             buf = {k: buf[k].at[i].set(row[k].astype(buf[k].dtype)) for k in buf}
             return state, buf
