@@ -49,12 +49,10 @@ def test_load_errors(tmp_path):
         bs.load_fit(bad)
 
 
-# what is tested is determinism; at 4 x 300 draws r_hat fluctuates around 1.01 (seed 8 gave
-# sigma 1.0100 after the grouped ridge map changed the rounding of the single-curve path)
-@pytest.mark.filterwarnings("ignore::bayescale.errors.ConvergenceWarning")
 def test_same_seed_same_draws():
     runs = bs.simulate("power_law", seed=2)
-    kwargs = dict(law="power_law", num_warmup=300, num_samples=300, seed=7)
+    # default draws: at 4 x 300, r_hat lands near 1.01 by chance (seed 8: 1.0100 for sigma)
+    kwargs = dict(law="power_law", seed=7)
     a, b = bs.fit(runs, **kwargs), bs.fit(runs, **kwargs)
     np.testing.assert_array_equal(a.posterior["alpha"].values, b.posterior["alpha"].values)
     rep = "posterior_predictive"
