@@ -75,6 +75,8 @@ METHODS = ("nuts", "map", "huber")
 MCMC_METHODS = ("nuts", "hmc")
 #: how NUTS chains start (see `fit`)
 INITS = ("map", "prior")
+#: jitter of grouped starts at a joint mode without Laplace draws (sampler coordinates)
+MODE_JITTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -379,10 +381,11 @@ def fit(
         without a progress bar, from the library or the CLI, whatever the chain layout.
     init : {"map", "prior"} or mapping, default "map"
         Where NUTS chains start. ``"map"``: draws of the MAP + Laplace approximation (SciPy's
-        L-BFGS-B on the compiled potential). ``"prior"``: each prior's typical value, jittered
-        (the best of 32 candidates per chain; no optimisation). A mapping of parameter draws
-        (papers' units, such as `Fit.draws`, at least one value per chain): spread over the
-        chains (a warm start).
+        L-BFGS-B on the compiled potential); for a grouped fit whose joint mode has no proper
+        Laplace approximation, the mode itself, jittered. ``"prior"``: each prior's typical
+        value, jittered (the best of 32 candidates per chain; no optimisation). A mapping of
+        parameter draws (papers' units, such as `Fit.draws`, at least one value per chain):
+        spread over the chains (a warm start).
     columns : mapping, optional
         Canonical name -> your column name.
     variable : str, optional
@@ -518,6 +521,12 @@ def _fit_groups(
             start = {k: np.asarray(lap.constrained[k][: settings.num_chains]) for k in cold}
             start = {k: v.astype(np.float32) for k, v in start.items()}
             jitter, how = 0.0, "MAP + Laplace draws"
+        elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
+            # a joint mode whose Hessian is not positive definite (a population spread at its
+            # boundary): no Laplace draws, but still a far better place to start than the priors
+            n = settings.num_chains
+            start = {k: np.repeat(lap.mode[k][None], n, 0).astype(np.float32) for k in cold}
+            jitter, how = MODE_JITTER, "MAP (improper Hessian), jittered, best of 32 per chain"
     samples, stats = sample_nuts(
         model,
         inputs,

@@ -83,6 +83,9 @@ POOLINGS = ("partial", "none", "complete")
 #: default prior scale of tau (sd across groups of the parameter's log) by role
 TAU_SCALES = {"exponent": 0.5, "floor": 1.0, "amplitude": 1.0, "scale": 1.0, "sigma": 0.5}
 _DEFAULT_TAU = 0.5
+#: roles of pooled parameters that the samplers' ridge map takes centred: each group's runs
+#: pin them down (measured on the Revisiting curves: see the explanation page *Pooling*)
+_CENTRED = ("floor", "sigma")
 #: families of parameters on the whole real line (pooled as they are, not in logs)
 _REAL = ("Normal", "StudentT")
 
@@ -430,9 +433,11 @@ def build_group_model(
                 noise = noise.mask(mask)
             numpyro.sample(OBS, noise, obs=log_loss)
 
-    # the samplers' change of variables where each group's floor, amplitude and exponent have
-    # their own priors (pooling="none"): the same as a separate fit's (`bayescale.geometry`)
-    model.ridge = ridge_map(law, family, grouped=True)
+    # the samplers' change of variables, per group (`bayescale.geometry`): with its own priors
+    # the same as a separate fit's; pooled parameters through their population
+    pooled = tuple(n for n in pool if n not in real)
+    centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
+    model.ridge = ridge_map(law, family, grouped=True, pooled=pooled, centred=centred_sites)
     return model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import bayescale as bs
@@ -52,6 +53,44 @@ def test_round_trip_and_jacobian(setup):
         z = z0 + jnp.asarray(shift, z0.dtype)
         y = ridge.to_y(z, args, where)
         np.testing.assert_allclose(ridge.to_z(y, args, where), z, rtol=1e-4, atol=1e-4)
+        jac = jax.jacfwd(lambda v: ridge.to_z(v, args, where))(y)
+        logdet = np.linalg.slogdet(np.asarray(jac, np.float64))[1]
+        np.testing.assert_allclose(ridge.log_det(y, args, where), logdet, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "pool", [("E", "alpha", "sigma"), ("alpha", "sigma"), ("E", "A", "alpha", "sigma")]
+)
+def test_grouped_partial_pooling_round_trip_and_jacobian(pool):
+    """Per group, through the population: the level and slope at the group's own centre."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    from bayescale.hierarchy import group_inputs, group_start, model_for
+
+    law = bs.get_law("power_law")
+    frames = [  # three groups at different scales: their centres are not the common one
+        bs.simulate("power_law", seed=s).assign(
+            group=f"g{s}", n_params=lambda d, k=s: d.n_params * 4**k
+        )
+        for s in range(3)
+    ]
+    data = from_frame(pd.concat(frames, ignore_index=True))
+    labels = ["g0", "g1", "g2"]
+    inputs, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    model = model_for(law, priors, pool, bs.get_likelihood("student_t"), len(labels))
+    ridge = model.ridge
+    assert ridge is not None and ridge.variable == "n_params"
+    args = inputs.args()
+    start = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
+    sites = unconstrain_fn(model, args, {}, start)
+    z0, _ = ravel_pytree(sites)
+    where = ridge.positions(sites)
+    rng = np.random.default_rng(1)
+    for shift in rng.normal(0.0, 0.3, size=(4, z0.size)):
+        z = z0 + jnp.asarray(shift, z0.dtype)
+        y = ridge.to_y(z, args, where)
+        np.testing.assert_allclose(ridge.to_z(y, args, where), z, rtol=1e-3, atol=1e-3)
         jac = jax.jacfwd(lambda v: ridge.to_z(v, args, where))(y)
         logdet = np.linalg.slogdet(np.asarray(jac, np.float64))[1]
         np.testing.assert_allclose(ridge.log_det(y, args, where), logdet, rtol=1e-4, atol=1e-3)

@@ -98,14 +98,16 @@ def test_experiment_design(shared_data, tmp_path):
 def test_many_curves(shared_data, tmp_path):
     k = run_notebook("05_many_curves", shared_data, tmp_path)
     assert k["curves"] == 20 and k["held_out_rows"] == 342
-    # the per-curve fits (pooling="none") converge: they are the baseline of the comparison
-    assert k["none_divergences"] == 0 and k["none_max_r_hat"] <= 1.01
-    # the notebook's claims (issue 10) on the partial fit, which it calls provisional (its
-    # population spreads have r_hat 1.02-1.04): a median error no worse than the per-curve
-    # fits' (10% slack for the Monte Carlo error of fast mode; measured 0.0066 against 0.0080)
-    # and 90% intervals closer to nominal (measured 0.87 against 0.83). At 50% the notebook
-    # claims no gain (0.28 against 0.30: the exact law's misfit, issue 9), so nothing is
-    # asserted there. One curve through all 20 is far worse than either.
+    # every fit of the comparison converges (fast mode, 4 x 500 + 500)
+    for pooling in ("none", "partial"):
+        assert k[f"{pooling}_divergences"] == 0 and k[f"{pooling}_max_r_hat"] <= 1.01
+    # the notebook's claims (issue 10): partial pooling's median error is no worse than the
+    # per-curve fits' (10% slack for the Monte Carlo error of fast mode; measured 0.0066
+    # against 0.0080) and its 90% intervals are closer to nominal (measured 0.87 against
+    # 0.82-0.83). At 50% the notebook claims no gain (both 0.25-0.31; the per-curve figure
+    # moved that much with starting points or machine: the exact law's misfit, issue 9), so
+    # nothing is asserted there. One curve
+    # through all 20 is far worse than either.
     assert k["partial_rel_error"] <= 1.1 * k["none_rel_error"]
     assert abs(k["partial_coverage_90"] - 0.9) <= abs(k["none_coverage_90"] - 0.9)
     assert k["complete_rel_error"] > 2 * max(k["partial_rel_error"], k["none_rel_error"])
