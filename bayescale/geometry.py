@@ -146,7 +146,7 @@ class RidgeMap:
             n = jnp.shape(centre[next(iter(centre))])[0]
             g = gidx.astype(jnp.int32)
             sums = lambda x: jax.ops.segment_sum(weight * x, g, n)  # noqa: E731
-            total, count = sums(log_loss), sums(jnp.ones_like(log_loss))
+            total, count = sums(log_loss), jax.ops.segment_sum(weight, g, n)
         count = jnp.maximum(count, 1.0)
         scale = jnp.exp(total / count)
         y_e = v[where["floor"]]
@@ -193,7 +193,9 @@ class RidgeMap:
         low = x < -30.0  # softplus(x) = e^x there; both branches kept finite for the gradient
         log_a = jnp.log(width) + jnp.where(low, x, jnp.log(jax.nn.softplus(jnp.where(low, 0.0, x))))
         log_alpha = y[i_x] - log_a
-        log_amp = log_a + jnp.exp(log_alpha) * delta
+        # (a Python branch: the maps without pooling keep the arithmetic, and so the draws,
+        # of the single-curve map)
+        log_amp = log_a if self.variable is None else log_a + jnp.exp(log_alpha) * delta
         z_a = self._standardise(self.amplitude, log_amp, pop)
         z_x = self._standardise(self.exponent, log_alpha, pop)
         z = y.at[i_a].set(z_a).at[i_x].set(z_x)
@@ -213,7 +215,9 @@ class RidgeMap:
         i_a, i_x = where["amplitude"], where["exponent"]
         floor, scale, width, delta, pop = self._parts(z, args, where, False)
         log_alpha = self._raw(self.exponent, z[i_x], pop)
-        log_a = self._raw(self.amplitude, z[i_a], pop) - jnp.exp(log_alpha) * delta
+        log_a = self._raw(self.amplitude, z[i_a], pop)
+        if self.variable is not None:
+            log_a = log_a - jnp.exp(log_alpha) * delta
         ratio = jnp.exp(log_a) / width  # a / w
         # softplus^-1(r) = r + log(1 - e^-r), stable for large and small r
         x = ratio + jnp.log(-jnp.expm1(-ratio))
