@@ -141,12 +141,11 @@ class RidgeMap:
         weight = mask.astype(log_loss.dtype)
         if gidx is None:
             total, count = jnp.sum(weight * log_loss), jnp.sum(weight)
-            sums = lambda x: jnp.sum(weight * x)  # noqa: E731
         else:  # per group
             n = jnp.shape(centre[next(iter(centre))])[0]
             g = gidx.astype(jnp.int32)
-            sums = lambda x: jax.ops.segment_sum(weight * x, g, n)  # noqa: E731
-            total, count = sums(log_loss), jax.ops.segment_sum(weight, g, n)
+            total = jax.ops.segment_sum(weight * log_loss, g, n)
+            count = jax.ops.segment_sum(weight, g, n)
         count = jnp.maximum(count, 1.0)
         scale = jnp.exp(total / count)
         y_e = v[where["floor"]]
@@ -158,8 +157,9 @@ class RidgeMap:
             prior = make_distribution(self.floor_family, *hyper[self.floor])
             floor = biject_to(prior.support)(y_e)
         delta = 0.0
-        if self.variable is not None:
-            delta = sums(logx[self.variable]) / count - centre[self.variable]
+        if self.variable is not None:  # partial pooling: a grouped map
+            mean_logx = jax.ops.segment_sum(weight * logx[self.variable], g, n) / count
+            delta = mean_logx - centre[self.variable]
         return floor, scale, WIDTH * scale, delta, pop
 
     def _standardise(self, name: str, t: Any, pop: Mapping[str, Any]) -> Any:
