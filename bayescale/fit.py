@@ -40,12 +40,15 @@ from bayescale.errors import (
 )
 from bayescale.files import atomic_write
 from bayescale.hierarchy import (
+    exponents_differ,
     group_attrs,
     group_draws,
     group_inputs,
     group_labels,
     group_start,
     model_for,
+    ran_away,
+    repaired_mode,
     require_groups,
     resolve_pool,
 )
@@ -513,6 +516,11 @@ def _fit_groups(
     used = pool_ if pooling == "partial" else ()
     inputs, priors_, centres = group_inputs(law, data, labels, pooling, used, priors, noise.name)
     model = model_for(law, priors_, used, noise, len(labels))
+    ridge = model.ridge
+    if ridge is not None and ridge.exponent in ridge.pooled:
+        if not exponents_differ(law, data, labels, noise, seed):
+            # families that share their exponent: numpyro's non-centred coordinates
+            model = model_for(law, priors_, used, noise, len(labels), ridge=False)
     cold = group_start(law, priors_, used, labels, settings.num_chains)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
     if init == "map":
@@ -525,8 +533,13 @@ def _fit_groups(
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
             n = settings.num_chains
-            start = {k: np.repeat(lap.mode[k][None], n, 0).astype(np.float32) for k in cold}
-            jitter, how = MODE_JITTER, "MAP (improper Hessian), jittered, best of 32 per chain"
+            mode, how = lap.mode, "MAP (improper Hessian), jittered, best of 32 per chain"
+            if ran_away(mode, priors_, used):
+                mode = repaired_mode(mode, law, data, labels, priors_, used)
+                how = "MAP with the noise and floor populations re-set (a runaway mode), jittered"
+            if mode is not None:
+                start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
+                jitter = MODE_JITTER
     samples, stats = sample_nuts(
         model,
         inputs,

@@ -33,9 +33,12 @@ numpyro's coordinates by ``log alpha = v - log a``, ``log A_c = log a + alpha (x
 for a pooled parameter, ``z = (t - mu) / tau``; the Jacobian gains ``-log tau`` per group and
 pooled exponent or amplitude (the population's ``mu`` and ``tau`` are coordinates of both).
 So the pooled exponent and amplitude are sampled centred. So are the pooled floor and noise
-scale (``centred``): their coordinate is ``t`` itself. On the 20 Revisiting curves the
+scale (``centred``): their coordinate is ``t`` itself, in groups of at least ``min_runs``
+runs (the others keep ``z``: few runs do not pin them down). On the 20 Revisiting curves the
 non-centred floor and noise scale took 285 to 900 leapfrog steps per iteration; centred,
-about 31 (see the explanation page *Pooling across curves*).
+about 31 (see the explanation page *Pooling across curves*). These coordinates suit curves
+whose exponents differ; `bayescale.hierarchy.exponents_differ` decides whether a grouped fit
+takes them.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class RidgeMap:
         centred: the sampler's coordinate is the group's own ``t = mu + tau z`` rather than
         ``z`` (for parameters that each group's runs pin down, where the non-centred form
         couples every group to ``mu`` and ``tau``).
+    min_runs : int
+        The ``centred`` parameters are sampled centred in groups of at least this many runs
+        and non-centred in the others: a group of few runs does not pin its floor and noise
+        scale down, and the centred form would put it in the funnel of ``tau``.
     """
 
     floor: str
@@ -95,6 +102,7 @@ class RidgeMap:
     pooled: tuple[str, ...] = ()
     variable: str | None = None
     centred: tuple[str, ...] = ()
+    min_runs: int = 0
 
     def _site(self, name: str) -> str:
         if name in self.pooled:
@@ -146,12 +154,15 @@ class RidgeMap:
             g = gidx.astype(jnp.int32)
             total = jax.ops.segment_sum(weight * log_loss, g, n)
             count = jax.ops.segment_sum(weight, g, n)
+        on = count >= self.min_runs  # the groups whose centred parameters are sampled centred
         count = jnp.maximum(count, 1.0)
         scale = jnp.exp(total / count)
         y_e = v[where["floor"]]
         if self.floor in self.pooled:
             mu, tau = pop[self.floor]
-            t = y_e if sampler and self.floor in self.centred else mu + tau * y_e
+            t = mu + tau * y_e
+            if sampler and self.floor in self.centred:
+                t = jnp.where(on, y_e, t)
             floor = hyper[f"{self.floor}_bound"][0] * jax.nn.sigmoid(t)
         else:
             prior = make_distribution(self.floor_family, *hyper[self.floor])
@@ -160,7 +171,7 @@ class RidgeMap:
         if self.variable is not None:  # partial pooling: a grouped map
             mean_logx = jax.ops.segment_sum(weight * logx[self.variable], g, n) / count
             delta = mean_logx - centre[self.variable]
-        return floor, scale, WIDTH * scale, delta, pop
+        return floor, scale, WIDTH * scale, delta, pop, on
 
     def _standardise(self, name: str, t: Any, pop: Mapping[str, Any]) -> Any:
         if name not in self.pooled:
@@ -188,7 +199,7 @@ class RidgeMap:
         import jax.numpy as jnp
 
         i_a, i_x = where["amplitude"], where["exponent"]
-        floor, scale, width, delta, pop = self._parts(y, args, where, True)
+        floor, scale, width, delta, pop, on = self._parts(y, args, where, True)
         x = (scale * (1.0 + y[i_a] / LEVEL_UNIT) - floor) / width
         low = x < -30.0  # softplus(x) = e^x there; both branches kept finite for the gradient
         log_a = jnp.log(width) + jnp.where(low, x, jnp.log(jax.nn.softplus(jnp.where(low, 0.0, x))))
@@ -204,8 +215,9 @@ class RidgeMap:
             if name in self.pooled:
                 log_det = log_det - jnp.size(log_a) * jnp.log(pop[name][1])
         for name in self.centred:
-            z = z.at[where[name]].set((y[where[name]] - pop[name][0]) / pop[name][1])
-            log_det = log_det - jnp.size(where[name]) * jnp.log(pop[name][1])
+            y_c, (mu, tau) = y[where[name]], pop[name]
+            z = z.at[where[name]].set(jnp.where(on, (y_c - mu) / tau, y_c))
+            log_det = log_det - jnp.sum(on) * jnp.log(tau)
         return z, log_det
 
     def to_y(self, z: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
@@ -213,7 +225,7 @@ class RidgeMap:
         import jax.numpy as jnp
 
         i_a, i_x = where["amplitude"], where["exponent"]
-        floor, scale, width, delta, pop = self._parts(z, args, where, False)
+        floor, scale, width, delta, pop, on = self._parts(z, args, where, False)
         log_alpha = self._raw(self.exponent, z[i_x], pop)
         log_a = self._raw(self.amplitude, z[i_a], pop)
         if self.variable is not None:
@@ -224,7 +236,8 @@ class RidgeMap:
         level = ((floor + width * x) / scale - 1.0) * LEVEL_UNIT
         y = z.at[i_a].set(level).at[i_x].set(log_alpha + log_a)
         for name in self.centred:
-            y = y.at[where[name]].set(pop[name][0] + pop[name][1] * z[where[name]])
+            z_c, (mu, tau) = z[where[name]], pop[name]
+            y = y.at[where[name]].set(jnp.where(on, mu + tau * z_c, z_c))
         return y
 
 
@@ -238,6 +251,7 @@ def ridge_map(
     grouped: bool = False,
     pooled: tuple[str, ...] = (),
     centred: tuple[str, ...] = (),
+    min_runs: int = 0,
 ) -> RidgeMap | None:
     """The change of variables for ``law`` with prior ``families``, or None where it does not apply.
 
@@ -270,6 +284,7 @@ def ridge_map(
         pooled,
         amp.variable if pooled else None,
         centred,
+        min_runs,
     )
 
 

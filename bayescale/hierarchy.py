@@ -67,6 +67,7 @@ __all__ = [
     "GroupInputs",
     "build_group_model",
     "default_pool",
+    "exponents_differ",
     "group_attrs",
     "group_draws",
     "group_inputs",
@@ -74,6 +75,8 @@ __all__ = [
     "group_start",
     "model_for",
     "priors_from",
+    "ran_away",
+    "repaired_mode",
     "require_groups",
     "resolve_pool",
 ]
@@ -86,6 +89,73 @@ _DEFAULT_TAU = 0.5
 #: roles of pooled parameters that the samplers' ridge map takes centred: each group's runs
 #: pin them down (measured on the Revisiting curves: see the explanation page *Pooling*)
 _CENTRED = ("floor", "sigma")
+
+
+def centred_min_runs(law: Law) -> int:
+    """Runs a group needs for its pooled floor and noise scale to be sampled centred.
+
+    Twice the law's parameters plus ``sigma``: fewer runs do not pin them down, and a group
+    that its runs fit almost exactly (two runs of a new family) would put the centred
+    coordinates in the funnel of the population's spread (measured: every chain at the
+    tree-depth limit on the simulated families of ``tests/statistical/test_hier_coverage.py``).
+    """
+    return 2 * (len(law.params) + 1)
+
+
+#: a pooled exponent is sampled centred when the typical group's partial-centring weight
+#: ``tau^2 / (tau^2 + se^2)`` reaches this (see `exponents_differ`)
+CENTRED_WEIGHT = 0.89
+
+
+def exponents_differ(
+    law: Law, data: ScalingData, labels: Sequence[str], likelihood: Likelihood, seed: int
+) -> bool:
+    """Whether the groups' exponents differ by far more than their runs measure them.
+
+    Decides the sampler's coordinates of a partial fit whose exponent is pooled: where it is
+    True, `bayescale.geometry`'s ridge coordinates (the exponent centred, as the log slope at
+    each group's centre); where it is False, numpyro's non-centred coordinates. It is the
+    partial non-centring rule of Papaspiliopoulos, Roberts and Skold (2007) for the typical
+    group: centred where ``tau^2 / (tau^2 + se^2)`` is at least `CENTRED_WEIGHT`, with ``se``
+    the median over groups of the Laplace sd of ``log alpha`` in a lone MAP fit with default
+    priors (groups with fewer runs than the law has parameters plus one, or no proper mode,
+    are left out) and ``tau^2`` the variance of the lone estimates less ``se^2``.
+
+    Measured (ratio of the estimates' sd to the median sd): simulated families that share
+    their exponent 0.5 to 1.6 (2.5 for three families), the 20 Revisiting language curves
+    4.6; the rule's threshold is 3. The Revisiting curves mix well only centred, families
+    that share their exponent only non-centred (centred, they sit in the funnel of ``tau``:
+    every chain at the tree-depth limit, or r_hat 1.2 and 121 divergences in 4 x 200 draws).
+    A DerSimonian-Laird ``tau`` with Cochran's Q test was tried first and called three
+    families that share their exponent different: the Laplace sds run small.
+    """
+    from bayescale.model import build_model, model_inputs
+    from bayescale.sampling import laplace_fit, start_from_prior
+
+    exponent = next(p.name for p in law.params if p.role == "exponent")
+    group_of = data.table["group"].astype(str).to_numpy()
+    est = np.full(len(labels), np.nan)
+    se = np.full(len(labels), np.inf)
+    for i, g in enumerate(labels):
+        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
+        if sub.n_runs < len(law.params) + 1:
+            continue
+        priors = resolve_priors(law, sub, None, likelihood.name)
+        fams = tuple((k, p.family) for k, p in priors.items())
+        model = build_model(law, fams, likelihood)
+        lap = laplace_fit(
+            model, model_inputs(law, sub, priors), start_from_prior(law, priors, 1), seed, 400
+        )
+        if lap.ok:
+            est[i] = math.log(float(lap.mode[exponent]))
+            se[i] = float(np.std(np.log(lap.constrained[exponent])))
+    ok = np.isfinite(se) & (se > 0)
+    if ok.sum() < 2:
+        return False
+    spread, typical = float(np.var(est[ok], ddof=1)), float(np.median(se[ok])) ** 2
+    return spread - typical >= CENTRED_WEIGHT / (1 - CENTRED_WEIGHT) * typical
+
+
 #: families of parameters on the whole real line (pooled as they are, not in logs)
 _REAL = ("Normal", "StudentT")
 
@@ -370,6 +440,7 @@ def build_group_model(
     real: tuple[str, ...],
     likelihood: Likelihood,
     n_groups: int,
+    ridge: bool = True,
 ) -> Any:
     """The numpyro model ``model(logx, gidx, centre, hyper, log_loss, mask)`` of many groups.
 
@@ -437,8 +508,57 @@ def build_group_model(
     # the same as a separate fit's; pooled parameters through their population
     pooled = tuple(n for n in pool if n not in real)
     centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
-    model.ridge = ridge_map(law, family, grouped=True, pooled=pooled, centred=centred_sites)
+    model.ridge = None
+    if ridge:
+        model.ridge = ridge_map(
+            law, family, grouped=True, pooled=pooled, centred=centred_sites,
+            min_runs=centred_min_runs(law),
+        )  # fmt: skip
     return model
+
+
+def ran_away(mode: Mapping[str, np.ndarray], priors: Priors, pool: Sequence[str]) -> bool:
+    """Whether a grouped fit's joint mode ran away (chains started there would stay there).
+
+    A population spread beyond its prior's 99.9% point: the joint density grows without
+    bound as some groups' runs are fitted exactly (their noise scale towards 0; measured on
+    families of two runs, where every chain started there stayed at the tree-depth limit).
+    """
+    limit = 3.29  # the 99.9% point of a half-normal, in its scale
+    return any(float(mode[f"{n}_tau"]) > limit * priors[f"{n}_tau"].values[0] for n in pool)
+
+
+def repaired_mode(
+    mode: Mapping[str, np.ndarray],
+    law: Law,
+    data: ScalingData,
+    labels: Sequence[str],
+    priors: Priors,
+    pool: Sequence[str],
+) -> dict[str, np.ndarray] | None:
+    """A runaway joint mode (`ran_away`), repaired as a place to start the chains.
+
+    The pooled floor and noise populations are re-set from the groups whose runs pin them
+    down (at least `centred_min_runs`): the mean and sd of their values at the mode, the sd
+    kept within the spread's prior. The groups of fewer runs sit at the population's
+    median. None when no group has that many runs.
+    """
+    runs = data.table["group"].astype(str).value_counts()
+    few = np.array([runs[g] < centred_min_runs(law) for g in labels])
+    if few.all():
+        return None
+    out = dict(mode)
+    for name in pool:
+        if _role(law, name) not in _CENTRED:
+            continue
+        mu, tau = (float(mode[f"{name}_{h}"]) for h in ("mu", "tau"))
+        z = np.asarray(mode[f"_{name}_z"], np.float64)
+        t = (mu + tau * z)[~few]
+        limit = 3.29 * priors[f"{name}_tau"].values[0]
+        mu2, tau2 = float(np.mean(t)), float(np.clip(np.std(t), 0.01 * limit, limit))
+        out[f"{name}_mu"], out[f"{name}_tau"] = np.asarray(mu2), np.asarray(tau2)
+        out[f"_{name}_z"] = np.where(few, 0.0, (mu + tau * z - mu2) / tau2)
+    return out
 
 
 def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, str]:
@@ -452,12 +572,17 @@ def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str,
 
 
 def model_for(
-    law: Law, priors: Priors, pool: Sequence[str], likelihood: Likelihood, n_groups: int
+    law: Law,
+    priors: Priors,
+    pool: Sequence[str],
+    likelihood: Likelihood,
+    n_groups: int,
+    ridge: bool = True,
 ) -> Any:
     """`build_group_model` for a fit's priors and pool (cached on their structure)."""
     real = tuple(n for n in pool if _is_real(law, priors, n))
     return build_group_model(
-        law, _families(law, priors, pool), tuple(pool), real, likelihood, n_groups
+        law, _families(law, priors, pool), tuple(pool), real, likelihood, n_groups, ridge
     )
 
 

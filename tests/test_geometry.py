@@ -86,3 +86,34 @@ def test_grouped_partial_pooling_round_trip_and_jacobian(pool):
     assert ridge is not None and ridge.variable == "n_params"
     start = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
     check_map(model, inputs.args(), start, seed=1, sd=0.3, n=4, tol=1e-3)
+
+
+def test_groups_of_few_runs_take_the_floor_and_noise_non_centred():
+    """A group with fewer runs than `centred_min_runs`: its floor and sigma coordinates are
+    numpyro's standardised effects (non-centred), the other groups' their own values."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import unconstrain_fn
+
+    from bayescale.hierarchy import centred_min_runs, group_inputs, group_start, model_for
+
+    law = bs.get_law("power_law")
+    pool = ("E", "alpha", "sigma")
+    frames = [bs.simulate("power_law", seed=s).assign(group=f"g{s}") for s in range(3)]
+    frames[2] = frames[2].iloc[:2]  # a new family: its two smallest runs
+    data = from_frame(pd.concat(frames, ignore_index=True))
+    labels = ["g0", "g1", "g2"]
+    assert len(frames[0]) >= centred_min_runs(law) > 2
+    inputs, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    model = model_for(law, priors, pool, bs.get_likelihood("student_t"), len(labels))
+    args = inputs.args()
+    start = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
+    start["_sigma_z"] = np.array([0.3, -0.2, 0.5], np.float32)
+    start["sigma_tau"] = np.float32(0.4)
+    check_map(model, args, start, seed=2, sd=0.3, n=4, tol=1e-3)
+    sites = unconstrain_fn(model, args, {}, start)
+    where = model.ridge.positions(sites)
+    y = model.ridge.to_y(ravel_pytree(sites)[0], args, where)
+    i = where["sigma"]
+    mu, tau = float(start["sigma_mu"]), 0.4
+    expected = [mu + tau * 0.3, mu - tau * 0.2, 0.5]  # centred, centred, non-centred
+    np.testing.assert_allclose(np.asarray(y[i]), expected, rtol=1e-5, atol=1e-5)

@@ -200,3 +200,56 @@ def test_cli_passes_group_and_pooling(runs, tmp_path, capsys):
     args = ["fit", str(path), "--law", "power_law", "--group", "family", "--pooling", "none"]
     assert main(args) == 2  # refused before sampling: f1 has 2 runs and no pooling
     assert "groups {'f1': 2} have fewer runs" in capsys.readouterr().err
+
+
+def test_exponents_differ_decides_the_sampler_coordinates():
+    """Families sharing their exponent are sampled non-centred, curves whose exponents differ
+    (and that their runs pin down) in the centred ridge coordinates."""
+    from bayescale.data import from_frame
+    from bayescale.hierarchy import exponents_differ, group_labels
+
+    law = bs.get_law("power_law")
+    noise = bs.get_likelihood("student_t")
+    shared = from_frame(families(n_groups=4, n_runs=10).rename(columns={"family": "group"}))
+    assert not exponents_differ(law, shared, group_labels(shared), noise, 0)
+    frames = []
+    for g, alpha in enumerate((0.2, 0.35, 0.5, 0.7)):
+        design = pd.DataFrame({"n_params": np.geomspace(1e7, 1e10, 10)})
+        truth = {"E": 1.8, "A": 480.0 * 10 ** (7 * (alpha - 0.35)), "alpha": alpha}
+        runs = bs.simulate("power_law", truth, design, noise=0.002, seed=g)
+        frames.append(runs.drop(columns="loss_mean").assign(group=f"g{g}"))
+    differ = from_frame(pd.concat(frames, ignore_index=True))
+    assert exponents_differ(law, differ, group_labels(differ), noise, 0)
+
+
+def test_a_runaway_mode_is_repaired_before_chains_start_there():
+    """Two-run families fitted exactly drive the joint mode's noise spread far beyond its
+    prior: the chains start from the population of the families that pin it down."""
+    from bayescale.data import from_frame
+    from bayescale.hierarchy import group_inputs, group_labels, ran_away, repaired_mode
+
+    law = bs.get_law("power_law")
+    frame = families(n_groups=3, n_runs=10)
+    frame = frame[(frame.family != "f2") | (frame.n_params < 3e7)]  # f2: its two smallest runs
+    data = from_frame(frame.rename(columns={"family": "group"}))
+    labels = group_labels(data)
+    pool = ("E", "alpha", "sigma")
+    _, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    mode = {
+        "sigma_mu": np.asarray(-8.0), "sigma_tau": np.asarray(3.5),  # as measured: runaway
+        "_sigma_z": np.array([1.0, 1.2, -2.0]),
+        "E_mu": np.asarray(1.0), "E_tau": np.asarray(0.5), "_E_z": np.array([0.1, -0.1, 0.3]),
+        "alpha_mu": np.asarray(-1.0), "alpha_tau": np.asarray(0.05),
+    }  # fmt: skip
+    assert ran_away(mode, priors, pool)
+    fixed = repaired_mode(mode, law, data, labels, priors, pool)
+    assert not ran_away(fixed, priors, pool)
+    log_sigma = np.array([-8.0 + 3.5 * 1.0, -8.0 + 3.5 * 1.2])  # the two full families
+    assert float(fixed["sigma_mu"]) == pytest.approx(log_sigma.mean())
+    assert float(fixed["_sigma_z"][2]) == 0.0  # the two-run family at the population median
+    np.testing.assert_allclose(
+        float(fixed["sigma_mu"]) + float(fixed["sigma_tau"]) * fixed["_sigma_z"][:2], log_sigma
+    )
+    assert {k: mode[k] for k in ("alpha_mu", "alpha_tau")} == {
+        k: fixed[k] for k in ("alpha_mu", "alpha_tau")
+    }
