@@ -121,6 +121,7 @@ def huber_fit(
     """
     import jax
     import scipy.optimize
+    from threadpoolctl import threadpool_limits
 
     names = law.param_names
     if starts is None and law.name == "chinchilla":
@@ -141,10 +142,12 @@ def huber_fit(
             return float(v), np.asarray(g, dtype=np.float64)
 
         best_z, best_f = z0[np.argmin(f0)], float(np.min(f0))
-        for i in np.argsort(f0, kind="stable")[: min(n_polish, len(f0))]:
-            res = scipy.optimize.minimize(fg, z0[i], jac=True, method="L-BFGS-B")
-            if np.isfinite(res.fun) and res.fun < best_f:
-                best_z, best_f = res.x, float(res.fun)
+        # BLAS on one thread: L-BFGS-B's tiny BLAS calls (see bayescale.sampling's notes)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for i in np.argsort(f0, kind="stable")[: min(n_polish, len(f0))]:
+                res = scipy.optimize.minimize(fg, z0[i], jac=True, method="L-BFGS-B")
+                if np.isfinite(res.fun) and res.fun < best_f:
+                    best_z, best_f = res.x, float(res.fun)
     if not np.isfinite(best_f):
         raise FitError(
             f"the Huber fit of law {law.name!r} failed: the law's prediction is NaN or infinite "
