@@ -524,8 +524,12 @@ def ran_away(mode: Mapping[str, np.ndarray], priors: Priors, pool: Sequence[str]
     bound as some groups' runs are fitted exactly (their noise scale towards 0; measured on
     families of two runs, where every chain started there stayed at the tree-depth limit).
     """
-    limit = 3.29  # the 99.9% point of a half-normal, in its scale
-    return any(float(mode[f"{n}_tau"]) > limit * priors[f"{n}_tau"].values[0] for n in pool)
+    return any(float(mode[f"{n}_tau"]) > _tau_limit(priors, n) for n in pool)
+
+
+def _tau_limit(priors: Priors, name: str) -> float:
+    """The 99.9% point of the half-normal prior of ``<name>_tau``."""
+    return 3.29 * priors[f"{name}_tau"].values[0]
 
 
 def repaired_mode(
@@ -554,7 +558,7 @@ def repaired_mode(
         mu, tau = (float(mode[f"{name}_{h}"]) for h in ("mu", "tau"))
         z = np.asarray(mode[f"_{name}_z"], np.float64)
         t = (mu + tau * z)[~few]
-        limit = 3.29 * priors[f"{name}_tau"].values[0]
+        limit = _tau_limit(priors, name)
         mu2, tau2 = float(np.mean(t)), float(np.clip(np.std(t), 0.01 * limit, limit))
         out[f"{name}_mu"], out[f"{name}_tau"] = np.asarray(mu2), np.asarray(tau2)
         out[f"_{name}_z"] = np.where(few, 0.0, (mu + tau * z - mu2) / tau2)

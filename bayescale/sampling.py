@@ -22,7 +22,7 @@ Contracts
 - **The MAP search runs BLAS on one thread.** SciPy's L-BFGS-B makes thousands of tiny BLAS
   calls; a multi-threaded OpenBLAS spends far more time waking its threads than computing,
   the more so while JAX keeps the cores busy (measured: 20 lone fits of Revisiting curves
-  from 43.7 s to under 7 s at load 6).
+  from 43.7 s to 4.6 s, warm, at load 5).
 - **Starts** are values of the model's sample sites (constrained), one row per chain; each
   chain draws ``num_candidates`` points uniformly within ``jitter`` of its start in the
   unconstrained space and starts from the one with the lowest potential energy.
