@@ -514,13 +514,18 @@ def _fit_groups(
     if not isinstance(init, str) or init not in INITS:
         raise OptionError(f"grouped fits take init='map' or 'prior'; received {init!r}.")
     used = pool_ if pooling == "partial" else ()
-    inputs, priors_, centres = group_inputs(law, data, labels, pooling, used, priors, noise.name)
+    # curves of different kinds (their exponents differ by more than their runs measure):
+    # floors pooled as shares of each curve's smallest loss, the ridge coordinates
+    differ = bool(used) and exponents_differ(law, data, labels, noise, seed)
+    floor = "share" if differ else "log"
+    inputs, priors_, centres = group_inputs(
+        law, data, labels, pooling, used, priors, noise.name, floor=floor
+    )
     model = model_for(law, priors_, used, noise, len(labels))
     ridge = model.ridge
-    if ridge is not None and ridge.exponent in ridge.pooled:
-        if not exponents_differ(law, data, labels, noise, seed):
-            # families that share their exponent: numpyro's non-centred coordinates
-            model = model_for(law, priors_, used, noise, len(labels), ridge=False)
+    if ridge is not None and ridge.exponent in ridge.pooled and not differ:
+        # families that share their exponent: numpyro's non-centred coordinates
+        model = model_for(law, priors_, used, noise, len(labels), ridge=False)
     cold = group_start(law, priors_, used, labels, settings.num_chains)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
     if init == "map":
@@ -551,7 +556,7 @@ def _fit_groups(
         description=f"fit {law.name} x {len(labels)} groups",
     )
     attrs["group_centres"] = json.dumps(centres)
-    attrs.update(group_attrs(law, inputs, used))
+    attrs.update(group_attrs(law, inputs, used), floor_pooling=floor)
     centre = centres[labels[0]]
     meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)

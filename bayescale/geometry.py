@@ -163,7 +163,8 @@ class RidgeMap:
             t = mu + tau * y_e
             if sampler and self.floor in self.centred:
                 t = jnp.where(on, y_e, t)
-            floor = hyper[f"{self.floor}_bound"][0] * jax.nn.sigmoid(t)
+            bound = hyper.get(f"{self.floor}_bound")  # pooled as a share, or its log
+            floor = jnp.exp(t) if bound is None else bound[0] * jax.nn.sigmoid(t)
         else:
             prior = make_distribution(self.floor_family, *hyper[self.floor])
             floor = biject_to(prior.support)(y_e)

@@ -62,6 +62,7 @@ from bayescale.model import OBS, bucket_size
 from bayescale.priors import Priors, resolve_priors
 
 __all__ = [
+    "FLOOR_POOLINGS",
     "POOLINGS",
     "TAU_SCALES",
     "GroupInputs",
@@ -82,6 +83,8 @@ __all__ = [
 ]
 
 POOLINGS = ("partial", "none", "complete")
+#: how a pooled floor is pooled: its log, or the logit of its share of the group's smallest loss
+FLOOR_POOLINGS = ("log", "share")
 
 #: default prior scale of tau (sd across groups of the parameter's log) by role
 TAU_SCALES = {"exponent": 0.5, "floor": 1.0, "amplitude": 1.0, "scale": 1.0, "sigma": 0.5}
@@ -132,7 +135,9 @@ def exponents_differ(
     from bayescale.model import build_model, model_inputs
     from bayescale.sampling import laplace_fit, start_from_prior
 
-    exponent = next(p.name for p in law.params if p.role == "exponent")
+    exponent = next((p.name for p in law.params if p.role == "exponent"), None)
+    if exponent is None:
+        return False
     group_of = data.table["group"].astype(str).to_numpy()
     est = np.full(len(labels), np.nan)
     se = np.full(len(labels), np.inf)
@@ -316,6 +321,7 @@ def group_inputs(
     pool: Sequence[str],
     priors: Mapping[str, Prior] | None,
     likelihood: str,
+    floor: str = "log",
 ) -> tuple[GroupInputs, Priors, dict[str, dict[str, float]]]:
     """The model's arrays, the printable priors and each group's centre.
 
@@ -323,8 +329,12 @@ def group_inputs(
     (``<name>_mu``, ``<name>_tau``) and every per-group parameter (``<name>[<group>]``) to its
     `Prior`. The user's ``priors`` may name a parameter (its per-group prior, or for a pooled
     parameter the prior of the population median, moment-matched on its log) or
-    ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log).
+    ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log). ``floor``
+    (`FLOOR_POOLINGS`) says how a pooled floor is pooled: ``"log"`` its log, ``"share"`` the
+    logit of its share of each group's smallest loss (the module notes).
     """
+    if floor not in FLOOR_POOLINGS:
+        raise OptionError(f"floor pooling is one of {FLOOR_POOLINGS}; received {floor!r}.")
     f32 = np.float32
     user = dict(priors or {})
     names = [*law.param_names, "sigma"]
@@ -368,7 +378,7 @@ def group_inputs(
             on = name if real else f"log {name}"
             if _role(law, name) in ("amplitude", "scale"):
                 on = f"log of {name} at the common centre"
-            if _role(law, name) == "floor":  # a share of each group's smallest loss
+            if _role(law, name) == "floor" and floor == "share":
                 on = f"logit of {name} / (the group's smallest loss)"
                 share = 0.5
                 if name in user:  # the user's typical floor as a share of the typical bound
@@ -471,7 +481,8 @@ def build_group_model(
             for name in (*(p.name for p in params), "sigma"):
                 p = roles.get(name)
                 centred = p is not None and p.role in ("amplitude", "scale")
-                if name in pool and p is not None and p.role == "floor":
+                shared = f"{name}_bound" in hyper  # a floor pooled as a share (`floor_pooling`)
+                if name in pool and p is not None and p.role == "floor" and shared:
                     mu, tau = pop[name]
                     t = mu + tau * numpyro.sample(f"_{name}_z", dist.Normal(0.0, 1.0))
                     value = hyper[f"{name}_bound"][0] * jax.nn.sigmoid(t)
@@ -568,7 +579,8 @@ def repaired_mode(
 def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, str]:
     """Provenance attributes that `group_draws` reads: real-line and floor pooling."""
     floors = [n for n in pool if _role(law, n) == "floor"]
-    bounds = [float(b) for b in inputs.hyper[f"{floors[0]}_bound"][0]] if floors else []
+    key = f"{floors[0]}_bound" if floors else ""
+    bounds = [float(b) for b in inputs.hyper[key][0]] if key in inputs.hyper else []
     return {
         "pool_real": json.dumps([n for n in pool if _role(law, n) == "exponent_change"]),
         "floor_bounds": json.dumps(bounds),
@@ -676,7 +688,8 @@ def group_draws(
         if p is not None and p.role in ("amplitude", "scale"):
             coef = out[p.exponent] if p.role == "amplitude" else 1.0
             out[name] = np.exp(np.clip(t + coef * common[p.variable], -700, 700))
-        elif p is not None and p.role == "floor":  # a share of the groups' median lowest loss
+        elif p is not None and p.role == "floor" and json.loads(attrs["floor_bounds"]):
+            # a floor pooled as a share: of the groups' median lowest loss
             bound = float(np.median(json.loads(attrs["floor_bounds"])))
             out[name] = bound / (1.0 + np.exp(-t))
         else:

@@ -64,10 +64,11 @@ def test_round_trip_and_jacobian(setup):
     check_map(model, args, start, seed=0, sd=0.5, n=5, tol=1e-4)
 
 
+@pytest.mark.parametrize("floor", ["log", "share"])
 @pytest.mark.parametrize(
     "pool", [("E", "alpha", "sigma"), ("alpha", "sigma"), ("E", "A", "alpha", "sigma")]
 )
-def test_grouped_partial_pooling_round_trip_and_jacobian(pool):
+def test_grouped_partial_pooling_round_trip_and_jacobian(pool, floor):
     """Per group, through the population: the level and slope at the group's own centre."""
     from bayescale.hierarchy import group_inputs, group_start, model_for
 
@@ -80,7 +81,9 @@ def test_grouped_partial_pooling_round_trip_and_jacobian(pool):
     ]
     data = from_frame(pd.concat(frames, ignore_index=True))
     labels = ["g0", "g1", "g2"]
-    inputs, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    inputs, priors, _ = group_inputs(
+        law, data, labels, "partial", pool, None, "student_t", floor=floor
+    )
     model = model_for(law, priors, pool, bs.get_likelihood("student_t"), len(labels))
     ridge = model.ridge
     assert ridge is not None and ridge.variable == "n_params"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import matplotlib
@@ -253,3 +254,41 @@ def test_a_runaway_mode_is_repaired_before_chains_start_there():
     assert {k: mode[k] for k in ("alpha_mu", "alpha_tau")} == {
         k: fixed[k] for k in ("alpha_mu", "alpha_tau")
     }
+
+
+@pytest.mark.parametrize("floor", ["log", "share"])
+def test_a_pooled_floor_is_its_log_or_its_share_of_the_smallest_loss(runs, floor):
+    """Floors pooled in logs (curves of one kind) or as the logit of their share of each
+    group's smallest loss (curves whose exponents differ, see `bayescale.fit`)."""
+    from numpyro.handlers import seed, substitute, trace
+
+    from bayescale.data import from_frame
+    from bayescale.hierarchy import group_inputs, group_labels, model_for
+
+    law = bs.get_law("power_law")
+    data = from_frame(runs.rename(columns={"family": "group"}))
+    labels = group_labels(data)
+    pool = ("E", "alpha", "sigma")
+    inputs, priors, _ = group_inputs(
+        law, data, labels, "partial", pool, None, "student_t", floor=floor
+    )
+    assert ("logit" in priors["E_mu"].note) == (floor == "share")
+    model = model_for(law, priors, pool, bs.get_likelihood("student_t"), len(labels))
+    z = np.array([-0.5, 0.0, 1.0])
+    values = {"E_mu": 0.4, "E_tau": 0.2, "_E_z": z}
+    sites = trace(seed(substitute(model, values), 0)).get_trace(*inputs.args())
+    t = 0.4 + 0.2 * z
+    lows = runs.groupby("family")["loss"].min().loc[labels].to_numpy()
+    expected = np.exp(t) if floor == "log" else lows / (1 + np.exp(-t))
+    np.testing.assert_allclose(np.asarray(sites["E"]["value"]), expected, rtol=1e-5)
+
+
+def test_families_of_one_kind_pool_their_floors_in_logs(partial):
+    """The plumbing families share their exponent: their floors are pooled in logs, and a
+    new group's floor is drawn from that population."""
+    assert partial.tree.attrs["floor_pooling"] == "log"
+    assert json.loads(partial.tree.attrs["floor_bounds"]) == []
+    post = partial.posterior
+    fc = bs.forecast(partial, pd.DataFrame({"n_params": [1e11]}), group=None, warn=False)
+    assert np.isfinite(fc.quantiles([0.5])["q50"]).all()
+    assert float(np.exp(post["E_mu"]).median()) == pytest.approx(1.8, rel=0.15)
