@@ -27,11 +27,12 @@ law `ridge_map` returns None and the sampler runs in numpyro's coordinates.
 **Grouped fits** (`bayescale.hierarchy`) take the same map per group. With partial pooling a
 pooled parameter's numpyro coordinate is its standardised group effect ``z = (t - mu) / tau``
 (``t``: the log of the exponent or of the amplitude at the common centre ``c``; the floor's
-logit share of the group's smallest loss). The level and the log slope are then taken at the
-group's own centre ``x_g`` (its mean log input), where its runs identify them, and mapped to
-numpyro's coordinates by ``log alpha = v - log a``, ``log A_c = log a + alpha (x_g - c)`` and,
-for a pooled parameter, ``z = (t - mu) / tau``; the Jacobian gains ``-log tau`` per group and
-pooled exponent or amplitude (the population's ``mu`` and ``tau`` are coordinates of both).
+logit share of the group's smallest loss, or its log: see `bayescale.hierarchy`). The level
+and the log slope are then taken at the group's own centre ``x_g`` (its mean log input),
+where its runs identify them, and mapped to numpyro's coordinates by
+``log alpha = v - log a``, ``log A_c = log a + alpha (x_g - c)`` and, for a pooled parameter,
+``z = (t - mu) / tau``; the Jacobian gains ``-log tau`` per group and pooled exponent or
+amplitude (the population's ``mu`` and ``tau`` are coordinates of both).
 So the pooled exponent and amplitude are sampled centred. So are the pooled floor and noise
 scale (``centred``): their coordinate is ``t`` itself, in groups of at least ``min_runs``
 runs (the others keep ``z``: few runs do not pin them down). On the 20 Revisiting curves the

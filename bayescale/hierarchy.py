@@ -24,10 +24,14 @@ Pooling (``pooling=``):
         \mu \sim N(m_0, s_0), \quad \tau \sim \text{HalfNormal}(s_\tau),
 
     so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. A pooled
-    floor is pooled as a share of each group's smallest loss, ``E_g = min loss_g *
-    sigmoid(t_g)`` (the support of the single-curve prior ``Uniform(0, min loss)``), which
-    mixes far better on real curves than ``log E`` (measured: see the explanation page
-    *Pooling across curves*), but assumes the groups' runs reach comparable losses. ``m_0, s_0``
+    floor (``floor=``, `FLOOR_POOLINGS`) is pooled as ``t_g = log E_g`` where the curves are
+    of one kind (families trained on the same data share their irreducible loss in absolute
+    terms, whatever scale their runs reached), and as a share of each group's smallest loss,
+    ``E_g = min loss_g * sigmoid(t_g)`` (the support of the single-curve prior
+    ``Uniform(0, min loss)``), where they are different tasks on unrelated loss scales: there
+    ``log E`` mixes badly (measured on the Revisiting curves: see the explanation page
+    *Pooling across curves*), and the share assumes that the groups' runs reach comparable
+    losses. `bayescale.fit` tells the two apart with `exponents_differ`. ``m_0, s_0``
     come from the parameter's prior (the default or the user's, moment-matched on ``t``:
     the prior of the population median); ``s_tau`` is `TAU_SCALES` by role (override with a
     ``"<name>_tau"`` prior). The other parameters are per group as in ``"none"``. All groups

@@ -3,9 +3,10 @@
 Each replicate simulates 6 "full" families (10 runs, N from 1e7 to 1e10) and 8 "new" families
 whose 2 smallest runs enter the fit and whose 8 larger runs are held out. All share
 alpha = 0.35 and the noise sigma = 0.01 (Student-t, nu = 4, as the fit assumes); their floors
-are log-normal around 1.8 (sd 0.1 in logs, the population the model assumes) and their
-amplitudes vary freely (sd 0.3 in logs; amplitudes are per group by default). One grouped fit
-per replicate (default pool: E, alpha, sigma), 4 chains x 500 + 500 draws.
+are log-normal around 1.8 (sd 0.1 in logs, the population the model assumes for families of
+one kind, whose exponents agree) and their amplitudes vary freely (sd 0.3 in logs; amplitudes
+are per group by default). One grouped fit per replicate with the default settings (pool E,
+alpha and sigma; 4 chains x 1000 + 1000 draws).
 
 Error budget (family-wise about 2%, split over the three claims):
 - recovery: every group's 90% intervals of E, alpha and A over 3 replicates, 3 x 14 x 3 = 126
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.statistical]
 
 ALPHA, SIGMA = 0.35, 0.01
 N_FULL, N_NEW, N_RUNS, N_SEEN = 6, 8, 10, 2
-DRAWS = dict(num_chains=4, num_warmup=500, num_samples=500, progress_bar=False)
+DRAWS = dict(progress_bar=False)  # the defaults
 
 
 def replicate(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, float]]]:
@@ -74,15 +75,6 @@ def results():
     return out
 
 
-# Measured on the 2-core machine (2026-12-01, load 2-3, 9 min): 0.968 of the 126 intervals
-# cover, but the chains do not converge (max r_hat 1.028, 1.068, 1.158 for the 3 replicates);
-# new groups cover 0.818 of 192 held-out runs and their intervals are 1.7x (not 2x) narrower
-# than the lone fits'. Cause: the default pooled floor is a share of each group's smallest
-# loss, and the 2-run families' smallest loss is far above their floor (see the explanation
-# page "Pooling across curves"). Strict: when the model is fixed these turn into XPASS. Run
-# with --runxfail to see the figures: the ridge coordinates of 2026-12-01 had broken these
-# fits (r_hat up to 6e15, recovery 0.29) and the strict xfail alone did not show it.
-@pytest.mark.xfail(strict=True, reason="recovery 0.97, but max r_hat 1.03-1.16 (measured)")
 def test_partial_pooling_recovers_each_group(results):
     covered = []
     for fit, _train, _held, truths in results:
@@ -97,11 +89,23 @@ def test_partial_pooling_recovers_each_group(results):
     rate = float(np.mean(covered))
     print(f"recovery: {rate:.3f} of {len(covered)} 90% intervals cover the truth")
     assert 0.80 <= rate <= 1.0
+
+
+# Measured on the 2-core machine (2026-12-01, 3 min for the file): max r_hat 1.017, 1.023 and
+# 1.012 over the 3 replicates, on the population spreads alpha_tau and E_tau (bulk ESS 212 to
+# 386); every group's parameters at most 1.010. The spreads sit near 0 (the families share
+# alpha), where the non-centred coordinates of the families of ten runs mix slowly. The
+# figures of the two tests above: recovery 0.976 of 126, new groups 0.943 of 192, 4.5x
+# narrower. Strict: when convergence is fixed this turns into XPASS.
+@pytest.mark.xfail(strict=True, reason="max r_hat 1.012-1.023 on alpha_tau/E_tau (measured)")
+def test_grouped_fits_converge(results):
+    for fit, *_ in results:
+        table = fit.summary()
+        print(f"max r_hat {table['r_hat'].max():.3f}; problems: {fit.problems()}")
     for fit, *_ in results:
         assert fit.summary()["r_hat"].max() <= 1.01 and not fit.problems(), fit.problems()
 
 
-@pytest.mark.xfail(strict=True, reason="new groups: coverage 0.82, widths 1.7x (measured)")
 def test_new_groups_from_two_runs(results):
     inside, pooled_width, lone_width = [], [], []
     for i, (fit, train, held, _truths) in enumerate(results):
