@@ -78,6 +78,8 @@ __all__ = [
     "group_inputs",
     "group_labels",
     "group_start",
+    "lone_fits",
+    "lone_start",
     "model_for",
     "priors_from",
     "ran_away",
@@ -114,8 +116,40 @@ def centred_min_runs(law: Law) -> int:
 CENTRED_WEIGHT = 0.89
 
 
-def exponents_differ(
+def lone_fits(
     law: Law, data: ScalingData, labels: Sequence[str], likelihood: Likelihood, seed: int
+) -> list[Any]:
+    """One lone MAP fit (`bayescale.sampling.Laplace`) per group with default priors.
+
+    None for a group with fewer runs than the law has parameters plus one, or whose mode is
+    not proper. They decide the kind of curves (`exponents_differ`) and start the joint MAP
+    (`lone_start`).
+    """
+    from bayescale.model import build_model, model_inputs
+    from bayescale.sampling import laplace_fit, start_from_prior
+
+    group_of = data.table["group"].astype(str).to_numpy()
+    out: list[Any] = []
+    for g in labels:
+        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
+        lap = None
+        if sub.n_runs >= len(law.params) + 1:
+            priors = resolve_priors(law, sub, None, likelihood.name)
+            fams = tuple((k, p.family) for k, p in priors.items())
+            model = build_model(law, fams, likelihood)
+            start = start_from_prior(law, priors, 1)
+            lap = laplace_fit(model, model_inputs(law, sub, priors), start, seed, 400)
+        out.append(lap if lap is not None and lap.ok else None)
+    return out
+
+
+def exponents_differ(
+    law: Law,
+    data: ScalingData,
+    labels: Sequence[str],
+    likelihood: Likelihood,
+    seed: int,
+    lone: Sequence[Any] | None = None,
 ) -> bool:
     """Whether the groups' exponents differ by far more than their runs measure them.
 
@@ -134,30 +168,16 @@ def exponents_differ(
     that share their exponent only non-centred (centred, they sit in the funnel of ``tau``:
     every chain at the tree-depth limit, or r_hat 1.2 and 121 divergences in 4 x 200 draws).
     A DerSimonian-Laird ``tau`` with Cochran's Q test was tried first and called three
-    families that share their exponent different: the Laplace sds run small.
+    families that share their exponent different: the Laplace sds run small. ``lone``: the
+    groups' `lone_fits` where they are already at hand.
     """
-    from bayescale.model import build_model, model_inputs
-    from bayescale.sampling import laplace_fit, start_from_prior
-
     exponent = next((p.name for p in law.params if p.role == "exponent"), None)
     if exponent is None:
         return False
-    group_of = data.table["group"].astype(str).to_numpy()
-    est = np.full(len(labels), np.nan)
-    se = np.full(len(labels), np.inf)
-    for i, g in enumerate(labels):
-        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
-        if sub.n_runs < len(law.params) + 1:
-            continue
-        priors = resolve_priors(law, sub, None, likelihood.name)
-        fams = tuple((k, p.family) for k, p in priors.items())
-        model = build_model(law, fams, likelihood)
-        lap = laplace_fit(
-            model, model_inputs(law, sub, priors), start_from_prior(law, priors, 1), seed, 400
-        )
-        if lap.ok:
-            est[i] = math.log(float(lap.mode[exponent]))
-            se[i] = float(np.std(np.log(lap.constrained[exponent])))
+    if lone is None:
+        lone = lone_fits(law, data, labels, likelihood, seed)
+    est = np.array([math.log(float(f.mode[exponent])) if f else np.nan for f in lone])
+    se = np.array([float(np.std(np.log(f.constrained[exponent]))) if f else np.inf for f in lone])
     ok = np.isfinite(se) & (se > 0)
     if ok.sum() < 2:
         return False
@@ -637,6 +657,64 @@ def group_start(
             site = f"{name}_c" if _role(law, name) in ("amplitude", "scale") else name
             row = [_typical(priors[f"{name}[{g}]"]) for g in labels]
             out[site] = np.tile(np.asarray(row), (num_chains, 1))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def lone_start(
+    law: Law,
+    priors: Priors,
+    pool: Sequence[str],
+    labels: Sequence[str],
+    inputs: GroupInputs,
+    lone: Sequence[Any],
+) -> dict[str, np.ndarray] | None:
+    """Sample-site values (one row) assembled from the groups' `lone_fits`: the joint MAP's start.
+
+    A pooled parameter's population is the mean and sd of the lone modes (on the scale it is
+    pooled on; the sd kept within its prior), each group's effect its standardised value, a
+    group without a lone mode at the population's mean; per-group parameters take their lone
+    mode, or their prior's typical value. Measured on the 20 Revisiting curves: the joint
+    L-BFGS from the priors' typical values took 6,700 to 9,100 evaluations per run. None where
+    fewer than two groups have a lone mode.
+    """
+    have = [i for i, f in enumerate(lone) if f is not None]
+    if len(have) < 2:
+        return None
+    cold = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
+    roles = {p.name: p for p in law.params}
+    out = dict(cold)
+
+    def lone_values(name: str) -> np.ndarray:
+        return np.array([float(f.mode[name]) if f else np.nan for f in lone])
+
+    for name in (*law.param_names, "sigma"):
+        p = roles.get(name)
+        value = lone_values(name)
+        if p is not None and p.role in ("amplitude", "scale"):  # at the common centre
+            coef = lone_values(p.exponent) if p.role == "amplitude" else 1.0
+            t = np.log(value) - coef * inputs.centre[p.variable]
+            if name not in pool:
+                out[f"{name}_c"] = np.where(np.isfinite(t), np.exp(t), cold[f"{name}_c"])
+                continue
+        elif name not in pool:
+            out[name] = np.where(np.isfinite(value), value, cold[name])
+            continue
+        elif _is_real(law, priors, name):
+            t = value
+        elif f"{name}_bound" in inputs.hyper:  # a floor pooled as a share
+            share = np.clip(value / inputs.hyper[f"{name}_bound"][0], 1e-3, 1 - 1e-3)
+            t = np.log(share / (1 - share))
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t = np.log(value)
+        known = t[np.isfinite(t)]
+        if known.size < 2:
+            continue
+        mu = float(np.mean(known))
+        limit = _tau_limit(priors, name)
+        tau = float(np.clip(np.std(known), 0.05 * limit, 0.5 * limit))
+        out[f"{name}_mu"], out[f"{name}_tau"] = np.asarray(mu), np.asarray(tau)
+        out[f"_{name}_z"] = np.where(np.isfinite(t), (t - mu) / tau, 0.0)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 

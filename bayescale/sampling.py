@@ -416,13 +416,18 @@ _MAP_RUNS = 3
 
 
 def laplace_fit(
-    model: Any, inputs: ModelInputs, start: Mapping[str, np.ndarray], seed: int, num_draws: int
+    model: Any,
+    inputs: ModelInputs,
+    start: Mapping[str, np.ndarray],
+    seed: int,
+    num_draws: int,
+    runs: int = _MAP_RUNS,
 ) -> Laplace:
     """The posterior mode (SciPy L-BFGS-B from the best starts) and Laplace draws, float64.
 
     ``start`` holds sample-site values (one row) at each prior's typical value: the optimiser
     starts there and at ``_MAP_CANDIDATES`` points jittered uniformly by +-0.5 around it in the
-    unconstrained space, and runs from the ``_MAP_RUNS`` with the lowest potential. Broad
+    unconstrained space, and runs from the ``runs`` with the lowest potential. Broad
     random starts are avoided: they can land on plateaus where a term has vanished (a huge
     exponent) and the gradient is zero.
     """
@@ -451,7 +456,7 @@ def laplace_fit(
             return float(v), np.asarray(g, np.float64)
 
         values = np.array([fg(c)[0] for c in cands])
-        order = np.argsort(np.where(np.isfinite(values), values, np.inf))[:_MAP_RUNS]
+        order = np.argsort(np.where(np.isfinite(values), values, np.inf))[:runs]
         with threadpool_limits(limits=1, user_api="blas"):  # see the module notes
             results = [
                 scipy.optimize.minimize(fg, cands[i], jac=True, method="L-BFGS-B") for i in order

@@ -292,3 +292,32 @@ def test_families_of_one_kind_pool_their_floors_in_logs(partial):
     fc = bs.forecast(partial, pd.DataFrame({"n_params": [1e11]}), group=None, warn=False)
     assert np.isfinite(fc.quantiles([0.5])["q50"]).all()
     assert float(np.exp(post["E_mu"]).median()) == pytest.approx(1.8, rel=0.15)
+
+
+def test_the_joint_map_starts_from_each_groups_lone_mode():
+    """`lone_start` puts every group with a lone MAP fit at that fit's mode, and a group of
+    too few runs at the population's mean (the joint L-BFGS then has far less to do)."""
+    from numpyro.handlers import seed, substitute, trace
+
+    from bayescale.data import from_frame
+    from bayescale.hierarchy import group_inputs, group_labels, lone_fits, lone_start, model_for
+
+    law = bs.get_law("power_law")
+    noise = bs.get_likelihood("student_t")
+    frame = families(n_groups=4, n_runs=8)
+    frame = frame[(frame.family != "f3") | (frame.n_params < 3e7)]  # f3: 2 runs, no lone fit
+    data = from_frame(frame.rename(columns={"family": "group"}))
+    labels = group_labels(data)
+    pool = ("E", "alpha", "sigma")
+    inputs, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    lone = lone_fits(law, data, labels, noise, 0)
+    assert [f is None for f in lone] == [False, False, False, True]
+    start = lone_start(law, priors, pool, labels, inputs, lone)
+    model = model_for(law, priors, pool, noise, len(labels))
+    sites = trace(seed(substitute(model, start), 0)).get_trace(*inputs.args())
+    for name in ("E", "alpha", "sigma", "A"):
+        joint = np.asarray(sites[name]["value"], np.float64)
+        alone = [float(f.mode[name]) for f in lone[:3]]
+        np.testing.assert_allclose(joint[:3], alone, rtol=1e-4)
+    assert start["_alpha_z"][3] == 0.0 and start["_E_z"][3] == 0.0
+    assert float(np.log(sites["alpha"]["value"][3])) == pytest.approx(float(start["alpha_mu"]))
