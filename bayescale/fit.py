@@ -565,7 +565,9 @@ def _fit_groups(
         description=f"fit {law.name} x {len(labels)} groups",
     )
     attrs["group_centres"] = json.dumps(centres)
-    attrs.update(group_attrs(law, inputs, used), floor_pooling=floor)
+    attrs.update(group_attrs(law, inputs, used))
+    if any(p.role == "floor" and p.name in used for p in law.params):
+        attrs["floor_pooling"] = floor
     centre = centres[labels[0]]
     meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)

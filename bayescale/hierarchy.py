@@ -505,7 +505,7 @@ def build_group_model(
             for name in (*(p.name for p in params), "sigma"):
                 p = roles.get(name)
                 centred = p is not None and p.role in ("amplitude", "scale")
-                shared = f"{name}_bound" in hyper  # a floor pooled as a share (`floor_pooling`)
+                shared = f"{name}_bound" in hyper  # a floor pooled as a share (`FLOOR_POOLINGS`)
                 if name in pool and p is not None and p.role == "floor" and shared:
                     mu, tau = pop[name]
                     t = mu + tau * numpyro.sample(f"_{name}_z", dist.Normal(0.0, 1.0))
