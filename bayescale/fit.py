@@ -40,6 +40,7 @@ from bayescale.errors import (
 )
 from bayescale.files import atomic_write
 from bayescale.hierarchy import (
+    expanded,
     exponents_differ,
     group_attrs,
     group_draws,
@@ -529,7 +530,8 @@ def _fit_groups(
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
         # families that share their exponent: numpyro's non-centred coordinates
         model = model_for(law, priors_, used, noise, len(labels), ridge=False)
-    cold = group_start(law, priors_, used, labels, settings.num_chains)
+    expand = expanded if model.expand else (lambda start, *_: dict(start))
+    cold = expand(group_start(law, priors_, used, labels, settings.num_chains), priors_, used)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
     if init == "map":
         # from the lone fits' modes, one L-BFGS run (from the priors' typical values the
@@ -537,8 +539,9 @@ def _fit_groups(
         # from the lone modes 3,600 to 5,300; see `lone_start`)
         first = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
         once = {} if first is None else {"runs": 1}
-        first = cold if first is None else {k: v[None] for k, v in first.items()}
-        lap = laplace_fit(model, inputs, first, seed, max(settings.num_samples, 4), **once)
+        if first is not None:
+            first = expand({k: v[None] for k, v in first.items()}, priors_, used)
+        lap = laplace_fit(model, inputs, first or cold, seed, max(settings.num_samples, 4), **once)
         if lap.ok:
             start = {k: np.asarray(lap.constrained[k][: settings.num_chains]) for k in cold}
             start = {k: v.astype(np.float32) for k, v in start.items()}
@@ -548,9 +551,14 @@ def _fit_groups(
             # boundary): no Laplace draws, but still a far better place to start than the priors
             n = settings.num_chains
             mode, how = lap.mode, "MAP (improper Hessian), jittered, best of 32 per chain"
-            if ran_away(mode, priors_, used):
-                mode = repaired_mode(mode, law, data, labels, priors_, used)
-                how = "MAP with the noise and floor populations re-set (a runaway mode), jittered"
+            # groups of few runs fitted exactly pull such a mode's noise and floor populations
+            # away (measured: beyond the spread's prior, or within it where the spreads are
+            # parameter-expanded): re-set them from the groups that pin them down
+            fixed = repaired_mode(mode, law, data, labels, priors_, used)
+            if fixed is not None:
+                runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
+                how = f"MAP with the noise and floor populations re-set{runaway}, jittered"
+                mode = fixed
             if mode is not None:
                 start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
                 jitter = MODE_JITTER

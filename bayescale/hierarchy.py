@@ -72,6 +72,7 @@ __all__ = [
     "GroupInputs",
     "build_group_model",
     "default_pool",
+    "expanded",
     "exponents_differ",
     "group_attrs",
     "group_draws",
@@ -483,6 +484,15 @@ def build_group_model(
     line (the rest in logs). Sites: ``<name>_mu``, ``<name>_tau`` (population), ``_<name>_z``
     (standardised group effects), ``<name>`` over ``group`` (papers' units; ``<name>_c`` for a
     per-group amplitude's centred value) and ``loss`` over runs.
+
+    Where the sampler runs in numpyro's coordinates (no ridge map: ``ridge=False``, or a law
+    the map does not apply to), each spread is **parameter-expanded** (``model.expand``): the
+    sampled site is ``_<name>_w ~ N(0, 1)``, the group effects are ``mu + s w z`` and
+    ``<name>_tau = s |w|`` is a deterministic site (the same HalfNormal(s) prior and
+    posterior). A spread near 0 is then an interior point the chains cross, not the far end
+    of ``log tau`` (Gelman 2006; Liu, Rubin and Wu 1998). Measured on replicate 101 of
+    ``tests/statistical/test_hier_coverage.py`` (families that share their exponent): max
+    r_hat 1.017 and bulk ESS of ``alpha_tau`` 246 in ``log tau``; 1.007 and 561 expanded.
     """
     import jax
     import jax.numpy as jnp
@@ -492,12 +502,29 @@ def build_group_model(
     family = dict(families)
     params = [p for p in law.params if p.role != "location"]
     roles = {p.name: p for p in params}
+    # the samplers' change of variables, per group (`bayescale.geometry`): with its own priors
+    # the same as a separate fit's; pooled parameters through their population
+    pooled = tuple(n for n in pool if n not in real)
+    centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
+    ridged = None
+    if ridge:
+        ridged = ridge_map(
+            law, family, grouped=True, pooled=pooled, centred=centred_sites,
+            min_runs=centred_min_runs(law),
+        )  # fmt: skip
+    expand = ridged is None  # numpyro's coordinates: the spreads parameter-expanded
 
     def model(logx, gidx, centre, hyper, log_loss=None, mask=None):  # type: ignore[no-untyped-def]
         g = gidx.astype(jnp.int32)
         pop = {}
         for name in pool:
             mu = numpyro.sample(f"{name}_mu", dist.Normal(*hyper[f"{name}_mu"]))
+            if expand:  # tau = s |w|, w ~ N(0, 1): HalfNormal(s), sampled through the signed s w
+                (scale,) = hyper[f"{name}_tau"]
+                signed = scale * numpyro.sample(f"_{name}_w", dist.Normal(0.0, 1.0))
+                numpyro.deterministic(f"{name}_tau", jnp.abs(signed))
+                pop[name] = (mu, signed)
+                continue
             tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(*hyper[f"{name}_tau"]))
             pop[name] = (mu, tau)
         values: dict[str, Any] = {}
@@ -539,16 +566,7 @@ def build_group_model(
                 noise = noise.mask(mask)
             numpyro.sample(OBS, noise, obs=log_loss)
 
-    # the samplers' change of variables, per group (`bayescale.geometry`): with its own priors
-    # the same as a separate fit's; pooled parameters through their population
-    pooled = tuple(n for n in pool if n not in real)
-    centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
-    model.ridge = None
-    if ridge:
-        model.ridge = ridge_map(
-            law, family, grouped=True, pooled=pooled, centred=centred_sites,
-            min_runs=centred_min_runs(law),
-        )  # fmt: skip
+    model.ridge, model.expand = ridged, expand
     return model
 
 
@@ -590,13 +608,39 @@ def repaired_mode(
     for name in pool:
         if _role(law, name) not in _CENTRED:
             continue
-        mu, tau = (float(mode[f"{name}_{h}"]) for h in ("mu", "tau"))
+        mu, tau = float(mode[f"{name}_mu"]), _signed_spread(mode, priors, name)
         z = np.asarray(mode[f"_{name}_z"], np.float64)
         t = (mu + tau * z)[~few]
         limit = _tau_limit(priors, name)
         mu2, tau2 = float(np.mean(t)), float(np.clip(np.std(t), 0.01 * limit, limit))
         out[f"{name}_mu"], out[f"{name}_tau"] = np.asarray(mu2), np.asarray(tau2)
+        if f"_{name}_w" in mode:
+            out[f"_{name}_w"] = np.asarray(tau2 / priors[f"{name}_tau"].values[0])
         out[f"_{name}_z"] = np.where(few, 0.0, (mu + tau * z - mu2) / tau2)
+    return out
+
+
+def _signed_spread(mode: Mapping[str, np.ndarray], priors: Priors, name: str) -> float:
+    """The spread that multiplies ``z``: ``tau``, or ``s w`` in a parameter-expanded model."""
+    w = mode.get(f"_{name}_w")
+    if w is None:
+        return float(mode[f"{name}_tau"])
+    return float(w) * priors[f"{name}_tau"].values[0]
+
+
+def expanded(
+    start: Mapping[str, np.ndarray], priors: Priors, pool: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Sample-site values for a parameter-expanded model (`build_group_model`).
+
+    Each spread given as ``<name>_tau`` becomes ``_<name>_w = tau / s``; an existing
+    ``_<name>_w`` stays.
+    """
+    out = dict(start)
+    for name in pool:
+        tau = out.pop(f"{name}_tau", None)
+        if tau is not None and f"_{name}_w" not in out:
+            out[f"_{name}_w"] = np.asarray(tau) / priors[f"{name}_tau"].values[0]
     return out
 
 

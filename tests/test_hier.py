@@ -321,3 +321,50 @@ def test_the_joint_map_starts_from_each_groups_lone_mode():
         np.testing.assert_allclose(joint[:3], alone, rtol=1e-4)
     assert start["_alpha_z"][3] == 0.0 and start["_E_z"][3] == 0.0
     assert float(np.log(sites["alpha"]["value"][3])) == pytest.approx(float(start["alpha_mu"]))
+
+
+def test_spreads_are_parameter_expanded_in_numpyro_coordinates(runs):
+    """Without the ridge map each spread is sampled as ``_<name>_w ~ N(0, 1)``: the group
+    effects are ``mu + s w z`` and ``<name>_tau = s |w|`` (a HalfNormal(s) prior); a runaway
+    mode of that model is repaired with the sign of ``w`` kept."""
+    from numpyro.handlers import seed, substitute, trace
+
+    from bayescale.data import from_frame
+    from bayescale.hierarchy import expanded, group_inputs, group_labels, model_for, repaired_mode
+
+    law = bs.get_law("power_law")
+    data = from_frame(runs.rename(columns={"family": "group"}))
+    labels = group_labels(data)
+    pool = ("E", "alpha", "sigma")
+    inputs, priors, _ = group_inputs(law, data, labels, "partial", pool, None, "student_t")
+    noise = bs.get_likelihood("student_t")
+    assert not model_for(law, priors, pool, noise, len(labels)).expand  # the ridge map
+    model = model_for(law, priors, pool, noise, len(labels), ridge=False)
+    assert model.expand and model.ridge is None
+    s = priors["alpha_tau"].values[0]
+    z = np.array([0.5, -1.0, 2.0])
+    values = {"alpha_mu": -1.0, "_alpha_w": -0.2, "_alpha_z": z}
+    sites = trace(seed(substitute(model, values), 0)).get_trace(*inputs.args())
+    assert "alpha_tau" not in [k for k, v in sites.items() if v["type"] == "sample"]
+    assert float(sites["alpha_tau"]["value"]) == pytest.approx(0.2 * s)
+    expected = np.exp(-1.0 - 0.2 * s * z)
+    np.testing.assert_allclose(np.asarray(sites["alpha"]["value"]), expected, rtol=1e-5)
+    # starts given as tau become w; a start that has w keeps it
+    start = expanded({"alpha_tau": np.asarray(0.1), "sigma_tau": np.asarray(0.3)}, priors, pool)
+    assert set(start) == {"_alpha_w", "_sigma_w"}
+    assert float(start["_alpha_w"]) == pytest.approx(0.1 / s)
+    # a repaired mode keeps each full family's noise scale, whatever the sign of w
+    frame = runs[(runs.family != "f2") | (runs.n_params < 3e7)]
+    data2 = from_frame(frame.rename(columns={"family": "group"}))
+    s_sigma = priors["sigma_tau"].values[0]
+    mode = {
+        "sigma_mu": np.asarray(-8.0), "_sigma_w": np.asarray(-3.0),
+        "sigma_tau": np.asarray(3.0 * s_sigma), "_sigma_z": np.array([1.0, 1.2, -2.0]),
+        "E_mu": np.asarray(1.0), "_E_w": np.asarray(0.5), "E_tau": np.asarray(0.5),
+        "_E_z": np.array([0.1, -0.1, 0.3]),
+    }  # fmt: skip
+    fixed = repaired_mode(mode, law, data2, labels, priors, ("E", "sigma"))
+    before = -8.0 - 3.0 * s_sigma * np.array([1.0, 1.2])
+    after = float(fixed["sigma_mu"]) + float(fixed["_sigma_w"]) * s_sigma * fixed["_sigma_z"][:2]
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+    assert float(fixed["_sigma_w"]) > 0 and float(fixed["_sigma_z"][2]) == 0.0
