@@ -530,18 +530,17 @@ def _fit_groups(
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
         # families that share their exponent: numpyro's non-centred coordinates
         model = model_for(law, priors_, used, noise, len(labels), ridge=False)
-    expand = expanded if model.expand else (lambda start, *_: dict(start))
-    cold = expand(group_start(law, priors_, used, labels, settings.num_chains), priors_, used)
+    spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
+    cold = expanded(group_start(law, priors_, used, labels, settings.num_chains), priors_, spreads)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
     if init == "map":
-        # from the lone fits' modes, one L-BFGS run (from the priors' typical values the
-        # joint L-BFGS took 6,700 to 9,100 evaluations per run on the 20 Revisiting curves,
-        # from the lone modes 3,600 to 5,300; see `lone_start`)
-        first = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
-        once = {} if first is None else {"runs": 1}
-        if first is not None:
-            first = expand({k: v[None] for k, v in first.items()}, priors_, used)
-        lap = laplace_fit(model, inputs, first or cold, seed, max(settings.num_samples, 4), **once)
+        n_draws = max(settings.num_samples, 4)
+        warm = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
+        if warm is None:
+            lap = laplace_fit(model, inputs, cold, seed, n_draws)
+        else:  # one L-BFGS run from the lone fits' modes (see `lone_start`)
+            warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
+            lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
         if lap.ok:
             start = {k: np.asarray(lap.constrained[k][: settings.num_chains]) for k in cold}
             start = {k: v.astype(np.float32) for k, v in start.items()}
@@ -574,8 +573,6 @@ def _fit_groups(
     )
     attrs["group_centres"] = json.dumps(centres)
     attrs.update(group_attrs(law, inputs, used))
-    if any(p.role == "floor" and p.name in used for p in law.params):
-        attrs["floor_pooling"] = floor
     centre = centres[labels[0]]
     meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)

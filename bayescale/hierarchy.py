@@ -645,14 +645,21 @@ def expanded(
 
 
 def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, str]:
-    """Provenance attributes that `group_draws` reads: real-line and floor pooling."""
+    """Provenance attributes of the pooling.
+
+    ``pool_real`` and ``floor_bounds`` (read by `group_draws`), and ``floor_pooling``
+    (`FLOOR_POOLINGS`) where a floor is pooled.
+    """
     floors = [n for n in pool if _role(law, n) == "floor"]
     key = f"{floors[0]}_bound" if floors else ""
     bounds = [float(b) for b in inputs.hyper[key][0]] if key in inputs.hyper else []
-    return {
+    out = {
         "pool_real": json.dumps([n for n in pool if _role(law, n) == "exponent_change"]),
         "floor_bounds": json.dumps(bounds),
     }
+    if floors:
+        out["floor_pooling"] = "share" if bounds else "log"
+    return out
 
 
 def model_for(
@@ -721,8 +728,7 @@ def lone_start(
     L-BFGS from the priors' typical values took 6,700 to 9,100 evaluations per run. None where
     fewer than two groups have a lone mode.
     """
-    have = [i for i, f in enumerate(lone) if f is not None]
-    if len(have) < 2:
+    if sum(f is not None for f in lone) < 2:
         return None
     cold = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
     roles = {p.name: p for p in law.params}
