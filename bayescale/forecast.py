@@ -627,6 +627,40 @@ def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
     return jax.jit(predict)
 
 
+def _predict_chunks(
+    fn: Any,
+    flat: Mapping[str, np.ndarray],
+    sigma: np.ndarray | None,
+    noise: Any,
+    rng: np.random.Generator | None,
+    delta: np.ndarray | None,
+    logx: Mapping[str, np.ndarray],
+    out: dict[str, np.ndarray],
+    rows: int,
+    per_chunk: int,
+) -> None:
+    """Fill ``out`` (draw, point) with ``fn``'s losses, ``rows`` draws at a time.
+
+    The noise is drawn chunk after chunk from one stream, in the order of the unchunked draw,
+    so the result does not depend on the chunk size.
+    """
+    n_sample, n_point = next(iter(out.values())).shape
+    for start in range(0, n_sample, rows):
+        stop = min(start + rows, n_sample)
+        part = (
+            {k: v[start:stop] for k, v in flat.items()},
+            None if sigma is None else sigma[start:stop],
+            None if noise is None else noise.uniforms(rng, (stop - start, n_point)),
+            None if delta is None else delta[start:stop],
+        )
+        law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
+        out["loss_mean"][start:stop] = mean
+        if law_loss is not None:
+            out["loss_law"][start:stop] = law_loss
+        if pred is not None:
+            out["loss"][start:stop] = pred
+
+
 def _forecast(
     fit: Fit,
     points: pd.DataFrame,
@@ -634,13 +668,19 @@ def _forecast(
     kind: str,
     seed: int,
 ) -> Forecast:
+    import jax
     import xarray as xr
 
     law = fit.law
     params = posterior_params(fit)
     n_chain, n_draw = next(iter(params.values())).shape
     n_sample, n_point = n_chain * n_draw, len(points)
-    flat = {k: v.reshape(-1).astype(np.float32) for k, v in params.items()}
+    # draws beyond float32's range (the amplitudes of a new group drawn from a wide population,
+    # with large exponents) are forecast in float64
+    top = np.finfo(np.float32).max
+    wide = any(np.nanmax(np.abs(v), initial=0.0) > top for v in params.values())
+    real = np.float64 if wide else np.float32
+    flat = {k: v.reshape(-1).astype(real) for k, v in params.items()}
     logx = {v: np.log(points[v].to_numpy(np.float64)).astype(np.float32) for v in law.variables}
     rng = np.random.default_rng(seed) if kind == "predictive" else None
     if kind == "predictive":
@@ -666,23 +706,10 @@ def _forecast(
     names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
     out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
     # draws in chunks of about FORECAST_CHUNK (draw, point) pairs, so that the peak memory
-    # stays near the output's size; the noise is drawn chunk after chunk from one stream, in
-    # the order of the unchunked draw, so the result does not depend on the chunk size
+    # stays near the output's size
     rows = max(1, FORECAST_CHUNK // n_point)
-    for start in range(0, n_sample, rows):
-        stop = min(start + rows, n_sample)
-        part = (
-            {k: v[start:stop] for k, v in flat.items()},
-            None if sigma is None else sigma[start:stop],
-            None if noise is None else noise.uniforms(rng, (stop - start, n_point)),
-            None if delta is None else delta[start:stop],
-        )
-        law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
-        out["loss_mean"][start:stop] = mean
-        if law_loss is not None:
-            out["loss_law"][start:stop] = law_loss
-        if pred is not None:
-            out["loss"][start:stop] = pred
+    with jax.enable_x64(wide), np.errstate(over="ignore"):  # (a float32 loss: inf beyond)
+        _predict_chunks(fn, flat, sigma, noise, rng, delta, logx, out, rows, per_chunk)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
     data = {name: (dims, values.reshape(shape)) for name, values in out.items()}
     inputs = [c for c in (*law.variables, "compute") if c in points]
