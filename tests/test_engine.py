@@ -203,3 +203,52 @@ def test_warm_start_from_a_previous_posterior(runs):
     again = bs.fit(runs, "power_law", init=first.draws(), seed=1, **SMALL)
     assert again.tree.attrs["init"] == "warm start"
     assert not again.problems()
+
+
+# ------------------------------------------------------------------ warm-up
+
+
+def test_laplace_start_is_the_laplace_approximation_in_the_samplers_coordinates():
+    """At a mode, `laplace_start` gives the inverse Hessian of the potential in the sampler's
+    coordinates (for a law without a ridge map: numpyro's unconstrained sites, sorted and
+    flattened) as the initial inverse mass matrix, its diagonal without a dense mass matrix,
+    and one draw of that Gaussian per chain.
+
+    Error budget for the draws: each of the 4 chains' squared Mahalanobis distance is below
+    the chi-square quantile 1 - 2.5e-5 (a false alarm rate of 1e-4 in all).
+    """
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import potential_energy, unconstrain_fn
+    from scipy.stats import chi2
+
+    from bayescale.sampling import laplace_fit, laplace_start
+
+    law = bs.get_law("chinchilla")
+    data = bs.from_frame(bs.simulate("chinchilla", seed=3))
+    priors = bs.default_priors(law, data)
+    noise = bs.get_likelihood("student_t")
+    model = build_model(law, tuple((k, p.family) for k, p in priors.items()), noise)
+    assert model.ridge is None
+    inputs = model_inputs(law, data, priors)
+    cold = start_from_prior(law, priors, 1)
+    lap = laplace_fit(model, inputs, cold, 0, 100)
+    assert lap.ok
+    mode = {k: lap.mode[k] for k in cold}
+    args = inputs.args()
+    y, unravel = ravel_pytree(unconstrain_fn(model, args, {}, mode))
+    hess = np.asarray(
+        jax.hessian(lambda v: potential_energy(model, args, {}, unravel(v)))(y), np.float64
+    )
+    cov = np.linalg.inv((hess + hess.T) / 2)
+    dense = NutsSettings(num_chains=4, dense_mass=True)
+    start, metric = laplace_start(model, inputs, mode, dense, seed=0)
+    np.testing.assert_allclose(metric, cov, rtol=1e-3, atol=1e-6 * np.abs(cov).max())
+    _, diagonal = laplace_start(model, inputs, mode, NutsSettings(dense_mass=False), seed=0)
+    np.testing.assert_allclose(diagonal, np.diag(cov), rtol=1e-3)
+    assert set(start) == set(mode) and all(v.shape[0] == 4 for v in start.values())
+    for c in range(4):
+        row = {k: v[c] for k, v in start.items()}
+        d = np.asarray(ravel_pytree(unconstrain_fn(model, args, {}, row))[0], np.float64) - y
+        assert d @ hess @ d < chi2.ppf(1 - 2.5e-5, y.size), c
+    assert len(np.unique(start["alpha"])) == 4

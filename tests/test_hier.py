@@ -323,6 +323,18 @@ def test_the_joint_map_starts_from_each_groups_lone_mode():
     assert float(np.log(sites["alpha"]["value"][3])) == pytest.approx(float(start["alpha_mu"]))
 
 
+def test_grouped_fits_start_from_the_laplace_approximation_with_a_diagonal_mass(partial, runs):
+    """By default a grouped fit adapts a diagonal mass matrix, started (like the chains) from
+    the joint mode's Laplace approximation in the sampler's coordinates; one keyword asks for
+    a dense one, and a fit of one curve keeps the dense default."""
+    assert partial.tree.attrs["dense_mass"] == 0
+    assert partial.tree.attrs["init"].startswith("Laplace draws at the MAP")
+    with warnings.catch_warnings():  # 200 draws: see `partial`
+        warnings.simplefilter("ignore", bs.ConvergenceWarning)
+        one = bs.fit(runs[runs["family"] == "f0"], "power_law", seed=0, **FAST)
+    assert one.tree.attrs["dense_mass"] == 1
+
+
 def test_spreads_are_parameter_expanded_in_numpyro_coordinates(runs):
     """Without the ridge map each spread is sampled as ``_<name>_w ~ N(0, 1)``: the group
     effects are ``mu + s w z`` and ``<name>_tau = s |w|`` (a HalfNormal(s) prior); a runaway
