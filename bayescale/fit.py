@@ -385,7 +385,8 @@ def fit(
         Adapt a dense mass matrix. Default: dense for one curve (and complete pooling),
         diagonal for a grouped fit with per-group parameters, whose 60 to 100+ dimensions a
         dense estimate from the warm-up's first windows (25 to 100 draws) cannot resolve
-        (measured on the 20 Revisiting curves: 4.6x as many leapfrog steps in the warm-up).
+        (measured on the 20 Revisiting curves, from the same start: 4.3 times the warm-up's
+        leapfrog steps).
     seed : int, default 0
         Seed of every random choice of the fit: the same seed gives the same draws, with or
         without a progress bar, from the library or the CLI, whatever the chain layout.
@@ -549,12 +550,13 @@ def _fit_groups(
             warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
             lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
         if lap.ok:
-            mode = {k: lap.mode[k] for k in cold}
+            mode, at = {k: lap.mode[k] for k in cold}, "the MAP"
         elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
             n = settings.num_chains
             mode, how = lap.mode, "MAP (improper Hessian), jittered, best of 32 per chain"
+            at = "the MAP (improper Hessian)"
             # groups of few runs fitted exactly pull such a mode's noise and floor populations
             # away (measured: beyond the spread's prior, or within it where the spreads are
             # parameter-expanded): re-set them from the groups that pin them down
@@ -562,7 +564,7 @@ def _fit_groups(
             if fixed is not None:
                 runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
                 how = f"MAP with the noise and floor populations re-set{runaway}, jittered"
-                mode = fixed
+                at, mode = f"the MAP with the noise and floor populations re-set{runaway}", fixed
             if mode is not None:
                 start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
                 jitter = MODE_JITTER
@@ -571,7 +573,7 @@ def _fit_groups(
     found = None if mode is None else laplace_start(model, inputs, mode, settings, seed)
     if found is not None:
         (start, metric), jitter = found, 0.0
-        how = "Laplace draws at the MAP, in the sampler's coordinates, and its mass matrix"
+        how = f"Laplace draws in the sampler's coordinates at {at}, and its mass matrix"
     samples, stats = sample_nuts(
         model,
         inputs,

@@ -328,7 +328,8 @@ def test_grouped_fits_start_from_the_laplace_approximation_with_a_diagonal_mass(
     the joint mode's Laplace approximation in the sampler's coordinates; one keyword asks for
     a dense one, and a fit of one curve keeps the dense default."""
     assert partial.tree.attrs["dense_mass"] == 0
-    assert partial.tree.attrs["init"].startswith("Laplace draws at the MAP")
+    init = partial.tree.attrs["init"]
+    assert init.startswith("Laplace draws in the sampler's coordinates at the MAP"), init
     with warnings.catch_warnings():  # 200 draws: see `partial`
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
         one = bs.fit(runs[runs["family"] == "f0"], "power_law", seed=0, **FAST)
