@@ -540,7 +540,7 @@ def _fit_groups(
     spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
     cold = expanded(group_start(law, priors_, used, labels, settings.num_chains), priors_, spreads)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
-    mode = None  # a joint mode: the chains start from its Laplace approximation, if proper
+    mode = None  # a joint mode (every site, as `Laplace.mode`)
     if init == "map":
         n_draws = max(settings.num_samples, 4)
         warm = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
@@ -550,30 +550,27 @@ def _fit_groups(
             warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
             lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
         if lap.ok:
-            mode, at = {k: lap.mode[k] for k in cold}, "the MAP"
+            mode, at = lap.mode, "MAP"
         elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
-            n = settings.num_chains
-            mode, how = lap.mode, "MAP (improper Hessian), jittered, best of 32 per chain"
-            at = "the MAP (improper Hessian)"
+            mode, at = lap.mode, "MAP (improper Hessian)"
             # groups of few runs fitted exactly pull such a mode's noise and floor populations
             # away (measured: beyond the spread's prior, or within it where the spreads are
             # parameter-expanded): re-set them from the groups that pin them down
             fixed = repaired_mode(mode, law, data, labels, priors_, used)
             if fixed is not None:
                 runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
-                how = f"MAP with the noise and floor populations re-set{runaway}, jittered"
-                at, mode = f"the MAP with the noise and floor populations re-set{runaway}", fixed
-            if mode is not None:
-                start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
-                jitter = MODE_JITTER
-                mode = {k: mode[k] for k in cold}
+                mode, at = fixed, f"MAP with the noise and floor populations re-set{runaway}"
+            start = {k: np.repeat(mode[k][None], settings.num_chains, 0) for k in cold}
+            start = {k: v.astype(np.float32) for k, v in start.items()}
+            jitter, how = MODE_JITTER, f"{at}, jittered, best of 32 per chain"
     metric = None
-    found = None if mode is None else laplace_start(model, inputs, mode, settings, seed)
-    if found is not None:
-        (start, metric), jitter = found, 0.0
-        how = f"Laplace draws in the sampler's coordinates at {at}, and its mass matrix"
+    if mode is not None:  # its Laplace approximation in the sampler's coordinates, if proper
+        found = laplace_start(model, inputs, {k: mode[k] for k in cold}, settings, seed)
+        if found is not None:
+            (start, metric), jitter = found, 0.0
+            how = f"Laplace draws in the sampler's coordinates at the {at}, and its mass matrix"
     samples, stats = sample_nuts(
         model,
         inputs,

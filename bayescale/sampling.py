@@ -400,9 +400,11 @@ def laplace_start(
         The covariance (its diagonal without ``settings.dense_mass``), float32.
     """
     args = inputs.args()
-    row = {k: np.asarray(v, np.float32)[None] for k, v in mode.items()}
-    _, _, _, laplace, from_y = _compiled(model, args, row, settings)
-    y0, hess = (np.asarray(a, np.float64) for a in laplace(dict(mode), args))
+    point = {k: np.asarray(v, np.float32) for k, v in mode.items()}
+    _, _, _, laplace, from_y = _compiled(
+        model, args, {k: v[None] for k, v in point.items()}, settings
+    )
+    y0, hess = (np.asarray(a, np.float64) for a in laplace(point, args))
     w, v = np.linalg.eigh((hess + hess.T) / 2)
     if not (np.all(np.isfinite(w)) and w.min() > 0 and np.all(np.isfinite(y0))):
         return None
