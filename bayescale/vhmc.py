@@ -9,9 +9,11 @@ branch. This module runs **jittered, fixed-length HMC** instead, written on batc
 - **Trajectories.** At iteration ``i`` every lane integrates for the time ``u_i T`` with
   ``u_i ~ U(0, 1)`` drawn from a key of the iteration alone (the same for every curve and
   chunk, so a curve's draws do not depend on its neighbours), in ``ceil(u_i T / eps_c)``
-  leapfrog steps of its curve's step size ``eps_c`` (at most ``max_steps``). The number of
-  steps does not depend on the state, so each lane is an exact Metropolis-adjusted HMC
-  chain; the jitter avoids the periodicity of a fixed length (Neal 2011; Hoffman, Radul &
+  leapfrog steps of its curve's step size ``eps_c`` (at most ``max_steps``; during the
+  warm-up the steps are counted in the dual average of the step size, `step_unit`, which
+  moves slowly, while the step size being tried jumps from one iteration to the next). The
+  number of steps does not depend on the state, so each lane is an exact Metropolis-adjusted
+  HMC chain; the jitter avoids the periodicity of a fixed length (Neal 2011; Hoffman, Radul &
   Sountsov 2021, ChEES-HMC, which runs the same lock-step scheme on accelerators).
 - **Preconditioning** is dense, per curve: ``theta = L x`` with ``L L^T = Sigma``, unit
   momentum in ``x``. ``Sigma`` starts at the Laplace covariance at the curve's best mode and
@@ -45,6 +47,7 @@ __all__ = [
     "init_state",
     "laplace_chol",
     "step_size",
+    "step_unit",
     "warm_up",
 ]
 
@@ -239,9 +242,20 @@ def init_state(potential: Any, z0: Any, chol0: Any, args: Any, eps0: float = 0.5
 
 
 def _transition(
-    vg: Any, settings: HmcSettings, i: Any, keys: Any, jitter_key: Any, state: State, eps: Any
+    vg: Any,
+    settings: HmcSettings,
+    i: Any,
+    keys: Any,
+    jitter_key: Any,
+    state: State,
+    eps: Any,
+    unit: Any = None,
 ) -> tuple[State, tuple[Any, ...]]:
-    """Iteration ``i`` of every lane: momentum, jittered trajectory, Metropolis correction."""
+    """Iteration ``i`` of every lane: momentum, jittered trajectory, Metropolis correction.
+
+    Each curve takes ``ceil(u T / unit)`` leapfrog steps of size ``eps`` (``unit``: ``eps``
+    unless given; the number of steps never depends on the state).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -251,7 +265,8 @@ def _transition(
     p = per_lane(lambda k: jax.random.normal(k[0], z.shape[-1:], z.dtype))(lane_keys)
     coin = per_lane(lambda k: jax.random.uniform(k[1], (), z.dtype))(lane_keys)
     frac = jax.random.uniform(jax.random.fold_in(jitter_key, i), (), z.dtype, 1e-3, 1.0)
-    n_steps = jnp.clip(jnp.ceil(frac * settings.trajectory / eps), 1, settings.max_steps)
+    unit = eps if unit is None else unit
+    n_steps = jnp.clip(jnp.ceil(frac * settings.trajectory / unit), 1, settings.max_steps)
     n_steps = n_steps.astype(jnp.int32)
     z1, p1, u1, g1 = _leapfrog_many(vg, eps, state.chol, n_steps, (z, p, u, g))
     h0 = u + 0.5 * jnp.sum(p * p, axis=-1)
@@ -294,7 +309,12 @@ def warm_up(
     collect, update = jnp.asarray(collect_np), jnp.asarray(update_np)
 
     def body(i: Any, state: State) -> State:
-        state, stats = _transition(vg, settings, i, keys, jitter_key, state, jnp.exp(state.da[0]))
+        # the trajectory's steps are counted in the dual average of the step size, not in the
+        # step size being tried: that one jumps from one iteration to the next, and the
+        # smallest of a block's curves set the block's steps (measured on 1,000 curves: 14
+        # steps per iteration for the block against 4.4 for its mean curve)
+        eps = jnp.exp(state.da[0])
+        state, stats = _transition(vg, settings, i, keys, jitter_key, state, eps, step_unit(state))
         da = _da_update(state.da, jnp.mean(stats[2], axis=1), settings.target_accept)
         divergences = state.divergences + jnp.sum(stats[0], axis=1)
         # Welford update of the open window with this iteration's positions of every chain
@@ -316,17 +336,38 @@ def warm_up(
             jnp.where(on, mean + delta * (k / n_new)[:, None], mean),
             jnp.where(on, m2_new, m2),
         )
-        # at a window's end: a new preconditioner (kept if not finite), a restarted step size
-        end = update[i]
-        new_chol = jnp.linalg.cholesky(_covariance(n, m2))
-        good = jnp.all(jnp.isfinite(new_chol), axis=(-1, -2))[:, None, None]
-        chol = jnp.where(end & good, new_chol, state.chol)
-        restart = _da_init(jnp.exp(da[1]))
-        da = tuple(jnp.where(end, a, b) for a, b in zip(restart, da, strict=True))
-        welford = tuple(jnp.where(end, jnp.zeros_like(w), w) for w in (n, mean, m2))
-        return state._replace(da=da, chol=chol, welford=welford, divergences=divergences)
+        state = state._replace(da=da, welford=(n, mean, m2), divergences=divergences)
+        # at a window's end (a few iterations of the warm-up: a branch, not a select, so the
+        # others skip the factorisation): a new preconditioner (kept if not finite), a
+        # restarted step size and an empty window
+        return jax.lax.cond(update[i], _new_window, lambda s: s, state)
 
     return jax.lax.fori_loop(start, stop, body, state)
+
+
+def _new_window(state: State) -> State:
+    """The state at a window's end: its covariance as the preconditioner, step size restarted."""
+    import jax.numpy as jnp
+
+    n, _, m2 = state.welford
+    new_chol = jnp.linalg.cholesky(_covariance(n, m2))
+    good = jnp.all(jnp.isfinite(new_chol), axis=(-1, -2))[:, None, None]
+    return state._replace(
+        chol=jnp.where(good, new_chol, state.chol),
+        da=_da_init(jnp.exp(state.da[1])),
+        welford=tuple(jnp.zeros_like(w) for w in state.welford),
+    )
+
+
+def step_unit(state: State) -> Any:
+    """Each curve's step size that counts the warm-up's leapfrog steps: the dual average.
+
+    (The step size being tried before the first update of a window, which has no average.)
+    """
+    import jax.numpy as jnp
+
+    log_eps, log_bar, _, _, t = state.da
+    return jnp.exp(jnp.where(t > 0, log_bar, log_eps))
 
 
 def step_size(state: State, settings: HmcSettings) -> Any:

@@ -131,6 +131,35 @@ def test_same_seed_same_draws_whatever_the_chunking(many, runs):
         np.testing.assert_array_equal(chunked.posterior[k].values, fits.posterior[k].values)
 
 
+def test_the_search_starts_every_curve_at_its_mode(many, runs):
+    # (after the fixture's fit: the same settings, so the same compiled programs in this process)
+    # the compiled search for each curve's mode (the pilot program) must end where the posterior
+    # is: after it, the chains' potential energies are those the whole warm-up settles at.
+    # Control: searching from the priors' typical values, where the ridge map's level lay 300 to
+    # 500 units (about 70 posterior sds) away and out of the Adam search's reach, fails here.
+    from bayescale import many as m
+    from bayescale import vhmc
+    from bayescale.likelihoods import get_likelihood
+    from bayescale.model import build_model
+
+    law, noise = bs.get_law("power_law"), get_likelihood("student_t", nu=4.0)
+    table = bs.from_frame(runs).table
+    curves = [m._curve(t, g, law, None, noise.name) for g, t in table.groupby("group", sort=True)]
+    families = tuple((k, p.family) for k, p in curves[0][1].items())
+    args, starts = m._stack(law, curves, FAST["num_chains"])
+    settings = vhmc.HmcSettings(FAST["num_chains"], FAST["num_warmup"], FAST["num_samples"])
+    keys, jitter = m.curve_keys(3, np.arange(3), FAST["num_chains"]), m.jitter_key(3)
+    model = build_model(law, families, noise)
+    order = np.arange(3)
+    pilot = m._pilot_program(model, settings, m.NUM_CANDIDATES)
+    started = m._in_blocks(pilot, order, keys, jitter, (starts, args))
+    warm = m._warm_program(model, settings)
+    batched = (starts, started, args)
+    warmed = m._in_blocks(warm, order, keys, jitter, batched, np.int32(25), np.int32(150))
+    gap = np.median(started.u, axis=1) - np.median(warmed.u, axis=1)
+    assert np.all(np.abs(gap) < 10.0), gap
+
+
 def test_a_curve_with_other_data_differs_and_leaves_the_others_alone(many, runs):
     # positive control: change curve c's losses; only c's posterior moves, bitwise
     fits, _ = many
