@@ -26,7 +26,7 @@ test:
 	$(PYTHON) -m pytest -m "not slow"
 
 test-slow:
-	$(PYTHON) -m pytest -m slow
+	$(PYTHON) -m pytest -m slow --dist loadscope
 
 docs:
 	$(PYTHON) -m sphinx $(SPHINXOPTS) -b html docs docs/_build/html

@@ -16,9 +16,6 @@ import bayescale as bs
 from bayescale.compare import compare
 from bayescale.stacking import Stack, stack, stacked_predictive, stacking_weights
 
-# one worker computes the module's fits and comparisons (the Kaplan fit, LOO with refits, LFO)
-pytestmark = pytest.mark.xdist_group("compare")
-
 LOO_COLUMNS = [
     "rank",
     "elpd",

@@ -15,9 +15,6 @@ import bayescale as bs
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, PriorError
 from bayescale.testing import sweep_design
 
-# one xdist worker runs the module, so that the `many` fixture's fit is computed once
-pytestmark = pytest.mark.xdist_group("many")
-
 #: every fast test shares these settings and batches of 2 curves: one compiled program
 FAST = dict(num_chains=2, num_warmup=150, num_samples=150, seed=3, chunk_size=2)
 

@@ -35,8 +35,7 @@ import pytest
 
 import bayescale as bs
 
-# one worker computes the replicates (3 grouped fits, about 2.5 minutes) for every test here
-pytestmark = [pytest.mark.slow, pytest.mark.statistical, pytest.mark.xdist_group("hier_coverage")]
+pytestmark = [pytest.mark.slow, pytest.mark.statistical]
 
 ALPHA, SIGMA = 0.35, 0.01
 N_FULL, N_NEW, N_RUNS, N_SEEN = 6, 8, 10, 2
