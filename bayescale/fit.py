@@ -562,8 +562,8 @@ def _fit_groups(
             if fixed is not None:
                 runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
                 mode, at = fixed, f"MAP with the noise and floor populations re-set{runaway}"
-            start = {k: np.repeat(mode[k][None], settings.num_chains, 0) for k in cold}
-            start = {k: v.astype(np.float32) for k, v in start.items()}
+            n = settings.num_chains
+            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
             jitter, how = MODE_JITTER, f"{at}, jittered, best of 32 per chain"
     metric = None
     if mode is not None:  # its Laplace approximation in the sampler's coordinates, if proper
