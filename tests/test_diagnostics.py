@@ -61,3 +61,16 @@ def test_batch_diagnostics_do_not_modify_their_input_and_name_a_bad_shape():
         batch_diagnostics(values[0])
     with pytest.raises(OptionError, match="tail_prob"):
         batch_diagnostics(values, tail_prob=1.5)
+
+
+def test_batch_diagnostics_of_a_large_batch_are_those_of_its_rows():
+    """A batch above one chunk (its rows' chunks run on threads): each row's numbers are the
+    numbers of that row alone."""
+    values = _chains(11, 600, 4, 60)
+    values[5] = 1.0
+    values[300, 1, 2] = np.nan
+    whole = batch_diagnostics(values)
+    for rows in (slice(0, 100), slice(100, 299), slice(299, 600)):
+        part = batch_diagnostics(values[rows])
+        for name, got in part.items():
+            np.testing.assert_array_equal(whole[name][rows], got, err_msg=name)
