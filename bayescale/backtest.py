@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from bayescale.data import ScalingData, from_frame
-from bayescale.errors import ConvergenceWarning, DataError, OptionError
+from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError
 from bayescale.fit import MCMC_METHODS, Fit, fit
 from bayescale.forecast import forecast
 from bayescale.internal import quantile_name, validate_levels
 from bayescale.laws import Law, get_law
+from bayescale.misfit import Misfit
 
 __all__ = ["Backtest", "MODELS", "DISTANCE_BINS", "backtest"]
 
@@ -115,6 +116,7 @@ def backtest(
     levels: Sequence[float] = (0.5, 0.8, 0.9),
     variable: str | None = None,
     likelihood: str = "student_t",
+    misfit: Misfit | None = None,
     num_warmup: int = 1000,
     num_samples: int = 1000,
     seed: int = 0,
@@ -148,6 +150,9 @@ def backtest(
         Scaling variable of one-variable laws.
     likelihood : str, default "student_t"
         The run noise of the NUTS fits, as in `bayescale.fit`.
+    misfit : Misfit, optional
+        The settings of the ``"misfit"`` model (default ``bayescale.Misfit()``), for example
+        ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture.
     num_warmup, num_samples, seed
         NUTS settings of every fit.
     columns : mapping, optional
@@ -167,6 +172,11 @@ def backtest(
         If a split leaves no run to fit or none to score.
     """
     levels_ = validate_levels(levels, 0.9)
+    if misfit is not None and not isinstance(misfit, Misfit):
+        raise OptionTypeError(
+            f"misfit must be a bayescale.Misfit or None; received {type(misfit).__name__}: "
+            f"{misfit!r}. For example misfit=bs.Misfit(p_exact=0.5)."
+        )
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise OptionError(f"unknown models {unknown}; choose from {list(MODELS)}.")
@@ -193,6 +203,7 @@ def backtest(
                 law_,
                 model,
                 likelihood,
+                misfit or Misfit(),
                 num_warmup,
                 num_samples,
                 seed,
@@ -238,6 +249,7 @@ def _fit_model(
     law: Law,
     model: str,
     likelihood: str,
+    misfit: Misfit,
     num_warmup: int,
     num_samples: int,
     seed: int,
@@ -252,7 +264,7 @@ def _fit_model(
             result = fit(
                 train,
                 law,
-                misfit=model == "misfit",
+                misfit=misfit if model == "misfit" else None,
                 likelihood=likelihood,
                 num_warmup=num_warmup,
                 num_samples=num_samples,

@@ -10,6 +10,7 @@ the median |relative error| of the predictive median, divergences and the larges
 the pooled coverage (equal weight per data set, and by run) and coverage by distance.
 
 Usage: python benchmarks/backtests.py [--data ../shared/data] [--draws 1000] [--sets ...]
+[--p-exact 0.5]
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--models", nargs="+", default=["misfit", "exact"])
     parser.add_argument("--likelihood", default="student_t", help="run noise of the fits")
+    parser.add_argument(
+        "--p-exact", type=float, default=0.0, help="the misfit model's Misfit(p_exact=...)"
+    )
     args = parser.parse_args()
 
     import bayescale as bs
@@ -59,7 +63,8 @@ def main() -> None:
         t = time.perf_counter()
         result = bs.backtest(
             data, law, models=args.models, num_warmup=args.draws, num_samples=args.draws,
-            likelihood=args.likelihood, progress_bar=False, **options,
+            likelihood=args.likelihood, misfit=bs.Misfit(p_exact=args.p_exact),
+            progress_bar=False, **options,
         )  # fmt: skip
         wall = time.perf_counter() - t
         summary = result.summary()

@@ -112,6 +112,31 @@ def test_backtest_bad_holdout(ladder):
         bs.backtest(ladder, holdout=1, levels_column="budget")
     with pytest.raises(bs.OptionError, match="unknown models"):
         bs.backtest(ladder, models=("bootstrap",))
+    with pytest.raises(bs.OptionTypeError, match=r"misfit must be a bayescale.Misfit.*bool"):
+        bs.backtest(ladder, misfit=True)
+
+
+def test_backtest_fits_its_misfit_model_with_the_given_settings(ladder, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("bayescale.backtest")  # the name bs.backtest is the verb
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(train, law, **options):
+        seen.append(options.get("misfit"))
+        raise Stop
+
+    monkeypatch.setattr(module, "fit", fake_fit)
+    for given, used in ((None, Misfit()), (Misfit(p_exact=0.5), Misfit(p_exact=0.5))):
+        with pytest.raises(Stop):
+            bs.backtest(ladder, models=("misfit",), misfit=given)
+        assert seen[-1] == used
+    with pytest.raises(Stop):
+        bs.backtest(ladder, models=("exact",), misfit=Misfit(p_exact=0.5))
+    assert seen[-1] is None
 
 
 def test_cli_backtest(ladder, tmp_path, capsys):
