@@ -1,12 +1,18 @@
 """bayescale: Bayesian inference for neural scaling laws."""
 
-from bayescale.allocate import Allocation, ComputeForLoss, compute_for_loss, compute_optimal
-from bayescale.backtest import Backtest, backtest
-from bayescale.breaks import BreakReport, detect_break
-from bayescale.checks import Check, check, ppc, prior_predictive
-from bayescale.compare import compare
-from bayescale.data import ScalingData, from_frame
-from bayescale.design import Design, Target, design, design_grid
+from bayescale.analysis.allocate import (
+    Allocation,
+    ComputeForLoss,
+    compute_for_loss,
+    compute_optimal,
+)
+from bayescale.analysis.backtest import Backtest, backtest
+from bayescale.analysis.breaks import BreakReport, detect_break
+from bayescale.analysis.checks import Check, check, ppc, prior_predictive
+from bayescale.analysis.compare import compare
+from bayescale.analysis.design import Design, Target, design, design_grid
+from bayescale.analysis.forecast import Forecast, Horizon, extrapolation_horizon, forecast
+from bayescale.analysis.stacking import Stack, stack, stacked_predictive, stacking_weights
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -19,16 +25,15 @@ from bayescale.errors import (
     PlausibilityWarning,
     PriorError,
 )
-from bayescale.fit import Fit, fit, group_fit, load_fit, update
-from bayescale.forecast import Forecast, Horizon, extrapolation_horizon, forecast
-from bayescale.hierarchy import priors_from
-from bayescale.laws import LAWS, Law, Param, get_law, register_law
-from bayescale.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
-from bayescale.many import ManyFits, fit_many
-from bayescale.misfit import Misfit
-from bayescale.priors import Prior, default_priors
-from bayescale.stacking import Stack, stack, stacked_predictive, stacking_weights
-from bayescale.testing import simulate
+from bayescale.inference.fit import Fit, fit, group_fit, load_fit, update
+from bayescale.inference.many import ManyFits, fit_many
+from bayescale.io.data import ScalingData, from_frame
+from bayescale.model.hierarchy import priors_from
+from bayescale.model.laws import LAWS, Law, Param, get_law, register_law
+from bayescale.model.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
+from bayescale.model.misfit import Misfit
+from bayescale.model.priors import Prior, default_priors
+from bayescale.model.simulation import simulate
 from bayescale.version import __version__  # noqa: F401 (re-export)
 
 __all__ = [

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bayescale.errors import OptionError
-from bayescale.likelihoods import LIKELIHOODS
+from bayescale.model.likelihoods import LIKELIHOODS
 
 __all__ = ["main"]
 
@@ -481,7 +481,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bayescale import demo
-    from bayescale.testing import TRUTHS
+    from bayescale.model.simulation import TRUTHS
 
     _check_writable(args.out, "--out", folder=True)
     out = _Output(args)

@@ -25,7 +25,7 @@ BUDGETS = (1e21, 1e22, 5.88e23, 1e24, 1e25)
 
 def demo_data(seed: int = 0) -> pd.DataFrame:
     """The synthetic ladder of the demo (72 runs)."""
-    from bayescale.testing import simulate
+    from bayescale.model.simulation import simulate
 
     return simulate("chinchilla", seed=seed)
 

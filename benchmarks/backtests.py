@@ -1,6 +1,7 @@
 """Real-data backtests of extrapolation: the law with its misfit against the exact law.
 
-Fits on the cheaper runs and scores the forecasts of the held-out ones (`bayescale.backtest`):
+Fits on the cheaper runs and scores the forecasts of the held-out ones
+(`bayescale.analysis.backtest`):
 - Epoch's 240 Chinchilla rows (chinchilla law): hold out the top third of compute;
 - Chinchilla IsoFLOP profiles, flagged rows dropped: hold out the top one and the top two budgets;
 - datablations (the 182 runs of the paper's fit, data_constrained law): the top third of compute;
@@ -27,7 +28,7 @@ SETS = ("epoch", "iso1", "iso2", "datablations", "revisiting")
 
 
 def load(name: str, data: str):
-    from bayescale.datasets import load_dataset
+    from bayescale.io.datasets import load_dataset
 
     if name == "epoch":
         return load_dataset("chinchilla_epoch_240", data_dir=data), "chinchilla", {}

@@ -33,8 +33,8 @@ RUN = """
 import json, os, time, warnings
 t0 = time.perf_counter()
 import bayescale as bs
-from bayescale.breaks import detect_break
-from bayescale.testing import TRUTHS, sweep_design
+from bayescale.analysis.breaks import detect_break
+from bayescale.model.simulation import TRUTHS, sweep_design
 {cache}
 design = sweep_design("n_params", 1e2, 1e5, 50)
 truth = TRUTHS["broken_power_law"]
@@ -75,9 +75,9 @@ def warm_stages(broken: bool, seed: int) -> dict:
     import warnings
 
     import bayescale as bs
-    from bayescale.testing import TRUTHS, sweep_design
+    from bayescale.model.simulation import TRUTHS, sweep_design
 
-    cmp = importlib.import_module("bayescale.compare")  # the module, not the function
+    cmp = importlib.import_module("bayescale.analysis.compare")  # the module, not the function
 
     design = sweep_design("n_params", 1e2, 1e5, 50)
     truth = TRUTHS["broken_power_law"]

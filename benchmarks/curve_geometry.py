@@ -4,7 +4,7 @@ One `bs.fit` per curve (the power law in the number of seen examples, the paper'
 ``split == "fit"`` rows), 4 chains x 1000 warm-up + 1000 draws, seed 0: prints one row per
 curve (runs, divergences, the largest r_hat of E, alpha and A, mean leapfrog steps per
 iteration) and the totals with the wall time of all 20 fits. It measures the sampler's
-coordinates (`bayescale.geometry`); run it at an earlier commit for the "before".
+coordinates (`bayescale.model.geometry`); run it at an earlier commit for the "before".
 
 Usage: python benchmarks/curve_geometry.py [--data ../shared/data] [--misfit]
 """
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import bayescale as bs  # noqa: E402
-from bayescale.datasets import load_dataset  # noqa: E402
+from bayescale.io.datasets import load_dataset  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Speed of `bayescale.design`: scoring 1,000 candidate runs against one target.
+"""Speed of `bayescale.analysis.design`: scoring 1,000 candidate runs against one target.
 
 Prints one table. A Chinchilla fit (4 chains x 1000 draws: 4000 draws) to a simulated
 IsoFLOP ladder; 1,000 candidates (``design_grid`` with 25 budgets x 40 sizes) scored against
@@ -36,7 +36,7 @@ def timed(fn, repeats=5):
 
 def main() -> None:
     import bayescale as bs
-    from bayescale.testing import isoflop_design
+    from bayescale.model.simulation import isoflop_design
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=1000, help="draws per chain (4 chains)")

@@ -1,4 +1,4 @@
-"""Does `bayescale.design` reach a target precision with fewer FLOPs than IsoFLOP levels?
+"""Does `bayescale.analysis.design` reach a target precision with fewer FLOPs than IsoFLOP levels?
 
 Simulated ladders, each started from the same small IsoFLOP ladder (3 budgets from 6e18 to
 6e19 FLOP, 5 model sizes each, 15 runs; noise: Student-t(4) with scale 0.01 on log loss). The
@@ -72,7 +72,7 @@ def target_point(drift):
 
 
 def ladder(budgets):
-    from bayescale.testing import isoflop_design
+    from bayescale.model.simulation import isoflop_design
 
     return isoflop_design(np.asarray(budgets, float), SIZES, SPREAD)[["n_params", "n_tokens"]]
 
@@ -85,7 +85,7 @@ def observe(runs, drift, rng):
 
 
 def interval(fit, target, seed):
-    from bayescale.design import target_draws
+    from bayescale.analysis.design import target_draws
 
     value, _ = target_draws(fit, target, seed=seed)
     lo, hi = np.quantile(value, [0.05, 0.95])

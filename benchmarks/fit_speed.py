@@ -34,7 +34,7 @@ COLD = """
 import os, time, json
 t0 = time.perf_counter()
 import bayescale as bs
-from bayescale.datasets import load_dataset
+from bayescale.io.datasets import load_dataset
 df = load_dataset("chinchilla_epoch_240", data_dir={data!r})
 {cache}
 f = bs.fit(df, "chinchilla", seed=0)
@@ -121,7 +121,7 @@ def main() -> None:
     import arviz_stats as azs
 
     import bayescale as bs
-    from bayescale.datasets import load_dataset
+    from bayescale.io.datasets import load_dataset
 
     df = load_dataset("chinchilla_epoch_240", data_dir=args.data)
     rows = []

@@ -8,7 +8,7 @@ computed in this process: a plain NumPy loop over draws (float64), NumPy's quant
 the summary, or SciPy's scalar minimiser / root finder per draw and budget (timed on a sample
 and scaled). The last row times the predictive forecast with the Chinchilla law written as
 chained ``logaddexp`` instead of ``logsumexp`` over a stacked array (a proposed change to
-``bayescale/laws.py``). Host devices: as many as ``XLA_FLAGS`` sets (4 here, as the CLI does);
+``bayescale/model/laws.py``). Host devices: as many as ``XLA_FLAGS`` sets (4 here, as the CLI does);
 forecasts and the numerical optimiser spread their draws over min(devices, cores) of them.
 
 Usage: python benchmarks/forecast_speed.py [--data ../shared/data] [--fit saved_fit.nc]
@@ -114,9 +114,9 @@ def main() -> None:
     import jax.numpy as jnp
 
     import bayescale as bs
-    from bayescale.allocate import compute_for_loss, compute_optimal
-    from bayescale.datasets import load_dataset
-    from bayescale.forecast import forecast
+    from bayescale.analysis.allocate import compute_for_loss, compute_optimal
+    from bayescale.analysis.forecast import forecast
+    from bayescale.io.datasets import load_dataset
 
     if args.fit:
         fit = bs.load_fit(args.fit)

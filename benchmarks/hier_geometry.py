@@ -69,7 +69,7 @@ import numpyro.distributions as dist  # noqa: E402
 from numpyro.diagnostics import summary  # noqa: E402
 from numpyro.infer import MCMC, NUTS, init_to_value  # noqa: E402
 
-from bayescale.datasets import load_dataset  # noqa: E402
+from bayescale.io.datasets import load_dataset  # noqa: E402
 
 FLAT = dist.ImproperUniform(dist.constraints.real, (), ())
 

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import bayescale as bs  # noqa: E402
-from bayescale.datasets import load_dataset  # noqa: E402
+from bayescale.io.datasets import load_dataset  # noqa: E402
 
 
 def one(train: pd.DataFrame, pooling: str, pool: str | None, draws: int, seed: int) -> dict:

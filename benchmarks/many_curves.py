@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import bayescale as bs  # noqa: E402
-from bayescale.testing import sweep_design  # noqa: E402
+from bayescale.model.simulation import sweep_design  # noqa: E402
 
 #: the number of curves of the loop (the fit_many columns "..._loop_curves" are over them)
 LOOP = [20]

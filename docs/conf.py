@@ -8,8 +8,9 @@ Three things are generated here at build time, so that the site follows the code
 hand-kept lists:
 
 * ``docs/api.md`` documents every name in ``bayescale.__all__``, grouped by the module that
-  defines it, plus the public submodules (``bayescale.plots``, ``bayescale.datasets``,
-  ``bayescale.diagnostics``) that exist. A name added to ``__all__`` appears on the next build.
+  defines it, plus the public submodules (``bayescale.plots``, ``bayescale.io.datasets``,
+  ``bayescale.inference.diagnostics``) that exist. A name added to ``__all__`` appears on the next
+  build.
 * ``docs/notebooks/`` receives copies of ``notebooks/*.ipynb``; the Notebooks page lists those
   present, so notebooks that are not written yet do not break the build.
 * Notebook execution is off unless ``BAYESCALE_DOCS_EXECUTE`` is set: ``1`` or ``cache`` runs
@@ -136,30 +137,30 @@ def _notebook_listing() -> str:
 #: section title of each defining module, in the layer order (top of the stack last)
 SECTIONS = {
     "bayescale.errors": "Errors and warnings",
-    "bayescale.data": "Data",
-    "bayescale.laws": "Laws",
-    "bayescale.priors": "Priors",
-    "bayescale.likelihoods": "Observation models (likelihoods)",
-    "bayescale.misfit": "The law's misfit",
-    "bayescale.model": "Model",
-    "bayescale.diagnostics": "Diagnostics",
-    "bayescale.fit": "Fitting",
-    "bayescale.many": "Many curves at once",
-    "bayescale.forecast": "Forecasting",
-    "bayescale.allocate": "Compute-optimal allocation",
-    "bayescale.compare": "Model comparison",
-    "bayescale.stacking": "Stacking",
-    "bayescale.breaks": "Scaling breaks",
-    "bayescale.checks": "Checking new runs",
-    "bayescale.backtest": "Backtesting extrapolation",
-    "bayescale.design": "Experiment design: which run next",
-    "bayescale.testing": "Simulation",
-    "bayescale.datasets": "Datasets",
+    "bayescale.io.data": "Data",
+    "bayescale.model.laws": "Laws",
+    "bayescale.model.priors": "Priors",
+    "bayescale.model.likelihoods": "Observation models (likelihoods)",
+    "bayescale.model.misfit": "The law's misfit",
+    "bayescale.model.build": "Model",
+    "bayescale.inference.diagnostics": "Diagnostics",
+    "bayescale.inference.fit": "Fitting",
+    "bayescale.inference.many": "Many curves at once",
+    "bayescale.analysis.forecast": "Forecasting",
+    "bayescale.analysis.allocate": "Compute-optimal allocation",
+    "bayescale.analysis.compare": "Model comparison",
+    "bayescale.analysis.stacking": "Stacking",
+    "bayescale.analysis.breaks": "Scaling breaks",
+    "bayescale.analysis.checks": "Checking new runs",
+    "bayescale.analysis.backtest": "Backtesting extrapolation",
+    "bayescale.analysis.design": "Experiment design: which run next",
+    "bayescale.model.simulation": "Simulation",
+    "bayescale.io.datasets": "Datasets",
     "bayescale.plots": "Plots",
 }
 
 #: public submodules documented under their own names when they exist
-SUBMODULES = ("bayescale.plots", "bayescale.datasets", "bayescale.diagnostics")
+SUBMODULES = ("bayescale.plots", "bayescale.io.datasets", "bayescale.inference.diagnostics")
 
 
 #: descriptions of public data objects whose defining module has no ``#:`` comment for them
@@ -276,7 +277,7 @@ def _api_page() -> str:
             "## Submodules",
             "",
             "Public modules whose functions are called through the module, for example "
-            "`bayescale.datasets.load_dataset`.",
+            "`bayescale.io.datasets.load_dataset`.",
             "",
         ] + extra
     return "\n".join(lines)

@@ -45,8 +45,8 @@ def reference_dataset():
     (checksum verified) the datasets that have a URL; when the data cannot be had the test is
     skipped with the loader's reason (an error under ``BAYESCALE_REQUIRE_DATA=1``).
     """
-    from bayescale.datasets import load_dataset
     from bayescale.errors import DataError
+    from bayescale.io.datasets import load_dataset
 
     def load(name: str) -> pd.DataFrame:
         try:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import bayescale as bs
-from bayescale.allocate import compute_for_loss, compute_optimal
+from bayescale.analysis.allocate import compute_for_loss, compute_optimal
 from bayescale.errors import ConvergenceWarning
-from bayescale.testing import TRUTHS
+from bayescale.model.simulation import TRUTHS
 
 BUDGETS = np.geomspace(1e19, 1e26, 15)  # half a decade apart: BUDGETS[8] = 1e23
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.breaks import BreakReport, detect_break
-from bayescale.checks import check
+from bayescale.analysis.breaks import BreakReport, detect_break
+from bayescale.analysis.checks import check
 from bayescale.errors import DataError
-from bayescale.testing import TRUTHS, sweep_design
+from bayescale.model.simulation import TRUTHS, sweep_design
 
 BREAK = TRUTHS["broken_power_law"]  # E=0.4, b=3, c0=0.1, c1=0.6, d1=3e3, f1=0.3
 FLAT = {"E": BREAK["E"], "A": BREAK["b"] * 100 ** BREAK["c0"], "alpha": BREAK["c0"]}

@@ -13,9 +13,10 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.checks import VERDICTS, check, ppc
+from bayescale.analysis.checks import VERDICTS, check, ppc
 from bayescale.errors import DataError, OptionTypeError
-from bayescale.fit import update
+from bayescale.inference.fit import update
+from bayescale.model import simulation
 
 ALPHA = 0.001
 
@@ -126,7 +127,7 @@ def test_ppc_replicates_and_loo_pit(sim_fit):
 
 
 def test_update_combines_runs_and_records_provenance(sim_fit):
-    new = bs.simulate("chinchilla", design=bs.testing.isoflop_design([6e21, 1.2e22]), seed=2)
+    new = bs.simulate("chinchilla", design=simulation.isoflop_design([6e21, 1.2e22]), seed=2)
     new_copy = new.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -141,7 +142,7 @@ def test_update_combines_runs_and_records_provenance(sim_fit):
     assert not updated.problems()
     # recovery: family-wise alpha 0.01 over the 5 parameters (each truth inside its central
     # 1 - 0.01/5 interval), and more runs than before cannot widen the posterior much
-    truth = bs.testing.TRUTHS["chinchilla"]
+    truth = simulation.TRUTHS["chinchilla"]
     draws, old = updated.draws(), sim_fit.draws()
     for name, value in truth.items():
         lo, hi = np.quantile(draws[name], [0.001, 0.999])

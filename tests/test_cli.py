@@ -105,7 +105,7 @@ def test_forecast_and_allocate_from_a_saved_fit(sim_fit, tmp_path, capsys):
 
 def test_check_compare_and_breaks(sim_fit, tmp_path, capsys):
     import bayescale as bs
-    from bayescale.testing import isoflop_design
+    from bayescale.model.simulation import isoflop_design
 
     path = sim_fit.save(tmp_path / "chinchilla.nc")
     new = bs.simulate("chinchilla", design=isoflop_design([1e22], sizes_per_budget=4), seed=9)

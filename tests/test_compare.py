@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.compare import compare
-from bayescale.stacking import Stack, stack, stacked_predictive, stacking_weights
+from bayescale.analysis.compare import compare
+from bayescale.analysis.stacking import Stack, stack, stacked_predictive, stacking_weights
 
 LOO_COLUMNS = [
     "rank",

@@ -157,7 +157,7 @@ def test_implausible_runs_warn(frame, message):
 
 
 def test_plausible_runs_and_the_packages_data_do_not_warn(shared_data):
-    from bayescale.datasets import list_datasets, load_dataset
+    from bayescale.io.datasets import list_datasets, load_dataset
 
     frames = [_runs(compute=6 * _runs()["n_params"] * _runs()["n_tokens"] * 3)]
     frames += [bs.simulate(law, seed=0) for law in bs.LAWS]

@@ -1,4 +1,4 @@
-"""Tests of bayescale.datasets against the shared reference data (no network)."""
+"""Tests of bayescale.io.datasets against the shared reference data (no network)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pooch
 import pytest
 import requests
 
-from bayescale import datasets
-from bayescale.datasets import DATASETS, cache_dir, list_datasets, load_dataset
 from bayescale.errors import DataError
+from bayescale.io import datasets
+from bayescale.io.datasets import DATASETS, cache_dir, list_datasets, load_dataset
 
 
 def _reference_dir() -> Path:
@@ -67,7 +67,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No network, an empty private cache, and no BAYESCALE_DATA unless passed explicitly."""
 
     def _no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("bayescale.datasets tried to use the network")
+        raise AssertionError("bayescale.io.datasets tried to use the network")
 
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", _no_network)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.design import Target, target_draws
-from bayescale.testing import isoflop_design
+from bayescale.analysis.design import Target, target_draws
+from bayescale.model.simulation import isoflop_design
 
 #: the truth's compute-optimal run at 100x the ladder's largest compute (6e21 FLOP)
 TARGET = {"loss_at": {"n_params": 2.2e9, "n_tokens": 4.5e11}}

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from bayescale.diagnostics import batch_diagnostics
 from bayescale.errors import OptionError
+from bayescale.inference.diagnostics import batch_diagnostics
 
 
 def _chains(seed: int, n_batch: int, n_chain: int, n_draw: int) -> np.ndarray:

@@ -14,8 +14,8 @@ import pytest
 import bayescale as bs
 from bayescale.cli import main
 from bayescale.errors import find_stack_level
-from bayescale.model import bucket_size, build_model, model_inputs
-from bayescale.sampling import NutsSettings, sample_nuts, start_from_prior
+from bayescale.inference.sampling import NutsSettings, sample_nuts, start_from_prior
+from bayescale.model.build import bucket_size, build_model, model_inputs
 
 SMALL = dict(num_warmup=500, num_samples=500, num_chains=4)
 
@@ -93,7 +93,7 @@ def test_chain_layout_does_not_change_the_draws():
     """Four chains in parallel over four devices, or in two rounds over two: the same draws.
 
     (A process with a single device compiles the chain program differently at the last bit;
-    see the contract in `bayescale.sampling`.)
+    see the contract in `bayescale.inference.sampling`.)
     """
     parallel, rounds = _in_process_with(4), _in_process_with(2)
     assert (parallel["devices"], rounds["devices"]) == (4, 2)
@@ -222,7 +222,7 @@ def test_laplace_start_is_the_laplace_approximation_in_the_samplers_coordinates(
     from numpyro.infer.util import potential_energy, unconstrain_fn
     from scipy.stats import chi2
 
-    from bayescale.sampling import laplace_fit, laplace_start
+    from bayescale.inference.sampling import laplace_fit, laplace_start
 
     law = bs.get_law("chinchilla")
     data = bs.from_frame(bs.simulate("chinchilla", seed=3))

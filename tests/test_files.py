@@ -14,9 +14,9 @@ import pytest
 
 import bayescale as bs
 from bayescale import files
-from bayescale.datasets import DATASETS, cache_dir, load_dataset
 from bayescale.demo import save_figure
 from bayescale.files import atomic_write, file_mode
+from bayescale.io.datasets import DATASETS, cache_dir, load_dataset
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_same_seed_same_draws():
 
 
 def test_quantile_columns_are_named_alike_in_every_table(sim_fit):
-    from bayescale.forecast import forecast
+    from bayescale.analysis.forecast import forecast
 
     at = {"n_params": 1e9, "n_tokens": 2e10}
     for ci in (0.9, 2 / 3):
@@ -156,7 +156,7 @@ def test_map_fit_says_it_has_no_chains_and_reports_a_mode_at_a_prior_bound():
 
 
 def test_map_fit_reports_a_laplace_failure(monkeypatch):
-    fit_module = importlib.import_module("bayescale.fit")  # bs.fit is the function
+    fit_module = importlib.import_module("bayescale.inference.fit")  # bs.fit is the function
 
     real = fit_module.laplace_fit
 

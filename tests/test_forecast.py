@@ -8,9 +8,9 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
+from bayescale.analysis.forecast import extrapolation_horizon, forecast
 from bayescale.errors import DataError, ExtrapolationWarning
-from bayescale.forecast import extrapolation_horizon, forecast
-from bayescale.testing import TRUTHS
+from bayescale.model.simulation import TRUTHS
 
 INSIDE = {"n_params": 1e9, "n_tokens": 2e10}  # inside the simulated ladder's range
 
@@ -246,7 +246,7 @@ def test_split_over_devices_matches_one_call():
     # result must not depend on the cut
     import jax
 
-    from bayescale.internal import split_over_devices as _split_over_devices
+    from bayescale.analysis.common import split_over_devices as _split_over_devices
 
     fn = jax.jit(lambda a, b, c: (a["x"] * c, None if b is None else b + c))
     a = {"x": np.arange(12.0).reshape(6, 2)}
@@ -261,7 +261,7 @@ def test_split_over_devices_matches_one_call():
 def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
     # issue: 1e6 points x 400 draws peaked at 8.2 GB for a 1.6 GB result; draws now run in
     # chunks, and the noise stream must not depend on the chunk size
-    forecast_module = importlib.import_module("bayescale.forecast")  # not the function
+    forecast_module = importlib.import_module("bayescale.analysis.forecast")  # not the function
 
     fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", nu=nu, seed=0)
     at = {"n_params": np.geomspace(1e7, 1e10, 7)}

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.data import from_frame
-from bayescale.geometry import ridge_map
-from bayescale.model import build_model, model_inputs
-from bayescale.priors import default_priors
-from bayescale.sampling import start_from_prior
+from bayescale.inference.sampling import start_from_prior
+from bayescale.io.data import from_frame
+from bayescale.model.build import build_model, model_inputs
+from bayescale.model.geometry import ridge_map
+from bayescale.model.priors import default_priors
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_round_trip_and_jacobian(setup):
 )
 def test_grouped_partial_pooling_round_trip_and_jacobian(pool, floor):
     """Per group, through the population: the level and slope at the group's own centre."""
-    from bayescale.hierarchy import group_inputs, group_start, model_for
+    from bayescale.model.hierarchy import group_inputs, group_start, model_for
 
     law = bs.get_law("power_law")
     frames = [  # three groups at different scales: their centres are not the common one
@@ -97,7 +97,7 @@ def test_groups_of_few_runs_take_the_floor_and_noise_non_centred():
     from jax.flatten_util import ravel_pytree
     from numpyro.infer.util import unconstrain_fn
 
-    from bayescale.hierarchy import centred_min_runs, group_inputs, group_start, model_for
+    from bayescale.model.hierarchy import centred_min_runs, group_inputs, group_start, model_for
 
     law = bs.get_law("power_law")
     pool = ("E", "alpha", "sigma")

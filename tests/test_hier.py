@@ -1,4 +1,4 @@
-"""Grouped fits (bayescale.hierarchy): fit(group=, pooling=), group_fit, priors_from, verbs."""
+"""Grouped fits (bayescale.model.hierarchy): fit(group=, pooling=), group_fit, priors_from."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.hierarchy import default_pool
+from bayescale.model.hierarchy import default_pool
 
 ALPHA = 0.35  # shared by every family
 
@@ -206,8 +206,9 @@ def test_cli_passes_group_and_pooling(runs, tmp_path, capsys):
 def test_exponents_differ_decides_the_sampler_coordinates():
     """Families sharing their exponent are sampled non-centred, curves whose exponents differ
     (and that their runs pin down) in the centred ridge coordinates."""
-    from bayescale.data import from_frame
-    from bayescale.hierarchy import exponents_differ, group_labels
+    from bayescale.inference.grouped import exponents_differ
+    from bayescale.io.data import from_frame
+    from bayescale.model.hierarchy import group_labels
 
     law = bs.get_law("power_law")
     noise = bs.get_likelihood("student_t")
@@ -226,8 +227,8 @@ def test_exponents_differ_decides_the_sampler_coordinates():
 def test_a_runaway_mode_is_repaired_before_chains_start_there():
     """Two-run families fitted exactly drive the joint mode's noise spread far beyond its
     prior: the chains start from the population of the families that pin it down."""
-    from bayescale.data import from_frame
-    from bayescale.hierarchy import group_inputs, group_labels, ran_away, repaired_mode
+    from bayescale.io.data import from_frame
+    from bayescale.model.hierarchy import group_inputs, group_labels, ran_away, repaired_mode
 
     law = bs.get_law("power_law")
     frame = families(n_groups=3, n_runs=10)
@@ -259,11 +260,11 @@ def test_a_runaway_mode_is_repaired_before_chains_start_there():
 @pytest.mark.parametrize("floor", ["log", "share"])
 def test_a_pooled_floor_is_its_log_or_its_share_of_the_smallest_loss(runs, floor):
     """Floors pooled in logs (curves of one kind) or as the logit of their share of each
-    group's smallest loss (curves whose exponents differ, see `bayescale.fit`)."""
+    group's smallest loss (curves whose exponents differ, see `bayescale.inference.fit`)."""
     from numpyro.handlers import seed, substitute, trace
 
-    from bayescale.data import from_frame
-    from bayescale.hierarchy import group_inputs, group_labels, model_for
+    from bayescale.io.data import from_frame
+    from bayescale.model.hierarchy import group_inputs, group_labels, model_for
 
     law = bs.get_law("power_law")
     data = from_frame(runs.rename(columns={"family": "group"}))
@@ -299,8 +300,9 @@ def test_the_joint_map_starts_from_each_groups_lone_mode():
     too few runs at the population's mean (the joint L-BFGS then has far less to do)."""
     from numpyro.handlers import seed, substitute, trace
 
-    from bayescale.data import from_frame
-    from bayescale.hierarchy import group_inputs, group_labels, lone_fits, lone_start, model_for
+    from bayescale.inference.grouped import lone_fits
+    from bayescale.io.data import from_frame
+    from bayescale.model.hierarchy import group_inputs, group_labels, lone_start, model_for
 
     law = bs.get_law("power_law")
     noise = bs.get_likelihood("student_t")
@@ -342,8 +344,14 @@ def test_spreads_are_parameter_expanded_in_numpyro_coordinates(runs):
     mode of that model is repaired with the sign of ``w`` kept."""
     from numpyro.handlers import seed, substitute, trace
 
-    from bayescale.data import from_frame
-    from bayescale.hierarchy import expanded, group_inputs, group_labels, model_for, repaired_mode
+    from bayescale.io.data import from_frame
+    from bayescale.model.hierarchy import (
+        expanded,
+        group_inputs,
+        group_labels,
+        model_for,
+        repaired_mode,
+    )
 
     law = bs.get_law("power_law")
     data = from_frame(runs.rename(columns={"family": "group"}))

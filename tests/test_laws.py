@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import bayescale as bs
-from bayescale.laws import LAWS
-from bayescale.testing import TRUTHS
+from bayescale.model import simulation
+from bayescale.model.laws import LAWS
+from bayescale.model.simulation import TRUTHS
 
 
 def test_unknown_law_suggests_the_nearest():
@@ -90,7 +91,7 @@ def test_register_a_user_law_and_fit_it():
             law,
             truth={"E": 2.0, "gamma": 0.15, "K": 200.0},
             seed=4,
-            design=bs.testing.isoflop_design(),
+            design=simulation.isoflop_design(),
         )
         result = bs.fit(runs, "compute_power_law_test", method="huber")
         assert result.summary().loc["gamma", "mean"] == pytest.approx(0.15, abs=0.02)

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
+from bayescale.model.likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
 
 NAMES = list(LIKELIHOODS)
 Z = np.linspace(-6, 6, 41)

@@ -13,7 +13,7 @@ import pytest
 
 import bayescale as bs
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, PriorError
-from bayescale.testing import sweep_design
+from bayescale.model.simulation import sweep_design
 
 #: every fast test shares these settings and batches of 2 curves: one compiled program
 FAST = dict(num_chains=2, num_warmup=150, num_samples=150, seed=3, chunk_size=2)
@@ -137,10 +137,10 @@ def test_the_search_starts_every_curve_at_its_mode(many, runs):
     # is: after it, the chains' potential energies are those the whole warm-up settles at.
     # Control: searching from the priors' typical values, where the ridge map's level lay 300 to
     # 500 units (about 70 posterior sds) away and out of the Adam search's reach, fails here.
-    from bayescale import many as m
-    from bayescale import vhmc
-    from bayescale.likelihoods import get_likelihood
-    from bayescale.model import build_model
+    from bayescale.inference import many as m
+    from bayescale.inference import vhmc
+    from bayescale.model.build import build_model
+    from bayescale.model.likelihoods import get_likelihood
 
     law, noise = bs.get_law("power_law"), get_likelihood("student_t", nu=4.0)
     table = bs.from_frame(runs).table

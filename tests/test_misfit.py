@@ -8,7 +8,7 @@ import pytest
 
 import bayescale as bs
 from bayescale.cli import main
-from bayescale.misfit import Misfit, MisfitCoords, misfit_draws_at
+from bayescale.model.misfit import Misfit, MisfitCoords, misfit_draws_at
 
 DRAWS = dict(num_warmup=400, num_samples=400)
 
@@ -119,7 +119,9 @@ def test_backtest_bad_holdout(ladder):
 def test_backtest_fits_its_misfit_model_with_the_given_settings(ladder, monkeypatch):
     import importlib
 
-    module = importlib.import_module("bayescale.backtest")  # the name bs.backtest is the verb
+    module = importlib.import_module(
+        "bayescale.analysis.backtest"
+    )  # the name bs.backtest is the verb
     seen = []
 
     class Stop(Exception):

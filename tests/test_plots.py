@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import bayescale as bs  # noqa: E402
-from bayescale.allocate import compute_optimal  # noqa: E402
-from bayescale.forecast import forecast  # noqa: E402
+from bayescale.analysis.allocate import compute_optimal  # noqa: E402
+from bayescale.analysis.forecast import forecast  # noqa: E402
 from bayescale.plots import (  # noqa: E402
     count_formatter,
     plot_allocation,
@@ -65,7 +65,7 @@ def test_plot_fit_by_size_bins_sizes_into_curves(sim_fit, tmp_path):
 def test_plot_fit_one_variable_law(tmp_path):
     import arviz_base as azb
 
-    from bayescale.testing import TRUTHS
+    from bayescale.model.simulation import TRUTHS
 
     rng = np.random.default_rng(0)
     truth = TRUTHS["power_law"]

@@ -11,12 +11,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import bayescale as bs  # noqa: E402
-from bayescale.breaks import detect_break  # noqa: E402
-from bayescale.checks import check, ppc  # noqa: E402
-from bayescale.compare import compare  # noqa: E402
+from bayescale.analysis.breaks import detect_break  # noqa: E402
+from bayescale.analysis.checks import check, ppc  # noqa: E402
+from bayescale.analysis.compare import compare  # noqa: E402
 from bayescale.errors import ConvergenceWarning  # noqa: E402
-from bayescale.plots_checks import plot_break, plot_check, plot_compare, plot_pit  # noqa: E402
-from bayescale.testing import sweep_design  # noqa: E402
+from bayescale.model.simulation import sweep_design  # noqa: E402
+from bayescale.plots.checks import plot_break, plot_check, plot_compare, plot_pit  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.laws import LAWS
-from bayescale.testing import TRUTHS
+from bayescale.model.laws import LAWS
+from bayescale.model.simulation import TRUTHS
 
 # every law bayescale registers itself (read from the registry at collection, before any test
 # registers its own): a new built-in law is recovery-tested without editing this file
-BUILTIN = sorted(name for name, law in LAWS.items() if law.fn.__module__ == "bayescale.laws")
+BUILTIN = sorted(name for name, law in LAWS.items() if law.fn.__module__ == "bayescale.model.laws")
 K = sum(len(bs.get_law(n).params) for n in BUILTIN)
 Z = stats.norm.ppf(1 - 0.05 / (2 * K))
 
@@ -31,7 +31,7 @@ def _prior_sd(fit, name, n=4000):
     import jax
     from numpyro.infer import Predictive
 
-    from bayescale.model import build_model, model_inputs
+    from bayescale.model.build import build_model, model_inputs
 
     fams = tuple((k, p.family) for k, p in fit.priors.items())
     model = build_model(fit.law, fams, fit.noise)
@@ -45,7 +45,9 @@ def test_every_builtin_law_is_checked():
     assert {"chinchilla", "power_law"} <= set(BUILTIN)
     # ... and each has the known truth that test_recovery simulates from and recovers
     missing = [name for name in BUILTIN if name not in TRUTHS]
-    assert not missing, f"built-in laws without TRUTHS (add them to bayescale.testing): {missing}"
+    assert not missing, (
+        f"built-in laws without TRUTHS (add them to bayescale.model.simulation): {missing}"
+    )
     for name in BUILTIN:
         assert set(TRUTHS[name]) == {p.name for p in bs.get_law(name).params}, name
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayescale import vhmc
+from bayescale.inference import vhmc
 
 MEANS = np.array([[0.0, 1.0, -2.0], [5.0, -3.0, 0.5], [100.0, 0.0, 0.0]], np.float32)
 SDS = np.array([[1.0, 0.1, 3.0], [0.01, 0.02, 0.05], [10.0, 1.0, 0.001]], np.float32)

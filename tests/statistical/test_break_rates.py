@@ -3,7 +3,7 @@
 Design: R = 20 ladders of 50 runs (n_params log-spaced over 1e2..1e5, Student-t noise of scale
 0.01 on log loss) per arm. Arm "flat": a power law E + A x^-alpha with the broken law's values
 before its break (E = 0.4, alpha = 0.1). Arm "break": the broken power law of
-`bayescale.testing.TRUTHS` (exponent 0.1 -> 0.7 at x = 3e3, sharpness 0.3). Every ladder is
+`bayescale.model.simulation.TRUTHS` (exponent 0.1 -> 0.7 at x = 3e3, sharpness 0.3). Every ladder is
 analysed with the defaults (max_breaks=2, LOO criterion, 2 SE / 4 nats).
 
 Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni):
@@ -29,9 +29,9 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.breaks import detect_break
+from bayescale.analysis.breaks import detect_break
 from bayescale.errors import ConvergenceWarning
-from bayescale.testing import TRUTHS, sweep_design
+from bayescale.model.simulation import TRUTHS, sweep_design
 
 pytestmark = [pytest.mark.slow, pytest.mark.statistical]
 

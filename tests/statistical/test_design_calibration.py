@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import bayescale as bs
-from bayescale.design import target_draws
-from bayescale.testing import TRUTHS, isoflop_design
+from bayescale.analysis.design import target_draws
+from bayescale.model.simulation import TRUTHS, isoflop_design
 
 pytestmark = [pytest.mark.slow, pytest.mark.statistical]
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 import bayescale as bs
+from bayescale.analysis.forecast import forecast
 from bayescale.errors import ConvergenceWarning
-from bayescale.forecast import forecast
 
 pytestmark = [pytest.mark.slow, pytest.mark.statistical]
 

@@ -15,9 +15,9 @@ import pytest
 from scipy import stats
 
 import bayescale as bs
-from bayescale.misfit import MISFIT_SITES, Misfit
-from bayescale.model import build_model, model_inputs
-from bayescale.priors import default_priors
+from bayescale.model.build import build_model, model_inputs
+from bayescale.model.misfit import MISFIT_SITES, Misfit
+from bayescale.model.priors import default_priors
 
 pytestmark = [
     pytest.mark.slow,

@@ -7,8 +7,8 @@ exactly the runs whose Pareto k is too high; it measures **interpolation**. ``me
 (leave-future-out) refits each law on the runs below a cutoff of compute (or of the law's
 variable) and scores the runs above it; it measures **extrapolation**, what a forecast is used
 for. The table's ``weight`` column holds the stacking weights of the laws
-(`bayescale.stacking`). The scoring primitives `loo_scores`, `lfo_scores` and `lfo_cutoffs`
-are what `bayescale.breaks` builds on.
+(`bayescale.analysis.stacking`). The scoring primitives `loo_scores`, `lfo_scores` and `lfo_cutoffs`
+are what `bayescale.analysis.breaks` builds on.
 
 
 When to use which
@@ -38,26 +38,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData
-from bayescale.errors import OptionError
-from bayescale.fit import Fit, user_priors
-from bayescale.internal import (
+from bayescale.analysis.common import (
     location_scale,
     logmeanexp,
     quietly,
     spread_draws,
     stacking_weights,
 )
-from bayescale.misfit import coordinate_columns, misfit_draws_at
-from bayescale.model import OBS, build_model, model_inputs
-from bayescale.priors import Priors, resolve_priors
-from bayescale.sampling import (
+from bayescale.errors import OptionError
+from bayescale.inference.fit import Fit, user_priors
+from bayescale.inference.sampling import (
     NutsSettings,
     misfit_start,
     sample_nuts,
     start_from_params,
     start_from_prior,
 )
+from bayescale.io.data import ScalingData
+from bayescale.model.build import OBS, build_model, model_inputs
+from bayescale.model.misfit import coordinate_columns, misfit_draws_at
+from bayescale.model.priors import Priors, resolve_priors
 
 __all__ = [
     "COMPARE_METHODS",

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.data import ScalingData
 from bayescale.errors import FitError
-from bayescale.laws import Law
-from bayescale.priors import Priors
+from bayescale.io.data import ScalingData
+from bayescale.model.laws import Law
+from bayescale.model.priors import Priors
 
 __all__ = ["huber_fit", "epoch_grid"]
 
@@ -142,7 +142,7 @@ def huber_fit(
             return float(v), np.asarray(g, dtype=np.float64)
 
         best_z, best_f = z0[np.argmin(f0)], float(np.min(f0))
-        # BLAS on one thread: L-BFGS-B's tiny BLAS calls (see bayescale.sampling's notes)
+        # BLAS on one thread: L-BFGS-B's tiny BLAS calls (see bayescale.inference.sampling's notes)
         with threadpool_limits(limits=1, user_api="blas"):
             for i in np.argsort(f0, kind="stable")[: min(n_polish, len(f0))]:
                 res = scipy.optimize.minimize(fg, z0[i], jac=True, method="L-BFGS-B")

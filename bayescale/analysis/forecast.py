@@ -3,7 +3,7 @@
 A forecast evaluates the law at each posterior draw and each new point (vectorised over
 ``(draw, point)`` in JAX) and, for ``kind="predictive"``, adds the likelihood's noise in log
 space. `extrapolation_horizon` measures how far along the compute-optimal path the predictive
-interval stays narrow; it builds on `bayescale.allocate` (same layer, one direction only:
+interval stays narrow; it builds on `bayescale.analysis.allocate` (same layer, one direction only:
 forecast imports allocate).
 """
 
@@ -20,11 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.allocate import compute_optimal
-from bayescale.data import derive_inputs, format_rows
-from bayescale.errors import DataError, OptionError
-from bayescale.fit import group_fit
-from bayescale.internal import (
+from bayescale.analysis.allocate import compute_optimal
+from bayescale.analysis.common import (
     decades_outside,
     interval_probs,
     posterior_params,
@@ -32,12 +29,15 @@ from bayescale.internal import (
     split_over_devices,
     warn_extrapolation,
 )
-from bayescale.misfit import coordinate_columns, misfit_draws_at
+from bayescale.errors import DataError, OptionError
+from bayescale.inference.fit import group_fit
+from bayescale.io.data import derive_inputs, format_rows
+from bayescale.model.misfit import coordinate_columns, misfit_draws_at
 
 if TYPE_CHECKING:
-    from bayescale.fit import Fit
-    from bayescale.laws import Law
-    from bayescale.likelihoods import Likelihood
+    from bayescale.inference.fit import Fit
+    from bayescale.model.laws import Law
+    from bayescale.model.likelihoods import Likelihood
 
 __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
@@ -314,7 +314,7 @@ def forecast(
         Emit an `ExtrapolationWarning` for points beyond the observed range.
     group : str, optional
         For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
-        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
 
     Returns
@@ -355,8 +355,8 @@ def forecast(
     Examples
     --------
     >>> import bayescale
-    >>> from bayescale.forecast import forecast
-    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="map")
+    >>> from bayescale.analysis.forecast import forecast
+    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="map")
     >>> fc = forecast(fit, {"n_params": 1e9, "n_tokens": 2e10}, warn=False)
     >>> fc.draws["loss"].dims
     ('chain', 'draw', 'point')
@@ -436,8 +436,8 @@ def extrapolation_horizon(
     Examples
     --------
     >>> import bayescale
-    >>> from bayescale.forecast import extrapolation_horizon
-    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="map")
+    >>> from bayescale.analysis.forecast import extrapolation_horizon
+    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="map")
     >>> h = extrapolation_horizon(fit, tolerance=0.1)
     >>> h.compute > 3e21
     True

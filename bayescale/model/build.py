@@ -3,7 +3,7 @@
 Notes
 -----
 The observation model is ``log L_i ~ StudentT(nu, log f(x_i; theta), sigma)`` (default, nu = 4)
-or ``Normal(log f(x_i; theta), sigma)`` (the registry of `bayescale.likelihoods`): the
+or ``Normal(log f(x_i; theta), sigma)`` (the registry of `bayescale.model.likelihoods`): the
 Student-t is the Bayesian analogue of the Huber loss on log residuals used by Hoffmann et al.
 (2022) and Besiroglu et al. (2024), robust to the few runs that sit far from the law.
 
@@ -29,13 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.data import ScalingData
-from bayescale.distributions import make_distribution
-from bayescale.geometry import ridge_map
-from bayescale.laws import Law
-from bayescale.likelihoods import Likelihood
-from bayescale.misfit import Misfit, MisfitCoords, coordinate_columns, misfit_coords, sample_delta
-from bayescale.priors import Priors
+from bayescale.io.data import ScalingData
+from bayescale.model.distributions import make_distribution
+from bayescale.model.geometry import ridge_map
+from bayescale.model.laws import Law
+from bayescale.model.likelihoods import Likelihood
+from bayescale.model.misfit import (
+    Misfit,
+    MisfitCoords,
+    coordinate_columns,
+    misfit_coords,
+    sample_delta,
+)
+from bayescale.model.priors import Priors
 
 __all__ = [
     "OBS",
@@ -84,7 +90,7 @@ class ModelInputs:
     n_runs : int
         The number of real runs (the first ``n_runs`` rows).
     misfit : dict or None
-        The misfit's inputs (``t``, ``r`` per row and ``half``; see `bayescale.misfit`), or
+        The misfit's inputs (``t``, ``r`` per row and ``half``; see `bayescale.model.misfit`), or
         None for the exact-law model.
     coords : MisfitCoords or None
         Where the fitted runs lie in the misfit's coordinates.
@@ -178,7 +184,7 @@ def build_model(
     Cached on its static structure (law, prior families, likelihood, misfit settings), so
     repeated fits reuse one function object and therefore one compiled sampler. Rows with
     ``mask`` False (padding, held-out runs) do not enter the likelihood. With ``misfit``, the
-    law's log loss is shifted by the misfit ``delta`` of `bayescale.misfit` (with a tilt along
+    law's log loss is shifted by the misfit ``delta`` of `bayescale.model.misfit` (with a tilt along
     tokens per parameter when the law has ``n_params`` and ``n_tokens``).
     """
     import jax.numpy as jnp
@@ -245,7 +251,7 @@ def _mixture(
     ``misfit_weight`` records the misfit's conditional probability at the draw. Returns the
     indicator ``misfit_on`` (1 while sampling) and the mask of the ``loss`` site, which scores
     nothing while sampling. For pointwise densities the caller substitutes ``_pointwise = 1``
-    and a drawn ``misfit_on`` (`bayescale.misfit.draw_indicator`): the ``loss`` site then
+    and a drawn ``misfit_on`` (`bayescale.model.misfit.draw_indicator`): the ``loss`` site then
     scores every run given the indicator, and the factor is off.
     """
     import jax

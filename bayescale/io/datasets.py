@@ -627,7 +627,7 @@ def list_datasets() -> pd.DataFrame:
 
     Examples
     --------
-    >>> from bayescale.datasets import list_datasets
+    >>> from bayescale.io.datasets import list_datasets
     >>> "chinchilla_epoch" in set(list_datasets()["name"])
     True
     """
@@ -688,7 +688,7 @@ def load_dataset(
 
     Examples
     --------
-    >>> from bayescale.datasets import load_dataset
+    >>> from bayescale.io.datasets import load_dataset
     >>> df = load_dataset("chinchilla_epoch_240", download=False)  # doctest: +SKIP
     >>> len(df)  # doctest: +SKIP
     240

@@ -1,7 +1,7 @@
 """Printable prior specifications: `Prior`, the families it may name, and their numpyro form.
 
-The bottom of the statistical layers: `bayescale.laws` (a law may carry a default `Prior` per
-parameter) and `bayescale.priors` (the role defaults) both build on it.
+The bottom of the statistical layers: `bayescale.model.laws` (a law may carry a default `Prior` per
+parameter) and `bayescale.model.priors` (the role defaults) both build on it.
 """
 
 from __future__ import annotations

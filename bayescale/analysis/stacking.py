@@ -1,7 +1,8 @@
 """Stacking: weights of several laws' predictive distributions, and draws from the mixture.
 
 `stacking_weights` finds the weights that maximise the log score of the weighted mixture of
-held-out predictive densities (Yao et al. 2018); `stack` takes them from `bayescale.compare`
+held-out predictive densities (Yao et al. 2018); `stack` takes them from
+`bayescale.analysis.compare`
 (LOO or leave-future-out) and keeps them with the fits; `stacked_predictive` draws from the
 combination.
 
@@ -22,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.compare import compare
-from bayescale.data import ScalingData, derive_inputs
+from bayescale.analysis.common import location_scale, misfit_at, stacking_weights
+from bayescale.analysis.compare import compare
 from bayescale.errors import OptionError
-from bayescale.fit import Fit
-from bayescale.internal import location_scale, misfit_at, stacking_weights
+from bayescale.inference.fit import Fit
+from bayescale.io.data import ScalingData, derive_inputs
 
 __all__ = ["Stack", "stack", "stacked_predictive", "stacking_weights"]
 

@@ -1,4 +1,4 @@
-"""Observation models of log loss: a registry, as `bayescale.laws` is for laws.
+"""Observation models of log loss: a registry, as `bayescale.model.laws` is for laws.
 
 An observation model says how a run's measured log loss scatters around the law:
 ``log L_i = log f(x_i; theta) + sigma * eps_i`` with ``eps_i`` drawn from a standardised
@@ -7,13 +7,16 @@ distribution. Each registered `Likelihood` knows everything the verbs need of it
 ==================  =============================================================================
 method              used by
 ==================  =============================================================================
-``distribution``    the numpyro model (`bayescale.model`): ``numpyro.sample(..., obs=log_loss)``
-``logpdf``          held-out densities (`bayescale.compare`), checks (`bayescale.checks`)
-``cdf`` / ``pdf``   predictive percentiles and mixture quantiles (`bayescale.internal`)
+``distribution``    the numpyro model (`bayescale.model.build`): ``numpyro.sample(...,
+obs=log_loss)``
+``logpdf``          held-out densities (`bayescale.analysis.compare`), checks
+(`bayescale.analysis.checks`)
+``cdf`` / ``pdf``   predictive percentiles and mixture quantiles (`bayescale.analysis.common`)
 ``ppf``             interval bounds
 ``variance``        standardised residuals (predictive sd)
-``sample``          simulation (`bayescale.testing.simulate`), replicated data (`ppc`)
-``uniforms`` and    forecasts (`bayescale.forecast`): the noise of each (draw, point) pair is
+``sample``          simulation (`bayescale.model.simulation.simulate`), replicated data (`ppc`)
+``uniforms`` and    forecasts (`bayescale.analysis.forecast`): the noise of each (draw, point) pair
+is
 ``transform``       ``transform(u)`` in JAX of inputs ``u = uniforms(rng, shape)`` drawn on the host
 ==================  =============================================================================
 
@@ -236,7 +239,7 @@ def register_likelihood(
     Parameters
     ----------
     name : str
-        The name `bayescale.fit` takes as ``likelihood=``.
+        The name `bayescale.inference.fit` takes as ``likelihood=``.
     cls : type
         A frozen-dataclass subclass of `Likelihood` implementing its methods; its fields are
         its options.
@@ -250,7 +253,7 @@ def register_likelihood(
     """
     if not (isinstance(cls, type) and issubclass(cls, Likelihood)):
         raise OptionError(
-            f"a likelihood must be a subclass of bayescale.likelihoods.Likelihood; received "
+            f"a likelihood must be a subclass of bayescale.model.likelihoods.Likelihood; received "
             f"{cls!r}."
         )
     if name in LIKELIHOODS and not overwrite:

@@ -5,7 +5,7 @@ A `Prior` is a printable, serialisable description of a numpyro distribution
 weakly informative prior from its role, using only coarse facts about the data (the range of the
 losses and of the log inputs), so the defaults are invariant to the units of the inputs.
 
-Role defaults (see `bayescale.laws.ROLES`):
+Role defaults (see `bayescale.model.laws.ROLES`):
 
 ===============  ==========================================================================
 role             default prior
@@ -34,10 +34,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData
-from bayescale.distributions import FAMILIES, Prior
 from bayescale.errors import PriorError
-from bayescale.laws import Law
+from bayescale.io.data import ScalingData
+from bayescale.model.distributions import FAMILIES, Prior
+from bayescale.model.laws import Law
 
 __all__ = ["Prior", "Priors", "default_priors", "resolve_priors", "FAMILIES"]
 

@@ -7,7 +7,7 @@ which is stated on log loss.
 
 Each parameter declares a *role* (``floor``, ``amplitude``, ``exponent``, ...). The role fixes
 how the parameter is sampled (amplitudes are sampled centred at the data, see
-`bayescale.model`) and which default prior it gets (`bayescale.priors.default_priors`).
+`bayescale.model.build`) and which default prior it gets (`bayescale.model.priors.default_priors`).
 
 Adding a law
 ------------
@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bayescale.distributions import Prior
 from bayescale.errors import LawError
+from bayescale.model.distributions import Prior
 
 __all__ = ["LAWS", "Law", "Param", "declaration", "fingerprint", "get_law", "register_law", "ROLES"]
 

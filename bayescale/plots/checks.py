@@ -2,8 +2,9 @@
 
 Matplotlib only, imported when a plot is drawn. Every function takes an optional ``ax`` to draw
 into and returns the matplotlib ``Axes``. Nothing here computes statistics: the numbers come from
-the result objects (`bayescale.checks.Check`, the table of `bayescale.compare.compare`,
-`bayescale.compare.BreakReport`).
+the result objects (`bayescale.analysis.checks.Check`, the table of
+`bayescale.analysis.compare.compare`,
+`bayescale.analysis.compare.BreakReport`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from bayescale.errors import OptionError
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from bayescale.backtest import Backtest
-    from bayescale.breaks import BreakReport
-    from bayescale.checks import Check
+    from bayescale.analysis.backtest import Backtest
+    from bayescale.analysis.breaks import BreakReport
+    from bayescale.analysis.checks import Check
 
 __all__ = ["plot_break", "plot_check", "plot_compare", "plot_pit"]
 
@@ -168,7 +169,8 @@ def plot_compare(
     Parameters
     ----------
     comparison : DataFrame or BreakReport
-        The table of `bayescale.compare`, or a `BreakReport` (then ``method`` picks its LOO or
+        The table of `bayescale.analysis.compare`, or a `BreakReport` (then ``method`` picks its
+        LOO or
         LFO columns).
     method : {"loo", "lfo"}, default "loo"
         For a `BreakReport` only.
@@ -289,8 +291,8 @@ def _comparison_table(comparison: Any, method: str) -> pd.DataFrame:
         missing = {"elpd", "se", "elpd_diff", "dse"} - set(comparison.columns)
         if missing:
             raise OptionError(
-                f"the table lacks {sorted(missing)}; pass the DataFrame of bayescale.compare or "
-                "a BreakReport."
+                f"the table lacks {sorted(missing)}; pass the DataFrame of bs.compare or a "
+                "BreakReport."
             )
         table = comparison[["elpd", "se", "elpd_diff", "dse"]].copy()
         if "method" in comparison:
@@ -318,7 +320,7 @@ def plot_backtest(backtest: Backtest, *, view: str = "nominal", ax: Axes | None 
     Parameters
     ----------
     backtest : Backtest
-        From `bayescale.backtest`.
+        From `bayescale.analysis.backtest`.
     view : {"nominal", "distance"}, default "nominal"
         ``"nominal"``: coverage against the nominal level (calibrated models lie on the
         diagonal). ``"distance"``: coverage of the widest level against the extrapolation

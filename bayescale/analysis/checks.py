@@ -8,7 +8,7 @@ calibration test of the PITs; and a plain verdict per run. ``ppc(fit)`` is the s
 the fit's own runs, out of sample by PSIS-LOO (LOO-PIT), with replicated data.
 ``prior_predictive(data, law)`` draws parameters and losses from the priors alone at the runs'
 inputs, for a prior predictive check before fitting.
-(To refit with new runs, see `bayescale.fit.update`.)
+(To refit with new runs, see `bayescale.inference.fit.update`.)
 
 Notes
 -----
@@ -39,10 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData, format_rows, from_frame
-from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
-from bayescale.fit import Fit, group_fit
-from bayescale.internal import (
+from bayescale.analysis.common import (
     location_scale,
     logmeanexp,
     misfit_at,
@@ -52,10 +49,13 @@ from bayescale.internal import (
     require_draws,
     validate_levels,
 )
-from bayescale.laws import Law, get_law
-from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.model import OBS, build_model, internal_sites, model_inputs
-from bayescale.priors import Prior, resolve_priors
+from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
+from bayescale.inference.fit import Fit, group_fit
+from bayescale.io.data import ScalingData, format_rows, from_frame
+from bayescale.model.build import OBS, build_model, internal_sites, model_inputs
+from bayescale.model.laws import Law, get_law
+from bayescale.model.likelihoods import Likelihood, get_likelihood
+from bayescale.model.priors import Prior, resolve_priors
 
 __all__ = ["Check", "VERDICTS", "check", "ppc", "prior_predictive"]
 
@@ -160,7 +160,7 @@ def check(
         The fitted law.
     new_runs : DataFrame or ScalingData
         One run per row with the law's input columns and ``loss`` (see
-        `bayescale.data.from_frame`); never modified.
+        `bayescale.io.data.from_frame`); never modified.
     levels : sequence of float, default (0.5, 0.9, 0.99)
         Probability masses of the equal-tailed predictive intervals reported and counted.
     verdict_level : float, default 0.9
@@ -171,7 +171,7 @@ def check(
         Drop invalid runs instead of raising.
     group : str, optional
         For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
-        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
 
     Returns
@@ -282,7 +282,7 @@ def ppc(
     Leave-one-out makes the in-sample check honest: a run is judged by the posterior of the
     other runs, so a flexible law cannot pass by fitting every run. Runs with ``pareto_k >
     0.7`` have unreliable leave-one-out quantities; refit without them (or use
-    `bayescale.compare` with exact refits) before trusting their rows.
+    `bayescale.analysis.compare` with exact refits) before trusting their rows.
 
     References
     ----------
@@ -350,19 +350,20 @@ def prior_predictive(
 ) -> Any:
     """Draws from the prior and the prior predictive at the runs' inputs (no fitting).
 
-    The same model as `bayescale.fit` (law, priors, observation model; the exact law, without
+    The same model as `bayescale.inference.fit` (law, priors, observation model; the exact law,
+    without
     the misfit model), sampled without its observations, for a prior predictive check: do
     the priors allow the losses one could plausibly see, and rule out absurd ones?
 
     Parameters
     ----------
     data : DataFrame, ScalingData or path
-        The runs, as for `bayescale.fit`: their inputs set where the losses are drawn, and
+        The runs, as for `bayescale.inference.fit`: their inputs set where the losses are drawn, and
         their losses go into ``observed_data`` for comparison.
     law : str or Law, default "chinchilla"
-        A name in `bayescale.laws.LAWS` or a `Law`.
+        A name in `bayescale.model.laws.LAWS` or a `Law`.
     priors : mapping, optional
-        Parameter -> `Prior`, replacing the defaults (as for `bayescale.fit`).
+        Parameter -> `Prior`, replacing the defaults (as for `bayescale.inference.fit`).
     likelihood : str or Likelihood, default "student_t"
         Observation model of log loss.
     nu : float, default 4
@@ -372,7 +373,7 @@ def prior_predictive(
     seed : int, default 0
         Seed of the draws.
     columns, variable, breaks, dropna
-        As for `bayescale.fit`.
+        As for `bayescale.inference.fit`.
 
     Returns
     -------
@@ -385,7 +386,7 @@ def prior_predictive(
     Raises
     ------
     OptionError
-        If ``num_samples`` is not a positive integer, or as `bayescale.fit`.
+        If ``num_samples`` is not a positive integer, or as `bayescale.inference.fit`.
 
     Examples
     --------

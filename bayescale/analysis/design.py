@@ -14,7 +14,7 @@ run's posterior predictive, computed by importance re-weighting of the fit's own
 3. measure the target's 90% interval under the weights and average over the M outcomes.
 
 With a misfit model, each draw carries one joint realisation of the misfit at every candidate
-and at the target (`bayescale.misfit.misfit_draws_at`), so a run near the target in scale
+and at the target (`bayescale.model.misfit.misfit_draws_at`), so a run near the target in scale
 informs the target's misfit too, and a run far from it does not.
 
 Re-weighting is exact as the number of draws grows, but a very informative run collapses the
@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.allocate import compute_optimal
-from bayescale.data import FLOPS_PER_PARAM_TOKEN, format_rows
+from bayescale.analysis.allocate import compute_optimal
+from bayescale.analysis.common import interval_probs, require_draws
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, warn
-from bayescale.internal import interval_probs, require_draws
-from bayescale.misfit import misfit_draws_at
+from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, format_rows
+from bayescale.model.misfit import misfit_draws_at
 
 if TYPE_CHECKING:
-    from bayescale.fit import Fit
+    from bayescale.inference.fit import Fit
 
 __all__ = ["Design", "Target", "RANKS", "TARGET_KINDS", "design", "design_grid", "target_draws"]
 
@@ -498,7 +498,7 @@ def design(
     >>> d.table.columns[:4].tolist()
     ['n_params', 'n_tokens', 'compute', 'cost']
     """
-    from bayescale.fit import check_seed
+    from bayescale.inference.fit import check_seed
 
     check_seed(seed)
     _require_nd(fit)

@@ -2,7 +2,7 @@
 
 Internal: not part of the public API (not re-exported by ``bayescale``), but each function has a
 documented contract, and verbs import these instead of each other's private names. It sits just
-above `bayescale.fit` in the layers.
+above `bayescale.inference.fit` in the layers.
 
 Shapes: posterior draws flattened over chains are ``(draw,)``; law means are ``(draw, run)``;
 noise scales ``(draw, 1)``; everything float64 unless stated.
@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData
-from bayescale.diagnostics import interval_probs
 from bayescale.errors import (
     ExtrapolationWarning,
     FitError,
@@ -27,10 +25,12 @@ from bayescale.errors import (
     OptionTypeError,
     find_stack_level,
 )
-from bayescale.fit import Fit
-from bayescale.laws import Law
-from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.misfit import coordinate_columns, misfit_draws_at
+from bayescale.inference.diagnostics import interval_probs
+from bayescale.inference.fit import Fit
+from bayescale.io.data import ScalingData
+from bayescale.model.laws import Law
+from bayescale.model.likelihoods import Likelihood, get_likelihood
+from bayescale.model.misfit import coordinate_columns, misfit_draws_at
 
 __all__ = [
     "NEWTON_STEPS",
@@ -301,7 +301,8 @@ def warn_extrapolation(
 ) -> None:
     """One `ExtrapolationWarning` naming, per variable, the ``unit``s outside ``observed``.
 
-    The rule of `bayescale.forecast.forecast` and `bayescale.allocate.compute_optimal`: any
+    The rule of `bayescale.analysis.forecast.forecast` and
+    `bayescale.analysis.allocate.compute_optimal`: any
     point outside the observed [min, max] of a variable, in signed decades.
     """
     table = decades_outside(points, observed)

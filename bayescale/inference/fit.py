@@ -21,13 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import (
-    convergence_problems,
-    diagnostic_table,
-    interval_probs,
-    warn_convergence,
-)
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -39,29 +32,15 @@ from bayescale.errors import (
     warn,
 )
 from bayescale.files import atomic_write
-from bayescale.hierarchy import (
-    expanded,
-    exponents_differ,
-    group_attrs,
-    group_draws,
-    group_inputs,
-    group_labels,
-    group_start,
-    lone_fits,
-    lone_start,
-    model_for,
-    ran_away,
-    repaired_mode,
-    require_groups,
-    resolve_pool,
+from bayescale.inference.diagnostics import (
+    convergence_problems,
+    diagnostic_table,
+    interval_probs,
+    warn_convergence,
 )
-from bayescale.huber import huber_fit
-from bayescale.laws import Law, declaration, fingerprint, get_law
-from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
-from bayescale.model import build_model, model_inputs
-from bayescale.priors import Prior, Priors, default_priors, resolve_priors
-from bayescale.sampling import (
+from bayescale.inference.grouped import exponents_differ, lone_fits
+from bayescale.inference.huber import huber_fit
+from bayescale.inference.sampling import (
     NutsSettings,
     build_tree,
     laplace_fit,
@@ -73,6 +52,26 @@ from bayescale.sampling import (
     start_from_params,
     start_from_prior,
 )
+from bayescale.io.data import ScalingData, from_frame
+from bayescale.model.build import build_model, model_inputs
+from bayescale.model.hierarchy import (
+    expanded,
+    group_attrs,
+    group_draws,
+    group_inputs,
+    group_labels,
+    group_start,
+    lone_start,
+    model_for,
+    ran_away,
+    repaired_mode,
+    require_groups,
+    resolve_pool,
+)
+from bayescale.model.laws import Law, declaration, fingerprint, get_law
+from bayescale.model.likelihoods import Likelihood, get_likelihood
+from bayescale.model.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
+from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
 
 __all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
 
@@ -124,7 +123,7 @@ class Fit:
 
     @property
     def noise(self) -> Likelihood:
-        """The observation model with its options (`bayescale.likelihoods`)."""
+        """The observation model with its options (`bayescale.model.likelihoods`)."""
         options = json.loads(self.tree.attrs.get("likelihood_options", "{}"))
         options.setdefault("nu", self.nu)
         return get_likelihood(self.likelihood, **options)
@@ -186,7 +185,7 @@ class Fit:
         }
 
     def problems(self, **thresholds: Any) -> list[str]:
-        """Convergence problems (see `bayescale.diagnostics.convergence_problems`)."""
+        """Convergence problems (see `bayescale.inference.diagnostics.convergence_problems`)."""
         if self.method not in MCMC_METHODS:
             return list(json.loads(self.tree.attrs.get("problems", "[]")))
         return convergence_problems(self.tree, var_names=self.param_names, **thresholds)
@@ -208,7 +207,7 @@ class Fit:
             rows[label] = {
                 **_moments(v),
                 "median": np.median(v),
-                # named as bayescale.internal.quantile_name names them (forecast, ppc, check)
+                # named as bayescale.analysis.common.quantile_name names them (forecast, ppc, check)
                 f"q{lo * 100:.10g}": np.quantile(v, lo),
                 f"q{hi * 100:.10g}": np.quantile(v, hi),
             }
@@ -342,23 +341,23 @@ def fit(
     ----------
     data : DataFrame, ScalingData or path
         One run per row with columns ``n_params``, ``n_tokens`` (or ``compute``), ``loss``...;
-        see `bayescale.data.from_frame`.
+        see `bayescale.io.data.from_frame`.
     law : str or Law, default "chinchilla"
-        A name in `bayescale.laws.LAWS` or a `Law`.
+        A name in `bayescale.model.laws.LAWS` or a `Law`.
     priors : mapping, optional
-        Parameter -> `Prior`, replacing the defaults of `bayescale.priors.default_priors`.
+        Parameter -> `Prior`, replacing the defaults of `bayescale.model.priors.default_priors`.
     likelihood : str or Likelihood, default "student_t"
-        Observation model of log loss, a name in `bayescale.likelihoods.LIKELIHOODS`; the
+        Observation model of log loss, a name in `bayescale.model.likelihoods.LIKELIHOODS`; the
         Student-t is robust to outlying runs.
     nu : float, default 4
         Degrees of freedom of the Student-t.
     misfit : Misfit, bool or None, default None
-        Model the law's own misfit (`bayescale.misfit`): a random function of scale, inferred
+        Model the law's own misfit (`bayescale.model.misfit`): a random function of scale, inferred
         with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
         extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
     group : str, optional
         A column that splits the runs into curves (families): fit them all at once, in one
-        model (see `bayescale.hierarchy`). The result carries a ``group`` dimension; the verbs
+        model (see `bayescale.model.hierarchy`). The result carries a ``group`` dimension; the verbs
         take ``group=`` to select a curve, or ``group=None`` for a new one drawn from the
         population.
     pooling : {"partial", "none", "complete"}, optional
@@ -368,7 +367,7 @@ def fit(
         through every group. Default ``"partial"`` (only with ``group``).
     pool : sequence of str or "all", optional
         With ``pooling="partial"``, the pooled parameters; default
-        `bayescale.hierarchy.default_pool` (exponents, floor and ``sigma``).
+        `bayescale.model.hierarchy.default_pool` (exponents, floor and ``sigma``).
     method : {"nuts", "map", "huber"}, default "nuts"
         ``"nuts"``: the posterior by NUTS (numpyro).
         ``"map"``: the posterior mode with a Laplace approximation (``num_samples`` draws).
@@ -433,7 +432,7 @@ def fit(
     --------
     >>> import bayescale
     >>> runs = bayescale.simulate("chinchilla", seed=1)
-    >>> bayescale.fit(runs, method="huber").summary().loc["alpha", "mean"].round(1)
+    >>> bayescale.inference.fit(runs, method="huber").summary().loc["alpha", "mean"].round(1)
     np.float64(0.3)
     """
     if method not in METHODS:
@@ -502,7 +501,7 @@ def _fit_groups(
     misfit: Misfit | None,
     n_free: int,
 ) -> Fit:
-    """The grouped fit (`bayescale.hierarchy`): validated, sampled, and built into a `Fit`."""
+    """The grouped fit (`bayescale.model.hierarchy`): validated, sampled, and built into a `Fit`."""
     labels = group_labels(data)
     require_groups(data, law, pooling, n_free, labels)
     pool_ = resolve_pool(law, "all" if pooling == "complete" else pool)
@@ -927,16 +926,16 @@ def update(
     Warns
     -----
     ConvergenceWarning
-        As `bayescale.fit`.
+        As `bayescale.inference.fit`.
 
     Notes
     -----
     The result is the posterior of the law given all runs under the priors the user set for
     the previous fit (the data-dependent defaults are recomputed from all runs, as
-    `bayescale.fit` would). Only the sampler's starting point comes from the previous
+    `bayescale.inference.fit` would). Only the sampler's starting point comes from the previous
     posterior: each chain starts at a different previous draw, re-expressed in the new
     parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
-    That skips the MAP search of `bayescale.fit` and starts the chains in the right mode.
+    That skips the MAP search of `bayescale.inference.fit` and starts the chains in the right mode.
     """
     check_seed(seed)
     if fit.groups is not None:

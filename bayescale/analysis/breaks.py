@@ -2,7 +2,8 @@
 
 ``detect_break(data, variable=...) -> BreakReport`` fits a power law with a floor and broken
 power laws with one and two breaks (Caballero et al. 2023), scores them by PSIS-LOO and by
-leave-future-out (`bayescale.compare`), and reports the number of breaks the evidence supports,
+leave-future-out (`bayescale.analysis.compare`), and reports the number of breaks the evidence
+supports,
 the posterior of each break location and of the exponents on either side.
 
 References
@@ -23,21 +24,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.compare import (
+from bayescale.analysis.common import location_scale
+from bayescale.analysis.compare import (
     COMPARE_METHODS,
     density_problems,
     lfo_cutoffs,
     lfo_scores,
     loo_scores,
 )
-from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import convergence_problems
 from bayescale.errors import ConvergenceWarning, DataError, LawError, OptionError, warn
-from bayescale.fit import Fit, fit
-from bayescale.internal import location_scale
-from bayescale.laws import Law, get_law
-from bayescale.model import OBS
-from bayescale.priors import Prior
+from bayescale.inference.diagnostics import convergence_problems
+from bayescale.inference.fit import Fit, fit
+from bayescale.io.data import ScalingData, from_frame
+from bayescale.model.build import OBS
+from bayescale.model.laws import Law, get_law
+from bayescale.model.priors import Prior
 
 __all__ = ["BreakReport", "detect_break"]
 
@@ -248,7 +249,7 @@ def detect_break(
         Priors by parameter name, applied to every model that has the parameter (for example
         ``{"c1": Prior("Normal", loc=0, scale=3)}`` for a steep break).
     likelihood, nu
-        Noise model, as in `bayescale.fit`.
+        Noise model, as in `bayescale.inference.fit`.
     num_chains, num_warmup, num_samples : int, default 4, 500, 500
         NUTS settings of every fit and refit.
     k_threshold : float, default 0.7
@@ -256,7 +257,8 @@ def detect_break(
     max_refits : int, default 2
         Most exact LOO refits per model (the highest k first).
     target_accept : float, default 0.9
-        NUTS target acceptance probability (above `bayescale.fit`'s 0.8: the floor and a slow
+        NUTS target acceptance probability (above `bayescale.inference.fit`'s 0.8: the floor and a
+        slow
         exponent, and a sharp break, make curved posteriors).
     seed : int, default 0
         Seed of every fit.
@@ -330,7 +332,7 @@ def detect_break(
         raise LawError(
             f"break detection compares a power law with broken power laws, the only laws with "
             f"breaks; received base={base_name!r}. Use base='power_law' (with "
-            f"variable=<your column>), or compare your own fits with bayescale.compare."
+            f"variable=<your column>), or compare your own fits with bayescale.analysis.compare."
         )
     scaling = from_frame(data, columns=columns, dropna=dropna)
     scaling.require_one_curve(

@@ -1,6 +1,7 @@
 """Independent fits of many curves in one compiled, vectorised sampler: ``fit_many``.
 
-`bayescale.fit` fits one law to one curve. A table with a ``group`` column holds many curves
+`bayescale.inference.fit` fits one law to one curve. A table with a ``group`` column holds many
+curves
 (one per architecture, task or data mixture); ``fit_many(data, law)`` fits the law to each
 group **independently** (no pooling: each curve gets exactly the model and the priors that
 ``fit`` would give it alone) but in compiled programs over blocks of curves instead of a
@@ -9,9 +10,10 @@ Python loop:
 - every curve's runs are padded to the same length (the longest curve's), with an observation
   mask so that padding rows add nothing to the likelihood; the data-dependent inputs of the
   model (log inputs, their centre, the priors' hyper-parameters) are per-curve arrays;
-- the sampler is `bayescale.vhmc`: jittered fixed-length HMC written on batched arrays, with
+- the sampler is `bayescale.inference.vhmc`: jittered fixed-length HMC written on batched arrays,
+  with
   a dense preconditioner and a step size per curve (vectorised NUTS was measured slower than a
-  loop of `bayescale.fit` on a CPU: every iteration waits for the deepest tree, see the
+  loop of `bayescale.inference.fit` on a CPU: every iteration waits for the deepest tree, see the
   how-to *Many groups*);
 - every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
   first `PILOT` warm-up iterations) runs the curves in their order; then, every `RESORT`
@@ -55,9 +57,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale import vhmc
-from bayescale.data import ScalingData, from_frame
-from bayescale.diagnostics import batch_diagnostics, interval_probs
 from bayescale.errors import (
     ConvergenceWarning,
     DataError,
@@ -65,13 +64,16 @@ from bayescale.errors import (
     OptionTypeError,
     warn,
 )
-from bayescale.fit import Fit, check_seed
-from bayescale.laws import Law, declaration, get_law
-from bayescale.likelihoods import Likelihood, get_likelihood
-from bayescale.model import build_model, model_inputs
-from bayescale.priors import Prior, Priors, resolve_priors
-from bayescale.sampling import build_tree, pointwise_draws, provenance, start_from_prior
-from bayescale.vhmc import HmcSettings
+from bayescale.inference import vhmc
+from bayescale.inference.diagnostics import batch_diagnostics, interval_probs
+from bayescale.inference.fit import Fit, check_seed
+from bayescale.inference.sampling import build_tree, pointwise_draws, provenance, start_from_prior
+from bayescale.inference.vhmc import HmcSettings
+from bayescale.io.data import ScalingData, from_frame
+from bayescale.model.build import build_model, model_inputs
+from bayescale.model.laws import Law, declaration, get_law
+from bayescale.model.likelihoods import Likelihood, get_likelihood
+from bayescale.model.priors import Prior, Priors, resolve_priors
 
 __all__ = ["ManyFits", "fit_many", "curve_keys", "run_chunk"]
 
@@ -152,7 +154,7 @@ def _coordinates(model: Any, starts: Any, args: Any) -> Any:
     """``mapped(y, a) -> (sites, log |dz/dy|)`` for the sampler's flat vector ``y`` of a lane.
 
     ``y`` is numpyro's flattened unconstrained vector (log Jacobian 0), or the coordinates of
-    the model's `bayescale.geometry.RidgeMap` where it has one. Shapes come from the first
+    the model's `bayescale.model.geometry.RidgeMap` where it has one. Shapes come from the first
     lane.
     """
     import jax
@@ -422,7 +424,7 @@ class ManyFits:
         The law fitted to every curve.
     priors : mapping
         Group -> the `Priors` of that curve (the defaults are computed from each curve's own
-        runs, as `bayescale.fit` does, with the user's overrides laid over them).
+        runs, as `bayescale.inference.fit` does, with the user's overrides laid over them).
     data : ScalingData
         All runs, with their ``group`` column.
     """
@@ -551,7 +553,8 @@ class ManyFits:
     def _diagnostics_by_parameter(self) -> dict[str, dict[str, np.ndarray]]:
         """Bulk and tail ESS and r_hat of every reported parameter, one value per group.
 
-        `bayescale.diagnostics.batch_diagnostics`: arviz-stats' numbers, over all groups at
+        `bayescale.inference.diagnostics.batch_diagnostics`: arviz-stats' numbers, over all groups
+        at
         once.
         """
         post = self.posterior
@@ -574,7 +577,8 @@ class ManyFits:
         Parameters
         ----------
         max_rhat, min_ess_per_chain, max_divergences
-            The thresholds of `bayescale.diagnostics.convergence_problems` (same defaults).
+            The thresholds of `bayescale.inference.diagnostics.convergence_problems` (same
+            defaults).
 
         Returns
         -------
@@ -677,7 +681,8 @@ def fit_many(
 ) -> ManyFits:
     """Fit one law to every curve of a table, independently, in one vectorised sampler.
 
-    Each group (curve) gets the posterior that ``bayescale.fit(curve, law, ...)`` would give
+    Each group (curve) gets the posterior that ``bayescale.inference.fit(curve, law, ...)`` would
+    give
     it alone: the same model, the same default priors computed from the curve's own runs, the
     same likelihood; only the starting points differ from ``fit``'s default (see Notes).
 
@@ -687,14 +692,14 @@ def fit_many(
         One run per row, with a column that names each run's curve (``group``); never
         modified.
     law : str or Law
-        A name in `bayescale.laws.LAWS` or a `Law`. Every registered law works; the
+        A name in `bayescale.model.laws.LAWS` or a `Law`. Every registered law works; the
         one-variable laws (``power_law``, ``broken_power_law``, ``m4``) take ``variable=``.
     group : str, default "group"
         The column that names the curves.
     priors : mapping, optional
         Parameter -> `Prior`, laid over every curve's defaults.
     likelihood : str or Likelihood, default "student_t"
-        Observation model of log loss, as in `bayescale.fit`.
+        Observation model of log loss, as in `bayescale.inference.fit`.
     nu : float, default 4
         Degrees of freedom of the Student-t.
     num_chains, num_warmup, num_samples : int
@@ -713,7 +718,7 @@ def fit_many(
         Without one, chunks run in this process on JAX's default device (a GPU when there
         is one).
     columns : mapping, optional
-        Canonical name -> your column name, as in `bayescale.fit`.
+        Canonical name -> your column name, as in `bayescale.inference.fit`.
     variable : str, optional
         Scaling variable of one-variable laws.
     breaks : int, optional
@@ -733,7 +738,7 @@ def fit_many(
         If there is no group column, or a group cannot identify the law (the message names
         the group).
     PriorError, LawError, OptionError
-        As `bayescale.fit`.
+        As `bayescale.inference.fit`.
 
     Warns
     -----
@@ -743,7 +748,7 @@ def fit_many(
     Notes
     -----
     **Sampler.** Jittered fixed-length HMC with a dense preconditioner and a step size per
-    curve (`bayescale.vhmc`; each curve's `Fit` has ``method == "hmc"``), not ``fit``'s
+    curve (`bayescale.inference.vhmc`; each curve's `Fit` has ``method == "hmc"``), not ``fit``'s
     NUTS, which vectorises badly (every iteration would wait for the deepest tree). Both
     sample the same posterior; the agreement is tested within Monte Carlo error.
 
@@ -811,7 +816,7 @@ def fit_many(
         raise DataError(
             f"no column {group!r} names the curves; columns are "
             f"{[c for c in scaling.table.columns]}. Pass group=<your column>, or fit one "
-            "curve with bayescale.fit."
+            "curve with bayescale.inference.fit."
         )
     names = sorted(scaling.table["group"].unique())
     by_group = dict(iter(scaling.table.groupby("group", sort=True)))
@@ -858,7 +863,7 @@ def fit_many(
 def _curve(
     table: pd.DataFrame, name: str, law: Law, priors: Mapping[str, Prior] | None, noise: str
 ) -> tuple[Any, Priors]:
-    """One curve's unpadded model inputs and priors, validated like `bayescale.fit`'s."""
+    """One curve's unpadded model inputs and priors, validated like `bayescale.inference.fit`'s."""
     sub = ScalingData(table=table.reset_index(drop=True))
     try:
         sub.require(law.variables, len(law.params) + 1, law.name)

@@ -5,7 +5,7 @@ multi-panel plots drawn by arviz-plots on the fit's DataTree: `plot_posterior` (
 `plot_trace`, `plot_rank` and `plot_ppc_dist`, which make their own figure (size it with
 ``figure_kwargs={"figsize": ...}``) and return arviz-plots' `PlotCollection` or `PlotMatrix`
 (the figure is ``pc.viz["figure"].item()``); they refuse ``ax``.
-No statistics are computed here beyond calling `bayescale.forecast.forecast` and reading
+No statistics are computed here beyond calling `bayescale.analysis.forecast.forecast` and reading
 `Forecast.quantiles` and `Allocation.summary`.
 """
 
@@ -19,22 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale.analysis.forecast import forecast as _forecast_at
 from bayescale.errors import OptionError
-from bayescale.forecast import forecast as _forecast_at
-from bayescale.plots_checks import plot_backtest, plot_break, plot_check, plot_compare, plot_pit
 
 if TYPE_CHECKING:
-    from bayescale.allocate import Allocation
-    from bayescale.design import Design
-    from bayescale.fit import Fit
-    from bayescale.forecast import Forecast
+    from bayescale.analysis.allocate import Allocation
+    from bayescale.analysis.design import Design
+    from bayescale.analysis.forecast import Forecast
+    from bayescale.inference.fit import Fit
 
 __all__ = [
-    "plot_backtest",
-    "plot_break",
-    "plot_check",
-    "plot_compare",
-    "plot_pit",
     "REFERENCE_EXPONENTS",
     "VIEWS",
     "count_formatter",
@@ -302,7 +296,7 @@ def plot_forecast(
     Parameters
     ----------
     forecast : Forecast
-        From `bayescale.forecast.forecast`; its points are sorted by ``x``.
+        From `bayescale.analysis.forecast.forecast`; its points are sorted by ``x``.
     x : str, optional
         Input on the horizontal axis; default ``compute`` when present, else the law's first
         input.
@@ -377,7 +371,7 @@ def plot_allocation(
     Parameters
     ----------
     allocation : Allocation
-        From `bayescale.allocate.compute_optimal` (two budgets or more).
+        From `bayescale.analysis.allocate.compute_optimal` (two budgets or more).
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
     ci_probs : sequence of float, default (0.5, 0.9)
@@ -759,7 +753,7 @@ def plot_design(
     Parameters
     ----------
     design : Design
-        From `bayescale.design.design`.
+        From `bayescale.analysis.design.design`.
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
     picks : bool, default True

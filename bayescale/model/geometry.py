@@ -24,10 +24,10 @@ to ``z`` before anything else sees them. The map applies to laws with exactly on
 one amplitude whose exponent and amplitude have positive supports (``power_law``); for any other
 law `ridge_map` returns None and the sampler runs in numpyro's coordinates.
 
-**Grouped fits** (`bayescale.hierarchy`) take the same map per group. With partial pooling a
+**Grouped fits** (`bayescale.model.hierarchy`) take the same map per group. With partial pooling a
 pooled parameter's numpyro coordinate is its standardised group effect ``z = (t - mu) / tau``
 (``t``: the log of the exponent or of the amplitude at the common centre ``c``; the floor's
-logit share of the group's smallest loss, or its log: see `bayescale.hierarchy`). The level
+logit share of the group's smallest loss, or its log: see `bayescale.model.hierarchy`). The level
 and the log slope are then taken at the group's own centre ``x_g`` (its mean log input),
 where its runs identify them, and mapped to numpyro's coordinates by
 ``log alpha = v - log a``, ``log A_c = log a + alpha (x_g - c)`` and, for a pooled parameter,
@@ -38,7 +38,7 @@ scale (``centred``): their coordinate is ``t`` itself, in groups of at least ``m
 runs (the others keep ``z``: few runs do not pin them down). On the 20 Revisiting curves the
 non-centred floor and noise scale took 285 to 900 leapfrog steps per iteration; centred,
 about 31 (see the explanation page *Pooling across curves*). These coordinates suit curves
-whose exponents differ; `bayescale.hierarchy.exponents_differ` decides whether a grouped fit
+whose exponents differ; `bayescale.inference.grouped.exponents_differ` decides whether a grouped fit
 takes them.
 """
 
@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.distributions import make_distribution
-from bayescale.laws import Law
+from bayescale.model.distributions import make_distribution
+from bayescale.model.laws import Law
 
 __all__ = ["RidgeMap", "ridge_map"]
 
@@ -76,7 +76,7 @@ class RidgeMap:
         The floor prior's family (its support gives the floor's unconstrained transform);
         unused where the floor is pooled.
     grouped : bool
-        The sites are vectors over groups (`bayescale.hierarchy`'s model, whose arguments
+        The sites are vectors over groups (`bayescale.model.hierarchy`'s model, whose arguments
         are ``(logx, gidx, centre, hyper, log_loss, mask)``), each group with its own map.
     pooled : tuple of str
         Those of the three parameters drawn from a population (partial pooling): their sites
@@ -261,7 +261,7 @@ def ridge_map(
     of that exponent, each sampled with its own prior (``families`` names it) with a
     positive support for the amplitude and the exponent, or pooled (named in ``pooled``: a
     population on the log of the amplitude or exponent, on the logit share of the floor).
-    ``grouped``: the model of `bayescale.hierarchy` (vector sites over groups); ``centred``:
+    ``grouped``: the model of `bayescale.model.hierarchy` (vector sites over groups); ``centred``:
     other pooled parameters sampled centred (see `RidgeMap`).
     """
     roles = sorted(p.role for p in law.params)

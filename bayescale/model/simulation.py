@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from bayescale.errors import OptionError
-from bayescale.laws import Law, get_law
-from bayescale.likelihoods import get_likelihood
+from bayescale.model.laws import Law, get_law
+from bayescale.model.likelihoods import get_likelihood
 
 __all__ = ["TRUTHS", "isoflop_design", "simulate", "sweep_design"]
 
@@ -115,7 +115,7 @@ def simulate(
     noise : float, default 0.01
         Scale of the noise on log loss.
     likelihood : str, default "student_t"
-        Noise distribution, a name in `bayescale.likelihoods.LIKELIHOODS`.
+        Noise distribution, a name in `bayescale.model.likelihoods.LIKELIHOODS`.
     nu : float, default 4
         Degrees of freedom of the Student-t noise.
     seed : int, default 0

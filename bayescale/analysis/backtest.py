@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.data import ScalingData, from_frame
+from bayescale.analysis.common import quantile_name, validate_levels
+from bayescale.analysis.forecast import forecast
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError
-from bayescale.fit import MCMC_METHODS, Fit, fit
-from bayescale.forecast import forecast
-from bayescale.internal import quantile_name, validate_levels
-from bayescale.laws import Law, get_law
-from bayescale.misfit import Misfit
+from bayescale.inference.fit import MCMC_METHODS, Fit, fit
+from bayescale.io.data import ScalingData, from_frame
+from bayescale.model.laws import Law, get_law
+from bayescale.model.misfit import Misfit
 
 __all__ = ["Backtest", "MODELS", "DISTANCE_BINS", "backtest"]
 
@@ -149,7 +149,7 @@ def backtest(
     variable : str, optional
         Scaling variable of one-variable laws.
     likelihood : str, default "student_t"
-        The run noise of the NUTS fits, as in `bayescale.fit`.
+        The run noise of the NUTS fits, as in `bayescale.inference.fit`.
     misfit : Misfit, optional
         The settings of the ``"misfit"`` model (default ``bayescale.Misfit()``), for example
         ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture.
@@ -158,7 +158,7 @@ def backtest(
     columns : mapping, optional
         Canonical name -> your column name.
     progress_bar : bool, optional
-        As in `bayescale.fit`.
+        As in `bayescale.inference.fit`.
 
     Returns
     -------

@@ -1,14 +1,16 @@
 """The inference engine: one compiled NUTS runner, the MAP + Laplace path, and the DataTree.
 
 Every verb that samples goes through `sample_nuts` (fit, update, leave-one-out and
-leave-future-out refits, break detection); `bayescale.fit` is the only module that turns its
+leave-future-out refits, break detection); `bayescale.inference.fit` is the only module that turns
+its
 draws into a `Fit`.
 
 Contracts
 ---------
 - **Inputs are arguments.** The data, the observation mask, the prior hyper-parameters, the
   starting point and the jitter are arguments of the compiled programs, never closed over; runs
-  are padded to bucketed sizes (`bayescale.model.bucket_size`). A new data set of a size already
+  are padded to bucketed sizes (`bayescale.model.build.bucket_size`). A new data set of a size
+  already
   seen, or any subset of it, costs no compilation. Compiled programs are cached per
   (model, settings) in bounded LRU caches.
 - **Same seed, same draws.** Chain ``c`` always gets key ``split(PRNGKey(seed))[1]`` split into
@@ -40,13 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.data import ScalingData
-from bayescale.distributions import Prior
 from bayescale.errors import OptionError, check_counts
-from bayescale.laws import Law, declaration, fingerprint
-from bayescale.misfit import Misfit, draw_indicator
-from bayescale.model import OBS, ModelInputs, internal_sites
-from bayescale.priors import Priors
+from bayescale.io.data import ScalingData
+from bayescale.model.build import OBS, ModelInputs, internal_sites
+from bayescale.model.distributions import Prior
+from bayescale.model.laws import Law, declaration, fingerprint
+from bayescale.model.misfit import Misfit, draw_indicator
+from bayescale.model.priors import Priors
 from bayescale.version import __version__
 
 __all__ = [
@@ -157,7 +159,7 @@ def _program(
 
     The first three run per chain, mapped over ``group`` devices; ``laplace`` and ``from_y``
     serve `laplace_start`. NUTS runs on numpyro's unconstrained sites (a dict, as numpyro's
-    own NUTS), or, where the model carries a `bayescale.geometry.RidgeMap`, on the flat vector
+    own NUTS), or, where the model carries a `bayescale.model.geometry.RidgeMap`, on the flat vector
     of that map's coordinates (the draws are mapped back to numpyro's).
     ``advance(state, args, length)`` runs ``length <= CHUNK`` iterations (a dynamic trip
     count, so one compilation serves every chunk) and returns the unconstrained draws and the
@@ -296,7 +298,7 @@ def sample_nuts(
     Parameters
     ----------
     model : callable
-        A model of `bayescale.model.build_model`.
+        A model of `bayescale.model.build.build_model`.
     inputs : ModelInputs
         Padded inputs; only the rows of ``inputs.mask`` are scored.
     start : mapping
@@ -733,7 +735,7 @@ def _start(
 def _flat_for_scoring(samples: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """Draws flattened to ``(n, ...)``; with the misfit mixture, its ``loss`` site switched on."""
     flat = {k: np.reshape(v, (n, *np.shape(v)[2:])) for k, v in samples.items()}
-    if "misfit_on" in flat:  # see bayescale.model._mixture
+    if "misfit_on" in flat:  # see bayescale.model.build._mixture
         flat["_pointwise"] = np.ones(n, np.asarray(flat["misfit_on"]).dtype)
     return flat
 
@@ -819,8 +821,8 @@ def build_tree(
     ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
     over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` plus
     ``bayescale_version`` become the tree's provenance attributes, with ``law_declaration``
-    and ``law_fingerprint`` (JSON: `bayescale.laws.declaration`, and
-    `bayescale.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
+    and ``law_fingerprint`` (JSON: `bayescale.model.laws.declaration`, and
+    `bayescale.model.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
     With ``groups`` (the labels of a grouped fit), posterior variables with one more axis of
     that length are laid over a ``group`` dimension with those labels as coordinates.
     """
@@ -856,7 +858,7 @@ def build_tree(
     tree = azb.from_dict(groups_, dims=dims, coords=coords)
     tree.attrs.update(attrs)
     tree.attrs["bayescale_version"] = __version__
-    # what load_fit checks the registered law against (see bayescale.laws.fingerprint)
+    # what load_fit checks the registered law against (see bayescale.model.laws.fingerprint)
     finite = {k: np.asarray(posterior[k], np.float64) for k in law.param_names}
     finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
     medians = {k: float(np.median(v)) if v.size else math.nan for k, v in finite.items()}

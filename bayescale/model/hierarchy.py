@@ -1,8 +1,10 @@
 r"""Many curves in one model: per-group law parameters drawn from a population.
 
-`bayescale.fit` with ``group=`` fits every curve of a table at once (one numpyro model, one
+`bayescale.inference.fit` with ``group=`` fits every curve of a table at once (one numpyro model,
+one
 compilation). This module holds the model, its inputs and priors, the draws of a single group
-(or of a new group from the population) and `priors_from`; `bayescale.fit` turns its output
+(or of a new group from the population) and `priors_from`; `bayescale.inference.fit` turns its
+output
 into a `Fit`.
 
 Notes
@@ -11,7 +13,8 @@ Pooling (``pooling=``):
 
 ``"none"``
     every group has its own parameters with its own default priors (computed from that group's
-    runs and centred at its own inputs, exactly as a separate `bayescale.fit` of the group);
+    runs and centred at its own inputs, exactly as a separate `bayescale.inference.fit` of the
+    group);
     the joint posterior is the product of the separate posteriors.
 ``"partial"``
     the parameters named in ``pool`` (default `default_pool`: exponents, floor and noise scale)
@@ -31,7 +34,8 @@ Pooling (``pooling=``):
     ``Uniform(0, min loss)``), where they are different tasks on unrelated loss scales: there
     ``log E`` mixes badly (measured on the Revisiting curves: see the explanation page
     *Pooling across curves*), and the share assumes that the groups' runs reach comparable
-    losses. `bayescale.fit` tells the two apart with `exponents_differ`. ``m_0, s_0``
+    losses. `bayescale.inference.fit` tells the two apart with
+    `bayescale.inference.grouped.exponents_differ`. ``m_0, s_0``
     come from the parameter's prior (the default or the user's, moment-matched on ``t``:
     the prior of the population median); ``s_tau`` is `TAU_SCALES` by role (override with a
     ``"<name>_tau"`` prior). The other parameters are per group as in ``"none"``. All groups
@@ -56,14 +60,14 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.data import ScalingData
-from bayescale.distributions import Prior, make_distribution
 from bayescale.errors import DataError, OptionError, PriorError
-from bayescale.geometry import ridge_map
-from bayescale.laws import Law
-from bayescale.likelihoods import Likelihood
-from bayescale.model import OBS, bucket_size
-from bayescale.priors import Priors, resolve_priors
+from bayescale.io.data import ScalingData
+from bayescale.model.build import OBS, bucket_size
+from bayescale.model.distributions import Prior, make_distribution
+from bayescale.model.geometry import ridge_map
+from bayescale.model.laws import Law
+from bayescale.model.likelihoods import Likelihood
+from bayescale.model.priors import Priors, resolve_priors
 
 __all__ = [
     "FLOOR_POOLINGS",
@@ -73,13 +77,11 @@ __all__ = [
     "build_group_model",
     "default_pool",
     "expanded",
-    "exponents_differ",
     "group_attrs",
     "group_draws",
     "group_inputs",
     "group_labels",
     "group_start",
-    "lone_fits",
     "lone_start",
     "model_for",
     "priors_from",
@@ -110,80 +112,6 @@ def centred_min_runs(law: Law) -> int:
     tree-depth limit on the simulated families of ``tests/statistical/test_hier_coverage.py``).
     """
     return 2 * (len(law.params) + 1)
-
-
-#: a pooled exponent is sampled centred when the typical group's partial-centring weight
-#: ``tau^2 / (tau^2 + se^2)`` reaches this (see `exponents_differ`)
-CENTRED_WEIGHT = 0.89
-
-
-def lone_fits(
-    law: Law, data: ScalingData, labels: Sequence[str], likelihood: Likelihood, seed: int
-) -> list[Any]:
-    """One lone MAP fit (`bayescale.sampling.Laplace`) per group with default priors.
-
-    None for a group with fewer runs than the law has parameters plus one, or whose mode is
-    not proper. They decide the kind of curves (`exponents_differ`) and start the joint MAP
-    (`lone_start`).
-    """
-    from bayescale.model import build_model, model_inputs
-    from bayescale.sampling import laplace_fit, start_from_prior
-
-    group_of = data.table["group"].astype(str).to_numpy()
-    out: list[Any] = []
-    for g in labels:
-        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
-        lap = None
-        if sub.n_runs >= len(law.params) + 1:
-            priors = resolve_priors(law, sub, None, likelihood.name)
-            fams = tuple((k, p.family) for k, p in priors.items())
-            model = build_model(law, fams, likelihood)
-            start = start_from_prior(law, priors, 1)
-            lap = laplace_fit(model, model_inputs(law, sub, priors), start, seed, 400)
-        out.append(lap if lap is not None and lap.ok else None)
-    return out
-
-
-def exponents_differ(
-    law: Law,
-    data: ScalingData,
-    labels: Sequence[str],
-    likelihood: Likelihood,
-    seed: int,
-    lone: Sequence[Any] | None = None,
-) -> bool:
-    """Whether the groups' exponents differ by far more than their runs measure them.
-
-    Decides the sampler's coordinates of a partial fit whose exponent is pooled: where it is
-    True, `bayescale.geometry`'s ridge coordinates (the exponent centred, as the log slope at
-    each group's centre); where it is False, numpyro's non-centred coordinates. It is the
-    partial non-centring rule of Papaspiliopoulos, Roberts and Skold (2007) for the typical
-    group: centred where ``tau^2 / (tau^2 + se^2)`` is at least `CENTRED_WEIGHT`, with ``se``
-    the median over groups of the Laplace sd of ``log alpha`` in a lone MAP fit with default
-    priors (groups with fewer runs than the law has parameters plus one, or no proper mode,
-    are left out) and ``tau^2`` the variance of the lone estimates less ``se^2``.
-
-    Measured (ratio of the estimates' sd to the median sd): simulated families that share
-    their exponent 0.5 to 1.6 (2.5 for three families), the 20 Revisiting language curves
-    4.6; the rule's threshold is 3. The Revisiting curves mix well only centred, families
-    that share their exponent only non-centred (centred, they sit in the funnel of ``tau``:
-    every chain at the tree-depth limit, or r_hat 1.2 and 121 divergences in 4 x 200 draws).
-    A DerSimonian-Laird ``tau`` with Cochran's Q test was tried first and called three
-    families that share their exponent different: the Laplace sds run small. ``lone``: the
-    groups' `lone_fits` where they are already at hand.
-    """
-    exponent = next((p.name for p in law.params if p.role == "exponent"), None)
-    if exponent is None:
-        return False
-    if lone is None:
-        lone = lone_fits(law, data, labels, likelihood, seed)
-    est = np.array([math.log(float(f.mode[exponent])) if f else np.nan for f in lone])
-    se = np.array([float(np.std(np.log(f.constrained[exponent]))) if f else np.inf for f in lone])
-    ok = np.isfinite(se) & (se > 0)
-    if ok.sum() < 2:
-        return False
-    spread, typical = float(np.var(est[ok], ddof=1)), float(np.median(se[ok])) ** 2
-    return spread - typical >= CENTRED_WEIGHT / (1 - CENTRED_WEIGHT) * typical
 
 
 #: families of parameters on the whole real line (pooled as they are, not in logs)
@@ -502,7 +430,7 @@ def build_group_model(
     family = dict(families)
     params = [p for p in law.params if p.role != "location"]
     roles = {p.name: p for p in params}
-    # the samplers' change of variables, per group (`bayescale.geometry`): with its own priors
+    # the samplers' change of variables, per group (`bayescale.model.geometry`): with its own priors
     # the same as a separate fit's; pooled parameters through their population
     pooled = tuple(n for n in pool if n not in real)
     centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
@@ -719,7 +647,9 @@ def lone_start(
     inputs: GroupInputs,
     lone: Sequence[Any],
 ) -> dict[str, np.ndarray] | None:
-    """Sample-site values (one row) assembled from the groups' `lone_fits`: the joint MAP's start.
+    """Sample-site values (one row) assembled from the groups' lone MAP fits: the joint MAP's start.
+
+    ``lone``: the lone fits of `bayescale.inference.grouped.lone_fits`.
 
     A pooled parameter's population is the mean and sd of the lone modes (on the scale it is
     pooled on; the sd kept within its prior), each group's effect its standardised value, a
@@ -845,7 +775,7 @@ def priors_from(
     ----------
     fit : Fit
         A NUTS or MAP fit (one curve, or one group of a grouped fit selected with
-        `bayescale.fit.group_fit`).
+        `bayescale.inference.fit.group_fit`).
     params : sequence of str, optional
         Parameters to transfer. Default: every parameter of the law and ``sigma``, except
         amplitudes and scales unless ``at`` is given.
@@ -854,7 +784,7 @@ def priors_from(
         family that may differ).
     at : DataFrame or ScalingData, optional
         The runs of the new fit. Amplitudes are sampled at the data centre (``A xbar^-alpha``,
-        see `bayescale.model`), so their prior depends on the new runs' centre ``xbar``; with
+        see `bayescale.model.build`), so their prior depends on the new runs' centre ``xbar``; with
         ``at``, amplitudes and scales are transferred at that centre.
 
     Returns
@@ -878,8 +808,8 @@ def priors_from(
     >>> sorted(bs.priors_from(old))
     ['E', 'alpha', 'sigma']
     """
-    from bayescale.data import from_frame
     from bayescale.errors import FitError
+    from bayescale.io.data import from_frame
 
     if not isinstance(widen, (int, float)) or isinstance(widen, bool) or not widen > 0:
         raise OptionError(f"widen must be a positive number; received {widen!r}.")

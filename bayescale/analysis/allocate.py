@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bayescale.errors import ConvergenceWarning, OptionError, find_stack_level
-from bayescale.fit import group_fit
-from bayescale.internal import (
+from bayescale.analysis.common import (
     interval_probs,
     posterior_params,
     quantile_name,
     split_over_devices,
     warn_extrapolation,
 )
+from bayescale.errors import ConvergenceWarning, OptionError, find_stack_level
+from bayescale.inference.fit import group_fit
 
 if TYPE_CHECKING:
-    from bayescale.fit import Fit
-    from bayescale.laws import Law
+    from bayescale.inference.fit import Fit
+    from bayescale.model.laws import Law
 
 __all__ = [
     "Allocation",
@@ -241,10 +241,10 @@ def compute_optimal(
         Search bracket of the numerical optimiser, in tokens per parameter D/N.
     warn : bool, default True
         Emit an `ExtrapolationWarning` for budgets outside the compute range of the fitted
-        runs (the rule of `bayescale.forecast.forecast`).
+        runs (the rule of `bayescale.analysis.forecast.forecast`).
     group : str, optional
         For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
-        default) is a **new group** drawn from the population (`bayescale.fit.group_fit`).
+        default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
 
     Returns
@@ -297,8 +297,8 @@ def compute_optimal(
     Examples
     --------
     >>> import bayescale
-    >>> from bayescale.allocate import compute_optimal
-    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
+    >>> from bayescale.analysis.allocate import compute_optimal
+    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
     >>> alloc = compute_optimal(fit, [1e22, 1e23], warn=False)  # the runs reach 3e21 FLOP
     >>> round(float(alloc.exponents["a"].median()), 1)
     0.5
@@ -400,8 +400,8 @@ def compute_for_loss(
     Examples
     --------
     >>> import bayescale
-    >>> from bayescale.allocate import compute_for_loss
-    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
+    >>> from bayescale.analysis.allocate import compute_for_loss
+    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
     >>> compute_for_loss(fit, 1.5).prob_unreachable  # below E = 1.8
     1.0
     """
