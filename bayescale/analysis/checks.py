@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.analysis.common import (
     location_scale,
     logmeanexp,
@@ -306,7 +307,7 @@ def ppc(
     mu, sigma = location_scale(fit.law, draws, fit.data)
     mu = mu + misfit_at(fit, fit.data)
     dist = fit.noise
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(seed, "ppc_noise")
     rep = mu + sigma * dist.sample(rng, mu.shape)
     tree = fit.tree.copy()
     run = fit.tree["observed_data"]["run"].values

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.errors import (
     ExtrapolationWarning,
     FitError,
@@ -141,7 +142,7 @@ def misfit_at(fit: Fit, runs: ScalingData, idx: np.ndarray | None = None, seed: 
         draws = {k: v[idx] for k, v in draws.items()}
     cols = coordinate_columns(coords, fit.law.variables)
     columns = {c: runs.column(c) for c in cols}
-    return misfit_draws_at(spec, coords, draws, columns, np.random.default_rng([seed, 3]))
+    return misfit_draws_at(spec, coords, draws, columns, streams.rng(seed, "check_misfit"))
 
 
 def logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.analysis.common import (
     location_scale,
     logmeanexp,
@@ -289,7 +290,7 @@ def _holdout_lpd(
         n = len(draws["sigma"])
         mf = {k: np.reshape(v, (n, *np.shape(v)[2:])) for k, v in samples.items()}
         cols = coordinate_columns(coords, fit.law.variables)
-        rng = np.random.default_rng([int(shape[-1]), 4])
+        rng = streams.rng(shape[-1], "held_out_misfit")
         columns = {c: runs.column(c) for c in cols}
         mu = mu + misfit_draws_at(fit.misfit, coords, mf, columns, rng)
     dens = fit.noise.logpdf(np.log(runs.loss)[None, :], mu, sigma)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, warn
@@ -362,7 +363,7 @@ def target_draws(
     draws = require_draws(fit, "design")
     law = fit.law
     s = len(draws["sigma"])
-    rng = np.random.default_rng([int(seed), 21])
+    rng = streams.rng(seed, "design_target")
     if tgt.kind == "loss_at":
         t_point = (tgt.n_params, tgt.n_tokens)
         value = None
@@ -525,7 +526,7 @@ def design(
         )
     value, mu, sigma = value[keep], mu[keep], sigma[keep]
     s_count = len(value)
-    rng = np.random.default_rng([int(seed), 22])
+    rng = streams.rng(seed, "design_candidates")
     order = np.argsort(value, kind="stable")
     # stratified source draws: one uniformly inside each of M equal-mass strata of T
     edges = np.linspace(0, s_count, n_outcomes + 1)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import (
     decades_outside,
@@ -345,7 +346,8 @@ def forecast(
 
     with epsilon_sj iid Student-t(nu) (or standard normal), as in the likelihood. Noise for
     nu = 4 (the default) and the normal likelihood is drawn by the inverse CDF of float32
-    uniforms from ``numpy.random.default_rng(seed)`` (closed form for t_4: with s = u - 1/2,
+    uniforms from the stream ``forecast_noise`` of ``seed`` (`bayescale.streams`; closed form
+    for t_4: with s = u - 1/2,
     theta = arcsin(2|s|), t = sign(s) 2 sqrt(2 sin(2 theta/3) sin(theta/3) / cos theta); float32
     error below 1e-5); other nu use ``Generator.standard_t``. The law is evaluated in float32
     (relative error about 1e-6, far below any noise scale), vectorised over draws and points
@@ -682,7 +684,7 @@ def _forecast(
     real = np.float64 if wide else np.float32
     flat = {k: v.reshape(-1).astype(real) for k, v in params.items()}
     logx = {v: np.log(points[v].to_numpy(np.float64)).astype(np.float32) for v in law.variables}
-    rng = np.random.default_rng(seed) if kind == "predictive" else None
+    rng = streams.rng(seed, "forecast_noise") if kind == "predictive" else None
     if kind == "predictive":
         sigma = fit.posterior["sigma"].values.reshape(-1, 1).astype(np.float32)
         noise = fit.noise
@@ -697,7 +699,9 @@ def _forecast(
         columns = {
             c: points[c].to_numpy(np.float64) for c in coordinate_columns(coords_, law.variables)
         }
-        mf_rng = np.random.default_rng([seed, 2])  # its own stream: the noise draws stay the same
+        mf_rng = streams.rng(
+            seed, "forecast_misfit"
+        )  # its own stream: the noise draws stay the same
         delta = misfit_draws_at(spec, coords_, mf, columns, mf_rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
     fn = _predict_fn(law, noise, delta is not None)

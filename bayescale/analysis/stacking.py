@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import streams
 from bayescale.analysis.common import location_scale, misfit_at, stacking_weights
 from bayescale.analysis.compare import compare
 from bayescale.errors import OptionError
@@ -152,8 +153,8 @@ def stacked_predictive(
     draws = {k: stack.fits[k].draws() for k in names}
     total = int(num_draws or max(len(d["sigma"]) for d in draws.values()))
     counts = _largest_remainder(np.array([stack.weights[k] for k in names]), total)
-    pick = np.random.default_rng([seed, 0])  # which draws: the same for both kinds
-    noise = np.random.default_rng([seed, 1])
+    pick = streams.rng(seed, "stack_pick")  # which draws: the same for both kinds
+    noise = streams.rng(seed, "stack_noise")
     means, preds, labels = [], [], []
     for name, count in zip(names, counts, strict=True):
         if count == 0:

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from bayescale import streams
 from bayescale.errors import DataError, OptionError, PriorError
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, bucket_size
@@ -708,7 +709,7 @@ def group_draws(
 
     ``group`` is a label of the fit, or None for a new group drawn from the population: each
     posterior draw of ``(mu, tau)`` gets its own ``z ~ N(0, 1)`` from
-    ``numpy.random.default_rng([seed, 3])``.
+    the stream ``new_group`` of ``seed`` (`bayescale.streams`).
 
     Raises
     ------
@@ -739,7 +740,7 @@ def group_draws(
             "pooling='partial', pool='all', or forecast one of the fitted groups: "
             f"group={labels[0]!r}."
         )
-    rng = np.random.default_rng([int(seed), 3])
+    rng = streams.rng(seed, "new_group")
     common = centres[labels[0]]
     out: dict[str, np.ndarray] = {}
     for name in names:

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from bayescale import streams
 from bayescale.errors import OptionError
 
 __all__ = [
@@ -305,5 +306,5 @@ def draw_indicator(samples: Mapping[str, np.ndarray], seed: int) -> dict[str, np
     if "misfit_weight" not in samples:
         return dict(samples)
     weight = np.asarray(samples["misfit_weight"])
-    u = np.random.default_rng([int(seed), 12]).uniform(size=weight.shape)
+    u = streams.rng(seed, "misfit_indicator").uniform(size=weight.shape)
     return {**samples, "misfit_on": (u < weight).astype(weight.dtype)}
