@@ -298,7 +298,7 @@ def compute_optimal(
     --------
     >>> import bayescale
     >>> from bayescale.analysis.allocate import compute_optimal
-    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
+    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
     >>> alloc = compute_optimal(fit, [1e22, 1e23], warn=False)  # the runs reach 3e21 FLOP
     >>> round(float(alloc.exponents["a"].median()), 1)
     0.5
@@ -401,7 +401,7 @@ def compute_for_loss(
     --------
     >>> import bayescale
     >>> from bayescale.analysis.allocate import compute_for_loss
-    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
+    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="huber")
     >>> compute_for_loss(fit, 1.5).prob_unreachable  # below E = 1.8
     1.0
     """

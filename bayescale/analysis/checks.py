@@ -41,15 +41,14 @@ import pandas as pd
 
 from bayescale import streams
 from bayescale.analysis.common import (
-    location_scale,
     logmeanexp,
-    misfit_at,
     mixture_quantiles,
     predictive_moments,
     quantile_name,
     require_draws,
     validate_levels,
 )
+from bayescale.analysis.predict import predictive
 from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
 from bayescale.inference.fit import Fit, group_fit
 from bayescale.io.data import ScalingData, format_rows, from_frame
@@ -225,11 +224,11 @@ def check(
     """
     levels_ = validate_levels(levels, verdict_level)
     fit = group_fit(fit, group)
-    draws = require_draws(fit, "check")
+    require_draws(fit, "check")
     runs = _as_runs(new_runs, fit.law, columns, dropna)
     _warn_fitted_runs(fit, runs)
-    mu, sigma = location_scale(fit.law, draws, runs)
-    mu = mu + misfit_at(fit, runs)
+    pred = predictive(fit, runs, rng=streams.rng(0, "check_misfit"))
+    mu, sigma = pred.loc, pred.sigma
     y = np.log(runs.loss)
     dist = fit.noise
     pit = np.mean(dist.cdf((y[None, :] - mu) / sigma), axis=0)
@@ -303,12 +302,8 @@ def ppc(
         )
     post = fit.posterior
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    draws = fit.draws()
-    mu, sigma = location_scale(fit.law, draws, fit.data)
-    mu = mu + misfit_at(fit, fit.data)
-    dist = fit.noise
-    rng = streams.rng(seed, "ppc_noise")
-    rep = mu + sigma * dist.sample(rng, mu.shape)
+    pred = predictive(fit, fit.data, rng=streams.rng(0, "check_misfit"))
+    rep = pred.sample(streams.rng(seed, "ppc_noise"))
     tree = fit.tree.copy()
     run = fit.tree["observed_data"]["run"].values
     coords = {"chain": post["chain"].values, "draw": post["draw"].values, "run": run}
@@ -325,7 +320,7 @@ def ppc(
         q = azs.loo_expectations(tree, var_name=OBS, kind="quantile", probs=probs)[0]
     del caught  # the Pareto-k warning is reported per run in the pareto_k column
     y = np.log(fit.data.loss)
-    mean, sd = predictive_moments(mu, sigma, dist)
+    mean, sd = predictive_moments(pred.loc, pred.sigma, pred.noise)
     table = _inputs_frame(fit.data, fit.law)
     qv = np.asarray(q.transpose("quantile", ...).values if "quantile" in q.dims else q.values)
     for p, values in zip(probs, qv, strict=True):

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale import streams
 from bayescale.errors import (
     ExtrapolationWarning,
     FitError,
@@ -31,7 +30,6 @@ from bayescale.inference.fit import Fit
 from bayescale.io.data import ScalingData
 from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood, get_likelihood
-from bayescale.model.misfit import coordinate_columns, misfit_draws_at
 
 __all__ = [
     "NEWTON_STEPS",
@@ -40,7 +38,6 @@ __all__ = [
     "interval_probs",
     "location_scale",
     "logmeanexp",
-    "misfit_at",
     "mixture_quantiles",
     "posterior_params",
     "predictive_moments",
@@ -123,26 +120,6 @@ def location_scale(
     mu = np.asarray(law.fn(params, logx), dtype=np.float64)
     mu = np.broadcast_to(mu, (len(draws["sigma"]), runs.n_runs))
     return mu, np.asarray(draws["sigma"], dtype=np.float64)[:, None]
-
-
-def misfit_at(fit: Fit, runs: ScalingData, idx: np.ndarray | None = None, seed: int = 0) -> Any:
-    """The fit's misfit delta ``(draw, run)`` at ``runs`` (0.0 for the exact law).
-
-    ``idx`` selects posterior draws (flattened over chains), as passed to `location_scale`;
-    beyond the fitted range each draw's walks continue at random (``seed``).
-    """
-    spec, coords = fit.misfit, fit.misfit_coords
-    if spec is None:
-        return 0.0
-    post = fit.posterior
-    n = post.sizes["chain"] * post.sizes["draw"]
-    names = [k for k in post.data_vars if k.startswith("misfit_")]
-    draws = {k: post[k].values.reshape(n, *post[k].shape[2:]) for k in names}
-    if idx is not None:
-        draws = {k: v[idx] for k, v in draws.items()}
-    cols = coordinate_columns(coords, fit.law.variables)
-    columns = {c: runs.column(c) for c in cols}
-    return misfit_draws_at(spec, coords, draws, columns, streams.rng(seed, "check_misfit"))
 
 
 def logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:

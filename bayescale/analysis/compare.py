@@ -40,12 +40,12 @@ import pandas as pd
 
 from bayescale import streams
 from bayescale.analysis.common import (
-    location_scale,
     logmeanexp,
     quietly,
     spread_draws,
     stacking_weights,
 )
+from bayescale.analysis.predict import predictive
 from bayescale.errors import OptionError
 from bayescale.inference.fit import Fit, user_priors
 from bayescale.inference.sampling import (
@@ -57,7 +57,6 @@ from bayescale.inference.sampling import (
 )
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, build_model, model_inputs
-from bayescale.model.misfit import coordinate_columns, misfit_draws_at
 from bayescale.model.priors import Priors, resolve_priors
 
 __all__ = [
@@ -281,19 +280,18 @@ def _holdout_lpd(
 
     Returns the densities and the per-draw log densities ``(chain, draw, run)``.
     """
-    names = (*fit.law.param_names, "sigma")
     shape = np.shape(samples["sigma"])
-    draws = {k: np.asarray(samples[k], np.float64).reshape(-1) for k in names}
-    mu, sigma = location_scale(fit.law, draws, runs)
-    if fit.misfit is not None:  # the refit's misfit, continued to the held-out runs
-        coords = samples["_coords"]
-        n = len(draws["sigma"])
-        mf = {k: np.reshape(v, (n, *np.shape(v)[2:])) for k, v in samples.items()}
-        cols = coordinate_columns(coords, fit.law.variables)
-        rng = streams.rng(shape[-1], "held_out_misfit")
-        columns = {c: runs.column(c) for c in cols}
-        mu = mu + misfit_draws_at(fit.misfit, coords, mf, columns, rng)
-    dens = fit.noise.logpdf(np.log(runs.loss)[None, :], mu, sigma)
+    n = int(np.prod(shape))
+    names = (*fit.law.param_names, "sigma")
+    draws = {
+        k: np.reshape(np.asarray(v, np.float64), (n, *np.shape(v)[2:]))
+        for k, v in samples.items()
+        if k in names or k.startswith("misfit_")
+    }
+    # the refit's misfit (coordinates of its own runs), continued to the held-out runs
+    rng = streams.rng(shape[-1], "held_out_misfit")
+    pred = predictive(fit, runs, rng=rng, draws=draws, coords=samples.get("_coords"))
+    dens = pred.logpdf(np.log(runs.loss))
     return logmeanexp(dens, axis=0), dens.reshape(*shape, -1)
 
 

@@ -38,9 +38,9 @@ import pandas as pd
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
+from bayescale.analysis.predict import posterior_draws, predictive
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, warn
-from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, format_rows
-from bayescale.model.misfit import misfit_draws_at
+from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, format_rows
 
 if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
@@ -356,12 +356,9 @@ def target_draws(
     loss at ``at`` (``(draw, run)``) is the law's plus the misfit, without noise. ``kind``:
     ``"mean"`` (the law and misfit) or ``"predictive"`` (plus a run's noise; loss targets).
     """
-    import jax.numpy as jnp
-
     _require_nd(fit)
     tgt = Target.parse(target)
     draws = require_draws(fit, "design")
-    law = fit.law
     s = len(draws["sigma"])
     rng = streams.rng(seed, "design_target")
     if tgt.kind == "loss_at":
@@ -375,19 +372,9 @@ def target_draws(
         t_point = (n_star, tgt.compute / (FLOPS_PER_PARAM_TOKEN * n_star))
     n_all = np.array([t_point[0], *([] if at is None else at["n_params"].to_numpy(np.float64))])
     d_all = np.array([t_point[1], *([] if at is None else at["n_tokens"].to_numpy(np.float64))])
-    params = {k: jnp.asarray(draws[k])[:, None] for k in law.param_names}
-    logx = {
-        "n_params": jnp.asarray(np.log(n_all))[None],
-        "n_tokens": jnp.asarray(np.log(d_all))[None],
-    }
-    mu = np.broadcast_to(np.asarray(law.fn(params, logx), np.float64), (s, len(n_all))).copy()
-    delta = np.zeros_like(mu)
-    if fit.misfit is not None:
-        post = fit.posterior
-        names = [k for k in post.data_vars if k.startswith("misfit_")]
-        mf = {k: post[k].values.reshape(s, *post[k].shape[2:]) for k in names}
-        cols = {"n_params": n_all, "n_tokens": d_all}
-        delta = misfit_draws_at(fit.misfit, fit.misfit_coords, mf, cols, rng)
+    points = ScalingData(pd.DataFrame({"n_params": n_all, "n_tokens": d_all, "loss": 1.0}))
+    pred = predictive(fit, points, rng=rng, draws=posterior_draws(fit))
+    mu, delta = pred.law, pred.misfit
     if tgt.kind == "loss_at":
         value = np.exp(mu[:, 0] + delta[:, 0])
     elif tgt.kind == "optimal_loss":

@@ -30,10 +30,11 @@ from bayescale.analysis.common import (
     split_over_devices,
     warn_extrapolation,
 )
+from bayescale.analysis.predict import misfit_delta, posterior_draws
 from bayescale.errors import DataError, OptionError
 from bayescale.inference.fit import group_fit
 from bayescale.io.data import derive_inputs, format_rows
-from bayescale.model.misfit import coordinate_columns, misfit_draws_at
+from bayescale.model.misfit import coordinate_columns
 
 if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
@@ -358,7 +359,7 @@ def forecast(
     --------
     >>> import bayescale
     >>> from bayescale.analysis.forecast import forecast
-    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="map")
+    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="map")
     >>> fc = forecast(fit, {"n_params": 1e9, "n_tokens": 2e10}, warn=False)
     >>> fc.draws["loss"].dims
     ('chain', 'draw', 'point')
@@ -439,7 +440,7 @@ def extrapolation_horizon(
     --------
     >>> import bayescale
     >>> from bayescale.analysis.forecast import extrapolation_horizon
-    >>> fit = bayescale.inference.fit(bayescale.simulate("chinchilla", seed=1), method="map")
+    >>> fit = bayescale.fit(bayescale.simulate("chinchilla", seed=1), method="map")
     >>> h = extrapolation_horizon(fit, tolerance=0.1)
     >>> h.compute > 3e21
     True
@@ -691,18 +692,12 @@ def _forecast(
     else:
         sigma, noise = None, None
     delta = None
-    spec, coords_ = fit.misfit, fit.misfit_coords
-    if spec is not None:
-        post = fit.posterior
-        names = [k for k in post.data_vars if k.startswith("misfit_")]
-        mf = {k: post[k].values.reshape(n_sample, *post[k].shape[2:]) for k in names}
-        columns = {
-            c: points[c].to_numpy(np.float64) for c in coordinate_columns(coords_, law.variables)
-        }
-        mf_rng = streams.rng(
-            seed, "forecast_misfit"
-        )  # its own stream: the noise draws stay the same
-        delta = misfit_draws_at(spec, coords_, mf, columns, mf_rng).astype(np.float32)
+    if fit.misfit is not None:
+        cols = coordinate_columns(fit.misfit_coords, law.variables)
+        columns = {c: points[c].to_numpy(np.float64) for c in cols}
+        # its own stream: the noise draws stay the same with or without the misfit
+        mf_rng = streams.rng(seed, "forecast_misfit")
+        delta = misfit_delta(fit, columns, posterior_draws(fit), mf_rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
     fn = _predict_fn(law, noise, delta is not None)
     dims = ("chain", "draw", "point")

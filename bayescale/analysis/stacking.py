@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from bayescale import streams
-from bayescale.analysis.common import location_scale, misfit_at, stacking_weights
+from bayescale.analysis.common import stacking_weights
 from bayescale.analysis.compare import compare
+from bayescale.analysis.predict import posterior_draws, predictive
 from bayescale.errors import OptionError
 from bayescale.inference.fit import Fit
 from bayescale.io.data import ScalingData, derive_inputs
@@ -150,7 +151,7 @@ def stacked_predictive(
         raise OptionError(f"unknown kind {kind!r}. Available: predictive, mean.")
     points = _points(at, stack.fits.values())
     names = list(stack.fits)
-    draws = {k: stack.fits[k].draws() for k in names}
+    draws = {k: posterior_draws(stack.fits[k]) for k in names}
     total = int(num_draws or max(len(d["sigma"]) for d in draws.values()))
     counts = _largest_remainder(np.array([stack.weights[k] for k in names]), total)
     pick = streams.rng(seed, "stack_pick")  # which draws: the same for both kinds
@@ -162,11 +163,15 @@ def stacked_predictive(
         fit, d = stack.fits[name], draws[name]
         n = len(d["sigma"])
         idx = pick.choice(n, size=count, replace=count > n)
-        mu, sigma = location_scale(fit.law, {k: v[idx] for k, v in d.items()}, points)
-        mu = mu + misfit_at(fit, points, idx, seed)
-        means.append(mu)
+        pred = predictive(
+            fit,
+            points,
+            rng=streams.rng(seed, "check_misfit"),
+            draws={k: v[idx] for k, v in d.items()},
+        )
+        means.append(pred.loc)
         if kind == "predictive":
-            preds.append(mu + sigma * fit.noise.sample(noise, mu.shape))
+            preds.append(pred.sample(noise))
         labels += [name] * count
     order = pick.permutation(total)
     log_mean = np.concatenate(means, axis=0)[order]

@@ -432,7 +432,7 @@ def fit(
     --------
     >>> import bayescale
     >>> runs = bayescale.simulate("chinchilla", seed=1)
-    >>> bayescale.inference.fit(runs, method="huber").summary().loc["alpha", "mean"].round(1)
+    >>> bayescale.fit(runs, method="huber").summary().loc["alpha", "mean"].round(1)
     np.float64(0.3)
     """
     if method not in METHODS:

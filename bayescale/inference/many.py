@@ -681,7 +681,7 @@ def fit_many(
 ) -> ManyFits:
     """Fit one law to every curve of a table, independently, in one vectorised sampler.
 
-    Each group (curve) gets the posterior that ``bayescale.inference.fit(curve, law, ...)`` would
+    Each group (curve) gets the posterior that ``bayescale.fit(curve, law, ...)`` would
     give
     it alone: the same model, the same default priors computed from the curve's own runs, the
     same likelihood; only the starting points differ from ``fit``'s default (see Notes).
