@@ -49,6 +49,7 @@ def rate_check(sim_fit):
     return check(sim_fit, runs)
 
 
+@pytest.mark.slow
 def test_verdicts_occur_at_the_stated_rates(rate_check):
     # runs drawn from the predictive distribution: P(as predicted) = 0.9, each flag 0.05
     counts = rate_check.table["verdict"].value_counts()
@@ -57,6 +58,7 @@ def test_verdicts_occur_at_the_stated_rates(rate_check):
     assert stats.binomtest(int(counts.get(VERDICTS[2], 0)), n, 0.05).pvalue > ALPHA
 
 
+@pytest.mark.slow
 def test_coverage_and_calibration_of_predictive_runs(rate_check):
     assert (rate_check.coverage["p_value"] > ALPHA).all(), rate_check.coverage
     assert rate_check.calibration["p_value"] > ALPHA

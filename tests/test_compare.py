@@ -46,6 +46,7 @@ def epoch_lfo(epoch_fits):
     return compare(epoch_fits, method="lfo", num_warmup=500, num_samples=500)
 
 
+@pytest.mark.slow
 def test_loo_on_epoch_rows_keeps_its_diagnostics(epoch_loo):
     table = epoch_loo
     assert list(table.columns[: len(LOO_COLUMNS)]) == LOO_COLUMNS
@@ -59,6 +60,7 @@ def test_loo_on_epoch_rows_keeps_its_diagnostics(epoch_loo):
     assert table.loc["kaplan", "elpd_diff"] > 4 * table.loc["kaplan", "dse"]
 
 
+@pytest.mark.slow
 def test_lfo_on_epoch_rows(epoch_lfo):
     table = epoch_lfo
     assert table["method"].eq("lfo").all()
@@ -73,6 +75,7 @@ def test_lfo_on_epoch_rows(epoch_lfo):
     # nats, not a decisive difference; three cutoffs score 104 runs and separate the laws
 
 
+@pytest.mark.slow
 def test_lfo_with_several_cutoffs_prefers_chinchilla(epoch_fits):
     table = compare(
         epoch_fits, method="lfo", cutoffs=[1e20, 3e20, 1e21], num_warmup=500, num_samples=500
@@ -83,6 +86,7 @@ def test_lfo_with_several_cutoffs_prefers_chinchilla(epoch_fits):
     assert table.loc["kaplan", "elpd_diff"] > 2 * table.loc["kaplan", "dse"]
 
 
+@pytest.mark.slow
 def test_stacking_weights_match_arviz(epoch_fits, epoch_loo):
     import arviz_stats as azs
 
@@ -97,6 +101,7 @@ def test_stacking_weights_match_arviz(epoch_fits, epoch_loo):
     np.testing.assert_allclose(stacking_weights(np.array([[0.0, -1.0]] * 5)), [1, 0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_stacked_predictive_mixes_draws_by_weight(epoch_fits):
     weighted = Stack(epoch_fits, {"chinchilla": 0.75, "kaplan": 0.25})
     at = pd.DataFrame({"n_params": [1e9, 7e10], "n_tokens": [2e10, 1.4e12]})
@@ -130,6 +135,7 @@ def test_stack_uses_compare_weights(small_fits):
         assert combined.weights[name] == pytest.approx(table.loc[name, "weight"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_stack_validation(epoch_fits):
     with pytest.raises(ValueError, match="sum to 1"):
         Stack(epoch_fits, {"chinchilla": 0.5, "kaplan": 0.2})

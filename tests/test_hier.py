@@ -49,6 +49,7 @@ def partial(runs):
         return bs.fit(runs, "power_law", group="family", pool="all", seed=0, **FAST)
 
 
+@pytest.mark.slow
 def test_partial_fit_has_a_group_dimension(partial, runs):
     post = partial.posterior
     assert list(post["alpha"].dims) == ["chain", "draw", "group"]
@@ -65,6 +66,7 @@ def test_partial_fit_has_a_group_dimension(partial, runs):
     assert partial.tree["log_likelihood"]["loss"].shape[-1] == len(runs)
 
 
+@pytest.mark.slow
 def test_verbs_take_a_group(partial, runs):
     at = {"n_params": [3e10, 1e11]}
     one = bs.forecast(partial, at, group="f1", warn=False)
@@ -82,6 +84,7 @@ def test_verbs_take_a_group(partial, runs):
         bs.forecast(partial, at, group="f9")
 
 
+@pytest.mark.slow
 def test_plot_groups_renders(partial, tmp_path):
     import matplotlib.pyplot as plt
 
@@ -94,6 +97,7 @@ def test_plot_groups_renders(partial, tmp_path):
     assert (tmp_path / "groups.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_grouped_fit_round_trips(partial, tmp_path):
     loaded = bs.load_fit(partial.save(tmp_path / "groups.nc"))
     assert loaded.groups == partial.groups and loaded.pooling == "partial"
@@ -284,6 +288,7 @@ def test_a_pooled_floor_is_its_log_or_its_share_of_the_smallest_loss(runs, floor
     np.testing.assert_allclose(np.asarray(sites["E"]["value"]), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_families_of_one_kind_pool_their_floors_in_logs(partial):
     """The plumbing families share their exponent: their floors are pooled in logs, and a
     new group's floor is drawn from that population."""
@@ -325,6 +330,7 @@ def test_the_joint_map_starts_from_each_groups_lone_mode():
     assert float(np.log(sites["alpha"]["value"][3])) == pytest.approx(float(start["alpha_mu"]))
 
 
+@pytest.mark.slow
 def test_grouped_fits_start_from_the_laplace_approximation_with_a_diagonal_mass(partial, runs):
     """By default a grouped fit adapts a diagonal mass matrix, started (like the chains) from
     the joint mode's Laplace approximation in the sampler's coordinates; one keyword asks for

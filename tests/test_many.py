@@ -54,6 +54,7 @@ def many(runs):
     return _fit_quietly(runs)
 
 
+@pytest.mark.slow
 def test_one_fit_per_group_in_sorted_order(many, runs):
     fits, caught = many
     assert fits.groups == ("a", "b", "c") and len(fits) == 3 and "a" in fits
@@ -68,6 +69,7 @@ def test_one_fit_per_group_in_sorted_order(many, runs):
         assert not flagged
 
 
+@pytest.mark.slow
 def test_each_group_is_a_real_fit_with_its_own_model(many, runs):
     fits, _ = many
     one = fits["c"]
@@ -90,6 +92,7 @@ def test_each_group_is_a_real_fit_with_its_own_model(many, runs):
         fits["z"]
 
 
+@pytest.mark.slow
 def test_summary_and_diagnostics_tables(many):
     fits, _ = many
     table = fits.summary()
@@ -111,6 +114,7 @@ def test_summary_and_diagnostics_tables(many):
     assert "ManyFits(law='power_law'" in repr(fits) and "groups=3" in repr(fits)
 
 
+@pytest.mark.slow
 def test_posteriors_recover_each_curves_own_truth(many):
     # each curve has its own exponent (0.40, 0.30, 0.35 for a, b, c): the vectorised fits did
     # not mix curves up. Loose: the 90% interval, widened by the short plumbing run, holds it.
@@ -131,6 +135,7 @@ def test_same_seed_same_draws_whatever_the_chunking(many, runs):
         np.testing.assert_array_equal(chunked.posterior[k].values, fits.posterior[k].values)
 
 
+@pytest.mark.slow
 def test_the_search_starts_every_curve_at_its_mode(many, runs):
     # (after the fixture's fit: the same settings, so the same compiled programs in this process)
     # the compiled search for each curve's mode (the pilot program) must end where the posterior
@@ -161,6 +166,7 @@ def test_the_search_starts_every_curve_at_its_mode(many, runs):
     assert np.all(np.abs(gap) < 10.0), gap
 
 
+@pytest.mark.slow
 def test_a_curve_with_other_data_differs_and_leaves_the_others_alone(many, runs):
     # positive control: change curve c's losses; only c's posterior moves, bitwise
     fits, _ = many
@@ -178,6 +184,7 @@ def test_a_curve_with_other_data_differs_and_leaves_the_others_alone(many, runs)
     assert abs(np.median(after) - np.median(before)) > 0.05
 
 
+@pytest.mark.slow
 def test_the_callers_frame_is_not_modified(many, runs):
     # the fixture's fit_many ran on `runs`; a group column under another name works too
     pd.testing.assert_frame_equal(runs, _curves())
@@ -216,6 +223,7 @@ def test_bad_input_says_what_and_how(runs):
         bs.fit_many(runs, "power_law", seed=-1)
 
 
+@pytest.mark.slow
 def test_distributed_gives_the_same_draws(many, runs):
     distributed = pytest.importorskip("distributed")
     local, _ = many

@@ -41,6 +41,7 @@ def test_continuation_shares_delta_at_equal_u_and_grows_like_brownian_motion():
         assert abs(var - expected) < 5 * expected * np.sqrt(2 / n)
 
 
+@pytest.mark.slow
 def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
     summary = misfit_fit.summary()
     assert {"misfit_level", "misfit_tilt"} <= set(summary.index)
@@ -49,6 +50,7 @@ def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
     assert float(misfit_fit.tree.attrs["target_accept"]) == 0.9
 
 
+@pytest.mark.slow
 def test_misfit_shrinks_when_the_law_is_exact(misfit_fit):
     """Simulated from the exact law: both scales' posteriors sit well below their priors'."""
     d = misfit_fit.draws()
@@ -57,6 +59,7 @@ def test_misfit_shrinks_when_the_law_is_exact(misfit_fit):
         assert np.median(d[name]) < prior_median, name
 
 
+@pytest.mark.slow
 def test_forecast_widens_with_distance_and_says_why(misfit_fit, ladder):
     top = ladder["compute"].max()
     n = 1e9
@@ -71,6 +74,7 @@ def test_forecast_widens_with_distance_and_says_why(misfit_fit, ladder):
     assert (exact.summary()["share_misfit"] == 0).all()
 
 
+@pytest.mark.slow
 def test_every_verb_takes_a_misfit_fit(misfit_fit, ladder, tmp_path):
     new = ladder.iloc[:5]
     with pytest.warns(bs.PlausibilityWarning, match="5 of the 5 runs passed to check were in"):
@@ -94,6 +98,7 @@ def test_misfit_option_errors(ladder):
         Misfit(knots=2)
 
 
+@pytest.mark.slow
 def test_backtest_scores_every_model(ladder):
     result = bs.backtest(ladder, "chinchilla", holdout=1 / 3, models=("exact", "huber"), **DRAWS)
     summary = result.summary()
@@ -153,6 +158,7 @@ def test_cli_backtest(ladder, tmp_path, capsys):
     assert "Coverage of held-out runs" in out and (tmp_path / "bt.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::bayescale.ConvergenceWarning")  # short chains: plumbing only
 def test_exact_or_misfit_mixture_scores_and_forecasts_given_its_indicator(ladder):
     """p_exact > 0: each draw carries the misfit's weight and a 0/1 indicator drawn from it;
