@@ -612,8 +612,8 @@ def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
     import jax.numpy as jnp
 
     # the law is vmapped over points and draws rather than broadcast over (draw, point)
-    # arrays: XLA then evaluates it elementwise, several times faster on CPU for laws built
-    # on a stacked logsumexp
+    # arrays: XLA then evaluates it elementwise, which it does much faster on CPU for laws
+    # built on a stacked logsumexp
     per_point = jax.vmap(law.fn, in_axes=(None, 0))
     log_mean = jax.vmap(per_point, in_axes=(0, None))
 

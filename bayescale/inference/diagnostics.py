@@ -153,10 +153,10 @@ def batch_diagnostics(values: np.ndarray, tail_prob: float | None = None) -> dic
     The same numbers as ``arviz_stats.rhat`` and ``arviz_stats.ess(method="bulk" | "tail")``
     (Vehtari et al. 2021: split chains, rank normalisation, folding, Geyer's initial monotone
     sequence), computed with numpy over a leading batch axis instead of one Python call per
-    array. ``ManyFits`` needs them for every parameter of every curve (4,000 arrays for 1,000
-    curves): arviz-stats loops over them in Python, which took 16 s there. Here the rows run
-    in chunks on threads (numpy and SciPy release the GIL): 4,000 arrays of 4 x 500 draws took
-    2.4 s on 2 cores, against 5.7 to 6.8 s in one thread with SciPy's stable ``rankdata``.
+    array. ``ManyFits`` needs them for every parameter of every curve, thousands of arrays,
+    where arviz-stats' Python loop dominates the time. Here the rows run in chunks on threads
+    (numpy and SciPy release the GIL), ranked by one unstable sort per row with ties averaged
+    (timings in the design notes, *Measurements behind the code*).
     ``tests/test_diagnostics.py`` checks the agreement with arviz-stats.
 
     Parameters

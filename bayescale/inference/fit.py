@@ -383,9 +383,8 @@ def fit(
     dense_mass : bool, optional
         Adapt a dense mass matrix. Default: dense for one curve (and complete pooling),
         diagonal for a grouped fit with per-group parameters, whose 60 to 100+ dimensions a
-        dense estimate from the warm-up's first windows (25 to 100 draws) cannot resolve
-        (measured on the 20 Revisiting curves, from the same start: 4.3 times the warm-up's
-        leapfrog steps).
+        dense estimate from the warm-up's first windows (25 to 100 draws) cannot resolve:
+        the step size collapses after each (see the how-to *Diagnostics*).
     seed : int, default 0
         Seed of every random choice of the fit: the same seed gives the same draws, with or
         without a progress bar, from the library or the CLI, whatever the chain layout.
@@ -555,7 +554,7 @@ def _fit_groups(
             # boundary): no Laplace draws, but still a far better place to start than the priors
             mode, at = lap.mode, "MAP (improper Hessian)"
             # groups of few runs fitted exactly pull such a mode's noise and floor populations
-            # away (measured: beyond the spread's prior, or within it where the spreads are
+            # away (beyond the spread's prior, or within it where the spreads are
             # parameter-expanded): re-set them from the groups that pin them down
             fixed = repaired_mode(mode, law, data, labels, priors_, used)
             if fixed is not None:

@@ -11,10 +11,8 @@ Python loop:
   mask so that padding rows add nothing to the likelihood; the data-dependent inputs of the
   model (log inputs, their centre, the priors' hyper-parameters) are per-curve arrays;
 - the sampler is `bayescale.inference.vhmc`: jittered fixed-length HMC written on batched arrays,
-  with
-  a dense preconditioner and a step size per curve (vectorised NUTS was measured slower than a
-  loop of `bayescale.inference.fit` on a CPU: every iteration waits for the deepest tree, see the
-  how-to *Many groups*);
+  with a dense preconditioner and a step size per curve (vectorised NUTS is slower than a loop
+  of `bayescale.fit` on a CPU: every iteration waits for the deepest tree);
 - every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
   first `PILOT` warm-up iterations) runs the curves in their order; then, every `RESORT`
   warm-up iterations and once more before the draws, the curves are sorted by their current
@@ -108,7 +106,7 @@ MODE_STEPS, MODE_RATE = 300, 0.05
 #: jittered points around the priors' typical values from which each chain's search starts
 NUM_CANDIDATES = 32
 #: curves per compiled call (after the pilot phase, blocks of curves of similar step size);
-#: measured on 1,000 curves, 2 cores: 128 beat 64 and 256 (benchmarks/many_curves.py)
+#: chosen with benchmarks/many_curves.py (figures in the how-to *Many groups*)
 BLOCK = 128
 #: warm-up iterations before the first sorting of the curves by step size (enough for the
 #: dual averaging to find each curve's scale from its start of 0.5), and between two sortings
@@ -185,8 +183,7 @@ def _search_start(model: Any, start: Any, a: Any) -> Any:
     of the curve's fitted losses, which the runs pin down to a fraction of a percent: mapped
     from the priors' typical values it lay 300 to 500 units away (posterior sd about 5),
     out of reach of the Adam search, and the chains spent the first half of the warm-up
-    walking in (measured on 256 simulated curves: 3.5 times the leapfrog steps per iteration
-    of the warm-up, and step sizes down to 0.006 in the curves that never arrived).
+    walking in, with tiny step sizes in the curves that never arrived.
     """
     from jax.flatten_util import ravel_pytree
     from numpyro.infer.util import unconstrain_fn
@@ -765,8 +762,8 @@ def fit_many(
     **Cost.** Curves run in lock step within a block of `BLOCK`: an iteration lasts as long
     as the block's longest trajectory in leapfrog steps. Blocks are re-formed from curves of
     similar step size every `RESORT` warm-up iterations and before the draws, so a poorly
-    identified curve slows only curves like it. Measured with ``benchmarks/many_curves.py``:
-    see the how-to *Many groups*.
+    identified curve slows only curves like it (``benchmarks/many_curves.py`` measures it;
+    the figures are in the how-to *Many groups*).
 
     Examples
     --------

@@ -311,8 +311,7 @@ def warm_up(
     def body(i: Any, state: State) -> State:
         # the trajectory's steps are counted in the dual average of the step size, not in the
         # step size being tried: that one jumps from one iteration to the next, and the
-        # smallest of a block's curves set the block's steps (measured on 1,000 curves: 14
-        # steps per iteration for the block against 4.4 for its mean curve)
+        # smallest of a block's curves would set the whole block's steps
         eps = jnp.exp(state.da[0])
         state, stats = _transition(vg, settings, i, keys, jitter_key, state, eps, step_unit(state))
         da = _da_update(state.da, jnp.mean(stats[2], axis=1), settings.target_accept)

@@ -26,21 +26,19 @@ Pooling (``pooling=``):
         t_g = \mu + \tau z_g, \qquad z_g \sim N(0, 1), \quad
         \mu \sim N(m_0, s_0), \quad \tau \sim \text{HalfNormal}(s_\tau),
 
-    so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. A pooled
-    floor (``floor=``, `FLOOR_POOLINGS`) is pooled as ``t_g = log E_g`` where the curves are
-    of one kind (families trained on the same data share their irreducible loss in absolute
-    terms, whatever scale their runs reached), and as a share of each group's smallest loss,
-    ``E_g = min loss_g * sigmoid(t_g)`` (the support of the single-curve prior
-    ``Uniform(0, min loss)``), where they are different tasks on unrelated loss scales: there
-    ``log E`` mixes badly (measured on the Revisiting curves: see the explanation page
-    *Pooling across curves*), and the share assumes that the groups' runs reach comparable
-    losses. `bayescale.inference.fit` tells the two apart with
-    `bayescale.inference.grouped.exponents_differ`. ``m_0, s_0``
-    come from the parameter's prior (the default or the user's, moment-matched on ``t``:
-    the prior of the population median); ``s_tau`` is `TAU_SCALES` by role (override with a
-    ``"<name>_tau"`` prior). The other parameters are per group as in ``"none"``. All groups
-    share one centre (the mean log input over all runs), so a pooled amplitude means the same
-    thing in every group.
+    so NUTS sees independent unit normals instead of the funnel of ``(tau, t_g)``. A pooled floor
+    (``floor=``, `FLOOR_POOLINGS`) is pooled as ``t_g = log E_g`` where the curves are of one kind
+    (families trained on the same data share their irreducible loss in absolute terms, whatever
+    scale their runs reached), and as a share of each group's smallest loss, ``E_g = min loss_g *
+    sigmoid(t_g)`` (the support of the single-curve prior ``Uniform(0, min loss)``), where they are
+    different tasks on unrelated loss scales: there ``log E`` mixes badly (see the explanation page
+    *Pooling across curves*), and the share assumes that the groups' runs reach comparable losses.
+    `bayescale.inference.fit` tells the two apart with
+    `bayescale.inference.grouped.exponents_differ`. ``m_0, s_0`` come from the parameter's prior
+    (the default or the user's, moment-matched on ``t``: the prior of the population median);
+    ``s_tau`` is `TAU_SCALES` by role (override with a ``"<name>_tau"`` prior). The other parameters
+    are per group as in ``"none"``. All groups share one centre (the mean log input over all runs),
+    so a pooled amplitude means the same thing in every group.
 ``"complete"``
     one set of parameters for every group: the ordinary single-curve fit through all runs.
 
@@ -100,7 +98,7 @@ FLOOR_POOLINGS = ("log", "share")
 TAU_SCALES = {"exponent": 0.5, "floor": 1.0, "amplitude": 1.0, "scale": 1.0, "sigma": 0.5}
 _DEFAULT_TAU = 0.5
 #: roles of pooled parameters that the samplers' ridge map takes centred: each group's runs
-#: pin them down (measured on the Revisiting curves: see the explanation page *Pooling*)
+#: pin them down (see the explanation page *Pooling*)
 _CENTRED = ("floor", "sigma")
 
 
@@ -109,8 +107,8 @@ def centred_min_runs(law: Law) -> int:
 
     Twice the law's parameters plus ``sigma``: fewer runs do not pin them down, and a group
     that its runs fit almost exactly (two runs of a new family) would put the centred
-    coordinates in the funnel of the population's spread (measured: every chain at the
-    tree-depth limit on the simulated families of ``tests/statistical/test_hier_coverage.py``).
+    coordinates in the funnel of the population's spread, where chains stall at the
+    tree-depth limit.
     """
     return 2 * (len(law.params) + 1)
 
@@ -419,9 +417,8 @@ def build_group_model(
     sampled site is ``_<name>_w ~ N(0, 1)``, the group effects are ``mu + s w z`` and
     ``<name>_tau = s |w|`` is a deterministic site (the same HalfNormal(s) prior and
     posterior). A spread near 0 is then an interior point the chains cross, not the far end
-    of ``log tau`` (Gelman 2006; Liu, Rubin and Wu 1998). Measured on replicate 101 of
-    ``tests/statistical/test_hier_coverage.py`` (families that share their exponent): max
-    r_hat 1.017 and bulk ESS of ``alpha_tau`` 246 in ``log tau``; 1.007 and 561 expanded.
+    of ``log tau`` (Gelman 2006; Liu, Rubin and Wu 1998), and the spreads mix better (figures
+    in the design notes, *Measurements behind the code*).
     """
     import jax
     import jax.numpy as jnp
@@ -503,8 +500,8 @@ def ran_away(mode: Mapping[str, np.ndarray], priors: Priors, pool: Sequence[str]
     """Whether a grouped fit's joint mode ran away (chains started there would stay there).
 
     A population spread beyond its prior's 99.9% point: the joint density grows without
-    bound as some groups' runs are fitted exactly (their noise scale towards 0; measured on
-    families of two runs, where every chain started there stayed at the tree-depth limit).
+    bound as some groups' runs are fitted exactly (their noise scale towards 0), and chains
+    started there stay at the tree-depth limit.
     """
     return any(float(mode[f"{n}_tau"]) > _tau_limit(priors, n) for n in pool)
 
@@ -652,12 +649,12 @@ def lone_start(
 
     ``lone``: the lone fits of `bayescale.inference.grouped.lone_fits`.
 
-    A pooled parameter's population is the mean and sd of the lone modes (on the scale it is
-    pooled on; the sd kept within its prior), each group's effect its standardised value, a
-    group without a lone mode at the population's mean; per-group parameters take their lone
-    mode, or their prior's typical value. Measured on the 20 Revisiting curves: the joint
-    L-BFGS from the priors' typical values took 6,700 to 9,100 evaluations per run. None where
-    fewer than two groups have a lone mode.
+    A pooled parameter's population is the mean and sd of the lone modes (on the scale it is pooled
+    on; the sd kept within its prior), each group's effect its standardised value, a group without a
+    lone mode at the population's mean; per-group parameters take their lone mode, or their prior's
+    typical value: the joint L-BFGS then starts near its mode instead of searching from the priors
+    (figures in the design notes, *Measurements behind the code*). None where fewer than two groups
+    have a lone mode.
     """
     if sum(f is not None for f in lone) < 2:
         return None

@@ -319,7 +319,8 @@ def _power_law(variable: str = "n_params") -> Law:
 
 
 def _chinchilla_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
-    # chained logaddexp: the same value as a stacked logsumexp, about 5x faster on CPU
+    # chained logaddexp: the same value as a stacked logsumexp, which XLA on CPU does not
+    # fuse (see the design notes, Measurements behind the code)
     return jnp.logaddexp(
         jnp.logaddexp(jnp.log(p["E"]), jnp.log(p["A"]) - p["alpha"] * logx["n_params"]),
         jnp.log(p["B"]) - p["beta"] * logx["n_tokens"],

@@ -2,8 +2,8 @@ r"""The law's own misfit: a random function of scale that the data can turn on o
 
 A scaling law is an approximation. Fitted on cheap runs, its errors at larger scale are not
 independent run noise: they share a sign within a compute budget, grow with the distance
-beyond the fitted runs, and (measured on Chinchilla's IsoFLOP and Epoch rows) follow tokens
-per parameter. The observation model with misfit is
+beyond the fitted runs, and follow tokens per parameter (as they do on Chinchilla's IsoFLOP
+and Epoch rows). The observation model with misfit is
 
 .. math::
 
@@ -24,12 +24,11 @@ per parameter. The observation model with misfit is
   decade) have half-normal priors; when the law is right the data pull them towards zero and
   the misfit shrinks away.
 
-Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the
-basis spans the ``knots - 2`` directions the detrended walk can take). Integrating the walks
-out exactly (a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise:
-measured on the real backtests, Gaussian noise covered far less than the Student-t (Epoch's
-90% intervals 0.61 against 0.82) and did not converge on the Revisiting curves, so NUTS
-samples the coefficients with the Student-t.
+Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the basis
+spans the ``knots - 2`` directions the detrended walk can take). Integrating the walks out exactly
+(a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise, which covers far less
+than the Student-t on the real backtests and mixes badly where runs are outlying, so NUTS samples
+the coefficients with the Student-t (figures in the design notes, *Measurements behind the code*).
 """
 
 from __future__ import annotations
