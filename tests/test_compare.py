@@ -106,25 +106,30 @@ def test_stacked_predictive_mixes_draws_by_weight(epoch_fits):
     weighted = Stack(epoch_fits, {"chinchilla": 0.75, "kaplan": 0.25})
     at = pd.DataFrame({"n_params": [1e9, 7e10], "n_tokens": [2e10, 1.4e12]})
     pred = stacked_predictive(weighted, at, num_draws=1000, seed=0)
-    assert pred["loss"].dims == ("chain", "draw", "point")
-    assert pred["loss"].shape == (1, 1000, 2)
-    labels = pred["model"].values.ravel()
+    assert isinstance(pred, bs.Forecast) and pred.kind == "predictive"
+    assert pred.draws["loss"].dims == ("chain", "draw", "point")
+    assert pred.draws["loss"].shape == (1, 1000, 2)
+    table = pred.summary()
+    assert (table["q5"] < table["median"]).all() and (table["median"] < table["q95"]).all()
+    assert table["decades_beyond"].iloc[1] > 0  # 7e10 parameters: beyond Epoch's largest run
+    draws = pred.tree["predictions"]
+    labels = draws["model"].values.ravel()
     assert (labels == "chinchilla").sum() == 750 and (labels == "kaplan").sum() == 250
     mean = stacked_predictive(weighted, at, kind="mean", num_draws=1000, seed=0)
     # predictive = mean draw times exp(noise): the log ratio is the likelihood's noise, whose
     # scale is the fits' sigma (about 0.005 for chinchilla on these rows; Student-t 4 has sd
     # sigma * sqrt(2)), far below the spread between the two laws that dominates pred.std()
-    noise = np.log(pred["loss"].values / pred["loss_mean"].values)
+    noise = np.log(draws["loss"].values / draws["loss_mean"].values)
     assert 0.002 < noise.std() < 0.05
     # the same seed picks the same posterior draws for both kinds
-    np.testing.assert_array_equal(pred["loss_mean"].values, mean["loss"].values)
-    np.testing.assert_array_equal(pred["model"].values, mean["model"].values)
+    np.testing.assert_array_equal(draws["loss_mean"].values, mean.draws["loss"].values)
+    np.testing.assert_array_equal(draws["model"].values, mean.tree["predictions"]["model"].values)
     assert "chinchilla" in repr(weighted) and weighted.summary()["weight"].sum() == 1.0
     # compute alone (with n_params) is enough: n_tokens = C / (6 N)
     by_compute = stacked_predictive(
         weighted, {"n_params": [7e10], "compute": [5.88e23]}, num_draws=10, seed=0
     )
-    assert by_compute["n_tokens"].values[0] == pytest.approx(5.88e23 / 6 / 7e10)
+    assert by_compute.points["n_tokens"].iloc[0] == pytest.approx(5.88e23 / 6 / 7e10)
 
 
 def test_stack_uses_compare_weights(small_fits):

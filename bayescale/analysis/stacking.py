@@ -26,6 +26,7 @@ import pandas as pd
 from bayescale import streams
 from bayescale.analysis.common import stacking_weights
 from bayescale.analysis.compare import compare
+from bayescale.analysis.forecast import Forecast
 from bayescale.analysis.predict import posterior_draws, predictive
 from bayescale.errors import OptionError
 from bayescale.inference.fit import Fit
@@ -113,7 +114,7 @@ def stacked_predictive(
     kind: str = "predictive",
     num_draws: int | None = None,
     seed: int = 0,
-) -> Any:
+) -> Forecast:
     """Draws of the loss at new inputs from the weighted combination of the stacked fits.
 
     Parameters
@@ -132,11 +133,12 @@ def stacked_predictive(
 
     Returns
     -------
-    xarray.Dataset
-        ``loss`` (of the requested kind) and ``loss_mean`` (the law's loss of the same draws)
-        over ``chain`` (1), ``draw`` and ``point``, and ``model`` (the fit each draw comes
-        from) over ``chain, draw``; the inputs are coordinates on ``point`` and the weights
-        are in ``attrs``. The same ``seed`` picks the same posterior draws for either kind.
+    Forecast
+        As `bayescale.forecast` gives: its ``draws`` hold the loss of the requested kind over
+        ``chain`` (1), ``draw`` and ``point``, and ``summary()`` the intervals per point. The
+        tree's ``predictions`` group also holds ``loss_mean`` (the law's loss of the same
+        draws) and ``model`` (the fit each draw comes from, over ``chain, draw``); the weights
+        are in its ``attrs``. The same ``seed`` picks the same posterior draws for either kind.
 
     Notes
     -----
@@ -175,22 +177,46 @@ def stacked_predictive(
         labels += [name] * count
     order = pick.permutation(total)
     log_mean = np.concatenate(means, axis=0)[order]
-    log_loss = np.concatenate(preds, axis=0)[order] if preds else log_mean
-    coords = {c: ("point", points.table[c].to_numpy()) for c in points.table.columns if c != "loss"}
     dims = ("chain", "draw", "point")
-    return xr.Dataset(
+    predictions = {"loss_mean": (dims, np.exp(log_mean)[None])}
+    if preds:
+        predictions["loss"] = (dims, np.exp(np.concatenate(preds, axis=0)[order])[None])
+    predictions["model"] = (("chain", "draw"), np.asarray(labels, dtype=str)[order][None])
+    frame = points.table.drop(columns="loss")
+    frame.index.name = "point"
+    inputs = {v for f in stack.fits.values() for v in f.law.variables} | {"compute"}
+    const = {c: ("point", frame[c].to_numpy(np.float64)) for c in frame.columns if c in inputs}
+    coords = {"chain": [0], "draw": np.arange(total), "point": np.arange(len(frame))}
+    tree = xr.DataTree.from_dict(
         {
-            "loss": (dims, np.exp(log_loss)[None]),
-            "loss_mean": (dims, np.exp(log_mean)[None]),
-            "model": (("chain", "draw"), np.asarray(labels, dtype=str)[order][None]),
-        },
-        coords={"chain": [0], "draw": np.arange(total), **coords},
-        attrs={
-            "kind": kind,
-            "weights": json.dumps({k: float(stack.weights[k]) for k in names}),
-            "stacking_method": stack.method,
-        },
+            "predictions": xr.Dataset(predictions, coords=coords),
+            "predictions_constant_data": xr.Dataset(const, coords={"point": coords["point"]}),
+        }
     )
+    weights = {k: float(stack.weights[k]) for k in names}
+    tree.attrs.update(
+        law=" + ".join(f"{w:.2g} {k}" for k, w in weights.items()),
+        kind=kind,
+        seed=seed,
+        method="stacking",
+        weights=json.dumps(weights),
+        stacking_method=stack.method,
+        observed_range=json.dumps(_observed_range(stack.fits.values(), frame)),
+    )
+    return Forecast(tree, frame, kind)
+
+
+def _observed_range(fits: Any, points: pd.DataFrame) -> dict[str, list[float]]:
+    """Variable -> [min, max] over the runs of every stacked fit (the inputs the points have)."""
+    out: dict[str, list[float]] = {}
+    for fit in fits:
+        table = fit.data.table
+        for name in (*fit.law.variables, "compute"):
+            if name in table and name in points:
+                values = table[name].to_numpy(dtype=np.float64)
+                lo, hi = out.get(name, [np.inf, -np.inf])
+                out[name] = [min(lo, float(values.min())), max(hi, float(values.max()))]
+    return out
 
 
 def _points(at: pd.DataFrame | Mapping[str, Any], fits: Any) -> ScalingData:
