@@ -126,6 +126,16 @@ def test_posteriors_recover_each_curves_own_truth(many):
 
 
 @pytest.mark.slow
+def test_the_progress_bar_counts_compiled_calls_and_changes_no_draw(many, runs, capsys):
+    fits, _ = many  # progress_bar=None: off under pytest (no terminal)
+    shown, _ = _fit_quietly(runs, progress_bar=True)
+    err = capsys.readouterr().err
+    assert "fit_many: 3 curves" in err and "100%" in err
+    for k in ("E", "alpha", "A", "sigma"):
+        np.testing.assert_array_equal(shown.posterior[k].values, fits.posterior[k].values)
+
+
+@pytest.mark.slow
 def test_same_seed_same_draws_whatever_the_chunking(many, runs):
     # another batch size compiles another program (about 30 s on 2 cores)
     fits, _ = many  # chunks (a, b), (c + padding)

@@ -332,7 +332,7 @@ def detect_break(
         raise LawError(
             f"break detection compares a power law with broken power laws, the only laws with "
             f"breaks; received base={base_name!r}. Use base='power_law' (with "
-            f"variable=<your column>), or compare your own fits with bayescale.analysis.compare."
+            f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
     scaling = from_frame(data, columns=columns, dropna=dropna)
     scaling.require_one_curve(

@@ -89,6 +89,7 @@ def compare(
     num_warmup: int | None = None,
     num_samples: int | None = None,
     seed: int = 0,
+    progress_bar: bool | None = None,
 ) -> pd.DataFrame:
     """Rank fits of several laws to the same runs by their expected log predictive density.
 
@@ -117,6 +118,8 @@ def compare(
         NUTS settings of the refits; default those of each fit.
     seed : int, default 0
         Seed of the refits.
+    progress_bar : bool, optional
+        Show the progress of the refits; default in a terminal or a notebook.
 
     Returns
     -------
@@ -154,7 +157,12 @@ def compare(
     named = _validate_fits(fits)
     if method not in COMPARE_METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(COMPARE_METHODS)}.")
-    settings = {"num_warmup": num_warmup, "num_samples": num_samples, "seed": seed}
+    settings = {
+        "num_warmup": num_warmup,
+        "num_samples": num_samples,
+        "seed": seed,
+        "progress": progress_bar,
+    }
     if method == "loo":
         results = {n: loo_scores(f, k_threshold, max_refits, settings) for n, f in named.items()}
         return _loo_table(results)
@@ -221,6 +229,7 @@ def _refit_draws(
     settings: NutsSettings,
     seed: int,
     label: str,
+    progress: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """NUTS draws of ``fit``'s law on the runs selected by ``train`` (the engine, masked).
 
@@ -245,7 +254,14 @@ def _refit_draws(
             **misfit_start(law, fit.misfit, n),
         }
     samples, stats = sample_nuts(
-        model, inputs, start, jitter=jitter, settings=settings, seed=seed, description=label
+        model,
+        inputs,
+        start,
+        jitter=jitter,
+        settings=settings,
+        seed=seed,
+        progress=progress,
+        description=label,
     )
     return {**samples, "_coords": inputs.coords}, stats
 
@@ -331,6 +347,7 @@ def loo_scores(
             settings=s,
             seed=int(settings.get("seed") or 0) + 1000 + j,
             label=f"LOO refit without run {i}",
+            progress=settings.get("progress"),
         )
         lpd, dens = _holdout_lpd(fit, samples, _subset(fit.data, ~train))
         elpd_i[i] = lpd[0]
@@ -479,6 +496,7 @@ def lfo_scores(
             settings=s,
             seed=int(settings.get("seed") or 0) + 2000 + j,
             label=f"LFO refit below {variable}={cut:.4g}",
+            progress=settings.get("progress"),
         )
         lpd, dens = _holdout_lpd(fit, samples, _subset(fit.data, test))
         scored.append(lpd)

@@ -65,7 +65,14 @@ from bayescale.errors import (
 from bayescale.inference import vhmc
 from bayescale.inference.diagnostics import batch_diagnostics, interval_probs
 from bayescale.inference.fit import Fit, check_seed
-from bayescale.inference.sampling import build_tree, pointwise_draws, provenance, start_from_prior
+from bayescale.inference.sampling import (
+    build_tree,
+    pointwise_draws,
+    progress_bar,
+    progress_default,
+    provenance,
+    start_from_prior,
+)
 from bayescale.inference.vhmc import HmcSettings
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import build_model, model_inputs
@@ -319,6 +326,7 @@ def run_chunk(
     jitter_key: np.ndarray,
     starts: Mapping[str, np.ndarray],
     args: tuple[Any, ...],
+    tick: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run the vectorised sampler on one chunk of curves (locally or on a Dask worker).
 
@@ -335,6 +343,8 @@ def run_chunk(
         Sample site -> ``(curve, chain, ...)`` starting values (constrained).
     args : tuple
         The model's arguments with a leading curve axis (padded runs, mask, hyper-parameters).
+    tick : callable, optional
+        Called with no argument after each compiled call (`calls` of them): a progress bar's.
 
     Returns
     -------
@@ -349,7 +359,7 @@ def run_chunk(
     # curve's draws are bitwise the same in any chunk (each lane's arithmetic depends only on
     # its own curve)
     pilot = _pilot_program(model, settings, NUM_CANDIDATES)
-    state = _in_blocks(pilot, np.arange(n), keys, jitter_key, (starts, args))
+    state = _in_blocks(pilot, np.arange(n), keys, jitter_key, (starts, args), tick=tick)
     # lock step costs each block its smallest step size: every RESORT warm-up iterations,
     # and before the draws, the curves are sorted by their step size and run in blocks of
     # similar ones (step sizes move a lot while the preconditioner adapts: sorting only once,
@@ -359,10 +369,18 @@ def run_chunk(
         stop = min(first + RESORT, settings.num_warmup)
         order = np.argsort(np.asarray(vhmc.step_unit(state)), kind="stable")
         batched = (starts, state, args)
-        state = _in_blocks(warm, order, keys, jitter_key, batched, np.int32(first), np.int32(stop))
+        state = _in_blocks(
+            warm, order, keys, jitter_key, batched, np.int32(first), np.int32(stop), tick=tick
+        )
     order = np.argsort(np.asarray(vhmc.step_size(state, settings)), kind="stable")
     draw = _draw_program(model, settings)
-    return _in_blocks(draw, order, keys, jitter_key, (starts, state, args))
+    return _in_blocks(draw, order, keys, jitter_key, (starts, state, args), tick=tick)
+
+
+def calls(n_curves: int, settings: HmcSettings) -> int:
+    """The compiled calls `run_chunk` makes for ``n_curves``: blocks times program phases."""
+    warm = len(range(_pilot_length(settings), settings.num_warmup, RESORT))
+    return math.ceil(n_curves / BLOCK) * (2 + warm)
 
 
 def _in_blocks(
@@ -372,6 +390,7 @@ def _in_blocks(
     jitter_key: np.ndarray,
     batched: tuple[Any, ...],
     *extra: Any,
+    tick: Any = None,
 ) -> Any:
     """``program(keys, jitter_key, *batched, *extra)`` over the curves, `BLOCK` at a time.
 
@@ -387,6 +406,8 @@ def _in_blocks(
         parts.append(
             (rows, program(*_take((keys,), index), jitter_key, *_take(batched, index), *extra))
         )
+        if tick is not None:
+            tick()
     return _gather(parts, len(order))
 
 
@@ -675,6 +696,7 @@ def fit_many(
     variable: str | None = None,
     breaks: int | None = None,
     dropna: bool = False,
+    progress_bar: bool | None = None,
 ) -> ManyFits:
     """Fit one law to every curve of a table, independently, in one vectorised sampler.
 
@@ -722,6 +744,9 @@ def fit_many(
         Number of breaks of ``broken_power_law`` (1 or 2).
     dropna : bool, default False
         Drop invalid runs instead of raising.
+    progress_bar : bool, optional
+        Show the sampler's progress (compiled calls; chunks on a cluster); default in a
+        terminal or a notebook. It changes nothing in the draws.
 
     Returns
     -------
@@ -813,7 +838,7 @@ def fit_many(
         raise DataError(
             f"no column {group!r} names the curves; columns are "
             f"{[c for c in scaling.table.columns]}. Pass group=<your column>, or fit one "
-            "curve with bayescale.inference.fit."
+            "curve with bayescale.fit."
         )
     names = sorted(scaling.table["group"].unique())
     by_group = dict(iter(scaling.table.groupby("group", sort=True)))
@@ -825,8 +850,19 @@ def fit_many(
     (families_,) = families
     args, starts = _stack(law_, curves, settings.num_chains)
     keys = curve_keys(seed, np.arange(len(names)), settings.num_chains)
+    show = progress_default() if progress_bar is None else bool(progress_bar)
     sites, stats = _run(
-        law_, families_, noise, settings, keys, jitter_key(seed), starts, args, chunk_size, client
+        law_,
+        families_,
+        noise,
+        settings,
+        keys,
+        jitter_key(seed),
+        starts,
+        args,
+        chunk_size,
+        client,
+        show,
     )
     tree = _many_tree(names, sites, stats)
     tree.attrs.update(
@@ -916,8 +952,12 @@ def _run(
     args: tuple[Any, ...],
     chunk_size: int | None,
     client: Any,
+    progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every curve's draws, chunk by chunk, locally or on the client's workers."""
+    """Every curve's draws, chunk by chunk, locally or on the client's workers.
+
+    The progress bar counts compiled calls here, and chunks on a cluster.
+    """
     n = len(keys)
     if chunk_size is None:  # one chunk here; two per worker on a cluster
         workers = len(client.nthreads()) if client is not None else 0
@@ -926,13 +966,20 @@ def _run(
     chunks = [np.arange(first, min(first + size, n)) for first in range(0, n, size)]
     payloads = [(keys[i], jitter, _take(dict(starts), i), _take(args, i)) for i in chunks]
     if client is not None:
+        from distributed import as_completed
+
         futures = [
             client.submit(run_chunk, law, families, noise, settings, *p, pure=False)
             for p in payloads
         ]
+        with progress_bar(len(futures), f"fit_many: {n} curves", progress) as bar:
+            for _ in as_completed(futures):
+                bar.update()
         results = client.gather(futures)
     else:  # in this process, on JAX's default device (a GPU when there is one)
-        results = [run_chunk(law, families, noise, settings, *p) for p in payloads]
+        total = sum(calls(len(i), settings) for i in chunks)
+        with progress_bar(total, f"fit_many: {n} curves", progress) as bar:
+            results = [run_chunk(law, families, noise, settings, *p, bar.update) for p in payloads]
     sites = {k: np.concatenate([r[0][k] for r in results])[:n] for k in results[0][0]}
     stats: dict[str, Any] = {
         k: np.concatenate([r[1][k] for r in results])[:n] for k in results[0][1]

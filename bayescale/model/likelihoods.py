@@ -253,8 +253,7 @@ def register_likelihood(
     """
     if not (isinstance(cls, type) and issubclass(cls, Likelihood)):
         raise OptionError(
-            f"a likelihood must be a subclass of bayescale.model.likelihoods.Likelihood; received "
-            f"{cls!r}."
+            f"a likelihood must be a subclass of bayescale.Likelihood; received {cls!r}."
         )
     if name in LIKELIHOODS and not overwrite:
         raise OptionError(
