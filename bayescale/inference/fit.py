@@ -31,7 +31,7 @@ from bayescale.errors import (
     PlausibilityWarning,
     warn,
 )
-from bayescale.files import atomic_write
+from bayescale.files import atomic_write, check_path
 from bayescale.inference.diagnostics import (
     convergence_problems,
     diagnostic_table,
@@ -68,7 +68,14 @@ from bayescale.model.hierarchy import (
     require_groups,
     resolve_pool,
 )
-from bayescale.model.laws import Law, declaration, fingerprint, get_law
+from bayescale.model.laws import (
+    Law,
+    builtin_unchanged,
+    check_fingerprint,
+    declaration,
+    fingerprint_record,
+    get_law,
+)
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
 from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
@@ -221,19 +228,30 @@ class Fit:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to a netCDF file atomically.
 
-        The netCDF (HDF5) image is built in memory, then written to a temporary file in the
-        destination's folder and renamed over ``path`` (with the mode the umask gives). A
-        full disk or any other write error raises an `OSError` and leaves a previous file at
-        ``path`` unchanged: HDF5 never writes to the disk itself, so it cannot fail (or
-        crash) while closing a half-written file.
+        The path is checked first (`bayescale.files.check_path`); then the netCDF (HDF5) image
+        is built in memory, written to a temporary file in the destination's folder and
+        renamed over ``path`` (`bayescale.files.atomic_write`: a symbolic link is written
+        through, an existing file keeps its mode). A full disk or any other write error
+        leaves a previous file at ``path`` unchanged: HDF5 never writes to the disk itself,
+        so it cannot fail (or crash) while closing a half-written file.
+
+        Returns
+        -------
+        Path
+            ``path``.
 
         Raises
         ------
+        OptionTypeError, OptionError
+            If ``path`` is not a path, is empty, is a folder, lies below a file or has a name
+            too long for the file system.
         OSError
-            If the file cannot be written (no space left, permissions...).
+            If the file cannot be written (no space left, permissions...): a
+            `bayescale.files.WriteError` naming ``path``.
         """
-        image = self.tree.to_netcdf(engine="h5netcdf")  # bytes: HDF5's core driver, no disk
-        return atomic_write(path, image, suffix=".nc.tmp")
+        target = check_path(path, option="Fit.save's path")
+        image = _tree_to_save(self).to_netcdf(engine="h5netcdf")  # bytes: HDF5's core driver
+        return atomic_write(target, image, suffix=".nc")
 
     def __repr__(self) -> str:
         post = self.posterior
@@ -1006,6 +1024,42 @@ def _combine(old: ScalingData, new: ScalingData) -> ScalingData:
     return ScalingData(table=table, source=f"{old.source} + {new.source}")
 
 
+def _tree_to_save(fit: Fit) -> Any:
+    """The tree as written, with the law's record added where it is missing.
+
+    A fit loaded from a file of an earlier version lacks the law's values (or has them on its
+    first runs only); saving it records them for the law registered now.
+    """
+    record = fit.tree.attrs.get("law_fingerprint")
+    if record is not None and '"points"' in str(record):
+        return fit.tree
+    tree = fit.tree.copy()
+    post = fit.posterior
+    inputs = {v: fit.data.column(v) for v in fit.law.variables}
+    tree.attrs["law_declaration"] = json.dumps(declaration(fit.law))
+    tree.attrs["law_fingerprint"] = json.dumps(
+        fingerprint_record(fit.law, {k: post[k].values for k in fit.law.param_names}, inputs)
+    )
+    return tree
+
+
+def _saved_table(tree: Any) -> pd.DataFrame:
+    """The fitted runs of a saved tree as `bayescale.inference.sampling.build_tree` stored them.
+
+    Column names with ``/`` were percent-encoded; a missing string was stored as ``""``.
+    """
+    from urllib.parse import unquote
+
+    const = tree["constant_data"].to_dataset()
+    encoded = const.attrs.get("bayescale_names") == "percent-encoded"
+    table = pd.DataFrame({unquote(c) if encoded else c: const[c].values for c in const.data_vars})
+    for c in table.columns:
+        if pd.api.types.is_string_dtype(table[c]):
+            table[c] = table[c].astype(object).mask(table[c] == "", None)
+    table["loss"] = tree["observed_data"]["loss"].values
+    return table
+
+
 # --------------------------------------------------------------------------------- loading
 
 
@@ -1014,14 +1068,18 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
 
     The file names its law; the law registered under that name in this session is used. The
     file also holds the law's declaration (variables, parameters and their roles) and its
-    predictions at the posterior medians on the first runs: a registered law that differs
-    from the one the fit was made with (after ``register_law(name, other_fn,
-    overwrite=True)``) is refused instead of giving a silently wrong fit.
+    values where forecasts use it (at the posterior medians and a few draws, on the fitted
+    runs and on a grid reaching three decades beyond them: `bayescale.model.laws.fingerprint_record`):
+    a registered law that differs from the one the fit was made with (after
+    ``register_law(name, other_fn, overwrite=True)``) is refused instead of giving a silently
+    wrong fit. A file of an earlier version without that record loads with a
+    `PlausibilityWarning` when its law is not bayescale's own, which cannot be checked.
 
     Raises
     ------
     BayescaleError
-        If the file is not a bayescale fit.
+        If the file is missing, unreadable, or not a complete bayescale fit (a group or an
+        attribute missing or corrupted); the message names the file and what is wrong.
     LawError
         If its law is not registered in this session, or the registered law is not the one
         the fit was made with: register that law first (same function, variables and
@@ -1029,31 +1087,102 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
     """
     import xarray as xr
 
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise BayescaleError(f"load_fit needs the path of a saved fit; received {path!r}.")
     path = Path(path)
     if not path.is_file():
-        raise BayescaleError(f"no such file: {str(path)!r}. Pass the path written by Fit.save.")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise BayescaleError(f"{str(path)!r}: {what}. Pass the path written by Fit.save.")
     try:
         with xr.open_datatree(path, engine="h5netcdf") as handle:
             tree = handle.load()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BayescaleError(f"could not read {str(path)!r} as a bayescale fit: {exc}") from exc
-    if "law" not in tree.attrs or "posterior" not in tree.children:
-        raise BayescaleError(
-            f"{str(path)!r} is a netCDF file but not a bayescale fit (no 'law' attribute)."
-        )
+    _check_saved(tree, path)
     law = _saved_law(tree, path)
-    priors = Priors({k: Prior.from_dict(v) for k, v in json.loads(tree.attrs["priors"]).items()})
-    const = tree["constant_data"].to_dataset()
-    table = pd.DataFrame({c: const[c].values for c in const.data_vars})
-    table["loss"] = tree["observed_data"]["loss"].values
+    priors = Priors(
+        {k: Prior.from_dict(v) for k, v in _saved_json(tree, "priors", path, dict).items()}
+    )
+    table = _saved_table(tree)
     data = ScalingData(table=table, source=str(tree.attrs.get("data_source", path)))
     return Fit(tree, law, priors, data)
+
+
+#: what every saved fit holds: groups, then attributes (JSON ones with the type they decode to)
+_SAVED_GROUPS = ("posterior", "observed_data", "constant_data")
+_SAVED_ATTRS = ("law", "method", "likelihood", "nu")
+_SAVED_JSON = {"law_options": dict, "priors": dict, "centre": dict}
+#: attributes that some fits hold, JSON-encoded
+_OPTIONAL_JSON = (
+    "likelihood_options",
+    "groups",
+    "pool",
+    "pool_real",
+    "group_centres",
+    "floor_bounds",
+    "problems",
+    "provenance",
+    "group_of",
+    "law_declaration",
+    "law_fingerprint",
+)
+
+
+def _check_saved(tree: Any, path: Path) -> None:
+    """Refuse a file that is not a complete bayescale fit, naming the file and what lacks."""
+    refit = "Save the fit again with Fit.save (or pass the file Fit.save wrote)."
+    if "law" not in tree.attrs and "bayescale_version" not in tree.attrs:
+        raise BayescaleError(
+            f"{str(path)!r} is a netCDF file but not a bayescale fit (it has no 'law' or "
+            f"'bayescale_version' attribute). Pass the path written by Fit.save."
+        )
+    missing = [g for g in _SAVED_GROUPS if g not in tree.children]
+    if "observed_data" in tree.children and "loss" not in tree["observed_data"].data_vars:
+        missing.append("observed_data/loss")
+    if missing:
+        raise BayescaleError(
+            f"{str(path)!r} is an incomplete bayescale fit: it lacks the group(s) "
+            f"{', '.join(repr(m) for m in missing)}. {refit}"
+        )
+    absent = [a for a in (*_SAVED_ATTRS, *_SAVED_JSON) if a not in tree.attrs]
+    if absent:
+        raise BayescaleError(
+            f"{str(path)!r} is an incomplete bayescale fit: it lacks the attribute(s) "
+            f"{', '.join(repr(a) for a in absent)}. {refit}"
+        )
+    for key, kind in _SAVED_JSON.items():
+        _saved_json(tree, key, path, kind)
+    for key in _OPTIONAL_JSON:
+        if key in tree.attrs:
+            _saved_json(tree, key, path, object)
+    try:
+        float(tree.attrs["nu"])
+    except (TypeError, ValueError):
+        raise BayescaleError(
+            f"{str(path)!r}: its attribute 'nu' is corrupted (not a number: "
+            f"{str(tree.attrs['nu'])[:60]!r}). {refit}"
+        ) from None
+
+
+def _saved_json(tree: Any, key: str, path: Path, kind: type) -> Any:
+    """The JSON attribute ``key`` of a saved fit, decoded; a `BayescaleError` if it is not."""
+    text = tree.attrs.get(key)
+    try:
+        value = json.loads(text)
+        if not isinstance(value, kind):
+            raise TypeError(f"expected a JSON {kind.__name__}, found {type(value).__name__}")
+    except (TypeError, ValueError) as exc:
+        raise BayescaleError(
+            f"{str(path)!r}: its attribute {key!r} is corrupted ({exc}; it begins "
+            f"{str(text)[:60]!r}). Save the fit again with Fit.save."
+        ) from None
+    return value
 
 
 def _saved_law(tree: Any, path: Path) -> Law:
     """The registered law of a saved fit, checked against what the file says of its law."""
     name = str(tree.attrs["law"])
-    options = json.loads(tree.attrs["law_options"])
+    options = _saved_json(tree, "law_options", path, dict)
     fix = (
         f"Register the law the fit was made with first (bs.register_law({name!r}, fn, "
         "variables=..., params=..., overwrite=True) with the same function, variables and "
@@ -1067,26 +1196,51 @@ def _saved_law(tree: Any, path: Path) -> Law:
             f"session ({exc}). {fix}"
         ) from exc
     if "law_declaration" in tree.attrs:  # files of earlier versions lack it
-        saved = json.loads(tree.attrs["law_declaration"])
+        saved = _saved_json(tree, "law_declaration", path, list)
         current = json.loads(json.dumps(declaration(law)))
         if saved != current:
             raise LawError(
                 f"{str(path)!r} holds a fit of law {name!r} declared as {saved}, but the law "
                 f"registered as {name!r} now is declared as {current}. {fix}"
             )
-    if "law_fingerprint" in tree.attrs:
-        saved_fp = json.loads(tree.attrs["law_fingerprint"])
-        const = tree["constant_data"].to_dataset()
-        inputs = {v: const[v].values for v in law.variables}
-        now = np.asarray(fingerprint(law, saved_fp["params"], inputs), np.float64)
-        then = np.asarray(saved_fp["log_loss"], np.float64)
-        same = np.isclose(now, then, rtol=1e-9, atol=1e-12, equal_nan=True)
-        if not same.all():
-            i = int(np.argmin(same))
-            raise LawError(
-                f"{str(path)!r} holds a fit of law {name!r}, but the law registered as "
-                f"{name!r} now computes something else: at the saved posterior medians its "
-                f"log loss at run {i} is {now[i]:.6g}, the saved fit's law gave "
-                f"{then[i]:.6g}. {fix}"
+    if "law_fingerprint" not in tree.attrs:
+        if not builtin_unchanged(name):
+            warn(
+                f"{str(path)!r} was saved by an earlier version without the values of its "
+                f"law, so the law {name!r} registered now cannot be checked against the one "
+                "the fit was made with: its forecasts are right only if it is the same "
+                "function. Save the loaded fit again to record them.",
+                PlausibilityWarning,
             )
+        return law
+    record = _saved_json(tree, "law_fingerprint", path, dict)
+    table = _saved_table(tree)
+    missing = [v for v in law.variables if v not in table.columns]
+    if missing:
+        raise LawError(
+            f"{str(path)!r} holds a fit of law {name!r}, but its runs have no "
+            f"{', '.join(repr(v) for v in missing)}, which the law registered as {name!r} now "
+            f"takes. {fix}"
+        )
+    try:
+        differs = check_fingerprint(law, record, {v: table[v].to_numpy() for v in law.variables})
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BayescaleError):
+            raise
+        raise BayescaleError(
+            f"{str(path)!r}: its attribute 'law_fingerprint' is corrupted ({exc!r}). Save "
+            "the fit again with Fit.save."
+        ) from None
+    if differs:
+        raise LawError(
+            f"{str(path)!r} holds a fit of law {name!r}, but the law registered as "
+            f"{name!r} now computes something else: {differs}. {fix}"
+        )
+    if "points" not in record and not builtin_unchanged(name):
+        warn(
+            f"{str(path)!r} was saved by an earlier version that kept its law's values on "
+            f"its first runs only, so the law {name!r} registered now is checked only there, "
+            "not where forecasts extrapolate. Save the loaded fit again to record them.",
+            PlausibilityWarning,
+        )
     return law

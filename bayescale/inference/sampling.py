@@ -46,7 +46,7 @@ from bayescale.errors import OptionError, check_counts
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
 from bayescale.model.distributions import Prior
-from bayescale.model.laws import Law, declaration, fingerprint
+from bayescale.model.laws import Law, declaration, fingerprint_record
 from bayescale.model.misfit import Misfit, draw_indicator
 from bayescale.model.priors import Priors
 from bayescale.version import __version__
@@ -821,12 +821,13 @@ def build_tree(
     ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
     over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` plus
     ``bayescale_version`` become the tree's provenance attributes, with ``law_declaration``
-    and ``law_fingerprint`` (JSON: `bayescale.model.laws.declaration`, and
-    `bayescale.model.laws.fingerprint` at the posterior medians) for `bayescale.load_fit` to check.
+    and ``law_fingerprint`` (JSON: `bayescale.model.laws.declaration` and
+    `bayescale.model.laws.fingerprint_record`) for `bayescale.load_fit` to check.
     With ``groups`` (the labels of a grouped fit), posterior variables with one more axis of
     that length are laid over a ``group`` dimension with those labels as coordinates.
     """
     import arviz_base as azb
+    import pandas as pd
 
     hidden = set(internal_sites(law))
     posterior = {k: np.asarray(v) for k, v in samples.items() if k not in hidden}
@@ -851,23 +852,25 @@ def build_tree(
         groups_["posterior_predictive"] = {OBS: posterior_predictive}
     groups_["observed_data"] = {OBS: data.loss}
     const = {c: data.table[c].to_numpy() for c in data.table.columns if c != "loss"}
+    # netCDF strings cannot be missing: a missing label is stored as "" (load_fit reads None)
     groups_["constant_data"] = {
-        c: (v.astype(str) if v.dtype == object else v) for c, v in const.items()
+        c: (np.where(pd.isna(v), "", v.astype(str)) if v.dtype == object else v)
+        for c, v in const.items()
     }
     dims.update({c: ["run"] for c in const})
+    if any("/" in c for c in const):  # a DataTree forbids it in names: percent-encode them
+        encode = {c: c.replace("%", "%25").replace("/", "%2F") for c in const}
+        groups_["constant_data"] = {encode[c]: v for c, v in groups_["constant_data"].items()}
+        dims.update({encode[c]: ["run"] for c in const})
     tree = azb.from_dict(groups_, dims=dims, coords=coords)
+    if any("/" in c for c in const):  # load_fit decodes them where this says so
+        tree["constant_data"].attrs["bayescale_names"] = "percent-encoded"
     tree.attrs.update(attrs)
     tree.attrs["bayescale_version"] = __version__
-    # what load_fit checks the registered law against (see bayescale.model.laws.fingerprint)
-    finite = {k: np.asarray(posterior[k], np.float64) for k in law.param_names}
-    finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
-    medians = {k: float(np.median(v)) if v.size else math.nan for k, v in finite.items()}
+    # what load_fit checks the registered law against (see bayescale.model.laws.fingerprint_record)
     tree.attrs["law_declaration"] = json.dumps(declaration(law))
     tree.attrs["law_fingerprint"] = json.dumps(
-        {
-            "params": medians,
-            "log_loss": fingerprint(law, medians, {v: data.column(v) for v in law.variables}),
-        }
+        fingerprint_record(law, posterior, {v: data.column(v) for v in law.variables})
     )
     return tree
 

@@ -31,7 +31,19 @@ import jax.numpy as jnp
 from bayescale.errors import LawError
 from bayescale.model.distributions import Prior
 
-__all__ = ["LAWS", "Law", "Param", "declaration", "fingerprint", "get_law", "register_law", "ROLES"]
+__all__ = [
+    "LAWS",
+    "Law",
+    "Param",
+    "builtin_unchanged",
+    "check_fingerprint",
+    "declaration",
+    "fingerprint",
+    "fingerprint_record",
+    "get_law",
+    "register_law",
+    "ROLES",
+]
 
 Array = Any
 LawFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
@@ -511,30 +523,140 @@ def declaration(law: Law) -> list[list[str | None]]:
     return [head, *([p.name, p.role, p.variable, p.exponent] for p in law.params)]
 
 
-#: runs at which `fingerprint` evaluates a law (the first ones of a fit's data)
-FINGERPRINT_RUNS = 16
+#: at most this many of a fit's runs are kept in its law's fingerprint (all of them when fewer)
+FINGERPRINT_RUNS = 1024
+#: decades beyond the data's range, on each side, that the fingerprint's grid reaches
+FINGERPRINT_DECADES = 3.0
+#: at most this many points on the fingerprint's grid (levels per variable shrink with more)
+FINGERPRINT_GRID = 256
+#: posterior draws in a fingerprint besides the medians
+FINGERPRINT_DRAWS = 3
 
 
-def fingerprint(law: Law, params: Mapping[str, float], inputs: Mapping[str, Any]) -> list[float]:
-    """The law's log loss at ``params`` and the first `FINGERPRINT_RUNS` runs, in float64.
+def fingerprint(law: Law, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[float]:
+    """The law's log loss at ``params`` and the points ``inputs``, in float64.
 
-    Stored with a fit (``params``: its posterior medians, ``inputs``: its runs), it tells
-    whether a law registered later under the same name is the same function: the same
-    function on the same float64 inputs gives the same values to rounding.
+    ``params`` maps each parameter to a number or to one value per point; ``inputs`` maps each
+    variable to its values at the points. The same function on the same float64 inputs gives
+    the same values to rounding, so a stored fingerprint tells whether a law registered later
+    under the same name is the function a fit was made with.
     """
     import numpy as np
 
-    n = min(len(next(iter(inputs.values()))), FINGERPRINT_RUNS) if inputs else 0
+    n = len(np.asarray(next(iter(inputs.values())))) if inputs else 0
     with jax.enable_x64(True):
-        p = {k: jnp.asarray(float(params[k]), jnp.float64) for k in law.param_names}
-        logx = {
-            v: jnp.log(jnp.asarray(np.asarray(inputs[v], np.float64)[:n])) for v in law.variables
-        }
+        p = {k: jnp.asarray(np.asarray(params[k], np.float64)) for k in law.param_names}
+        logx = {v: jnp.log(jnp.asarray(np.asarray(inputs[v], np.float64))) for v in law.variables}
         values = np.asarray(law.fn(p, logx), np.float64)
     return [float(x) for x in np.broadcast_to(values, (n,))]
 
 
+def fingerprint_record(
+    law: Law, posterior: Mapping[str, Any], inputs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a saved fit keeps of its law: its values where forecasts will use it.
+
+    The law is evaluated at the posterior medians and at `FINGERPRINT_DRAWS` draws spread over
+    the posterior (``posterior``: arrays shaped ``(chain, draw, ...)``), on the fit's runs (all
+    of them up to `FINGERPRINT_RUNS`, else that many spread over each variable's range) and on
+    a grid that reaches `FINGERPRINT_DECADES` decades beyond the data on each side, where
+    forecasts extrapolate. `check_fingerprint` compares a registered law with the record.
+    """
+    import itertools
+
+    import numpy as np
+
+    columns = {v: np.asarray(inputs[v], np.float64) for v in law.variables}
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n > FINGERPRINT_RUNS:  # the extremes of each variable, then runs spread over its order
+        keep = {int(i) for c in columns.values() for i in (np.argmin(c), np.argmax(c))}
+        order = np.argsort(columns[law.variables[0]], kind="stable")
+        spread = order[np.linspace(0, n - 1, FINGERPRINT_RUNS - len(keep)).round().astype(int)]
+        runs = sorted(keep | {int(i) for i in spread})
+    else:
+        runs = list(range(n))
+    levels = max(2, min(9, int(FINGERPRINT_GRID ** (1 / max(len(columns), 1)))))
+    axes = []
+    for c in columns.values():
+        logs = np.log10(c[np.isfinite(c) & (c > 0)])
+        lo, hi = (float(logs.min()), float(logs.max())) if logs.size else (0.0, 0.0)
+        axes.append(np.linspace(lo - FINGERPRINT_DECADES, hi + FINGERPRINT_DECADES, levels))
+    grid = np.array(list(itertools.product(*axes))).reshape(-1, len(columns))
+    points = {
+        v: np.concatenate([c[runs], 10.0 ** grid[:, j]]) for j, (v, c) in enumerate(columns.items())
+    }
+    sets = _posterior_points(posterior, law.param_names)
+    m = len(next(iter(points.values()))) if points else 0
+    params = {k: np.repeat([s[k] for s in sets], m) for k in law.param_names}
+    tiled = {v: np.tile(x, len(sets)) for v, x in points.items()}
+    values = np.asarray(fingerprint(law, params, tiled), np.float64).reshape(len(sets), m)
+    return {
+        "params": sets,
+        "points": {v: [float(x) for x in x_] for v, x_ in points.items()},
+        "log_loss": [[float(x) for x in row] for row in values],
+    }
+
+
+def _posterior_points(posterior: Mapping[str, Any], names: tuple[str, ...]) -> list[dict]:
+    """The medians, then draws spread over the posterior (per-group values: one group each)."""
+    import numpy as np
+
+    flat = {}
+    for k in names:
+        a = np.asarray(posterior[k], np.float64)
+        flat[k] = a.reshape(a.shape[0] * a.shape[1] if a.ndim >= 2 else a.size, -1)
+    medians = {}
+    for k, a in flat.items():
+        finite = a[np.isfinite(a)]
+        medians[k] = float(np.median(finite)) if finite.size else math.nan
+    sets = [medians]
+    if flat:
+        ok = np.flatnonzero(np.all([np.isfinite(a).all(axis=1) for a in flat.values()], axis=0))
+        picks = (
+            ok[np.linspace(0, len(ok) - 1, FINGERPRINT_DRAWS).round().astype(int)]
+            if len(ok)
+            else []
+        )
+        for j, i in enumerate(dict.fromkeys(int(i) for i in picks)):
+            sets.append({k: float(a[i, j % a.shape[1]]) for k, a in flat.items()})
+    return sets
+
+
+def check_fingerprint(law: Law, record: Mapping[str, Any], inputs: Mapping[str, Any]) -> str | None:
+    """Where ``law`` differs from a `fingerprint_record` (a sentence), or None where it agrees.
+
+    ``inputs`` (the fit's runs) serve records of earlier versions, which kept the law's values
+    at the medians on the first runs only (``params`` a mapping, no ``points``).
+    """
+    import numpy as np
+
+    if "points" in record:
+        sets, points = list(record["params"]), dict(record["points"])
+    else:
+        sets, k = [dict(record["params"])], len(record["log_loss"])
+        points = {v: np.asarray(inputs[v], np.float64)[:k] for v in law.variables}
+    then = np.asarray(record["log_loss"], np.float64).reshape(len(sets), -1)
+    for s, row in zip(sets, then, strict=True):
+        now = np.asarray(fingerprint(law, s, points), np.float64)
+        same = np.isclose(now, row, rtol=1e-9, atol=1e-12, equal_nan=True)
+        if not same.all():
+            i = int(np.argmin(same))
+            at = ", ".join(f"{v}={float(np.asarray(x)[i]):.4g}" for v, x in points.items())
+            where = ", ".join(f"{k}={float(x):.4g}" for k, x in s.items())
+            return (
+                f"at {at} and {where} its log loss is {now[i]:.6g}, the saved fit's law "
+                f"gave {row[i]:.6g}"
+            )
+    return None
+
+
+def builtin_unchanged(name: str) -> bool:
+    """Whether the law registered as ``name`` is bayescale's own, as shipped."""
+    return name in _BUILTIN and LAWS.get(name) is _BUILTIN[name]
+
+
 _register_builtin()
+_BUILTIN = dict(LAWS)
 LN10 = math.log(10.0)
 
 
