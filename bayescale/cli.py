@@ -125,53 +125,20 @@ def _json_tables(tables: dict[str, Any]) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; errors name ``path``, not the temporary file."""
-    import tempfile
+    from bayescale.files import atomic_write
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OSError(f"could not write {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, text.encode("utf-8"))
 
 
-def _check_writable(path: str | None, option: str, *, folder: bool = False) -> None:
-    """Refuse, before any work, an output path that cannot be written.
-
-    An existing ``path`` must be a file (a folder where ``folder=True``), and a temporary file
-    must be creatable in its folder or, where that folder is still missing (it is created when
-    writing), in the nearest existing one. Messages name ``path``, not the probe.
-    """
+def _check_writable(
+    path: str | None, option: str, *, folder: bool = False, example: str = "tables.csv"
+) -> None:
+    """Refuse, before any work, an output path that cannot be written (`check_path`)."""
     if path is None:
         return
-    import tempfile
+    from bayescale.files import check_path
 
-    target = Path(path).expanduser()
-    fix = f"Pass {option} a path in a folder you can write to."
-    if target.exists():
-        if folder and not target.is_dir():
-            raise OptionError(f"{option} {path!r} is a file, not a folder. {fix}")
-        if not folder and target.is_dir():
-            raise OptionError(f"{option} {path!r} is a folder; it needs a file name. {fix}")
-    parent = target if folder and target.is_dir() else target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OptionError(f"{option} {path!r}: {str(parent)!r} is a file, not a folder. {fix}")
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise OptionError(
-            f"{option} {path!r}: cannot write in the folder {str(parent)!r} "
-            f"({exc.strerror or exc}). {fix}"
-        ) from None
+    check_path(path, option=option, folder=folder, example=example)
 
 
 def _read_csv(path: str, sep: str | None) -> Any:
@@ -223,7 +190,7 @@ def _report_fit(result: Any, out: _Output) -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import bayescale as bs
 
-    _check_writable(args.out, "--out")
+    _check_writable(args.out, "--out", example="fit.nc")
     out = _Output(args)
     result = bs.fit(
         _read_csv(args.data, args.sep),
@@ -248,12 +215,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _report_fit(result, out)
     out.finish()
     if args.out:
-        try:
-            path = result.save(args.out)
-        except OSError as exc:
-            raise OSError(
-                f"could not write the fit to {args.out!r}: {exc.strerror or exc}"
-            ) from None
+        path = result.save(args.out)  # a WriteError names the file and the fix
         out.say(f"\nSaved the fit to {path}")
     return 0
 
@@ -296,21 +258,19 @@ def _save_plot(draw: Any, path: str, out: _Output) -> None:
     from bayescale.demo import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    draw(ax)
-    target = Path(path).expanduser()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, target)
-    except OSError as exc:
+        draw(ax)
+    except BaseException:
         plt.close(fig)
-        raise OSError(f"could not write the plot to {path!r}: {exc.strerror or exc}") from None
+        raise
+    save_figure(fig, Path(path).expanduser())  # closes the figure; errors name the file
     out.say(f"\nPlot written to {path}")
 
 
 def _outputs(args: argparse.Namespace) -> _Output:
     """Check the verb's output paths (--out, --plot) before any work; the table output."""
     _check_writable(getattr(args, "out", None), "--out")
-    _check_writable(getattr(args, "plot", None), "--plot")
+    _check_writable(getattr(args, "plot", None), "--plot", example="plot.png")
     return _Output(args, getattr(args, "out", None))
 
 
@@ -341,9 +301,9 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
         unique_tokens=args.unique_tokens,
         flops_per_param_token=args.flops_per_param_token,
     )
-    out.table(
-        "allocation", result.summary(), "Compute-optimal allocation (median and 90% interval)"
-    )
+    table = result.summary()
+    table.index = table.index + 1  # budgets numbered from 1, as the warnings name them
+    out.table("allocation", table, "Compute-optimal allocation (median and 90% interval)")
     out.table(
         "exponents",
         result.exponents_summary(),
@@ -608,6 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="CSV delimiter (default: sniffed among , ; tab |)",
         )
 
+    def column(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--column",
+            action="append",
+            default=[],
+            metavar="CANON=YOURS",
+            help="map a canonical column to yours, e.g. n_params='Model Size' (repeatable)",
+        )
+
     def sampling(p: argparse.ArgumentParser, warmup: int = 1000, samples: int = 1000) -> None:
         p.add_argument("--chains", type=int, default=4, help="NUTS chains (default 4)")
         p.add_argument("--warmup", type=int, default=warmup, help=f"warm-up draws ({warmup})")
@@ -620,15 +589,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a law to a CSV of training runs")
     p.add_argument("data", help="CSV file, one run per row")
     p.add_argument("--law", default="chinchilla", help="law name (default chinchilla)")
+    column(p)
     p.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="CANON=YOURS",
-        help="map a canonical column to yours, e.g. n_params='Model Size'",
+        "--method",
+        default="nuts",
+        choices=["nuts", "map", "huber"],
+        help="nuts: the posterior by MCMC (default); map: its mode with a Laplace "
+        "approximation (fast); huber: the literature's point fit, no intervals",
     )
-    p.add_argument("--method", default="nuts", choices=["nuts", "map", "huber"])
-    p.add_argument("--likelihood", default="student_t", choices=list(LIKELIHOODS))
+    p.add_argument(
+        "--likelihood",
+        default="student_t",
+        choices=list(LIKELIHOODS),
+        help="noise model of the log loss (default student_t: robust to outlying runs)",
+    )
     p.add_argument(
         "--misfit", action="store_true", help="model the law's own misfit (wider far forecasts)"
     )
@@ -663,10 +637,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compute", type=float, action="append", help="C of a point (repeatable)")
     p.add_argument("--unique-tokens", type=float, action="append", help="U of a point")
     p.add_argument("--points", default=None, help="CSV of points (canonical columns)")
-    p.add_argument("--kind", default="predictive", choices=["predictive", "mean"])
+    p.add_argument(
+        "--kind",
+        default="predictive",
+        choices=["predictive", "mean"],
+        help="predictive: a new run's loss, with its noise (default); mean: the law's "
+        "expected loss",
+    )
     p.add_argument("--target", type=float, default=None, help="report P(loss < target)")
-    p.add_argument("--plot", default=None, help="write a fan chart to this PNG")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--plot", default=None, help="write the forecast's intervals with the runs (PNG)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the predictive draws (default 0)")
     separator(p)
     output(p)
     p.set_defaults(func=_cmd_forecast)
@@ -686,7 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="unique-token budget (data-constrained law)",
     )
-    p.add_argument("--flops-per-param-token", type=float, default=6.0)
+    p.add_argument(
+        "--flops-per-param-token",
+        type=float,
+        default=6.0,
+        help="FLOP per parameter and token: C = k N D (default 6)",
+    )
     p.add_argument("--target", type=float, default=None, help="also: compute to reach this loss")
     p.add_argument("--plot", default=None, help="write N_opt(C), D_opt(C) to this PNG")
     output(p)
@@ -695,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check new runs against a saved fit's predictions")
     p.add_argument("fit", help="a fit written by 'bayescale fit --out'")
     p.add_argument("runs", help="CSV of the new runs")
-    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    column(p)
     p.add_argument("--plot", default=None, help="write the runs against their intervals (PNG)")
     separator(p)
     output(p)
@@ -703,7 +690,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="compare saved fits of several laws (LOO or LFO)")
     p.add_argument("fits", nargs="+", help="two or more fits written by 'bayescale fit --out'")
-    p.add_argument("--method", default="loo", choices=["loo", "lfo"])
+    p.add_argument(
+        "--method",
+        default="loo",
+        choices=["loo", "lfo"],
+        help="loo: leave-one-out (default); lfo: leave-future-out, fitting below --cutoff "
+        "and scoring above (for extrapolation)",
+    )
     p.add_argument(
         "--cutoff",
         type=float,
@@ -717,8 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("breaks", help="detect breaks in a scaling curve")
     p.add_argument("data", help="CSV file, one run per row")
     p.add_argument("--variable", default="n_params", help="the scaling variable (n_params)")
-    p.add_argument("--max-breaks", type=int, default=2, choices=[1, 2])
-    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    p.add_argument(
+        "--max-breaks",
+        type=int,
+        default=2,
+        choices=[1, 2],
+        help="most breaks to consider (default 2)",
+    )
+    column(p)
     p.add_argument("--plot", default=None, help="write the data, both models and the break (PNG)")
     separator(p)
     output(p)
@@ -730,14 +729,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", help="CSV file, one run per row")
     p.add_argument("--law", default="chinchilla", help="law name (default chinchilla)")
-    p.add_argument("--column", action="append", default=[], metavar="CANON=YOURS")
+    column(p)
     p.add_argument(
         "--holdout",
         default="0.3333333333333333",
         help="fraction of the top of compute (default 1/3), number of top levels, or 'split'",
     )
     p.add_argument("--levels-column", default="budget", help="levels for an integer --holdout")
-    p.add_argument("--model", action="append", choices=["misfit", "exact", "huber"])
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=["misfit", "exact", "huber"],
+        help="a model to backtest (repeatable; default all three: misfit, exact, huber)",
+    )
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--plot", default=None, help="write coverage against nominal (PNG)")
     separator(p)
@@ -776,8 +780,15 @@ def _add_design_parser(sub: Any, output: Any, separator: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="runs to choose, greedily (default 1)")
     p.add_argument("--outcomes", type=int, default=32, help="simulated outcomes a candidate")
     p.add_argument("--top", type=int, default=20, help="candidates shown (table format; 20)")
+    p.add_argument(
+        "--rank",
+        default="gain_per_flop",
+        choices=["gain_per_flop", "width"],
+        help="gain_per_flop: narrowing per FLOP, favours cheap runs (default); width: the "
+        "most informative runs, spending --budget",
+    )
     p.add_argument("--plot", default=None, help="write the candidates in the (N, D) plane (PNG)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated outcomes (default 0)")
     separator(p)
     output(p)
     p.set_defaults(func=_cmd_design)
@@ -815,6 +826,7 @@ def _cmd_design(args: argparse.Namespace) -> int:
         batch=args.batch,
         budget=args.budget,
         n_outcomes=args.outcomes,
+        rank=args.rank,
         seed=args.seed,
     )
     out.say(repr(result))
@@ -825,6 +837,19 @@ def _cmd_design(args: argparse.Namespace) -> int:
     if args.plot:
         _save_plot(lambda ax: plots.plot_design(result, ax=ax), args.plot, out)
     return 0
+
+
+#: where the library's extrapolation warnings give the library's remedy (warn=False...)
+_GROWS = "The posterior grows wider with the distance"
+
+
+def _for_the_cli(message: str) -> str:
+    """A library warning in the CLI's terms: budgets numbered from 1, no library-only remedy."""
+    import re
+
+    if _GROWS in message:
+        message = message.split(_GROWS)[0] + _GROWS + ", and the intervals printed include that."
+    return re.sub(r"\bbudget (\d+) ([+-])", lambda m: f"budget {int(m[1]) + 1} {m[2]}", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -839,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {_for_the_cli(str(message))}", file=sys.stderr)
 
     warnings.showwarning = show
     for category in (ConvergenceWarning, ExtrapolationWarning, PlausibilityWarning):

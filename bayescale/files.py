@@ -80,12 +80,11 @@ def _as_path(path: Any, option: str) -> Path:
         path = os.fsdecode(path)
     if not isinstance(path, (str, os.PathLike)):
         raise OptionTypeError(
-            f"{option} must be a file path (a str or pathlib.Path); received {path!r}. "
-            "Pass a path such as 'fit.nc'."
+            f"{option} must be a file path (a str or pathlib.Path); received {path!r}."
         )
     text = os.fsdecode(os.fspath(path))
     if not text.strip():
-        raise OptionError(f"{option} is empty; received {text!r}. Pass a path such as 'fit.nc'.")
+        raise OptionError(f"{option} is empty; received {text!r}. Pass a file path.")
     return Path(text).expanduser()
 
 
@@ -119,7 +118,9 @@ def _advice(code: int | None, folder: Path) -> str:
     return "Pass another path."
 
 
-def check_path(path: Any, *, option: str = "the path", folder: bool = False) -> Path:
+def check_path(
+    path: Any, *, option: str = "the path", folder: bool = False, example: str = "fit.nc"
+) -> Path:
     """Refuse, before any work, an output path that cannot be written.
 
     Parameters
@@ -131,6 +132,8 @@ def check_path(path: Any, *, option: str = "the path", folder: bool = False) -> 
         How messages name the path (``"--out"`` from the command line).
     folder : bool, default False
         Whether ``path`` is a folder to write files into.
+    example : str, default "fit.nc"
+        A file name that messages suggest.
 
     Returns
     -------
@@ -151,8 +154,9 @@ def check_path(path: Any, *, option: str = "the path", folder: bool = False) -> 
     shown = f"{option} {os.fspath(target)!r}"
     real = Path(os.path.realpath(target))  # a link is written through to its target
     if os.path.isdir(real) and not folder:
-        example = str(target / "fit.nc")
-        raise OptionError(f"{shown} is a folder; pass a file path such as {example!r}.")
+        raise OptionError(
+            f"{shown} is a folder; it needs a file name, such as {str(target / example)!r}."
+        )
     if folder and os.path.lexists(real) and not os.path.isdir(real):
         raise OptionError(f"{shown} is a file, not a folder. Pass a folder's path.")
     parent = _existing_folder(real if folder else real.parent)

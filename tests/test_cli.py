@@ -248,3 +248,93 @@ def test_formats_for_scripts_and_sniffed_delimiter(sim_fit, tmp_path, capsys):
     assert main(["allocate", str(path), "--compute", "1e22", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "Compute-optimal allocation" in captured.out  # the requested tables, as text
+
+
+# ---------------------------------------------------------------------- issue 28: CLI polish
+
+
+def test_every_option_has_help_text():
+    from bayescale.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if a.dest == "command").choices
+    missing = [
+        f"{verb} {action.option_strings[0]}"
+        for verb, sub in verbs.items()
+        for action in sub._actions
+        if action.option_strings and action.dest != "help" and not action.help
+    ]
+    assert missing == []
+    backtest_help = verbs["backtest"].format_help()
+    assert "default all three: misfit, exact, huber" in " ".join(backtest_help.split())
+
+
+def test_a_long_output_name_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
+    import bayescale as bs
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the CLI fitted before checking --out")
+
+    monkeypatch.setattr(bs, "fit", no_work)
+    runs = tmp_path / "runs.csv"
+    bs.simulate("power_law", seed=0).to_csv(runs, index=False)
+    long = str(tmp_path / ("f" * 300 + ".nc"))
+    assert main(["fit", str(runs), "--out", long]) == 2
+    err = capsys.readouterr().err
+    assert "is 303 bytes long; this file system allows at most" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def huber_chinchilla(tmp_path_factory):
+    import bayescale as bs
+
+    fit = bs.fit(bs.simulate("chinchilla", seed=1), "chinchilla", method="huber")
+    return fit.save(tmp_path_factory.mktemp("cli") / "huber.nc")
+
+
+def test_a_full_disk_names_the_file(huber_chinchilla, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    from bayescale import files
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(
+        files.os,
+        "fdopen",
+        lambda fd, mode="r", *a, **k: FullDisk(fd, "wb") if "w" in mode else real_fdopen(fd, mode),
+    )
+    out = tmp_path / "alloc.json"
+    args = ["allocate", str(huber_chinchilla), "--compute", "1e21", "--format", "json"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"could not write {str(out)!r}: No space left on device" in err
+    assert "Free some space" in err and ".bayescale-tmp" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_extrapolation_warnings_speak_the_cli(huber_chinchilla, capsys):
+    assert main(["allocate", str(huber_chinchilla), "--compute", "1e20", "--compute", "1e24"]) == 0
+    captured = capsys.readouterr()
+    assert "budget 2 +2.52" in captured.err and "budget 0" not in captured.err
+    assert "warn=False" not in captured.err and "intervals printed include" in captured.err
+    assert "\n2 " in captured.out  # the table numbers the budgets alike
+
+
+def test_design_takes_rank(huber_chinchilla, monkeypatch):
+    import bayescale as bs
+
+    seen = {}
+
+    def fake_design(fit, candidates, target, **kwargs):
+        seen.update(kwargs)
+        raise bs.OptionError("stop here")
+
+    monkeypatch.setattr(bs, "design", fake_design)
+    args = ["design", str(huber_chinchilla), "--target-compute", "1e22", "--budget", "1e20"]
+    assert main([*args, "--rank", "width"]) == 2
+    assert seen["rank"] == "width"

@@ -256,13 +256,16 @@ def huber_fit():
 def test_save_to_a_folder_below_a_file_or_nothing_says_what_is_wrong(huber_fit, tmp_path):
     # issue 28: these named the temporary file or gave the wrong advice
     (tmp_path / "folder").mkdir()
-    with pytest.raises(bs.OptionError, match=r"'.*folder' is a folder; pass a file path such as"):
+    with pytest.raises(
+        bs.OptionError,
+        match=r"'.*folder' is a folder; it needs a file name, such as '.*folder/fit.nc'",
+    ):
         huber_fit.save(tmp_path / "folder")
     (tmp_path / "file").write_text("x")
     with pytest.raises(bs.OptionError, match=r"'.*file' is a file, not a folder") as info:
         huber_fit.save(tmp_path / "file" / "sub" / "fit.nc")
     assert ".bayescale-tmp" not in str(info.value)
-    with pytest.raises(bs.OptionError, match=r"path is empty; received ''\. Pass a path"):
+    with pytest.raises(bs.OptionError, match=r"path is empty; received ''\. Pass a file path"):
         huber_fit.save("")
     with pytest.raises(bs.OptionTypeError, match=r"must be a file path .*received None"):
         huber_fit.save(None)
