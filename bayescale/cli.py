@@ -279,13 +279,14 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     from bayescale import plots
 
     out = _outputs(args)
-    result = bs.forecast(bs.load_fit(args.fit), _points(args), kind=args.kind, seed=args.seed)
+    fit = bs.load_fit(args.fit)
+    result = bs.forecast(fit, _points(args), kind=args.kind, seed=args.seed)
     out.table(
         "forecast", result.summary(target=args.target), f"Forecast ({args.kind}, 90% intervals)"
     )
     out.finish()
     if args.plot:
-        _save_plot(lambda ax: plots.plot_forecast(result, ax=ax), args.plot, out)
+        _save_plot(lambda ax: plots.plot_forecast(result, ax=ax, fit=fit), args.plot, out)
     return 0
 
 

@@ -179,3 +179,74 @@ def test_ppc_dist_of_a_fit_and_of_the_prior_predictive(sim_fit, tmp_path):
 def test_plot_posterior_refuses_ax(sim_fit):
     with pytest.raises(ValueError, match="a pair plot draws several panels .* takes no ax"):
         plot_posterior(sim_fit, ax=plt.gca())
+
+
+# ------------------------------------------------- issue 28: one point, unrelated points
+
+
+def _data_lines(ax):
+    """Line2D artists that join two or more finite data points."""
+    return [
+        line
+        for line in ax.lines
+        if np.isfinite(np.asarray(line.get_xdata(), float)).sum() >= 2
+        and np.ptp(np.asarray(line.get_xdata(), float)) > 0
+    ]
+
+
+def _scatters(ax):
+    from matplotlib.collections import PathCollection
+
+    return [c for c in ax.collections if isinstance(c, PathCollection)]
+
+
+def _segments(ax):
+    """The vertical interval segments drawn (LineCollections)."""
+    from matplotlib.collections import LineCollection
+
+    return [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
+
+
+def test_plot_forecast_at_one_point_shows_its_intervals_and_the_runs(sim_fit, tmp_path):
+    # issue 28: `bayescale forecast ... --plot` drew axes and a legend and no data
+    fc = forecast(sim_fit, {"n_params": 1.618e11, "n_tokens": 3.236e12}, warn=False)
+    ax = plot_forecast(fc, fit=sim_fit)
+    segments = _segments(ax)
+    assert len(segments) == 3  # one interval per probability, at the point
+    quant = fc.quantiles([0.025, 0.975])
+    (x0, lo), (x1, hi) = sorted(max(segments, key=lambda s: np.ptp(s[:, 1])), key=lambda p: p[1])
+    assert x0 == x1 == pytest.approx(fc.points["compute"].iloc[0])
+    assert (lo, hi) == pytest.approx((quant["q2.5"].iloc[0], quant["q97.5"].iloc[0]))
+    offsets = [c.get_offsets() for c in _scatters(ax)]
+    assert sum(len(o) for o in offsets) == 1 + sim_fit.data.n_runs  # the median, the runs
+    assert _data_lines(ax) == []
+    saved(ax, tmp_path, "forecast_one_point")
+
+
+def test_plot_forecast_never_joins_unrelated_points(sim_fit):
+    # two (N, D) points that do not lie on one path: separate intervals, no line between
+    at = {"n_params": [1e9, 1e11], "n_tokens": [1e12, 1e11]}
+    ax = plot_forecast(forecast(sim_fit, at, warn=False))
+    assert _data_lines(ax) == []
+    assert len({tuple(s[:, 0]) for s in _segments(ax)}) == 2  # intervals at two x values
+    assert [t.get_text() for t in ax.texts] == ["N=1B, D=1T", "N=100B, D=100B"]
+    # three points, but D falls and rises again along C: still not one path
+    at = {"n_params": [1e9, 1e10, 1e11], "n_tokens": [1e12, 1e10, 1e11]}
+    assert _data_lines(plot_forecast(forecast(sim_fit, at, warn=False))) == []
+
+
+def test_plot_allocation_with_one_budget_draws_its_intervals(sim_fit, tmp_path):
+    # issue 28: `bayescale allocate fit.nc --compute 1e24 --plot a.png` drew no data
+    alloc = compute_optimal(sim_fit, 1e24, warn=False)
+    ax = plot_allocation(alloc)
+    segments = _segments(ax)
+    assert len(segments) == 2 * 2  # two intervals per quantity
+    assert all(s[0, 0] == s[1, 0] == 1e24 for s in segments)
+    medians = [c.get_offsets() for c in _scatters(ax)]
+    table = alloc.summary()
+    assert sorted(float(m[0, 1]) for m in medians) == pytest.approx(
+        sorted([table["n_params_median"].iloc[0], table["n_tokens_median"].iloc[0]])
+    )
+    refs = _data_lines(ax)  # the references' slopes over a decade either side
+    assert len(refs) == 2 * 2 and all(np.ptp(np.log10(r.get_xdata())) == 2 for r in refs)
+    saved(ax, tmp_path, "allocation_one_budget")

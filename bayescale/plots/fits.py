@@ -291,7 +291,12 @@ def plot_forecast(
     ci_probs: Sequence[float] = (0.5, 0.8, 0.95),
     fit: Fit | None = None,
 ) -> Any:
-    """A fan chart of a forecast against one input, the observed range shaded.
+    """A forecast's intervals against one input, the observed range shaded.
+
+    Points along one path (three or more, each input rising or falling with ``x``: a grid
+    over sizes, a compute-optimal frontier) are drawn as a fan; other points (one, two, or
+    points that do not lie on one line) as separate nested intervals at each point, labelled
+    with its inputs, never joined.
 
     Parameters
     ----------
@@ -303,15 +308,16 @@ def plot_forecast(
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
     ci_probs : sequence of float, default (0.5, 0.8, 0.95)
-        Probability mass of each band of the fan.
+        Probability mass of each band of the fan (each interval of a point).
     fit : Fit, optional
         Adds the fitted runs as points.
 
     Returns
     -------
     matplotlib.axes.Axes
-        With the median line, one band per probability, a shaded span over the observed range
-        of ``x`` and, with ``fit``, a scatter of the runs.
+        With the median (a line along a path, markers at separate points), one band (or
+        interval) per probability, a shaded span over the observed range of ``x`` and, with
+        ``fit``, a scatter of the runs.
     """
     plt = _pyplot()
     inputs = list(forecast.tree["predictions_constant_data"].data_vars)
@@ -325,12 +331,33 @@ def plot_forecast(
     probs = sorted(float(p) for p in ci_probs)
     quant = forecast.quantiles(_band_probs(probs)).iloc[order]
     xs = values[order]
+    along = _one_path(forecast.points.iloc[order], inputs)
     observed = forecast.observed_range.get(x)
     if observed is not None:
         ax.axvspan(*observed, color="0.9", zorder=0, label="observed range")
     colour = _colours(plt, 1)[0]
-    _bands(ax, xs, quant, probs, colour)
-    ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=f"median ({forecast.kind})")
+    median = f"median ({forecast.kind})"
+    if along:
+        _bands(ax, xs, quant, probs, colour)
+        ax.plot(xs, quant["q50"], color=colour, lw=1.8, label=median)
+    else:
+        _intervals(ax, xs, quant, probs, colour)
+        ax.scatter(xs, quant["q50"], color=colour, marker="D", s=28, zorder=4, label=median)
+        if len(xs) <= 12:
+            for i, row in enumerate(forecast.points.iloc[order][inputs].itertuples(index=False)):
+                text = ", ".join(
+                    f"{_SHORT.get(k, k)}={count_formatter()(v, 0) if k in _COUNTS else f'{v:.2g}'}"
+                    for k, v in zip(inputs, row, strict=True)
+                    if k != x or len(inputs) == 1
+                )
+                ax.annotate(
+                    text,
+                    (xs[i], quant["q50"].iloc[i]),
+                    xytext=(6, 0),
+                    textcoords="offset points",
+                    fontsize=7,
+                    va="center",
+                )
     preds = forecast.tree["predictions"]
     if forecast.kind == "predictive" and "loss_law" in preds:
         # a fit with its misfit: where the width comes from, as the inner 90% intervals of the
@@ -340,8 +367,20 @@ def plot_forecast(
         for name, style, label in inner:
             values_ = preds[name].values.reshape(-1, len(xs))[:, order]
             lo, hi = np.quantile(values_, [(1 - top) / 2, (1 + top) / 2], axis=0)
-            ax.plot(xs, lo, color="0.2", ls=style, lw=1, label=f"{top:.0%}: {label}")
-            ax.plot(xs, hi, color="0.2", ls=style, lw=1)
+            if along:
+                ax.plot(xs, lo, color="0.2", ls=style, lw=1, label=f"{top:.0%}: {label}")
+                ax.plot(xs, hi, color="0.2", ls=style, lw=1)
+            else:
+                mark = "_" if style == ":" else "1"
+                ax.scatter(
+                    np.r_[xs, xs],
+                    np.r_[lo, hi],
+                    color="0.2",
+                    marker=mark,
+                    s=60,
+                    zorder=5,
+                    label=f"{top:.0%}: {label}",
+                )
     if fit is not None and x in fit.data.table:
         ax.scatter(
             fit.data.table[x],
@@ -354,9 +393,35 @@ def plot_forecast(
     _log_axis(ax, "x", x)
     _loss_axis(ax)
     ax.set_ylabel("loss" + (" (new run)" if forecast.kind == "predictive" else " (law)"))
-    ax.set_title("forecast: extrapolation beyond the shaded range", fontsize=10)
+    what = "extrapolation beyond the shaded range"
+    ax.set_title(
+        f"forecast: {what}" if along else f"forecast at {len(xs)} point(s): {what}", fontsize=10
+    )
     _legend(ax, plt, probs, f"{forecast.kind} interval")
     return ax
+
+
+_SHORT = {"n_params": "N", "n_tokens": "D", "compute": "C", "unique_tokens": "U"}
+
+
+def _one_path(points: pd.DataFrame, inputs: Sequence[str]) -> bool:
+    """Whether sorted points lie along one path: three or more, each input monotone along it."""
+    if len(points) < 3:
+        return False
+    for name in inputs:
+        step = np.diff(points[name].to_numpy(float))
+        if (step > 0).any() and (step < 0).any():
+            return False
+    return True
+
+
+def _intervals(
+    ax: Any, xs: np.ndarray, quant: pd.DataFrame, probs: Sequence[float], colour: Any
+) -> None:
+    """Nested intervals at separate points: the inner (narrower) ones thicker and darker."""
+    for rank, p in enumerate(sorted(probs, reverse=True)):
+        lo, hi = quant[_qname((1 - p) / 2)], quant[_qname((1 + p) / 2)]
+        ax.vlines(xs, lo, hi, color=colour, alpha=min(1.0, 2.5 * _alpha(p, probs)), lw=2 + 3 * rank)
 
 
 def plot_allocation(
@@ -371,7 +436,8 @@ def plot_allocation(
     Parameters
     ----------
     allocation : Allocation
-        From `bayescale.analysis.allocate.compute_optimal` (two budgets or more).
+        From `bayescale.analysis.allocate.compute_optimal`. With one budget, its intervals are drawn
+        as bars at that budget and the references over a decade on either side.
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
     ci_probs : sequence of float, default (0.5, 0.9)
@@ -402,23 +468,33 @@ def plot_allocation(
     compute = compute[order]
     colours = _colours(plt, 2)
     mid = len(compute) // 2
+    # one budget: its intervals as bars, and the references' slopes over a decade either side
+    single = len(compute) < 2
+    span = compute[mid] * np.array([0.1, 1.0, 10.0]) if single else compute
     styles = ("--", ":", "-.")
     for colour, (name, label) in zip(
         colours, (("n_params", "N_opt (parameters)"), ("n_tokens", "D_opt (tokens)")), strict=True
     ):
-        for p in probs[::-1]:
+        for rank, p in enumerate(probs[::-1]):
             t = tables[p].iloc[order]
             lo = t[f"{name}_{_qname((1 - p) / 2)}"].to_numpy()
             hi = t[f"{name}_{_qname((1 + p) / 2)}"].to_numpy()
-            ax.fill_between(compute, lo, hi, color=colour, alpha=_alpha(p, probs), lw=0)
+            if single:
+                alpha = min(1.0, 2.5 * _alpha(p, probs))
+                ax.vlines(compute, lo, hi, color=colour, alpha=alpha, lw=2 + 3 * rank)
+            else:
+                ax.fill_between(compute, lo, hi, color=colour, alpha=_alpha(p, probs), lw=0)
         median = first[f"{name}_median"].to_numpy()[order]
-        ax.plot(compute, median, color=colour, lw=1.8, label=label)
+        if single:
+            ax.scatter(compute, median, color=colour, marker="D", s=28, zorder=4, label=label)
+        else:
+            ax.plot(compute, median, color=colour, lw=1.8, label=label)
         for style, key in zip(styles, refs, strict=False):
             text, a, b = REFERENCE_EXPONENTS[key]
             slope = a if name == "n_params" else b
-            line = median[mid] * (compute / compute[mid]) ** slope
+            line = median[mid] * (span / compute[mid]) ** slope
             ax.plot(
-                compute,
+                span,
                 line,
                 ls=style,
                 color=colour,
