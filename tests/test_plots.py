@@ -250,3 +250,15 @@ def test_plot_allocation_with_one_budget_draws_its_intervals(sim_fit, tmp_path):
     refs = _data_lines(ax)  # the references' slopes over a decade either side
     assert len(refs) == 2 * 2 and all(np.ptp(np.log10(r.get_xdata())) == 2 for r in refs)
     saved(ax, tmp_path, "allocation_one_budget")
+
+
+@pytest.mark.parametrize("plot", [plot_trace, plot_rank])
+def test_panel_titles_clear_the_axis_labels_of_the_row_above(sim_fit, plot):
+    # issue 28: the trace plot's titles overlapped the "Draw" labels above them
+    fig = plot(sim_fit).viz["figure"].item()
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    labels = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes if ax.get_xlabel()]
+    assert titles and labels
+    assert not [(t, x) for t in titles for x in labels if t.overlaps(x)]

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import bayescale as bs  # noqa: E402
@@ -92,3 +93,55 @@ def test_plot_break(small_report, tmp_path):
     rug = [line for line in ax.get_lines() if line.get_marker() == "|"]
     assert len(rug) == 1 and 40 <= np.size(rug[0].get_xdata()) <= 60
     _save(ax, tmp_path, "break")
+
+
+# ----------------------------------------------------------------- issue 28: display
+
+
+def _tick_texts(ax):
+    ax.figure.canvas.draw()
+    axes = (ax.xaxis, ax.yaxis)
+    return [
+        t.get_text()
+        for axis in axes
+        for t in (*axis.get_majorticklabels(), *axis.get_minorticklabels())
+        if t.get_text()
+    ]
+
+
+def test_log_axes_of_check_and_break_plots_have_plain_labels(new_run_check, small_report):
+    # issue 28: a loss axis shorter than a decade was labelled 2.4×10^0
+    for ax in (plot_check(new_run_check), plot_break(small_report, rug_draws=50)):
+        low, high = ax.get_ylim()
+        assert high / low < 10  # a short range: matplotlib labels minor ticks there
+        texts = _tick_texts(ax)
+        assert len(texts) >= 3
+        assert not [t for t in texts if "times" in t], texts
+        assert [t for t in texts if "." in t]  # minor ticks of the loss, as plain numbers
+        plt.close(ax.figure)
+
+
+def test_backtest_counts_print_as_integers(tmp_path):
+    from bayescale.backtest import Backtest
+    from bayescale.plots_checks import plot_backtest
+
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        {
+            "model": ["misfit"] * 81 + ["exact"] * 81,
+            "inside_50": rng.random(162) < 0.5,
+            "inside_90": rng.random(162) < 0.9,
+            "rel_error": rng.normal(0, 0.01, 162),
+            "distance": rng.uniform(0, 1, 162),
+        }
+    )
+    fits = pd.DataFrame(
+        {"model": ["misfit", "exact"], "divergences": [0, 3], "max_r_hat": [1.001, 1.002]}
+    )
+    result = Backtest(runs=runs, fits=fits, levels=(0.5, 0.9), variable="compute")
+    # issue 28: the legend said n=81.0 and the report divergences 0.0
+    assert "divergences 0" in repr(result) and "divergences 0.0" not in repr(result)
+    ax = plot_backtest(result)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "misfit (n=81)" in labels and "exact (n=81)" in labels
+    _save(ax, tmp_path, "backtest")

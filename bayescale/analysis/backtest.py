@@ -95,7 +95,7 @@ class Backtest:
             cov = ", ".join(f"{lv:.0%}: {row[f'coverage_{lv * 100:g}']:.2f}" for lv in self.levels)
             lines.append(
                 f"  {model:<7} coverage {cov}; median |rel. error| "
-                f"{row['median_abs_rel_error']:.4f}; divergences {row['divergences']}"
+                f"{row['median_abs_rel_error']:.4f}; divergences {int(row['divergences'])}"
             )
         return "\n".join(lines)
 

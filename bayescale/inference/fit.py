@@ -266,7 +266,25 @@ class Fit:
             + f" runs={self.data.n_runs}, draws={n})"
         )
         shown = [k for k in self.param_names if post[k].ndim == 2]  # per-group ones: summary()
-        med = ", ".join(f"{k}={float(np.median(post[k].values)):.4g}" for k in shown)
+        # a population's parameters live on the scale their prior's note names (log, logit)
+        notes = {
+            k: p.note.removeprefix("population ").replace("sd across groups of", "sd of")
+            for k, p in (self.priors or {}).items()
+            if k.endswith(("_mu", "_tau")) and p.note
+        }
+        med = ", ".join(
+            f"{k}={float(np.median(post[k].values)):.4g}" for k in shown if k not in notes
+        )
+        population = ", ".join(
+            f"{k}={float(np.median(post[k].values)):.4g} ({notes[k]})" for k in shown if k in notes
+        )
+        lines = [f"medians: {med}"] if med else []
+        if population:
+            lines.append(f"population medians: {population}")
+        per_group = [k for k in self.param_names if post[k].ndim > 2]
+        if per_group:
+            lines.append(f"per group: {', '.join(per_group)} (see summary())")
+        med = "\n  ".join(lines)
         problems = self.problems()
         if problems:
             tail = f"\n  WARNING: {' '.join(problems)}"
@@ -276,7 +294,7 @@ class Fit:
             tail = "\n  point estimate (Huber loss on log residuals): one draw, no uncertainty"
         else:
             tail = "\n  diagnostics: ok"
-        return f"{head}\n  medians: {med}{tail}"
+        return f"{head}\n  {med}{tail}"
 
     def _repr_html_(self) -> str:
         import html

@@ -41,6 +41,29 @@ def _axes(ax: Axes | None) -> Axes:
     return ax
 
 
+def _plain_log(ax: Axes, *which: str) -> None:
+    """Log scale with plain tick labels (``2.4``, ``300``; ``10^7`` over a wide range).
+
+    Over less than a decade matplotlib labels minor ticks in scientific notation
+    (``2.4×10^0``); the ticks it labels stay, written as plain numbers.
+    """
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            power = np.log10(x) if x > 0 else 0.0
+            wide = vmin > 0 and vmax / vmin > 100
+            if wide and power == round(power):  # decades over a wide range: as matplotlib
+                return f"$\\mathdefault{{10^{{{int(round(power))}}}}}$"
+            return f"{x:.4g}"
+
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        (ax.set_xscale if name == "x" else ax.set_yscale)("log")
+        axis.set_major_formatter(Plain(labelOnlyBase=False))
+        axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
 def plot_check(check: Check, *, x: str | None = None, ax: Axes | None = None) -> Axes:
     """Runs against their predictive intervals, coloured by verdict.
 
@@ -99,8 +122,7 @@ def plot_check(check: Check, *, x: str | None = None, ax: Axes | None = None) ->
                 zorder=4,
                 label=f"observed: {verdict}",
             )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log(ax, "x", "y")
     ax.set_xlabel(x)
     ax.set_ylabel("loss")
     title = "new runs" if check.kind == "new runs" else "leave-one-out check of the fit's runs"
@@ -272,8 +294,7 @@ def plot_break(
             transform=ax.get_xaxis_transform(),
             label=f"break {i} location (posterior draws)",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log(ax, "x", "y")
     ax.set_xlabel(var)
     ax.set_ylabel("loss")
     ax.set_title(f"break detection: {report.n_breaks} break{'s' if report.n_breaks != 1 else ''}")
@@ -342,7 +363,7 @@ def plot_backtest(backtest: Backtest, *, view: str = "nominal", ax: Axes | None 
             continue  # a point fit has no intervals
         if view == "nominal":
             cov = [row[f"coverage_{lv * 100:g}"] for lv in levels]
-            ax.plot(levels, cov, marker="o", label=f"{model} (n={row['n']})")
+            ax.plot(levels, cov, marker="o", label=f"{model} (n={int(row['n'])})")
         else:
             table = backtest.by_distance().loc[model]
             mids = [interval.left for interval in table.index]

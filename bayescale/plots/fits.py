@@ -584,7 +584,8 @@ def plot_trace(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: An
     names = list(var_names) if var_names is not None else fit.param_names
     _posterior_names(fit, names, "a trace plot", kwargs)
     with _arviz_context() as azp:
-        return azp.plot_trace(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+        pc = azp.plot_trace(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+    return _spaced(pc)
 
 
 def plot_rank(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
@@ -616,7 +617,20 @@ def plot_rank(fit: Fit, *, var_names: Sequence[str] | None = None, **kwargs: Any
     names = list(var_names) if var_names is not None else fit.param_names
     _posterior_names(fit, names, "a rank plot", kwargs)
     with _arviz_context() as azp:
-        return azp.plot_rank(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+        pc = azp.plot_rank(fit.tree, var_names=names, backend="matplotlib", **kwargs)
+    return _spaced(pc)
+
+
+def _spaced(pc: Any) -> Any:
+    """Lay out arviz-plots' panel grid so that titles clear the axis labels of the row above.
+
+    Its figures come without a layout engine; matplotlib's constrained layout does the spacing
+    (a layout the caller chose through ``figure_kwargs`` is kept).
+    """
+    fig = pc.viz["figure"].item()
+    if fig.get_layout_engine() is None:
+        fig.set_layout_engine("constrained")
+    return pc
 
 
 def plot_ppc_dist(fit: Fit | Any, *, group: str = "posterior_predictive", **kwargs: Any) -> Any:
