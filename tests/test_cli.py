@@ -338,3 +338,23 @@ def test_design_takes_rank(huber_chinchilla, monkeypatch):
     args = ["design", str(huber_chinchilla), "--target-compute", "1e22", "--budget", "1e20"]
     assert main([*args, "--rank", "width"]) == 2
     assert seen["rank"] == "width"
+
+
+def test_a_grouped_fit_says_on_which_scale_its_population_lies(tmp_path, capsys):
+    # issue 28: the printout showed alpha_mu=-1.279, sigma_mu=-5.267 without their scale
+    import numpy as np
+    import pandas as pd
+
+    import bayescale as bs
+
+    design = pd.DataFrame({"n_params": np.geomspace(1e7, 1e10, 8)})
+    frames = [
+        bs.simulate("power_law", design=design, seed=g).assign(family=f"f{g}") for g in range(3)
+    ]
+    pd.concat(frames).to_csv(tmp_path / "runs.csv", index=False)
+    args = ["fit", str(tmp_path / "runs.csv"), "--law", "power_law", "--group", "family"]
+    code = main([*args, "--pool", "alpha", "--warmup", "100", "--samples", "100"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "population medians: alpha_mu=" in out and "(mean of log alpha)" in out
+    assert "(sd of log alpha)" in out and "per group: E, alpha, A, sigma" in out
