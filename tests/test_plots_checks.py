@@ -122,8 +122,8 @@ def test_log_axes_of_check_and_break_plots_have_plain_labels(new_run_check, smal
 
 
 def test_backtest_counts_print_as_integers(tmp_path):
-    from bayescale.backtest import Backtest
-    from bayescale.plots_checks import plot_backtest
+    from bayescale.analysis.backtest import Backtest
+    from bayescale.plots import plot_backtest
 
     rng = np.random.default_rng(0)
     runs = pd.DataFrame(

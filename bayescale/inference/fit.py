@@ -1087,10 +1087,11 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
     The file names its law; the law registered under that name in this session is used. The
     file also holds the law's declaration (variables, parameters and their roles) and its
     values where forecasts use it (at the posterior medians and a few draws, on the fitted
-    runs and on a grid reaching three decades beyond them: `bayescale.model.laws.fingerprint_record`):
-    a registered law that differs from the one the fit was made with (after
-    ``register_law(name, other_fn, overwrite=True)``) is refused instead of giving a silently
-    wrong fit. A file of an earlier version without that record loads with a
+    runs and on a grid reaching three decades beyond them; see
+    `bayescale.model.laws.fingerprint_record`): a registered law that differs from the one
+    the fit was made with (after ``register_law(name, other_fn, overwrite=True)``) is refused
+    instead of giving a silently wrong fit. A file of an earlier version without that record
+    loads with a
     `PlausibilityWarning` when its law is not bayescale's own, which cannot be checked.
 
     Raises
