@@ -262,3 +262,34 @@ def test_panel_titles_clear_the_axis_labels_of_the_row_above(sim_fit, plot):
     labels = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes if ax.get_xlabel()]
     assert titles and labels
     assert not [(t, x) for t in titles for x in labels if t.overlaps(x)]
+
+
+def _trace_dist_breaks() -> bool:
+    """arviz-plots before 1.1 cannot draw plot_trace_dist with xarray 2026.4 or later.
+
+    Its ``PlotCollection.grid`` passes a Dataset to the Dataset constructor, which xarray
+    refuses since 2026.4 (arviz-devs/arviz#2576, fixed in arviz-plots 1.1, which needs Python
+    3.12). The fit's tree is not the cause: with xarray 2026.2 the same call draws it.
+    """
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return Version(version("arviz-plots")) < Version("1.1") and Version(
+        version("xarray")
+    ) >= Version("2026.4")
+
+
+@pytest.mark.xfail(
+    _trace_dist_breaks(),
+    raises=TypeError,
+    strict=True,
+    reason="arviz-plots < 1.1 with xarray >= 2026.4 (arviz-devs/arviz#2576)",
+)
+def test_arviz_plots_own_trace_dist_draws_the_fit_tree(sim_fit, tmp_path):
+    # issue 28: arviz_plots.plot_trace_dist(fit.tree) raised a TypeError
+    import arviz_plots
+
+    pc = arviz_plots.plot_trace_dist(sim_fit.tree, backend="matplotlib")
+    assert set(pc.viz["plot"].data_vars) == set(sim_fit.param_names)
+    saved(pc.viz["figure"].item(), tmp_path, "trace_dist")
