@@ -234,3 +234,44 @@ def test_rank_by_width_and_a_goal(fit):
     assert len(easy.batch) == 1 and easy.batch["cost"].iloc[0] == reaching["cost"].min()
     with pytest.raises(bs.OptionError, match="unknown rank 'cost'"):
         bs.design(fit, cands, TARGET, rank="cost")
+
+
+def test_the_grid_keeps_to_runs_a_lab_would_train(fit):
+    """Candidates stay within 5 to 200 tokens per parameter (overridable; None lifts it)."""
+    ratio = lambda g: (g["n_tokens"] / g["n_params"]).to_numpy()  # noqa: E731
+    grid = bs.design_grid(fit)
+    assert len(grid) == 90
+    assert ratio(grid).min() >= 5 * (1 - 1e-9) and ratio(grid).max() <= 200 * (1 + 1e-9)
+    # each level still spans the band's overlap with N_opt +- 1 decade: sizes differ
+    assert (grid.groupby("compute")["n_params"].nunique() == 9).all()
+    wide = bs.design_grid(fit, tokens_per_param=(1.0, 1000.0))
+    assert ratio(wide).min() >= 1 * (1 - 1e-9) and ratio(wide).max() <= 1000 * (1 + 1e-9)
+    assert ratio(wide).max() > 200
+    # positive control: without the band, the sizes a decade either side of the optimum at the
+    # smallest budget include runs on far fewer or far more tokens than any lab trains
+    free = bs.design_grid(fit, tokens_per_param=None)
+    assert ratio(free).min() < 5 and ratio(free).max() > 200
+    with pytest.raises(bs.OptionError, match=r"tokens_per_param must be a band \(low, high\)"):
+        bs.design_grid(fit, tokens_per_param=(200, 5))
+
+
+def test_a_width_ranked_design_spends_the_budget_on_the_run_that_narrows_most(fit):
+    """Given a budget, rank="width" picks the narrowest affordable run, expensive or not."""
+    budget = 1e21
+    d = bs.design(fit, "grid", TARGET, rank="width", budget=budget)
+    affordable = d.table[d.table["cost"] <= budget]
+    pick = d.batch.iloc[0]
+    assert pick["candidate"] == affordable["width"].idxmin()
+    # on this ladder (6e18 to 6e19 FLOP, target 6e21) the narrowest affordable run is one of
+    # the largest: more than half the budget, more than 5x the ladder's largest run
+    assert pick["cost"] > 0.5 * budget and pick["cost"] > 5 * 6e19
+    # and it narrows the target more than the best cheap run (beyond 4 MCSE)
+    cheap = affordable[affordable["cost"] <= 6e19]
+    assert pick["width"] + 4 * d.table.loc[pick["candidate"], "width_mcse"] < cheap["width"].min()
+
+
+def test_a_budget_no_candidate_fits_warns(fit):
+    cands = bs.design_grid(fit, levels=3, sizes=3)
+    with pytest.warns(UserWarning, match=r"no candidate fits the budget 1 \(the cheapest costs"):
+        d = bs.design(fit, cands, TARGET, budget=1.0)
+    assert d.batch.empty

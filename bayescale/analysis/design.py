@@ -52,6 +52,9 @@ RANKS = ("gain_per_flop", "width")
 #: the kinds of target `design` can aim at
 TARGET_KINDS = ("loss_at", "optimal_loss", "n_opt")
 _ND = ("n_params", "n_tokens")
+#: the band of tokens per parameter (D / N) of `design_grid`'s candidates: runs a lab trains,
+#: a factor of four below and ten above Chinchilla's 20 tokens per parameter
+TOKENS_PER_PARAM = (5.0, 200.0)
 #: candidates scored per compiled call (pads the last chunk; memory ~ CHUNK * M * S floats)
 CHUNK = 64
 
@@ -221,8 +224,9 @@ def design_grid(
     sizes: int = 9,
     spread: float = 1.0,
     above: float = 10.0,
+    tokens_per_param: tuple[float, float] | None = TOKENS_PER_PARAM,
 ) -> pd.DataFrame:
-    """Candidate runs around the current ladder: IsoFLOP levels, sizes around each optimum.
+    r"""Candidate runs around the current ladder: IsoFLOP levels, sizes around each optimum.
 
     Parameters
     ----------
@@ -239,11 +243,31 @@ def design_grid(
         Half-width, in decades, of the sizes around the posterior-median N_opt of each budget.
     above : float, default 10
         The largest default budget as a multiple of the largest fitted compute.
+    tokens_per_param : (float, float) or None, default (5, 200)
+        The band of tokens per parameter (D / N) the candidates keep to: at each budget the
+        sizes span the part of N_opt ± ``spread`` decades whose D / N lies in the band (the
+        whole band where the two do not overlap). ``None`` lifts the limit.
 
     Returns
     -------
     DataFrame
         Columns ``n_params``, ``n_tokens``, ``compute``; ``levels * sizes`` rows.
+
+    Raises
+    ------
+    OptionError
+        If the budgets, ``sizes``, ``spread`` or ``tokens_per_param`` are invalid.
+
+    Notes
+    -----
+    A run of N parameters on C FLOP sees :math:`D / N = C / (6 N^2)` tokens per parameter, so
+    the band :math:`[r_{lo}, r_{hi}]` bounds the sizes to
+    :math:`\sqrt{C / (6 r_{hi})} \le N \le \sqrt{C / (6 r_{lo})}`. Without it, the sizes one
+    decade either side of the optimum at a small budget include runs no lab trains (a 1e9
+    parameter model on a quarter of a token per parameter): they look informative to the
+    design, because they are far from the ladder, but only because they extrapolate the law to
+    where nobody will use it. The default band keeps the candidates within a factor of four
+    below and ten above Chinchilla's 20 tokens per parameter.
     """
     _require_nd(fit)
     if compute is None:
@@ -255,15 +279,41 @@ def design_grid(
             raise OptionError(f"compute must be positive budgets in FLOP; received {compute!r}.")
     if int(sizes) < 1 or not (float(spread) >= 0):
         raise OptionError(f"sizes must be >= 1 and spread >= 0; received {sizes!r}, {spread!r}.")
+    band = _band(tokens_per_param)
     alloc = compute_optimal(fit, budgets, warn=False)
     n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, budgets.size), axis=0)
     rows = []
     for cb, n0 in zip(budgets, n_opt, strict=True):
         if not np.isfinite(n0):
-            n0 = math.sqrt(cb / (6.0 * 20.0))  # 20 tokens per parameter
-        for n in np.geomspace(n0 / 10**spread, n0 * 10**spread, int(sizes)):
-            rows.append({"n_params": n, "n_tokens": cb / (6.0 * n), "compute": cb})
+            n0 = math.sqrt(cb / (FLOPS_PER_PARAM_TOKEN * 20.0))  # 20 tokens per parameter
+        low, high = n0 / 10**spread, n0 * 10**spread
+        if band is not None:
+            # N from D / N = C / (6 N^2): the most tokens per parameter is the smallest model
+            n_min, n_max = (math.sqrt(cb / (FLOPS_PER_PARAM_TOKEN * r)) for r in band[::-1])
+            low, high = max(low, n_min), min(high, n_max)
+            if low > high:  # the optimum lies outside the band: span the band
+                low, high = n_min, n_max
+        for n in np.geomspace(low, high, int(sizes)):
+            rows.append(
+                {"n_params": n, "n_tokens": cb / (FLOPS_PER_PARAM_TOKEN * n), "compute": cb}
+            )
     return pd.DataFrame(rows)
+
+
+def _band(tokens_per_param: Any) -> tuple[float, float] | None:
+    """Validate a ``(low, high)`` band of tokens per parameter (None: no band)."""
+    if tokens_per_param is None:
+        return None
+    try:
+        low, high = (float(x) for x in tokens_per_param)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise OptionError(
+            "tokens_per_param must be a band (low, high) with 0 < low <= high, or None for no "
+            f"band; received {tokens_per_param!r}. For example tokens_per_param=(5, 200)."
+        )
+    return low, high
 
 
 def _require_nd(fit: Fit) -> None:
@@ -436,7 +486,8 @@ def design(
     rank : {"gain_per_flop", "width"}, default "gain_per_flop"
         What the table is sorted by and the batch picks greedily: the gain per unit of cost,
         or the expected width itself (the most informative run that fits the ``budget``).
-        Gain per FLOP favours cheap runs; ``"width"`` with a ``budget`` spends it.
+        Gain per FLOP favours cheap runs; ``"width"`` with a ``budget`` spends it where a run
+        is expected to narrow the target more than a cheaper one.
     goal : float, optional
         A target width (same units as the target). The batch then picks the cheapest run whose
         expected width reaches it, and stops there; while none does, the most informative run
@@ -499,9 +550,9 @@ def design(
     if rank not in RANKS:
         raise OptionError(f"unknown rank {rank!r}. Available: {', '.join(RANKS)}.")
     lo, hi = interval_probs(ci_prob)
+    total = math.inf if budget is None else _positive(budget, "budget")
     frame = _candidates(fit, candidates)
     costs = _costs(frame, cost)
-    total = math.inf if budget is None else _positive(budget, "budget")
     goal_ = None if goal is None else _positive(goal, "goal")
     value, mu = target_draws(fit, tgt, kind=kind, seed=seed, at=frame)
     sigma = require_draws(fit, "design")["sigma"]
@@ -589,6 +640,13 @@ def design(
         picks, columns=["candidate", *_ND, "compute", "cost", "width", "cum_cost", "ess"]
     )
     batch_table.index.name = "pick"
+    if batch_table.empty:
+        warn(
+            f"design: no candidate fits the budget {total:.3g} (the cheapest costs "
+            f"{costs.min():.3g}), so no run was chosen. Raise budget= or pass cheaper "
+            "candidates.",
+            UserWarning,
+        )
     low = batch_table.loc[batch_table["ess"] < float(min_ess)]
     if len(low):
         warn(
