@@ -125,7 +125,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"priors name \['alpha_N'\]"):
         detect_break(runs, priors={"alpha_N": bs.Prior("HalfNormal", scale=1.0)})
     frame = pd.DataFrame({"n_params": np.repeat([1e3, 1e4, 1e5], 5), "loss": np.ones(15)})
-    with pytest.raises(DataError, match="3 distinct values"):
-        detect_break(frame)
+    with pytest.warns(bs.PlausibilityWarning, match="runs repeat an earlier row exactly"):
+        with pytest.raises(DataError, match="3 distinct values"):
+            detect_break(frame)
     with pytest.raises(DataError, match="2 groups"):
         detect_break(runs.assign(group=["a", "b"] * 25))

@@ -143,17 +143,24 @@ def test_the_callers_candidates_are_not_modified(fit):
         ({"target": 1e22}, bs.OptionTypeError, "one-key mapping; received 1e\\+22"),
         ({"target": {"n_opt": -1}}, bs.OptionError, "positive, finite number; received -1"),
         ({"target": {"loss_at": {"n_params": 1e9}}}, bs.OptionError, "needs two of n_params"),
-        ({"candidates": _runs(n_params=1e9)}, bs.DataError, "lack column 'n_tokens'"),
+        ({"candidates": _runs(n_params=1e9)}, bs.DataError, "'n_tokens' not in candidates"),
         (
             {"candidates": _runs(n_params=[1e9, -1], n_tokens=1e10)},
             bs.DataError,
-            "non-positive, non-finite or non-numeric values \\(rows 1\\)",
+            "'n_params' in candidates has 1 non-positive or non-finite values \\(rows 1\\)",
         ),
         ({"candidates": "grd"}, bs.OptionError, "or 'grid'; received 'grd'"),
         ({"candidates": [1, 2]}, bs.OptionTypeError, "received list"),
-        ({"batch": 0}, bs.OptionError, "batch must be an integer >= 1; received 0"),
+        ({"batch": 0}, bs.OptionError, "batch must be an integer of at least 1; received 0"),
         ({"cost": "gpu_hours"}, bs.OptionError, "cost 'gpu_hours' is neither"),
         ({"kind": "median"}, bs.OptionError, "unknown kind 'median'"),
+        # before: an empty batch and "expected nan", without a word
+        (
+            {"budget": 1.0},
+            bs.OptionError,
+            r"budget=1\.0 is smaller than the cost of every candidate .*Pass budget >= 6e\+19",
+        ),
+        ({"budget": "1e21"}, bs.OptionTypeError, "budget must be a positive number; received str"),
     ],
 )
 def test_bad_input_says_what_and_how(fit, kwargs, error, message):

@@ -183,7 +183,7 @@ def test_find_stack_level_counts_frames_outside_the_package():
         (lambda r: bs.fit(r, "chinchila"), bs.LawError),
         (lambda r: bs.fit(r, "power_law", method="mcmc"), bs.OptionError),
         (lambda r: bs.fit(r, "power_law", likelihood="cauchy"), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", seed=-1), bs.OptionTypeError),
+        (lambda r: bs.fit(r, "power_law", seed=-1), bs.OptionError),
         (lambda r: bs.fit(r, "power_law", num_warmup=-5), bs.OptionError),
         (lambda r: bs.fit(r, "power_law", target_accept=1.5), bs.OptionError),
         (lambda r: bs.fit(r, "power_law", init="median"), bs.OptionError),

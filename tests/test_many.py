@@ -225,7 +225,7 @@ def test_bad_input_says_what_and_how(runs):
     ):
         bs.fit_many(short, "power_law")
     with pytest.raises(
-        OptionError, match="chunk_size must be a positive integer or None; received 0"
+        OptionError, match="chunk_size must be an integer of at least 1; received 0"
     ):
         bs.fit_many(runs, "power_law", chunk_size=0)
     with pytest.raises(
@@ -234,7 +234,7 @@ def test_bad_input_says_what_and_how(runs):
         bs.fit_many(runs, "power_law", client="localhost:8786")
     with pytest.raises(PriorError, match="'alpa', which is not a parameter"):
         bs.fit_many(runs, "power_law", priors={"alpa": bs.Prior("Normal", loc=0, scale=1)})
-    with pytest.raises(OptionTypeError, match="seed must be an integer"):
+    with pytest.raises(bs.OptionError, match="seed must be an integer"):
         bs.fit_many(runs, "power_law", seed=-1)
 
 

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.errors import (
     ExtrapolationWarning,
     FitError,
     OptionError,
-    OptionTypeError,
     find_stack_level,
 )
 from bayescale.inference.diagnostics import interval_probs
@@ -80,27 +80,8 @@ def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarra
 
 def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:
     """Sorted, distinct interval levels, each strictly inside (0, 1), and the verdict level's."""
-    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence | np.ndarray):
-        raise OptionTypeError(
-            f"levels must be a sequence of probabilities; received {levels!r}. For example "
-            "levels=(0.5, 0.9, 0.99), or levels=(0.9,) for one."
-        )
-    try:
-        out = tuple(sorted({float(v) for v in levels}))
-        verdict_level = float(verdict_level)
-    except (TypeError, ValueError):
-        raise OptionTypeError(
-            f"levels and verdict_level must be numbers in (0, 1); received levels={levels!r}, "
-            f"verdict_level={verdict_level!r}."
-        ) from None
-    for v in (*out, float(verdict_level)):
-        if not 0 < v < 1:
-            raise OptionError(
-                f"interval levels must lie strictly between 0 and 1; received {v!r}. "
-                "For example levels=(0.5, 0.9, 0.99)."
-            )
-    if not out:
-        raise OptionError("levels is empty; pass at least one level, for example (0.9,).")
+    out = opt.probabilities(levels, "levels", example="(0.5, 0.9, 0.99)")
+    opt.probability(verdict_level, "verdict_level")
     return out
 
 

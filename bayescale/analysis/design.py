@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
 from bayescale.analysis.predict import posterior_draws, predictive
-from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, warn
-from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, format_rows
+from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
+from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, read_points
 
 if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
@@ -105,7 +106,7 @@ class Target:
                     f"target 'loss_at' needs a mapping with n_params and n_tokens (or compute); "
                     f"received {value!r}. {example}"
                 )
-            v = {k: _positive(x, f"target loss_at {k}") for k, x in value.items()}
+            v = {k: opt.positive(x, f"target loss_at {k}", example=1e10) for k, x in value.items()}
             n, d, c = v.get("n_params"), v.get("n_tokens"), v.get("compute")
             if d is None and n is not None and c is not None:
                 d = c / (FLOPS_PER_PARAM_TOKEN * n)
@@ -117,7 +118,7 @@ class Target:
                     f"{sorted(value)}. {example}"
                 )
             return cls("loss_at", n, d, FLOPS_PER_PARAM_TOKEN * n * d)
-        return cls(kind, compute=_positive(value, f"target {kind}"))
+        return cls(kind, compute=opt.positive(value, f"target {kind}", example=1e23))
 
     def describe(self) -> str:
         """One line: what the target is."""
@@ -125,18 +126,6 @@ class Target:
             return f"loss at N={self.n_params:.3g}, D={self.n_tokens:.3g} (C={self.compute:.3g})"
         what = "compute-optimal loss" if self.kind == "optimal_loss" else "N_opt"
         return f"{what} at C={self.compute:.3g} FLOP"
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        value = None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = math.nan
-    if not (math.isfinite(out) and out > 0):
-        raise OptionError(f"{name} must be a positive, finite number; received {value!r}.")
-    return out
 
 
 # ------------------------------------------------------------------------------ the result
@@ -270,15 +259,18 @@ def design_grid(
     below and ten above Chinchilla's 20 tokens per parameter.
     """
     _require_nd(fit)
+    sizes = opt.count(sizes, "sizes")
     if compute is None:
+        levels = opt.count(levels, "levels")
+        above = opt.positive(above, "above", example=10)
         c = 6.0 * fit.data.column("n_params") * fit.data.column("n_tokens")
-        budgets = np.geomspace(float(c.min()), float(c.max()) * float(above), int(levels))
+        budgets = np.geomspace(float(c.min()), float(c.max()) * above, levels)
     else:
         budgets = np.atleast_1d(np.asarray(compute, np.float64))
         if budgets.ndim != 1 or not np.all(np.isfinite(budgets) & (budgets > 0)):
             raise OptionError(f"compute must be positive budgets in FLOP; received {compute!r}.")
-    if int(sizes) < 1 or not (float(spread) >= 0):
-        raise OptionError(f"sizes must be >= 1 and spread >= 0; received {sizes!r}, {spread!r}.")
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
+        raise OptionError(f"spread must be a number >= 0 (decades); received {spread!r}.")
     band = _band(tokens_per_param)
     alloc = compute_optimal(fit, budgets, warn=False)
     n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, budgets.size), axis=0)
@@ -331,35 +323,15 @@ def _candidates(fit: Fit, candidates: Any) -> pd.DataFrame:
                 f"candidates must be a DataFrame of runs or 'grid'; received {candidates!r}."
             )
         return design_grid(fit)
-    if isinstance(candidates, Mapping):
-        candidates = pd.DataFrame({k: np.atleast_1d(v) for k, v in candidates.items()})
-    if not isinstance(candidates, pd.DataFrame):
+    if not isinstance(candidates, (pd.DataFrame, Mapping)):
         raise OptionTypeError(
             f"candidates must be a DataFrame with n_params and n_tokens (or compute), or "
             f"'grid'; received {type(candidates).__name__}. For example "
             "candidates=bs.design_grid(fit)."
         )
-    frame = candidates.copy(deep=True).reset_index(drop=True)
-    if len(frame) == 0:
-        raise DataError("candidates is empty; pass at least one run (n_params, n_tokens).")
-    if "n_tokens" not in frame and {"n_params", "compute"} <= set(frame):
-        frame["n_tokens"] = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"])
-    missing = [c for c in _ND if c not in frame]
-    if missing:
-        raise DataError(
-            f"candidates lack column {missing[0]!r}; they have {list(frame.columns)}. Pass "
-            "n_params and n_tokens (or n_params and compute, D = C / (6 N))."
-        )
-    for name in _ND:
-        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-        bad = list(frame.index[~(np.isfinite(values) & (values > 0))])
-        if bad:
-            raise DataError(
-                f"candidates' {name!r} has {len(bad)} non-positive, non-finite or non-numeric "
-                f"values (rows {format_rows(bad)}). Candidate runs need positive sizes."
-            )
-        frame[name] = values
+    frame = read_points(candidates, _ND, where="candidates")
     frame["compute"] = FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"]
+    frame.index.name = None
     return frame
 
 
@@ -537,23 +509,28 @@ def design(
     >>> d.table.columns[:4].tolist()
     ['n_params', 'n_tokens', 'compute', 'cost']
     """
-    from bayescale.inference.fit import check_seed
-
-    check_seed(seed)
+    seed = opt.seed(seed)
     _require_nd(fit)
     tgt = Target.parse(target)
-    for name, v, low in (("batch", batch, 1), ("n_outcomes", n_outcomes, 2)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise OptionError(f"{name} must be an integer >= {low}; received {v!r}.")
+    batch = opt.count(batch, "batch")
+    n_outcomes = opt.count(n_outcomes, "n_outcomes", minimum=2)
     if kind not in ("mean", "predictive"):
         raise OptionError(f"unknown kind {kind!r}. Available: 'mean', 'predictive'.")
     if rank not in RANKS:
         raise OptionError(f"unknown rank {rank!r}. Available: {', '.join(RANKS)}.")
     lo, hi = interval_probs(ci_prob)
-    total = math.inf if budget is None else _positive(budget, "budget")
+    total = math.inf if budget is None else opt.positive(budget, "budget", example=1e21)
     frame = _candidates(fit, candidates)
     costs = _costs(frame, cost)
-    goal_ = None if goal is None else _positive(goal, "goal")
+    goal_ = None if goal is None else opt.positive(goal, "goal", example=0.05)
+    if costs.min() > total:
+        cheapest = int(np.argmin(costs))
+        raise OptionError(
+            f"budget={budget!r} is smaller than the cost of every candidate (the cheapest, "
+            f"candidate {cheapest}, costs {costs[cheapest]:.4g}), so no run fits in it. Pass "
+            f"budget >= {costs[cheapest]:.4g} (costs are in the unit of cost=, FLOP by "
+            "default), or leave budget out."
+        )
     value, mu = target_draws(fit, tgt, kind=kind, seed=seed, at=frame)
     sigma = require_draws(fit, "design")["sigma"]
     keep = np.isfinite(value) & np.all(np.isfinite(mu), axis=1)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import (
@@ -31,9 +32,9 @@ from bayescale.analysis.common import (
     warn_extrapolation,
 )
 from bayescale.analysis.predict import misfit_delta, posterior_draws
-from bayescale.errors import DataError, OptionError
+from bayescale.errors import OptionError
 from bayescale.inference.fit import group_fit
-from bayescale.io.data import derive_inputs, format_rows
+from bayescale.io.data import read_points
 from bayescale.model.misfit import coordinate_columns
 
 if TYPE_CHECKING:
@@ -366,10 +367,8 @@ def forecast(
     """
     if kind not in KINDS:
         raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise OptionError(
-            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
-        )
+    seed = opt.seed(seed)
+    warn = opt.flag(warn, "warn")
     fit = group_fit(fit, group, seed=int(seed))
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
@@ -445,9 +444,8 @@ def extrapolation_horizon(
     >>> h.compute > 3e21
     True
     """
-    tol = float(tolerance)
-    if not (np.isfinite(tol) and tol > 0):
-        raise OptionError(f"tolerance must be a positive relative width; received {tolerance!r}.")
+    tol = opt.positive(tolerance, "tolerance", example=0.05)
+    seed = opt.seed(seed)
     lo, hi = interval_probs(ci_prob)
     data_c = fit.data.table["compute"].to_numpy(float) if "compute" in fit.data.table else None
     if compute is None:
@@ -526,66 +524,9 @@ def extrapolation_horizon(
 # ------------------------------------------------------------------------------ inputs
 
 
-def _as_frame(at: Any) -> pd.DataFrame:
-    if isinstance(at, pd.DataFrame):
-        return at.copy(deep=True).reset_index(drop=True)
-    if isinstance(at, Mapping):
-        try:
-            arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in at.values()))
-        except ValueError:
-            shapes = {k: np.shape(v) for k, v in at.items()}
-            raise DataError(
-                f"the arrays of `at` do not broadcast together; shapes {shapes}. Pass arrays of "
-                "one length (or scalars)."
-            ) from None
-        if arrays and arrays[0].ndim != 1:
-            raise DataError(
-                f"`at` must hold scalars or 1-D arrays; received shape {arrays[0].shape}."
-            )
-        return pd.DataFrame(dict(zip(at.keys(), arrays, strict=True)))
-    raise DataError(
-        f"`at` must be a DataFrame or a mapping of arrays (n_params=..., n_tokens=...); "
-        f"received {type(at).__name__}."
-    )
-
-
 def _points(at: Any, law: Law) -> pd.DataFrame:
     """Validated copy of the points with the law's inputs (and compute where derivable)."""
-    frame = _as_frame(at)
-    if len(frame) == 0:
-        raise DataError("`at` has no points. Pass at least one row.")
-    numeric = [c for c in (*law.variables, "n_params", "n_tokens", "compute") if c in frame]
-    for name in dict.fromkeys(numeric):
-        converted = pd.to_numeric(frame[name], errors="coerce")
-        text = frame.index[converted.isna() & frame[name].notna()]
-        if len(text):
-            raise DataError(
-                f"{name!r} in `at` has {len(text)} non-numeric values "
-                f"(rows {format_rows(list(text))}),"
-                f" for example {frame.loc[text[0], name]!r}."
-            )
-        frame[name] = converted.astype(np.float64)
-        values = frame[name].to_numpy()
-        bad = list(frame.index[~(np.isfinite(values) & (values > 0))])
-        if bad:
-            raise DataError(
-                f"{name!r} in `at` has {len(bad)} non-positive or non-finite values (rows "
-                f"{format_rows(bad)}). Forecast points need positive, finite inputs."
-            )
-    derive_inputs(frame)
-    missing = [v for v in law.variables if v not in frame.columns]
-    if missing:
-        hint = {
-            "n_tokens": " Pass n_tokens, or compute to derive D = C / (6 N).",
-            "n_params": " Pass n_params, or compute and n_tokens to derive N = C / (6 D).",
-            "unique_tokens": " Pass unique_tokens (unique_tokens=n_tokens: no repetition).",
-        }.get(missing[0], f" Pass {missing[0]}=<values>.")
-        raise DataError(
-            f"column {missing[0]!r} not in `at`; law {law.name!r} needs {list(law.variables)} "
-            f"and `at` has {list(frame.columns)}.{hint}"
-        )
-    frame.index.name = "point"
-    return frame
+    return read_points(at, law.variables)
 
 
 def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, float]]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -52,8 +53,8 @@ from bayescale.inference.sampling import (
     start_from_params,
     start_from_prior,
 )
-from bayescale.io.data import ScalingData, from_frame
-from bayescale.model.build import build_model, model_inputs
+from bayescale.io.data import ScalingData, format_rows, from_frame
+from bayescale.model.build import OBS, build_model, model_inputs
 from bayescale.model.hierarchy import (
     expanded,
     group_attrs,
@@ -80,7 +81,7 @@ from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
 from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
 
-__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: methods whose draws are Markov chains (diagnosed by r_hat and ESS): ``"hmc"`` is the
@@ -292,6 +293,11 @@ class Fit:
             tail = "\n  MAP + Laplace approximation: a proper mode (no chains: no r_hat or ESS)"
         elif self.method == "huber":
             tail = "\n  point estimate (Huber loss on log residuals): one draw, no uncertainty"
+        elif post.sizes["chain"] < 2:
+            tail = (
+                "\n  diagnostics: no divergences; r_hat and ESS not computed with 1 chain (fit "
+                "with num_chains=4 to check convergence)"
+            )
         else:
             tail = "\n  diagnostics: ok"
         return f"{head}\n  {med}{tail}"
@@ -472,7 +478,9 @@ def fit(
     """
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
-    check_seed(seed)
+    opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
+    dense_mass = opt.optional_flag(dense_mass, "dense_mass")
     if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
         raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
     if priors is not None and not isinstance(priors, Mapping):
@@ -666,7 +674,7 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
         )
     if group is not None and not isinstance(group, str):
         raise OptionTypeError(f"group must be a label (str) or None; received {group!r}.")
-    check_seed(seed)
+    opt.seed(seed)
     attrs = dict(fit.tree.attrs)
     table = fit.data.table
     runs = table if group is None else table[table["group"].astype(str) == group]
@@ -768,14 +776,36 @@ def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
     ]
 
 
-def check_seed(seed: Any) -> int:
-    """``seed`` as an int, or an error: it must be an integer in ``[0, 2**32)``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise OptionTypeError(
-            f"seed must be an integer in [0, 2**32); received {type(seed).__name__}: "
-            f"{seed!r}. For example seed=0."
-        )
-    return int(seed)
+def _check_law_at_start(
+    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData, misfit: Misfit | None
+) -> None:
+    """Refuse a law whose log loss is not finite at the runs for the priors' typical values.
+
+    That is where MAP and NUTS start: there a law that returns NaN (a log of a negative
+    number, 0 / 0) leaves MAP at its start and stops NUTS' initialisation with numpyro's own
+    error. Run eagerly once (milliseconds), before anything is compiled.
+    """
+    import numpyro
+    import numpyro.handlers as handlers
+
+    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1, misfit).items()}
+    traced = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=start))
+    with numpyro.validation_enabled(False):  # a NaN location is what this looks for
+        trace = traced.get_trace(*inputs.args())
+    site = trace[OBS]
+    n = data.n_runs
+    logp = np.asarray(site["fn"].log_prob(site["value"]), np.float64).reshape(-1)[:n]
+    bad = list(data.table.index[~np.isfinite(logp)])
+    if not bad:
+        return
+    values = {k: np.asarray(trace[k]["value"]) for k in law.param_names if k in trace}
+    shown = ", ".join(f"{k}={float(v.reshape(-1)[0]):.3g}" for k, v in values.items())
+    raise LawError(
+        f"law {law.name!r} gives no finite log loss at {len(bad)} of {n} runs (rows "
+        f"{format_rows(bad)}) at the priors' typical values ({shown or 'see fit.priors'}), "
+        "where MAP and NUTS start. Check fn for logs or powers of negative numbers and "
+        "divisions by zero over the data's range, or set priors nearer the data."
+    )
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
@@ -828,6 +858,7 @@ def _fit(
         return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
+    _check_law_at_start(model, inputs, law, priors, data, misfit)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
         lap = laplace_fit(
@@ -972,7 +1003,8 @@ def update(
     parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
     That skips the MAP search of `bayescale.inference.fit` and starts the chains in the right mode.
     """
-    check_seed(seed)
+    opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     if fit.groups is not None:
         raise FitError(
             "update refits one curve; this fit has groups. Refit the grouped runs with the new "

@@ -42,13 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.errors import OptionError, check_counts
+from bayescale.errors import OptionError
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
 from bayescale.model.distributions import Prior
 from bayescale.model.laws import Law, declaration, fingerprint_record
 from bayescale.model.misfit import Misfit, draw_indicator
 from bayescale.model.priors import Priors
+from bayescale.options import counts
 from bayescale.version import __version__
 
 __all__ = [
@@ -99,7 +100,7 @@ class NutsSettings:
     num_candidates: int = 32
 
     def __post_init__(self) -> None:
-        check_counts(self, ("num_chains", "num_samples", "num_warmup", "num_candidates"))
+        counts(self, ("num_chains", "num_samples", "num_warmup", "num_candidates"))
         ta = self.target_accept
         if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
             raise OptionError(
