@@ -159,6 +159,9 @@ def test_strings_are_not_flags_in_any_verb(runs, point_fit):
         "prior_predictive dropna": lambda: bs.prior_predictive(runs, dropna="no"),
         "fit_many dropna": lambda: bs.fit_many(runs.assign(group="a"), "chinchilla", dropna="no"),
         "backtest progress_bar": lambda: bs.backtest(runs, progress_bar="yes"),
+        "fit_many progress_bar": lambda: bs.fit_many(
+            runs.assign(group="a"), "chinchilla", progress_bar="yes"
+        ),
         "forecast warn": lambda: bs.forecast(
             point_fit, {"n_params": 1e9, "n_tokens": 1e10}, warn=0
         ),

@@ -159,6 +159,7 @@ def compare(
     if method not in COMPARE_METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(COMPARE_METHODS)}.")
     seed = opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     max_refits = opt.count(max_refits, "max_refits", minimum=0)
     for name, value in (("num_warmup", num_warmup), ("num_samples", num_samples)):
         if value is not None:

@@ -802,6 +802,7 @@ def fit_many(
     >>> fits.summary().loc[("c1", "alpha"), "median"]  # doctest: +SKIP
     """
     opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
         raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
     if priors is not None and not isinstance(priors, Mapping):
