@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bayescale import options as opt
-from bayescale.errors import DataError, PlausibilityWarning, warn
+from bayescale.errors import DataError, OptionError, OptionTypeError, PlausibilityWarning, warn
 
 __all__ = [
     "CANONICAL",
@@ -280,6 +280,9 @@ def read_csv(
         If the file is missing, cannot be decoded in ``encoding`` or cannot be parsed; the
         message says which of ``encoding=``, ``comment=`` or ``sep=`` to pass (and their
         command-line forms ``--encoding``, ``--comment``, ``--sep``).
+    OptionTypeError, OptionError
+        If ``sep``, ``encoding`` or ``comment`` is not a string, or ``comment`` is not one
+        character.
     """
     import csv
 
@@ -288,9 +291,11 @@ def read_csv(
         raise DataError(f"no such file: {str(path)!r}. Pass the path of a CSV file or a DataFrame.")
     for name, value in (("encoding", encoding), ("comment", comment), ("sep", sep)):
         if value is not None and not isinstance(value, str):
-            raise DataError(f"{name} must be a string or None; received {value!r}.")
+            raise OptionTypeError(
+                f"{name} must be a string or None; received {type(value).__name__}: {value!r}."
+            )
     if comment is not None and len(comment) != 1:
-        raise DataError(f"comment must be one character, such as '#'; received {comment!r}.")
+        raise OptionError(f"comment must be one character, such as '#'; received {comment!r}.")
     try:
         with open(file, encoding=encoding or "utf-8", newline="") as fh:
             sample = fh.read(64 * 1024)
