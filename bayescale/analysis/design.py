@@ -523,14 +523,6 @@ def design(
     frame = _candidates(fit, candidates)
     costs = _costs(frame, cost)
     goal_ = None if goal is None else opt.positive(goal, "goal", example=0.05)
-    if costs.min() > total:
-        cheapest = int(np.argmin(costs))
-        raise OptionError(
-            f"budget={budget!r} is smaller than the cost of every candidate (the cheapest, "
-            f"candidate {cheapest}, costs {costs[cheapest]:.4g}), so no run fits in it. Pass "
-            f"budget >= {costs[cheapest]:.4g} (costs are in the unit of cost=, FLOP by "
-            "default), or leave budget out."
-        )
     value, mu = target_draws(fit, tgt, kind=kind, seed=seed, at=frame)
     sigma = require_draws(fit, "design")["sigma"]
     keep = np.isfinite(value) & np.all(np.isfinite(mu), axis=1)
