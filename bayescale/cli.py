@@ -908,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BayescaleError, ValueError, OSError) as exc:
         print(f"bayescale: error: {exc}".replace("\n", " "), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the sampler stops between chunks (no traceback)
+        print("bayescale: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
