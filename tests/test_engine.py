@@ -128,15 +128,20 @@ def test_ctrl_c_stops_a_cli_fit_between_chunks(runs, tmp_path):
     The CLI runs in a pseudo-terminal so that it shows its progress bar: the signal is sent
     once sampling has begun, and the bar's last count shows how far it got.
     """
+    import fcntl
     import pty
     import re
     import select
     import signal
+    import struct
+    import termios
     import time
 
     csv, out = tmp_path / "runs.csv", tmp_path / "fit.nc"
     runs.to_csv(csv, index=False)
     leader, follower = pty.openpty()
+    # 24 rows of 100 columns: tqdm draws nothing on a terminal of width 0 (a new pty's)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "fit", str(csv), "--law", "power_law", "--variable",
          "n_params", "--warmup", "1000000", "--samples", "1000", "--seed", "1", "--out",

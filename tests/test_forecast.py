@@ -272,3 +272,71 @@ def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
     assert not np.array_equal(  # positive control: another seed gives other draws
         forecast(fit, at, seed=4).draws["loss"].values, whole.draws["loss"].values
     )
+
+
+# ------------------------------------------------------------------ summary statistics
+
+
+def test_per_point_statistics_match_numpy():
+    """Quantiles (NumPy's linear method), mean, sd and variance of the log, point by point.
+
+    NaN draws give NaN quantiles; an infinite draw stays infinite where NumPy's interpolation
+    gives NaN (``inf * 0``), the only place where they may differ.
+    """
+    from bayescale.analysis.forecast import _log_variance, _per_point
+
+    rng = np.random.default_rng(3)
+    for n_draw, n_point in [(4000, 300), (1, 5), (2, 7), (7, 300), (1001, 129)]:
+        x = np.exp(rng.standard_normal((n_draw, n_point)) * 0.05 + 0.7).astype(np.float32)
+        if n_draw > 2:
+            x[0, 1], x[1, 2], x[:, 3] = np.nan, np.inf, np.inf
+        probs = [0.5, 0.05, 0.95, 0.0, 1.0, 0.123]
+        got = _per_point(x, probs, moments=True, log_var=True)
+        with np.errstate(invalid="ignore"):
+            ref = np.quantile(x, probs, axis=0)
+        assert np.array_equal(np.isnan(got["q"]), np.isnan(ref) & ~np.isinf(got["q"]))
+        fine = np.isfinite(ref)
+        np.testing.assert_allclose(got["q"][fine], ref[fine], rtol=1e-6)
+        finite = np.isfinite(x).all(axis=0)
+        x64 = x[:, finite].astype(np.float64)
+        np.testing.assert_allclose(got["mean"][finite], x64.mean(axis=0), rtol=1e-9)
+        logs = np.log(x64).var(axis=0)
+        np.testing.assert_allclose(got["log_var"][finite], logs, rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(_log_variance(x[:, finite]), logs, rtol=1e-4, atol=1e-12)
+        if n_draw > 1:
+            np.testing.assert_allclose(got["sd"][finite], x64.std(axis=0, ddof=1), rtol=1e-6)
+        else:
+            assert np.isnan(got["sd"]).all()
+
+
+def test_summary_costs_less_than_numpys_quantiles_and_moments():
+    """`Forecast.summary` of 4000 draws x 2500 points takes less CPU time than NumPy's
+    quantiles, mean and sd of the same draws (process time: other processes' load does not
+    count). It used to take about 1.7 times as long (a strided quantile, float64 copies).
+    """
+    import time
+
+    fit = bs.fit(bs.simulate("chinchilla", seed=1), method="map", num_samples=4000, seed=1)
+    rng = np.random.default_rng(1)
+    at = {
+        "n_params": np.exp(rng.uniform(np.log(1e8), np.log(1e12), 2500)),
+        "n_tokens": np.exp(rng.uniform(np.log(1e9), np.log(1e13), 2500)),
+    }
+    fc = forecast(fit, at, warn=False)
+    flat = fc.draws["loss"].values.reshape(-1, 2500)
+    assert flat.shape == (4000, 2500)
+
+    def numpy_summary():
+        np.quantile(flat, [0.5, 0.05, 0.95], axis=0)
+        flat.mean(axis=0, dtype=np.float64)
+        flat.std(axis=0, ddof=1, dtype=np.float64)
+
+    def cpu(fn):
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        return min(times)
+
+    assert cpu(fc.summary) < cpu(numpy_summary)

@@ -3,9 +3,10 @@
 As in Hoffmann et al. (2022, Approach 3) and Besiroglu et al. (2024): minimise
 ``sum_i huber_delta(log f(x_i; theta) - log L_i)`` with ``delta = 1e-3`` over unconstrained
 parameters (logs of the positive ones), starting from the points of a grid and keeping the
-best optimum. The objective is evaluated at every grid point at once (JAX, float64) and
-SciPy's L-BFGS-B runs from the ``n_polish`` best of them; on the Epoch data this finds the same
-optimum as running from all 4500 starts (``benchmarks/fit_speed.py`` checks it).
+best optimum. The objective is evaluated at every grid point (JAX, float64; in chunks of
+starts, so that memory stays bounded for any number of runs) and SciPy's L-BFGS-B runs from
+the ``n_polish`` best of them; on the Epoch data this finds the same optimum as running from
+all 4500 starts (``benchmarks/fit_speed.py`` checks it).
 
 References
 ----------
@@ -27,7 +28,7 @@ from bayescale.io.data import ScalingData
 from bayescale.model.laws import Law
 from bayescale.model.priors import Priors
 
-__all__ = ["huber_fit", "epoch_grid"]
+__all__ = ["GRID_PAIRS", "epoch_grid", "grid_chunk", "huber_fit"]
 
 #: roles optimised on the real line as they are (as Besiroglu et al. do for the exponents);
 #: every other parameter is positive and optimised through its log
@@ -76,6 +77,27 @@ def _objective(law: Law, delta: float) -> tuple[Any, Any]:
 
     batch = jax.vmap(objective, in_axes=(0, None, None))
     return jax.jit(batch), jax.jit(jax.value_and_grad(objective))
+
+
+#: (start, run) pairs of the grid's objective evaluated in one call: the starts go in chunks so
+#: that the memory stays bounded (tens of MB) whatever the number of runs
+GRID_PAIRS = 1 << 22
+
+
+def grid_chunk(n_starts: int, n_runs: int) -> int:
+    """Starts per call of the grid's objective: at most `GRID_PAIRS` (start, run) pairs."""
+    return max(1, min(n_starts, GRID_PAIRS // max(n_runs, 1)))
+
+
+def _grid_values(batch: Any, z0: np.ndarray, logx: Any, log_loss: np.ndarray) -> np.ndarray:
+    """The objective at every start, in chunks of `grid_chunk` starts (one compiled shape)."""
+    size = grid_chunk(len(z0), len(log_loss))
+    out = np.empty(len(z0))
+    for first in range(0, len(z0), size):
+        part = z0[first : first + size]
+        padded = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+        out[first : first + len(part)] = np.asarray(batch(padded, logx, log_loss))[: len(part)]
+    return out
 
 
 def huber_fit(
@@ -135,7 +157,7 @@ def huber_fit(
     log_loss = np.log(data.loss)
     with jax.enable_x64(True):
         batch, value_and_grad = _objective(law, float(delta))
-        f0 = np.asarray(batch(np.asarray(z0, np.float64), logx, log_loss))
+        f0 = _grid_values(batch, np.asarray(z0, np.float64), logx, log_loss)
 
         def fg(z: np.ndarray) -> tuple[float, np.ndarray]:
             v, g = value_and_grad(z, logx, log_loss)
