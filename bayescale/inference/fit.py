@@ -416,9 +416,8 @@ def fit(
         ``"huber"``: the literature's point estimate (Huber loss, delta = 1e-3, on log
         residuals; L-BFGS from a grid of starts), one draw.
     num_chains, num_warmup, num_samples : int
-        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel when JAX has several
-        devices (set ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before importing
-        JAX, as the CLI does), else in rounds; the draws are the same either way.
+        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel, one thread each,
+        whatever the number of JAX devices; the draws are the same either way.
     target_accept : float, optional
         NUTS target acceptance probability; default 0.8, and 0.9 with ``misfit`` (the walks'
         scale makes a funnel that smaller steps cross without divergences).
