@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax.numpy as jnp
 import numpy as np
@@ -96,3 +97,53 @@ def test_a_huber_fit_of_200_000_runs_runs_and_recovers_the_law():
         fitted = np.asarray(law.fn(est, logx))
         true = np.asarray(law.fn(TRUTHS["chinchilla"], logx))
     assert np.max(np.abs(fitted - true)) < 2e-3
+
+
+@pytest.mark.slow
+def test_bootstrap_intervals_match_epochs_published_ones(epoch_240):
+    """95% bootstrap intervals (4000 resamples) of the Huber fit on Epoch's 240 rows against
+    Besiroglu et al.'s (../shared/data/README.md).
+
+    Tolerances, from the Monte Carlo error of a 2.5% or 97.5% quantile of 4000 resamples in two
+    independent bootstraps (ours and Epoch's), about 4 of its standard deviations: E, alpha
+    and beta within 0.006; A within 12% and B within 20% (their bootstrap distributions are
+    wide and skewed on the log scale).
+    """
+    from bayescale.inference.huber import huber_bootstrap, huber_fit
+
+    published = {
+        "E": (1.769, 1.871),
+        "A": (285.2, 743.6),
+        "B": (1042.4, 5810.3),
+        "alpha": (0.317, 0.373),
+        "beta": (0.331, 0.415),
+    }
+    law = bs.get_law("chinchilla")
+    data = bs.from_frame(epoch_240)
+    est, _ = huber_fit(law, data, bs.default_priors(law, data))
+    draws = huber_bootstrap(law, data, est, n_resamples=4000, seed=0)
+    for name, (lo, hi) in published.items():
+        q = np.quantile(draws[name], [0.025, 0.975])
+        if name in ("A", "B"):
+            rel = 0.12 if name == "A" else 0.20
+            assert abs(q[0] / lo - 1) < rel and abs(q[1] / hi - 1) < rel, (name, q)
+        else:
+            assert abs(q[0] - lo) < 0.006 and abs(q[1] - hi) < 0.006, (name, q)
+
+
+def test_huber_fit_with_bootstrap_draws_says_what_its_draws_are():
+    runs = bs.simulate("power_law", seed=2)
+    fit = bs.fit(runs, "power_law", method="huber", bootstrap=20, seed=3)
+    assert fit.posterior["alpha"].shape == (1, 20)
+    assert fit.tree.attrs["bootstrap"] == 20
+    assert "20 bootstrap refits (not a posterior)" in repr(fit)
+    point = bs.fit(runs, "power_law", method="huber", seed=3)
+    assert json.loads(fit.tree.attrs["huber_estimate"])["alpha"] == pytest.approx(
+        float(point.posterior["alpha"].values.item())
+    )
+    again = bs.fit(runs, "power_law", method="huber", bootstrap=20, seed=3)
+    assert np.array_equal(fit.posterior["alpha"].values, again.posterior["alpha"].values)
+    with pytest.raises(bs.OptionError, match="bootstrap applies to method='huber'"):
+        bs.fit(runs, "power_law", bootstrap=20)
+    with pytest.raises(bs.OptionError, match="at least 2 resamples; received 1"):
+        bs.fit(runs, "power_law", method="huber", bootstrap=1)
