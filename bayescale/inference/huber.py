@@ -151,7 +151,7 @@ def huber_fit(
         z0 = np.column_stack([epoch_grid()[k] for k in names])
     else:
         if starts is None:
-            rng = np.random.default_rng(seed)
+            rng = streams.rng(seed, "huber_starts")
             starts = _prior_draws(law, priors, data, rng, n_starts)
         z0 = np.column_stack([_to_unconstrained(law, starts)[k] for k in names])
     logx = {v: np.log(data.column(v)) for v in law.variables}

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bayescale import streams
 from bayescale.errors import OptionError
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
@@ -434,7 +435,7 @@ def laplace_start(
     if not (np.all(np.isfinite(w)) and w.min() > 0 and np.all(np.isfinite(y0))):
         return None
     root = v / np.sqrt(w)  # cov = root @ root.T
-    noise = np.random.default_rng(int(seed)).standard_normal((settings.num_chains, y0.size))
+    noise = streams.rng(seed, "laplace_start").standard_normal((settings.num_chains, y0.size))
     starts = from_y((y0 + noise @ root.T).astype(np.float32), args)
     cov = root @ root.T
     metric = cov if settings.dense_mass else np.diag(cov)
@@ -527,7 +528,7 @@ def laplace_fit(
     import scipy.optimize
     from threadpoolctl import threadpool_limits
 
-    rng = np.random.default_rng([int(seed), 1])
+    rng = streams.rng(seed, "laplace_draws")
     with jax.enable_x64(True):
         args64 = jax.device_put(
             jax.tree_util.tree_map(
@@ -789,16 +790,16 @@ def pointwise_draws(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log density of every real run at every draw, and one replicated loss per draw and run.
 
-    Returns ``(log_likelihood, replicated)``, both ``(chain, draw, run)``: the log density of
-    each run's log loss, and a loss (on the loss scale) drawn at that draw from the model's
-    own location (law plus misfit) and scale, with ``likelihood.sample`` (the registry's
-    standardised noise) from ``numpy.random.default_rng(seed)``. Every real run is scored,
-    whatever ``inputs.mask`` says (held-out runs included). One compiled program per model
-    serves both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as
-    the location-scale families do).
+    Returns ``(log_likelihood, replicated)``, both ``(chain, draw, run)``: the log density of each
+    run's log loss, and a loss (on the loss scale) drawn at that draw from the model's own location
+    (law plus misfit) and scale, with ``likelihood.sample`` (the registry's standardised noise) from
+    the stream ``pointwise_noise`` of ``seed`` (`bayescale.streams`). Every real run is scored,
+    whatever ``inputs.mask`` says (held-out runs included). One compiled program per model serves
+    both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as the
+    location-scale families do).
     """
     shape, (ll, loc, scale) = _pointwise(model, inputs, samples)
-    noise = likelihood.sample(np.random.default_rng(seed), loc.shape)
+    noise = likelihood.sample(streams.rng(seed, "pointwise_noise"), loc.shape)
     # computed in float64, kept in float32 (the draws' precision; half the memory)
     rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise).astype(np.float32)
     return ll.reshape(*shape, -1), rep.reshape(*shape, -1)
