@@ -39,6 +39,7 @@ def bnsl(reference_dataset):
     return curve[curve["split"] == "fit"], curve[curve["split"] == "extrapolate"]
 
 
+@pytest.mark.slow
 def test_a_break_inside_the_range_is_found(break_report):
     report = break_report
     assert isinstance(report, BreakReport)
@@ -58,6 +59,7 @@ def test_a_break_inside_the_range_is_found(break_report):
     assert "within max(2 x SE" in report.rule
 
 
+@pytest.mark.slow
 def test_no_break_is_declared_on_a_power_law(flat_report):
     assert flat_report.n_breaks == 0
     assert flat_report.locations.empty
@@ -65,6 +67,7 @@ def test_no_break_is_declared_on_a_power_law(flat_report):
     assert flat_report.fit.law.name == "power_law"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::bayescale.errors.ConvergenceWarning")
 def test_four_digit_addition(bnsl):
     # After the drop at ~612 the floor E and the exponent change c1 are constrained by four
@@ -99,6 +102,7 @@ def test_four_digit_addition(bnsl):
     assert (single["verdict"] == "better than predicted").all()
 
 
+@pytest.mark.slow
 def test_curves_for_plotting(break_report):
     curves = break_report.curves(num=50)
     assert set(curves["breaks"]) == {0, 1}
