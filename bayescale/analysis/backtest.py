@@ -118,7 +118,7 @@ def backtest(
     levels: Sequence[float] = (0.5, 0.8, 0.9),
     variable: str | None = None,
     likelihood: str = "student_t",
-    misfit: Misfit | None = None,
+    misfit: Misfit | bool | None = None,
     num_warmup: int = 1000,
     num_samples: int = 1000,
     seed: int = 0,
@@ -152,9 +152,11 @@ def backtest(
         Scaling variable of one-variable laws.
     likelihood : str, default "student_t"
         The run noise of the NUTS fits, as in `bayescale.inference.fit`.
-    misfit : Misfit, optional
+    misfit : Misfit or bool, optional
         The settings of the ``"misfit"`` model (default ``bayescale.Misfit()``), for example
-        ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture.
+        ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture. As in
+        `bayescale.fit`, True means ``bayescale.Misfit()``; False leaves the ``"misfit"``
+        model out of ``models``.
     num_warmup, num_samples, seed
         NUTS settings of every fit.
     columns : mapping, optional
@@ -179,14 +181,24 @@ def backtest(
     num_warmup = opt.count(num_warmup, "num_warmup", minimum=0)
     num_samples = opt.count(num_samples, "num_samples")
     progress_bar = opt.optional_flag(progress_bar, "progress_bar")
-    if misfit is not None and not isinstance(misfit, Misfit):
+    if misfit is not None and not isinstance(misfit, (Misfit, bool)):
         raise OptionTypeError(
-            f"misfit must be a bayescale.Misfit or None; received {type(misfit).__name__}: "
-            f"{misfit!r}. For example misfit=bs.Misfit(p_exact=0.5)."
+            f"misfit must be a bayescale.Misfit, True, False or None; received "
+            f"{type(misfit).__name__}: {misfit!r}. For example misfit=bs.Misfit(p_exact=0.5)."
         )
+    misfit_given = misfit
+    if misfit is False:
+        models = [m for m in models if m != "misfit"]
+    misfit = misfit if isinstance(misfit, Misfit) else Misfit()
     unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
+    if unknown:
         raise OptionError(f"unknown models {unknown}; choose from {list(MODELS)}.")
+    if not models:
+        why = "misfit=False leaves models empty" if misfit_given is False else "models is empty"
+        raise OptionError(
+            f"no model to backtest ({why}); choose from {list(MODELS)}, for example "
+            "models=('exact',)."
+        )
     scaling = from_frame(data, columns=columns)
     law_ = get_law(law, variable=variable)
     table = scaling.table
@@ -211,7 +223,7 @@ def backtest(
                     law_,
                     model,
                     likelihood,
-                    misfit or Misfit(),
+                    misfit,
                     num_warmup,
                     num_samples,
                     seed,
