@@ -134,3 +134,28 @@ def test_bad_input():
             detect_break(frame)
     with pytest.raises(DataError, match="2 groups"):
         detect_break(runs.assign(group=["a", "b"] * 25))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::bayescale.errors.ConvergenceWarning")  # short chains
+def test_one_progress_bar_for_the_whole_analysis(capsys):
+    runs = bs.simulate("broken_power_law", BREAK, sweep_design("n_params", 1e2, 1e5, 20), seed=1)
+    report = detect_break(
+        runs,
+        variable="n_params",
+        max_breaks=1,
+        max_refits=0,
+        num_chains=2,
+        num_warmup=100,
+        num_samples=100,
+        seed=0,
+        progress_bar=True,
+    )
+    err = capsys.readouterr().err
+    assert "detect_break: 0 to 1 breaks" in err and "| 0/6 " in err
+    # the fits and refits draw no bar of their own
+    assert "fit power_law" not in err and "refit" not in err
+    assert set(report.fits) == {0, 1}
+    # the curves for plotting predict through the one path (law, misfit, noise)
+    curves = report.curves(kind="predictive", num=5, seed=0)
+    assert (curves["lower"] < curves["median"]).all() and (curves["median"] < curves["upper"]).all()

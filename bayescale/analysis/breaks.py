@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.analysis.common import location_scale
+from bayescale import streams
 from bayescale.analysis.compare import (
     COMPARE_METHODS,
     density_problems,
@@ -32,9 +32,12 @@ from bayescale.analysis.compare import (
     lfo_scores,
     loo_scores,
 )
+from bayescale.analysis.predict import predictive
 from bayescale.errors import ConvergenceWarning, DataError, LawError, OptionError, warn
 from bayescale.inference.diagnostics import convergence_problems
 from bayescale.inference.fit import Fit, fit
+from bayescale.inference.sampling import progress_bar as new_bar
+from bayescale.inference.sampling import progress_default
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import OBS
 from bayescale.model.laws import Law, get_law
@@ -138,14 +141,13 @@ class BreakReport:
         x = self.fits[0].data.column(self.variable)
         grid = np.geomspace(x.min(), x.max(), num)
         points = ScalingData(pd.DataFrame({self.variable: grid, "loss": 1.0}))
-        rng = np.random.default_rng(seed)
+        rng = streams.rng(seed, "break_predictive")
         lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
         frames = []
         for k in breaks:
             fit = self.fits[k]
-            mu, sigma = location_scale(fit.law, fit.draws(), points)
-            if kind == "predictive":
-                mu = mu + sigma * fit.noise.sample(rng, mu.shape)
+            pred = predictive(fit, points, rng=streams.rng(seed, "check_misfit"))
+            mu = pred.sample(rng) if kind == "predictive" else pred.loc
             q = np.exp(np.quantile(mu, [0.5, lo, hi], axis=0))
             frames.append(
                 pd.DataFrame(
@@ -267,7 +269,8 @@ def detect_break(
     dropna : bool, default False
         Drop invalid runs instead of raising.
     progress_bar : bool, optional
-        Show the progress of every fit and refit; default in a terminal or a notebook.
+        Show one bar for the whole analysis (each law's fit, its LOO and its LFO refits);
+        default in a terminal or a notebook.
 
     Returns
     -------
@@ -357,6 +360,7 @@ def detect_break(
         "num_samples": num_samples,
         "target_accept": target_accept,
         "seed": seed,
+        "progress": False,  # one bar for the analysis, below
     }
     known = {p.name for law in laws.values() for p in law.params} | {"sigma"}
     unknown = sorted(set(priors or {}) - known)
@@ -365,6 +369,8 @@ def detect_break(
             f"priors name {unknown}, which are not parameters of the compared laws; "
             f"parameters are {sorted(known)}."
         )
+    show = progress_default() if progress_bar is None else bool(progress_bar)
+    bar = new_bar(3 * len(laws), f"detect_break: 0 to {max_breaks} breaks", show)
     fits = {}
     for k, law in laws.items():
         names = {p.name for p in law.params} | {"sigma"}
@@ -384,11 +390,19 @@ def detect_break(
                 num_warmup=num_warmup,
                 num_samples=num_samples,
                 target_accept=target_accept,
-                progress_bar=progress_bar,
+                progress_bar=False,
             )
-    loo = {k: loo_scores(f, k_threshold, max_refits, settings) for k, f in fits.items()}
+        bar.update()
+    loo = {}
+    for k, f in fits.items():
+        loo[k] = loo_scores(f, k_threshold, max_refits, settings)
+        bar.update()
     var_cut = lfo_cutoffs(scaling, variable, cutoff, largest + 1, minimum_train=True)
-    lfo = {k: lfo_scores(f, variable, var_cut, settings) for k, f in fits.items()}
+    lfo = {}
+    for k, f in fits.items():
+        lfo[k] = lfo_scores(f, variable, var_cut, settings)
+        bar.update()
+    bar.close()
     table = _break_table(fits, loo, lfo)
     n_breaks, n_pooled = _select(table, criterion, threshold_se, threshold_nats)
     table["selected"] = table.index == n_breaks

@@ -27,8 +27,6 @@ from bayescale.errors import (
 )
 from bayescale.inference.diagnostics import interval_probs
 from bayescale.inference.fit import Fit
-from bayescale.io.data import ScalingData
-from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "decades_outside",
     "warn_extrapolation",
     "interval_probs",
-    "location_scale",
     "logmeanexp",
     "mixture_quantiles",
     "posterior_params",
@@ -88,19 +85,6 @@ def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[floa
 def quantile_name(p: float) -> str:
     """Column name of the quantile at probability ``p``: ``0.05 -> "q5"``."""
     return f"q{p * 100:.10g}"
-
-
-def location_scale(
-    law: Law, draws: Mapping[str, np.ndarray], runs: ScalingData
-) -> tuple[np.ndarray, np.ndarray]:
-    """Law mean ``mu`` ``(draw, run)`` of log loss and noise scale ``sigma`` ``(draw, 1)``."""
-    import jax.numpy as jnp
-
-    params = {k: jnp.asarray(draws[k])[:, None] for k in law.param_names}
-    logx = {v: jnp.asarray(np.log(runs.column(v)))[None, :] for v in law.variables}
-    mu = np.asarray(law.fn(params, logx), dtype=np.float64)
-    mu = np.broadcast_to(mu, (len(draws["sigma"]), runs.n_runs))
-    return mu, np.asarray(draws["sigma"], dtype=np.float64)[:, None]
 
 
 def logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
