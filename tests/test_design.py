@@ -82,6 +82,18 @@ def test_same_seed_same_scores_and_the_mcse_is_honest(fit):
     assert (diff < 4 * np.hypot(a["width_mcse"], c["width_mcse"])).all()
 
 
+def test_the_progress_bar_counts_chunks_of_candidates_and_changes_nothing(fit, capsys):
+    cands = bs.design_grid(fit, levels=4, sizes=3)
+    quiet = bs.design(fit, cands, TARGET, batch=2, seed=5)
+    shown = bs.design(fit, cands, TARGET, batch=2, seed=5, progress_bar=True)
+    err = capsys.readouterr().err
+    n = len(cands)
+    assert f"design: {n} candidates:   0%|          | 0/2 " in err  # 1 chunk x 2 picks
+    pd.testing.assert_frame_equal(quiet.batch, shown.batch)
+    with pytest.raises(bs.OptionTypeError, match="progress_bar"):
+        bs.design(fit, cands, TARGET, progress_bar="yes")
+
+
 def test_current_width_is_the_posterior_interval(fit):
     value, _ = target_draws(fit, TARGET)
     lo, hi = np.quantile(value, [0.05, 0.95])

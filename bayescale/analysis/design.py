@@ -41,6 +41,8 @@ from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
 from bayescale.analysis.predict import posterior_draws, predictive
 from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
+from bayescale.inference.sampling import progress_bar as new_bar
+from bayescale.inference.sampling import progress_default
 from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, read_points
 
 if TYPE_CHECKING:
@@ -425,6 +427,7 @@ def design(
     rank: str = "gain_per_flop",
     goal: float | None = None,
     seed: int = 0,
+    progress_bar: bool | None = None,
 ) -> Design:
     r"""Score candidate runs by the expected narrowing of a target's posterior per FLOP.
 
@@ -466,6 +469,9 @@ def design(
         (smallest expected width). Overrides ``rank`` for the batch, not for the table.
     seed : int, default 0
         Seed of the simulated outcomes.
+    progress_bar : bool, optional
+        Show the scoring's progress (chunks of candidates, for each run of the batch); default
+        in a terminal or a notebook.
 
     Returns
     -------
@@ -556,7 +562,10 @@ def design(
     )
     width_now = float(current["width"])
 
-    width, mcse, ess, ess_min = scorer.score(mu, base)
+    show = progress_default() if progress_bar is None else opt.flag(progress_bar, "progress_bar")
+    chunks = math.ceil(mu.shape[1] / CHUNK)
+    bar = new_bar(chunks * max(int(batch), 1), f"design: {mu.shape[1]} candidates", show)
+    width, mcse, ess, ess_min = scorer.score(mu, base, bar.update)
     table = frame[[*_ND, "compute"]].copy()
     table["cost"] = costs
     table["width"] = width
@@ -575,7 +584,7 @@ def design(
     cur = (width, ess)
     for k in range(int(batch)):
         if k > 0:
-            cur = scorer.score(mu, base)[::2]
+            cur = scorer.score(mu, base, bar.update)[::2]
         w_k, e_k = cur
         gain = (width_now - w_k) / costs if rank == "gain_per_flop" else -w_k
         ok = (spent + costs <= total) & ~np.isin(np.arange(len(costs)), chosen)
@@ -640,6 +649,7 @@ def design(
     table = table.sort_values(rank, ascending=rank == "width", kind="stable")
     runs = pd.DataFrame({k: fit.data.column(k) for k in _ND})
     runs["compute"] = FLOPS_PER_PARAM_TOKEN * runs["n_params"] * runs["n_tokens"]
+    bar.close()
     return Design(table, batch_table, tgt, current, runs, settings)
 
 
@@ -695,9 +705,12 @@ class _Scorer:
         return self.noise.logpdf(z, 0.0, 1.0) - np.log(self.sigma)
 
     def score(
-        self, mu: np.ndarray, base: np.ndarray
+        self, mu: np.ndarray, base: np.ndarray, tick: Callable[[], Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Expected width, its MCSE, median ESS and smallest ESS per candidate."""
+        """Expected width, its MCSE, median ESS and smallest ESS per candidate.
+
+        ``tick`` is called after each chunk of `CHUNK` candidates (a progress bar's update).
+        """
         import jax.numpy as jnp
 
         n_cand = mu.shape[1]
@@ -723,6 +736,8 @@ class _Scorer:
             w_, e_ = self.kernel(jnp.asarray(m), jnp.asarray(yy), *args)
             width[start:stop] = np.asarray(w_)[: stop - start]
             ess[start:stop] = np.asarray(e_)[: stop - start]
+            if tick is not None:
+                tick()
         mean = width.mean(axis=1)
         mcse = width.std(axis=1, ddof=1) / math.sqrt(width.shape[1])
         return mean, mcse, np.median(ess, axis=1), ess.min(axis=1)
