@@ -407,9 +407,9 @@ def laplace_start(
 
     The MAP's own Laplace approximation (`laplace_fit`) lives in numpyro's unconstrained
     coordinates; where NUTS runs in a ridge map's, its draws land far off the posterior's
-    curved ridge (measured on the 20 Revisiting curves: amplitudes up to 100 posterior sds
-    out). Started there, and from numpyro's identity mass matrix, the warm-up spent its first
-    hundreds of iterations at the maximum tree depth (1,023 leapfrog steps).
+    curved ridge. Started there, and from numpyro's identity mass matrix, the warm-up spends
+    its first hundreds of iterations at the maximum tree depth (figures in the design notes,
+    *Measurements behind the code*).
 
     Parameters
     ----------
