@@ -39,7 +39,7 @@ from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
-from bayescale.analysis.predict import posterior_draws, predictive
+from bayescale.analysis.predict import predictive
 from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
 from bayescale.inference.sampling import progress_bar as new_bar
 from bayescale.inference.sampling import progress_default
@@ -397,7 +397,7 @@ def target_draws(
     n_all = np.array([t_point[0], *([] if at is None else at["n_params"].to_numpy(np.float64))])
     d_all = np.array([t_point[1], *([] if at is None else at["n_tokens"].to_numpy(np.float64))])
     points = ScalingData(pd.DataFrame({"n_params": n_all, "n_tokens": d_all, "loss": 1.0}))
-    pred = predictive(fit, points, rng=rng, draws=posterior_draws(fit))
+    pred = predictive(fit, points, rng=rng)
     mu, delta = pred.law, pred.misfit
     if tgt.kind == "loss_at":
         value = np.exp(mu[:, 0] + delta[:, 0])
