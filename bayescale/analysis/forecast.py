@@ -30,7 +30,6 @@ from bayescale.analysis.common import (
     interval_probs,
     posterior_params,
     quantile_name,
-    split_over_devices,
     warn_extrapolation,
 )
 from bayescale.analysis.predict import misfit_delta, posterior_draws
@@ -48,9 +47,10 @@ __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
 KINDS = ("predictive", "mean")
 
-#: (draw, point) pairs evaluated at once by `forecast`: chunks of draws of about this size
-#: keep the peak memory near the size of the result (the draws do not depend on it)
-FORECAST_CHUNK = 1 << 24
+#: (draw, point) pairs of one block of `forecast`'s work: blocks of draws of about this size
+#: keep the temporaries small beside the result and share the work among threads (the draws
+#: do not depend on it)
+FORECAST_CHUNK = 1 << 20
 
 
 # ------------------------------------------------------------------------------ results
@@ -357,12 +357,13 @@ def forecast(
     with epsilon_sj iid Student-t(nu) (or standard normal), as in the likelihood. Noise for
     nu = 4 (the default) and the normal likelihood is drawn by the inverse CDF of float32
     uniforms from the stream ``forecast_noise`` of ``seed`` (`bayescale.streams`; closed form
-    for t_4: with s = u - 1/2,
-    theta = arcsin(2|s|), t = sign(s) 2 sqrt(2 sin(2 theta/3) sin(theta/3) / cos theta); float32
-    error below 1e-5); other nu use ``Generator.standard_t``. The law is evaluated in float32
-    (relative error about 1e-6, far below any noise scale), vectorised over draws and points
-    and, with several JAX host devices, split over the CPU cores; the draws do not depend on
-    the number of devices.
+    for t_4: with sin(theta) = 2u - 1 and phi = theta / 3,
+    t = 4 sin(phi) sqrt(cos(phi) / cos(theta)); float32 error below 1e-5); other nu use
+    ``Generator.standard_t``. The law is evaluated in float32 (relative error about 1e-6, far
+    below any noise scale), vectorised over draws and points, in blocks of draws shared among
+    one thread per CPU core (each block on its own JAX host device where there are several);
+    the generator jumps to each block's first draw, so the draws do not depend on the blocks,
+    the threads or the number of devices.
 
     Examples
     --------
@@ -549,7 +550,7 @@ def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, fl
 
 # ------------------------------------------------------------------------------ statistics
 
-#: points per block of `_per_point`: a block of 4,000 draws stays in the CPU's cache
+#: points per block of `_per_point`'s quantiles: a block of 4,000 draws stays in the CPU's cache
 _BLOCK = 128
 
 
@@ -567,93 +568,104 @@ def _per_point(
     ``numpy.quantile`` gives NaN); with ``moments``, ``mean`` and ``sd``
     (``ddof=1``; NaN for one draw); with ``log_var``, ``log_var``: the variance of the log.
 
-    Blocks of points are copied with the draws contiguous and worked on in the CPU's cache,
-    on one thread per core (NumPy releases the GIL): the order statistics come from in-place
+    The moments are streamed over rows of draws (`_column_moments`). For the quantiles, blocks
+    of points are copied with the draws contiguous and worked on in the CPU's cache, on one
+    thread per core (NumPy releases the GIL): the order statistics come from in-place
     partitions around each one needed (O(draws) per point, not a sort), and their upper
     neighbours from a minimum. NumPy's ``quantile(axis=0)`` on the whole array is several
     times slower (a strided partition per point, a full-size copy).
     """
     n, n_point = flat.shape
     probs = np.asarray(probs, np.float64)
+    out: dict[str, np.ndarray] = {"q": np.empty((probs.size, n_point))}
+    if moments:
+        out["mean"], var = _column_moments(flat, ddof=1)
+        out["sd"] = np.sqrt(var)
+    if log_var:
+        out["log_var"] = _column_moments(flat, ddof=0, log=True)[1]
+    if not probs.size:
+        return out
     h = (n - 1) * probs  # NumPy's "linear" method: between order statistics floor(h) and +1
     below = np.floor(h).astype(np.int64)
     frac = h - below
     above = np.minimum(below + 1, n - 1)
     needed = sorted({int(k) for k in below} | {int(k) for k in above[frac > 0]})
-    out = {"q": np.empty((probs.size, n_point))}
-    if moments:
-        out.update(mean=np.empty(n_point), sd=np.empty(n_point))
-    if log_var:
-        out["log_var"] = np.empty(n_point)
 
     def block(start: int) -> None:
         cols = slice(start, min(start + _BLOCK, n_point))
-        x = np.ascontiguousarray(flat[:, cols].T)  # (points, draws)
-        if moments:
-            out["mean"][cols], var = _mean_var(x, ddof=1)
-            out["sd"][cols] = np.sqrt(var)
-        if log_var:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out["log_var"][cols] = _mean_var(np.log(x), ddof=0)[1]
-        if probs.size:
-            nan = np.isnan(x).any(axis=1)
-            stats = _order_statistics(x, needed)
-            lo = np.stack([stats[int(k)] for k in below]).astype(np.float64)
-            hi = np.stack(
-                [stats[int(a if f > 0 else b)] for a, b, f in zip(above, below, frac, strict=True)]
-            ).astype(np.float64)
-            with np.errstate(invalid="ignore"):  # inf - inf where both are inf
-                q = np.where((frac[:, None] > 0) & (hi != lo), lo + frac[:, None] * (hi - lo), lo)
-            q[:, nan] = np.nan
-            out["q"][:, cols] = q
+        x = _transposed(flat, cols)  # (points, draws)
+        nan = np.isnan(x).any(axis=1)
+        stats = _order_statistics(x, needed)
+        lo = np.stack([stats[int(k)] for k in below]).astype(np.float64)
+        hi = np.stack(
+            [stats[int(a if f > 0 else b)] for a, b, f in zip(above, below, frac, strict=True)]
+        ).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf
+            q = np.where((frac[:, None] > 0) & (hi != lo), lo + frac[:, None] * (hi - lo), lo)
+        q[:, nan] = np.nan
+        out["q"][:, cols] = q
 
     _on_threads(block, range(0, n_point, _BLOCK))
     return out
 
 
-def _mean_var(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of each row of a float32 block, float64 (NaN for too few values).
+def _transposed(flat: np.ndarray, cols: slice) -> np.ndarray:
+    """``flat[:, cols].T`` as a C-contiguous float32 copy, tile by tile.
 
-    From float64 sums of the deviations from each row's first value (float32 differences of
-    nearby values are nearly exact): no float64 copy of the block.
+    Copying the strided columns in one go misses the cache on every element; tiles of rows
+    stay in it.
     """
-    n = x.shape[1]
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf; squares beyond float32
-        first = np.where(np.isfinite(x[:, :1]), x[:, :1], np.float32(0))
-        dev = x - first
-        total = dev.sum(axis=1, dtype=np.float64)
-        square = np.square(dev).sum(axis=1, dtype=np.float64)
-        mean = first[:, 0] + total / n
-        var = (square - total**2 / n) / (n - ddof) if n > ddof else np.full(len(x), np.nan)
-    return mean, np.maximum(var, 0.0)
+    part = flat[:, cols]
+    out = np.empty(part.shape[::-1], np.float32)
+    for row in range(0, part.shape[0], _TILE):
+        out[:, row : row + _TILE] = part[row : row + _TILE].T
+    return out
 
 
-def _log_variance(values: np.ndarray) -> np.ndarray:
-    """Variance over the draws (axis 0) of the log of a ``(draw, point)`` array, per point.
+#: rows of draws per tile of `_transposed`
+_TILE = 256
 
-    Streamed over rows of draws (no transposed copy), from sums of the deviations from the
-    first draw, on one thread per core over slices of points.
+
+def _column_moments(
+    values: np.ndarray, ddof: int, log: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance over the draws (axis 0) of a ``(draw, point)`` array (or of its log).
+
+    Streamed over rows of draws (no transposed copy), vectorised along the points, on one
+    thread per core over slices of points. The deviations from the first draw are float32
+    (differences of nearby values are nearly exact) and summed in float64. NaN with no more
+    than ``ddof`` draws.
     """
     n, n_point = values.shape
-    out = np.empty(n_point)
+    mean, var = np.empty(n_point), np.empty(n_point)
     width = -(-n_point // (os.cpu_count() or 1))
 
     def part(start: int) -> None:
         cols = slice(start, min(start + width, n_point))
         block = values[:, cols]
         step = max(1, (1 << 16) // block.shape[1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shift = np.log(block[0]).astype(np.float64)
-            shift[~np.isfinite(shift)] = 0.0
+        # inf - inf, log of 0 or of a negative value, squares beyond float32
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            first = np.log(block[0]) if log else np.array(block[0], np.float32)
+            first[~np.isfinite(first)] = 0.0
             total, square = np.zeros(block.shape[1]), np.zeros(block.shape[1])
             for row in range(0, n, step):
-                dev = np.log(block[row : row + step]).astype(np.float64) - shift
-                total += dev.sum(axis=0)
+                rows = block[row : row + step]
+                dev = (np.log(rows) if log else rows.astype(np.float32)) - first
+                total += dev.sum(axis=0, dtype=np.float64)
+                dev = dev.astype(np.float64)
                 square += np.einsum("ij,ij->j", dev, dev)
-            out[cols] = square / n - (total / n) ** 2
+            mean[cols] = first + total / n
+            var[cols] = (square - total**2 / n) / (n - ddof) if n > ddof else np.nan
+        np.maximum(var[cols], 0.0, out=var[cols])
 
     _on_threads(part, range(0, n_point, width))
-    return out
+    return mean, var
+
+
+def _log_variance(values: np.ndarray) -> np.ndarray:
+    """Variance over the draws (axis 0) of the log of a ``(draw, point)`` array, per point."""
+    return _column_moments(values, ddof=0, log=True)[1]
 
 
 def _on_threads(fn: Any, items: Sequence[int]) -> None:
@@ -700,84 +712,104 @@ def _order_statistics(x: np.ndarray, ranks: Sequence[int]) -> dict[int, np.ndarr
 
 
 @functools.lru_cache(maxsize=32)
-def _predict_fn(law: Law, predictive: bool, misfit: bool) -> Any:
-    """Jitted ``(params, sigma, eps, delta, logx) -> (law, mean, predictive loss or None)``.
+def _log_law_fn(law: Law) -> Any:
+    """Jitted ``(params, logx) -> log loss`` of the law over ``(draw, point)``.
 
-    ``eps`` is the standardised noise per draw and point (`_noise`); ``delta`` (the misfit
-    per draw and point) is None without misfit; then the law's loss is the mean and is
-    returned once (the first output is None).
+    Only the law runs in XLA: the exponentials and the noise are cheaper in NumPy, whose
+    float32 transcendental functions are vectorised on CPU.
     """
     import jax
-    import jax.numpy as jnp
 
     # the law is vmapped over points and draws rather than broadcast over (draw, point)
     # arrays: XLA then evaluates it elementwise, which it does much faster on CPU for laws
     # built on a stacked logsumexp
     per_point = jax.vmap(law.fn, in_axes=(None, 0))
-    log_mean = jax.vmap(per_point, in_axes=(0, None))
-
-    def predict(params: Any, sigma: Any, eps: Any, delta: Any, logx: Any) -> Any:
-        mu = log_mean(params, logx)
-        law_loss = jnp.exp(mu) if misfit else None
-        if misfit:
-            mu = mu + delta
-        mean = jnp.exp(mu)
-        if not predictive:
-            return law_loss, mean, None
-        return law_loss, mean, jnp.exp(mu + sigma * eps)
-
-    return jax.jit(predict)
+    return jax.jit(jax.vmap(per_point, in_axes=(0, None)))
 
 
-#: elements per call of `_noise`'s NumPy functions: their temporaries stay in the CPU's cache
+#: elements per call of the noise transform's NumPy functions: their temporaries stay in the
+#: CPU's cache
 _NOISE_BLOCK = 1 << 14
 
 
-def _noise(noise: Likelihood, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Standardised noise (float32) of ``shape``: the likelihood's uniforms and transform.
+def _noise_block(
+    noise: Likelihood, state: Mapping[str, Any], start: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """Standardised noise (float32) for the draws at flat positions ``start`` onwards.
 
-    The transform runs in NumPy, whose float32 transcendental functions are vectorised on
-    CPU (XLA's sine and arcsine are not), on blocks small enough to stay in the cache.
+    The stream is that of one ``noise.uniforms(rng, (draws, points))`` call: its generator
+    (PCG64, two float32 uniforms per 64-bit output) jumps to the block's first uniform, so
+    blocks drawn in any order, on any thread, give the unblocked draw.
     """
-    eps = noise.uniforms(rng, shape).reshape(-1)
-    for start in range(0, eps.size, _NOISE_BLOCK):
-        part = eps[start : start + _NOISE_BLOCK]
+    bits = np.random.PCG64()
+    bits.state = state
+    bits.advance(start // 2)
+    gen = np.random.Generator(bits)
+    if start % 2:
+        gen.random(dtype=np.float32)
+    eps = noise.uniforms(gen, shape).reshape(-1)
+    for first in range(0, eps.size, _NOISE_BLOCK):
+        part = eps[first : first + _NOISE_BLOCK]
         part[...] = noise.transform(part, xp=np)
     return eps.reshape(shape)
 
 
-def _predict_chunks(
-    fn: Any,
+def _predict_blocks(
+    law: Law,
     flat: Mapping[str, np.ndarray],
+    logx: Mapping[str, np.ndarray],
     sigma: np.ndarray | None,
-    noise: Any,
+    noise: Likelihood | None,
     rng: np.random.Generator | None,
     delta: np.ndarray | None,
-    logx: Mapping[str, np.ndarray],
     out: dict[str, np.ndarray],
     rows: int,
-    per_chunk: int,
+    wide: bool,
 ) -> None:
-    """Fill ``out`` (draw, point) with ``fn``'s losses, ``rows`` draws at a time.
+    """Fill ``out`` (draw, point): the law, its mean with the misfit, and the predictive loss.
 
-    The noise is drawn chunk after chunk from one stream, in the order of the unchunked draw,
-    so the result does not depend on the chunk size.
+    Blocks of ``rows`` draws run on one thread per core: each evaluates the law in XLA on its
+    own host device, draws its noise meanwhile, then exponentiates into ``out``. Noise that
+    cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after block on one
+    thread. Either way the result does not depend on ``rows`` or on the number of threads.
     """
+    import jax
+
+    fn = _log_law_fn(law)
     n_sample, n_point = next(iter(out.values())).shape
-    for start in range(0, n_sample, rows):
+    devices = jax.local_devices()
+    jump = noise is not None and noise.inverse_cdf
+    state = rng.bit_generator.state if jump else None
+
+    def block(index: int, start: int) -> None:
         stop = min(start + rows, n_sample)
-        part = (
-            {k: v[start:stop] for k, v in flat.items()},
-            None if sigma is None else sigma[start:stop],
-            None if noise is None else _noise(noise, rng, (stop - start, n_point)),
-            None if delta is None else delta[start:stop],
-        )
-        law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
-        out["loss_mean"][start:stop] = mean
-        if law_loss is not None:
-            out["loss_law"][start:stop] = law_loss
-        if pred is not None:
-            out["loss"][start:stop] = pred
+        with jax.enable_x64(wide), np.errstate(over="ignore"):  # (a float32 loss: inf beyond)
+            params = {k: v[start:stop] for k, v in flat.items()}
+            device = devices[index % len(devices)]
+            mu = fn(*jax.device_put((params, logx), device))  # asynchronous: noise meanwhile
+            eps = None
+            if jump:
+                eps = _noise_block(noise, state, start * n_point, (stop - start, n_point))
+            elif noise is not None:
+                eps = noise.transform(noise.uniforms(rng, (stop - start, n_point)), xp=np)
+            mu = np.array(mu, dtype=np.float32 if not wide else np.float64)
+            if delta is not None:
+                np.exp(mu, out=out["loss_law"][start:stop], casting="unsafe")
+                mu += delta[start:stop]
+            np.exp(mu, out=out["loss_mean"][start:stop], casting="unsafe")
+            if eps is not None:
+                eps *= sigma[start:stop]
+                eps += mu
+                np.exp(eps, out=out["loss"][start:stop], casting="unsafe")
+
+    starts = range(0, n_sample, rows)
+    workers = min(len(starts), os.cpu_count() or 1, len(devices)) if jump or noise is None else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(block, range(len(starts)), starts))
+    else:
+        for index, start in enumerate(starts):
+            block(index, start)
 
 
 def _forecast(
@@ -787,7 +819,6 @@ def _forecast(
     kind: str,
     seed: int,
 ) -> Forecast:
-    import jax
     import xarray as xr
 
     law = fit.law
@@ -814,17 +845,14 @@ def _forecast(
         # its own stream: the noise draws stay the same with or without the misfit
         mf_rng = streams.rng(seed, "forecast_misfit")
         delta = misfit_delta(fit, columns, posterior_draws(fit), mf_rng).astype(np.float32)
-    per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
-    fn = _predict_fn(law, noise is not None, delta is not None)
-    dims = ("chain", "draw", "point")
-    shape = (n_chain, n_draw, n_point)
     names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
     out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
-    # draws in chunks of about FORECAST_CHUNK (draw, point) pairs, so that the peak memory
-    # stays near the output's size
+    # blocks of about FORECAST_CHUNK (draw, point) pairs: the temporaries stay small beside
+    # the result, and the threads share the work
     rows = max(1, FORECAST_CHUNK // n_point)
-    with jax.enable_x64(wide), np.errstate(over="ignore"):  # (a float32 loss: inf beyond)
-        _predict_chunks(fn, flat, sigma, noise, rng, delta, logx, out, rows, per_chunk)
+    _predict_blocks(law, flat, logx, sigma, noise, rng, delta, out, rows, wide)
+    dims = ("chain", "draw", "point")
+    shape = (n_chain, n_draw, n_point)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
     data = {name: (dims, values.reshape(shape)) for name, values in out.items()}
     inputs = [c for c in (*law.variables, "compute") if c in points]

@@ -105,6 +105,15 @@ class Likelihood:
         return np.log(self.pdf(z)) - np.log(sigma)
 
     # -- forecasts: host-side inputs, device-side transform ------------------------------------
+    @property
+    def inverse_cdf(self) -> bool:
+        """True when `uniforms` are ``Generator.random`` float32 draws that `transform` maps.
+
+        Such noise can be drawn in independent blocks of one stream (the generator jumps to a
+        block's first draw), so forecasts draw it in parallel.
+        """
+        return True
+
     def uniforms(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Float32 inputs of `transform`: uniforms on [0, 1) unless `transform` is the identity."""
         return rng.random(shape, dtype=np.float32)
@@ -179,6 +188,10 @@ class StudentT(Likelihood):
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:  # noqa: D102
         return rng.standard_t(self.nu, size=shape)
 
+    @property
+    def inverse_cdf(self) -> bool:  # noqa: D102
+        return self.nu == 4.0
+
     def uniforms(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:  # noqa: D102
         if self.nu == 4.0:
             return rng.random(shape, dtype=np.float32)
@@ -188,12 +201,14 @@ class StudentT(Likelihood):
         if self.nu != 4.0:  # uniforms() drew the noise itself
             return u
         xp = _namespace(xp)
-        s = (u - np.float32(0.5)) + _HALF_STEP  # exact in float32: symmetric, never 0 or +-1/2
-        a = xp.abs(s)  # closed-form inverse CDF of t_4 at p = 1/2 + s
-        theta = xp.arcsin(2 * a)
-        cos_theta = xp.sqrt((1 - 2 * a) * (1 + 2 * a))
-        q_minus_1 = 2 * xp.sin(2 * theta / 3) * xp.sin(theta / 3) / cos_theta
-        return xp.sign(s) * 2 * xp.sqrt(q_minus_1)
+        # closed-form inverse CDF of t_4 at p = 1/2 + s: with sin(theta) = 2 s and
+        # phi = theta / 3, t = 4 sin(phi) sqrt(cos(phi) / cos(theta)). The form has no
+        # cancellation near s = 0 and takes cos(theta) from (1 - 2s)(1 + 2s), exact in float32
+        # near the tails; it is odd in s, so the sign needs no separate pass
+        two_s = 2 * (u - (np.float32(0.5) - _HALF_STEP))  # exact: symmetric, never 0 or +-1
+        phi = xp.arcsin(two_s) * np.float32(1 / 3)
+        cos_theta = xp.sqrt((1 - two_s) * (1 + two_s))
+        return 4 * xp.sin(phi) * xp.sqrt(xp.cos(phi) / cos_theta)
 
 
 @dataclass(frozen=True, repr=False)
