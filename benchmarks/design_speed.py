@@ -49,7 +49,7 @@ def main() -> None:
         fit = bs.fit(
             runs, misfit=misfit, num_warmup=500, num_samples=args.draws, progress_bar=False, seed=0
         )
-        grid = bs.design_grid(fit, levels=25, sizes=40, spread=1.2)
+        grid = bs.design_grid(fit, budgets=25, sizes=40, spread=1.2)
         n = len(grid) * args.outcomes * fit.posterior.sizes["draw"] * fit.posterior.sizes["chain"]
         for batch in (1, 5):
             cold, best, med = timed(

@@ -72,7 +72,7 @@ def test_the_table_is_sorted_by_gain_per_flop_and_consistent(fit):
 
 
 def test_same_seed_same_scores_and_the_mcse_is_honest(fit):
-    cands = bs.design_grid(fit, levels=4, sizes=3)
+    cands = bs.design_grid(fit, budgets=4, sizes=3)
     a = bs.design(fit, cands, TARGET, seed=5).table.sort_index()
     b = bs.design(fit, cands, TARGET, seed=5).table.sort_index()
     c = bs.design(fit, cands, TARGET, seed=6).table.sort_index()
@@ -83,7 +83,7 @@ def test_same_seed_same_scores_and_the_mcse_is_honest(fit):
 
 
 def test_the_progress_bar_counts_chunks_of_candidates_and_changes_nothing(fit, capsys):
-    cands = bs.design_grid(fit, levels=4, sizes=3)
+    cands = bs.design_grid(fit, budgets=4, sizes=3)
     quiet = bs.design(fit, cands, TARGET, batch=2, seed=5)
     shown = bs.design(fit, cands, TARGET, batch=2, seed=5, progress_bar=True)
     err = capsys.readouterr().err
@@ -103,7 +103,7 @@ def test_current_width_is_the_posterior_interval(fit):
 
 
 def test_a_batch_conditions_on_the_picks_before(fit):
-    d = bs.design(fit, bs.design_grid(fit, levels=6, sizes=5), TARGET, batch=3)
+    d = bs.design(fit, bs.design_grid(fit, budgets=6, sizes=5), TARGET, batch=3)
     b = d.batch
     assert list(b.index) == [0, 1, 2] and b["candidate"].is_unique
     assert (np.diff(b["width"]) <= 0).all()  # more runs, narrower in expectation
@@ -112,7 +112,7 @@ def test_a_batch_conditions_on_the_picks_before(fit):
 
 
 def test_the_budget_caps_the_batch(fit):
-    cands = bs.design_grid(fit, levels=4, sizes=3)
+    cands = bs.design_grid(fit, budgets=4, sizes=3)
     budget = 2.5 * cands["compute"].min()
     d = bs.design(fit, cands, TARGET, batch=5, budget=budget)
     assert d.batch["cum_cost"].iloc[-1] <= budget and len(d.batch) == 2
@@ -120,7 +120,7 @@ def test_the_budget_caps_the_batch(fit):
 
 @pytest.mark.parametrize("spec", [{"optimal_loss": 6e21}, {"n_opt": 6e21}])
 def test_budget_targets(fit, spec):
-    d = bs.design(fit, bs.design_grid(fit, levels=3, sizes=3), spec)
+    d = bs.design(fit, bs.design_grid(fit, budgets=3, sizes=3), spec)
     kind = next(iter(spec))
     assert d.target == Target(kind, compute=6e21)
     alloc = bs.compute_optimal(fit, 6e21, warn=False)
@@ -188,7 +188,7 @@ def test_plot_design_renders(fit, tmp_path):
     from bayescale.plots import plot_design
 
     for target in (TARGET, {"optimal_loss": 6e21}):
-        d = bs.design(fit, bs.design_grid(fit, levels=4, sizes=4), target, batch=2)
+        d = bs.design(fit, bs.design_grid(fit, budgets=4, sizes=4), target, batch=2)
         ax = plot_design(d)
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
         ax.figure.savefig(tmp_path / f"design_{next(iter(target))}.png")
@@ -235,7 +235,7 @@ def test_misfit_fit_designs(ladder):
 
 
 def test_rank_by_width_and_a_goal(fit):
-    cands = bs.design_grid(fit, levels=4, sizes=3)
+    cands = bs.design_grid(fit, budgets=4, sizes=3)
     by_width = bs.design(fit, cands, TARGET, rank="width")
     assert np.all(np.diff(by_width.table["width"].to_numpy()) >= 0)
     # a goal no run reaches: the most informative run; an easy goal: the cheapest that reaches it
@@ -284,7 +284,16 @@ def test_a_width_ranked_design_spends_the_budget_on_the_run_that_narrows_most(fi
 
 
 def test_a_budget_no_candidate_fits_warns(fit):
-    cands = bs.design_grid(fit, levels=3, sizes=3)
+    cands = bs.design_grid(fit, budgets=3, sizes=3)
     with pytest.warns(UserWarning, match=r"no candidate fits the budget 1 \(the cheapest costs"):
         d = bs.design(fit, cands, TARGET, budget=1.0)
     assert d.batch.empty
+
+
+def test_design_grid_levels_is_a_deprecated_name_of_budgets(fit):
+    # issue 25: levels means interval probabilities in every other verb
+    new = bs.design_grid(fit, budgets=3, sizes=2)
+    with pytest.warns(FutureWarning, match=r"levels=3\) is deprecated.*Pass budgets=3"):
+        old = bs.design_grid(fit, levels=3, sizes=2)
+    pd.testing.assert_frame_equal(old, new)
+    assert len(new) == 6

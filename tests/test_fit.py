@@ -216,8 +216,8 @@ def test_fit_options_are_validated_before_sampling():
     cases = [
         ({"seed": 2**32}, bs.OptionError, r"seed must be an integer in \[0, 2\*\*32\)"),
         ({"seed": 1.0}, bs.OptionTypeError, r"seed must be an integer"),
-        ({"nu": 0.0}, bs.OptionError, r"nu must be a positive number"),
-        ({"nu": float("inf")}, bs.OptionError, r"nu must be a positive number"),
+        ({"nu": 0.0}, bs.OptionError, r"nu must be a positive, finite number"),
+        ({"nu": float("inf")}, bs.OptionError, r"nu must be a positive, finite number"),
         ({"nu": "4"}, bs.OptionTypeError, r"nu must be a positive number"),
         ({"num_warmup": -1}, bs.OptionError, r"num_warmup must be an integer of at least 0"),
         ({"target_accept": 1.0}, bs.OptionError, r"target_accept must be a probability"),

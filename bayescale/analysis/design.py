@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -211,22 +212,23 @@ def design_grid(
     fit: Fit,
     *,
     compute: np.ndarray | list[float] | None = None,
-    levels: int = 10,
+    budgets: int = 10,
     sizes: int = 9,
     spread: float = 1.0,
     above: float = 10.0,
     tokens_per_param: tuple[float, float] | None = TOKENS_PER_PARAM,
+    levels: int | None = None,
 ) -> pd.DataFrame:
-    r"""Candidate runs around the current ladder: IsoFLOP levels, sizes around each optimum.
+    r"""Candidate runs around the current ladder: IsoFLOP budgets, sizes around each optimum.
 
     Parameters
     ----------
     fit : Fit
         A fit of a law of ``n_params`` and ``n_tokens``.
     compute : array of float, optional
-        Budgets (FLOP); default ``levels`` log-spaced from the smallest fitted run's compute to
-        ``above`` times the largest.
-    levels : int, default 10
+        Budgets (FLOP); default ``budgets`` log-spaced from the smallest fitted run's compute
+        to ``above`` times the largest.
+    budgets : int, default 10
         Number of budgets when ``compute`` is not given.
     sizes : int, default 9
         Model sizes per budget.
@@ -238,11 +240,13 @@ def design_grid(
         The band of tokens per parameter (D / N) the candidates keep to: at each budget the
         sizes span the part of N_opt ± ``spread`` decades whose D / N lies in the band (the
         whole band where the two do not overlap). ``None`` lifts the limit.
+    levels : int, optional
+        Deprecated name of ``budgets`` (``levels`` elsewhere means interval probabilities).
 
     Returns
     -------
     DataFrame
-        Columns ``n_params``, ``n_tokens``, ``compute``; ``levels * sizes`` rows.
+        Columns ``n_params``, ``n_tokens``, ``compute``; ``budgets * sizes`` rows.
 
     Raises
     ------
@@ -260,13 +264,22 @@ def design_grid(
     where nobody will use it. The default band keeps the candidates within a factor of four
     below and ten above Chinchilla's 20 tokens per parameter.
     """
+    if levels is not None:
+        warnings.warn(
+            f"design_grid(levels={levels!r}) is deprecated: the number of budgets is now "
+            f"budgets (levels means interval probabilities in every other verb). Pass "
+            f"budgets={levels!r}.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        budgets = levels
     _require_nd(fit)
     sizes = opt.count(sizes, "sizes")
     if compute is None:
-        levels = opt.count(levels, "levels")
+        n_budgets = opt.count(budgets, "budgets")
         above = opt.positive(above, "above", example=10)
         c = 6.0 * fit.data.column("n_params") * fit.data.column("n_tokens")
-        budgets = np.geomspace(float(c.min()), float(c.max()) * above, levels)
+        budgets = np.geomspace(float(c.min()), float(c.max()) * above, n_budgets)
     else:
         budgets = np.atleast_1d(np.asarray(compute, np.float64))
         if budgets.ndim != 1 or not np.all(np.isfinite(budgets) & (budgets > 0)):

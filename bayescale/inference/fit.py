@@ -492,15 +492,14 @@ def fit(
     opt.seed(seed)
     progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     dense_mass = opt.optional_flag(dense_mass, "dense_mass")
-    if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
-        raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
+    nu = opt.positive(nu, "nu", example=4)
     if priors is not None and not isinstance(priors, Mapping):
         raise OptionTypeError(
             f"priors must be a mapping of parameter name -> bayescale.Prior; received "
             f"{type(priors).__name__}: {priors!r}. For example priors={{'alpha': "
             "bs.Prior('LogNormal', loc=-1.2, scale=0.5)}."
         )
-    noise = get_likelihood(likelihood, nu=float(nu))
+    noise = get_likelihood(likelihood, nu=nu)
     spec = _misfit_spec(misfit, method)
     if target_accept is None:
         target_accept = 0.8 if spec is None else 0.9

@@ -803,8 +803,7 @@ def fit_many(
     """
     opt.seed(seed)
     progress_bar = opt.optional_flag(progress_bar, "progress_bar")
-    if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
-        raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
+    nu = opt.positive(nu, "nu", example=4)
     if priors is not None and not isinstance(priors, Mapping):
         raise OptionTypeError(
             f"priors must be a mapping of parameter name -> bayescale.Prior; received "
@@ -822,7 +821,7 @@ def fit_many(
             f"client must be a dask.distributed Client; received {type(client).__name__}. "
             "For example client=distributed.Client(distributed.LocalCluster(n_workers=2))."
         )
-    noise = get_likelihood(likelihood, nu=float(nu))
+    noise = get_likelihood(likelihood, nu=nu)
     settings = HmcSettings(num_chains, num_warmup, num_samples, target_accept)
     law_ = get_law(law, variable=variable, breaks=breaks)
     mapping = dict(columns or {})
