@@ -277,6 +277,19 @@ def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
 # ------------------------------------------------------------------ summary statistics
 
 
+def test_per_point_quantiles_of_signed_values_match_numpy():
+    # losses are never negative, and their quantiles come from integer partitions of the float
+    # bits; a negative value (or -0.0) anywhere in a block takes the float partition instead
+    from bayescale.analysis.forecast import _per_point
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1001, 300)).astype(np.float32)
+    x[:, 5] = np.float32(-0.0)
+    probs = [0.5, 0.05, 0.95, 0.0, 1.0]
+    got = _per_point(x, probs)["q"]
+    np.testing.assert_allclose(got, np.quantile(x, probs, axis=0), rtol=1e-6, atol=0)
+
+
 def test_per_point_statistics_match_numpy():
     """Quantiles (NumPy's linear method), mean, sd and variance of the log, point by point.
 

@@ -595,7 +595,11 @@ def _per_point(
         cols = slice(start, min(start + _BLOCK, n_point))
         x = _transposed(flat, cols)  # (points, draws)
         nan = np.isnan(x).any(axis=1)
-        stats = _order_statistics(x, needed)
+        if np.signbit(x).any():
+            stats = _order_statistics(x, needed)
+        else:  # the bits of non-negative floats are in their order as integers: faster
+            found = _order_statistics(x.view(np.int32), needed)
+            stats = {k: v.view(np.float32) for k, v in found.items()}
         lo = np.stack([stats[int(k)] for k in below]).astype(np.float64)
         hi = np.stack(
             [stats[int(a if f > 0 else b)] for a, b, f in zip(above, below, frac, strict=True)]
