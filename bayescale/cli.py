@@ -418,7 +418,7 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
 
 
 def _holdout(text: str) -> float | int | str:
-    """--holdout: 'split', an integer number of levels, or a fraction."""
+    """--holdout: 'split', an integer number of top budgets, or a fraction."""
     if text == "split":
         return text
     try:
@@ -429,7 +429,7 @@ def _holdout(text: str) -> float | int | str:
         return float(text)
     except ValueError:
         raise OptionError(
-            f"--holdout takes a fraction (0.33), a number of levels (1) or 'split'; received "
+            f"--holdout takes a fraction (0.33), a number of top budgets (1) or 'split'; received "
             f"{text!r}."
         ) from None
 
@@ -443,7 +443,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         _read_csv(args.data, args),
         args.law,
         holdout=_holdout(args.holdout),
-        levels_column=args.levels_column,
+        budget_column=args.budget_column,
         models=args.model or bs.backtest.__kwdefaults__["models"],
         variable=args.variable,
         columns=_columns(args.column),
@@ -768,7 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.3333333333333333",
         help="fraction of the top of compute (default 1/3), number of top levels, or 'split'",
     )
-    p.add_argument("--levels-column", default="budget", help="levels for an integer --holdout")
+    p.add_argument(
+        "--budget-column",
+        "--levels-column",
+        dest="budget_column",
+        default="budget",
+        help="the column whose top values an integer --holdout holds out (default budget)",
+    )
     p.add_argument(
         "--model",
         action="append",

@@ -34,7 +34,7 @@ def load(name: str, data: str):
         return load_dataset("chinchilla_epoch_240", data_dir=data), "chinchilla", {}
     if name in ("iso1", "iso2"):
         runs = load_dataset("chinchilla_isoflop_clean", data_dir=data)
-        return runs, "chinchilla", {"holdout": int(name[-1]), "levels_column": "budget"}
+        return runs, "chinchilla", {"holdout": int(name[-1]), "budget_column": "budget"}
     if name == "datablations":
         runs = load_dataset("datablations_fit182", data_dir=data).drop(columns="name")
         return runs, "data_constrained", {}

@@ -12,7 +12,7 @@ import bayescale as bs
 
 @pytest.fixture(scope="module")
 def ladder():
-    """Nine IsoFLOP budgets (the level column), eight sizes each."""
+    """Nine IsoFLOP budgets (the budget column), eight sizes each."""
     runs = bs.simulate("chinchilla", seed=4)
     return runs.assign(budget=runs["compute"])
 
@@ -21,10 +21,10 @@ def ladder():
     ("holdout", "error", "message"),
     [
         # before: -1 fitted the lowest level and scored the rest, without a word
-        (-1, bs.OptionError, r"holdout must be a positive number of levels .*received -1"),
+        (-1, bs.OptionError, r"holdout must be a positive number of budgets .*received -1"),
         # before: 0 said it "leaves 0 runs to fit", the opposite of what happened
-        (0, bs.OptionError, r"holdout must be a positive number of levels .*received 0, which"),
-        (9, bs.OptionError, r"fewer than the 9 levels of 'budget' .*between 1 and 8"),
+        (0, bs.OptionError, r"holdout must be a positive number of budgets .*received 0, which"),
+        (9, bs.OptionError, r"fewer than the 9 values of 'budget' .*between 1 and 8"),
         (2.5, bs.OptionError, r"holdout must be a fraction strictly between 0 and 1 .*2\.5"),
         (0.0, bs.OptionError, r"holdout must be a fraction strictly between 0 and 1"),
         (True, bs.OptionTypeError, r"holdout must be a fraction in \(0, 1\), .*received bool"),
@@ -45,3 +45,10 @@ def test_a_training_split_too_small_to_fit_says_it_is_the_training_split(ladder)
         r"Fitting them: law 'chinchilla' has 5 parameters but the data has only 5 runs",
     ):
         bs.backtest(runs, holdout=2, models=("huber",))
+
+
+def test_levels_column_is_a_deprecated_name_of_budget_column(ladder):
+    # issue 25: levels means interval probabilities; the column of budgets is budget_column
+    with pytest.warns(FutureWarning, match=r"levels_column='budget'\) is deprecated"):
+        with pytest.raises(bs.OptionError, match=r"fewer than the 9 values of 'budget'"):
+            bs.backtest(ladder, holdout=9, levels_column="budget", models=("huber",))

@@ -114,7 +114,7 @@ def test_backtest_bad_holdout(ladder):
     with pytest.raises(bs.OptionError, match="holdout must be"):
         bs.backtest(ladder, holdout=2.5)
     with pytest.raises(bs.OptionError, match="lacks"):
-        bs.backtest(ladder, holdout=1, levels_column="budget")
+        bs.backtest(ladder, holdout=1, budget_column="budget")
     with pytest.raises(bs.OptionError, match="unknown models"):
         bs.backtest(ladder, models=("bootstrap",))
     with pytest.raises(bs.OptionTypeError, match=r"misfit must be a bayescale.Misfit.*str"):

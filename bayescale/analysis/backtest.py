@@ -112,7 +112,7 @@ def backtest(
     law: str | Law = "chinchilla",
     *,
     holdout: float | int | str = 1 / 3,
-    levels_column: str = "budget",
+    budget_column: str = "budget",
     by: str | None = None,
     models: Sequence[str] = MODELS,
     levels: Sequence[float] = (0.5, 0.8, 0.9),
@@ -124,6 +124,7 @@ def backtest(
     seed: int = 0,
     columns: Mapping[str, str] | None = None,
     progress_bar: bool | None = None,
+    levels_column: str | None = None,
 ) -> Backtest:
     """Backtest extrapolation: fit on the cheaper runs, forecast and score the rest.
 
@@ -136,11 +137,11 @@ def backtest(
         The law to fit.
     holdout : float, int or "split", default 1/3
         A fraction in (0, 1): hold out the runs above the ``1 - holdout`` quantile of ``by``.
-        An integer k: hold out the runs of the top k levels of ``levels_column`` (for example
+        An integer k: hold out the runs of the top k values of ``budget_column`` (for example
         the IsoFLOP budget). ``"split"``: the data's ``split`` column (``fit`` /
         ``extrapolate``).
-    levels_column : str, default "budget"
-        The column of named levels for an integer ``holdout``.
+    budget_column : str, default "budget"
+        The column whose top values an integer ``holdout`` holds out.
     by : str, optional
         The ordering variable; default ``compute`` when the data has it, else the law's one
         variable.
@@ -163,6 +164,8 @@ def backtest(
         Canonical name -> your column name.
     progress_bar : bool, optional
         As in `bayescale.inference.fit`.
+    levels_column : str, optional
+        Deprecated name of ``budget_column`` (``levels`` means interval probabilities).
 
     Returns
     -------
@@ -175,6 +178,15 @@ def backtest(
     DataError
         If a split leaves no run to fit or none to score.
     """
+    if levels_column is not None:
+        warnings.warn(
+            f"backtest(levels_column={levels_column!r}) is deprecated: the column is now "
+            f"budget_column (levels means interval probabilities). Pass "
+            f"budget_column={levels_column!r}.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        budget_column = levels_column
     levels_ = validate_levels(levels, 0.9)
     holdout = _check_holdout(holdout)
     seed = opt.seed(seed)
@@ -207,7 +219,7 @@ def backtest(
     groups = table["group"] if "group" in table else pd.Series("all", index=table.index)
     run_rows, fit_rows = [], []
     for group, part in table.groupby(groups, sort=True):
-        train, held = _split(part, holdout, by_, levels_column)
+        train, held = _split(part, holdout, by_, budget_column)
         if len(held) == 0 or len(train) == 0:
             raise DataError(
                 f"the holdout {holdout!r} leaves {len(train)} runs to fit and {len(held)} to "
@@ -243,29 +255,29 @@ def backtest(
 
 
 def _split(
-    part: pd.DataFrame, holdout: float | int | str, by: str, levels_column: str
+    part: pd.DataFrame, holdout: float | int | str, by: str, column: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if isinstance(holdout, str):
         if holdout != "split" or "split" not in part:
             raise OptionError(
                 f"holdout={holdout!r} needs a 'split' column with values 'fit' and "
-                "'extrapolate'; pass a fraction (for example 1/3) or a number of levels."
+                "'extrapolate'; pass a fraction (for example 1/3) or a number of budgets."
             )
         mask = part["split"].astype(str) != "fit"
     elif isinstance(holdout, int):
-        if levels_column not in part:
+        if column not in part:
             raise OptionError(
-                f"holdout={holdout} holds out the top levels of {levels_column!r}, which the "
-                f"data lacks (columns: {list(part.columns)}); pass levels_column=<column>."
+                f"holdout={holdout} holds out the top values of {column!r}, which the "
+                f"data lacks (columns: {list(part.columns)}); pass budget_column=<column>."
             )
-        levels = np.sort(part[levels_column].unique())
-        if holdout >= len(levels):
+        values = np.sort(part[column].unique())
+        if holdout >= len(values):
             raise OptionError(
-                f"holdout must be fewer than the {len(levels)} levels of {levels_column!r} "
+                f"holdout must be fewer than the {len(values)} values of {column!r} "
                 f"(held out from the top); received {holdout}, which leaves none to fit. Pass "
-                f"holdout between 1 and {len(levels) - 1}, or a fraction such as holdout=1/3."
+                f"holdout between 1 and {len(values) - 1}, or a fraction such as holdout=1/3."
             )
-        mask = part[levels_column].isin(levels[-holdout:])
+        mask = part[column].isin(values[-holdout:])
     else:
         cut = part[by].quantile(1 - holdout)
         mask = part[by] > cut
@@ -273,23 +285,23 @@ def _split(
 
 
 def _check_holdout(holdout: Any) -> float | int | str:
-    """``holdout`` checked: a fraction in (0, 1), a positive number of levels, or "split"."""
+    """``holdout`` checked: a fraction in (0, 1), a positive number of top budgets, or "split"."""
     fix = (
         "Pass a fraction of the runs in (0, 1) (holdout=1/3 holds out the top third), a "
-        "number of top levels to hold out (holdout=2), or holdout='split'."
+        "number of top budgets to hold out (holdout=2), or holdout='split'."
     )
     if isinstance(holdout, str):
         return holdout
     if isinstance(holdout, (bool, np.bool_)) or not isinstance(holdout, numbers.Real):
         raise OptionTypeError(
-            f"holdout must be a fraction in (0, 1), a number of levels or 'split'; received "
+            f"holdout must be a fraction in (0, 1), a number of budgets or 'split'; received "
             f"{type(holdout).__name__}: {holdout!r}. {fix}"
         )
     if isinstance(holdout, numbers.Integral):
         if holdout < 1:
             raise OptionError(
-                f"holdout must be a positive number of levels (an integer holdout counts the "
-                f"top levels held out); received {holdout!r}, which holds out none. {fix}"
+                f"holdout must be a positive number of budgets (an integer holdout counts the "
+                f"top budgets held out); received {holdout!r}, which holds out none. {fix}"
             )
         return int(holdout)
     if not 0 < float(holdout) < 1:
