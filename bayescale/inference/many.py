@@ -716,7 +716,7 @@ def fit_many(
     num_chains: int = 4,
     num_warmup: int = 1000,
     num_samples: int = 1000,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     seed: int = 0,
     chunk_size: int | None = None,
     client: Any = None,
@@ -753,8 +753,9 @@ def fit_many(
     num_chains, num_warmup, num_samples : int
         Chains, warm-up iterations and draws per chain of every curve (defaults 4, 1000,
         1000).
-    target_accept : float, default 0.8
-        Target mean acceptance probability of each curve's step size.
+    target_accept : float, optional
+        Target mean acceptance probability of each curve's step size; default 0.8, and 0.9
+        with ``misfit`` (as `bayescale.inference.fit`).
     seed : int, default 0
         Curve ``i`` of the sorted groups samples with keys from ``(seed, i)`` only.
     chunk_size : int, optional
@@ -855,6 +856,8 @@ def fit_many(
         )
     noise = get_likelihood(likelihood, nu=float(nu))
     spec = resolve_misfit(misfit)
+    if target_accept is None:
+        target_accept = 0.8 if spec is None else 0.9
     settings = HmcSettings(num_chains, num_warmup, num_samples, target_accept)
     law_ = get_law(law, variable=variable, breaks=breaks)
     mapping = dict(columns or {})
