@@ -48,8 +48,8 @@ STREAMS: dict[str, int | None] = {
 def rng(seed: int, stream: str, *index: int) -> np.random.Generator:
     """The NumPy generator of ``stream`` for ``seed`` (see `STREAMS`).
 
-    ``index`` names one of many independent copies of a secondary stream (``fit_many``'s curve ``i``:
-    ``index=(i,)``), appended to the entropy.
+    ``index`` names one of many independent copies of a secondary stream (``fit_many``'s
+    curve ``i``: ``index=(i,)``), appended to the entropy.
 
     Raises
     ------

@@ -177,9 +177,9 @@ def compare(
     pooled = [n for n, f in named.items() if _pooled(f)]
     if pooled:
         raise OptionError(
-            f"method='lfo' refits each law on the earlier runs of one curve; {pooled} are grouped "
-            "fits (or groups of one), whose refits would need the whole grouped model. Compare them "
-            "with method='loo', or fit each curve alone for LFO."
+            f"method='lfo' refits each law on the earlier runs of one curve; {pooled} are "
+            "grouped fits (or groups of one), whose refits would need the whole grouped model. "
+            "Compare them with method='loo', or fit each curve alone for LFO."
         )
     fits_ = list(named.values())
     var = _lfo_variable(fits_, variable)

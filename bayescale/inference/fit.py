@@ -410,6 +410,9 @@ def fit(
         Model the law's own misfit (`bayescale.model.misfit`): a random function of scale, inferred
         with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
         extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
+        With ``group`` (partial or no pooling), each group has its own misfit function and
+        the misfit's scales are shared by the groups (the explanation page *Pooling across
+        curves*).
     group : str, optional
         A column that splits the runs into curves (families): fit them all at once, in one
         model (see `bayescale.model.hierarchy`). The result carries a ``group`` dimension; the verbs
@@ -668,7 +671,8 @@ def _fit_groups(
     if misfit is not None:  # each group's walk spans its own runs; a new group's, every run
         every = misfit_coords(law.variables, {v: data.column(v) for v in law.variables})
         attrs["misfit"] = misfit.to_json()
-        attrs["group_misfit_coords"] = json.dumps({g: c.to_json() for g, c in inputs.coords.items()})
+        coords = {g: c.to_json() for g, c in inputs.coords.items()}
+        attrs["group_misfit_coords"] = json.dumps(coords)
         attrs["new_group_misfit_coords"] = every.to_json()
     centre = centres[labels[0]]
     meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)

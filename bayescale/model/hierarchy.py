@@ -60,7 +60,7 @@ import numpy as np
 from bayescale import streams
 from bayescale.errors import DataError, OptionError, PlausibilityWarning, PriorError, warn
 from bayescale.io.data import ScalingData
-from bayescale.model.build import build_model, bucket_size
+from bayescale.model.build import bucket_size, build_model
 from bayescale.model.distributions import Prior, make_distribution
 from bayescale.model.geometry import ridge_map
 from bayescale.model.laws import Law
