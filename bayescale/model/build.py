@@ -1,4 +1,7 @@
-"""The numpyro model built from a law, its priors and a likelihood on log loss.
+"""The one numpyro model of every path, composed of parts (`build_model`).
+
+The parts: the law with its priors, a group structure (pooling), the misfit and the
+observation model.
 
 Notes
 -----

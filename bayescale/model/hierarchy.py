@@ -45,6 +45,11 @@ Pooling (``pooling=``):
 A **new group** (`group_draws` with ``group=None``) draws ``z ~ N(0, 1)`` per posterior draw:
 the population predictive distribution of a family with no runs yet. It needs every law
 parameter and ``sigma`` pooled.
+
+The model is `bayescale.model.build.build_model` with a `GroupStructure`: the structure draws
+each group's parameters, the misfit and observation parts are those of the single-curve model.
+With a misfit each group has its own walk over its own runs and the walks' scales are shared
+(a new group draws a fresh walk from them).
 """
 
 from __future__ import annotations
