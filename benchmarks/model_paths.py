@@ -43,6 +43,7 @@ def draws(out: str) -> None:
             saved[f"{tag}/{k}"] = np.asarray(v.values)
 
     quiet = dict(num_warmup=300, num_samples=200, progress_bar=False)
+    warnings.simplefilter("ignore", bs.ConvergenceWarning)  # short runs: only their draws count
     keep("nuts", bs.fit(df, "chinchilla", seed=0, progress_bar=False))
     keep("map", bs.fit(df, "chinchilla", seed=3, method="map"))
     keep("misfit", bs.fit(bs.simulate("power_law", seed=1), "power_law", seed=2, misfit=True,

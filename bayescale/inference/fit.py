@@ -705,7 +705,9 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     Fit
         Draws of that group's parameters and ``sigma`` over ``chain, draw``; its data are the
         group's runs (every run for a new group, which sets the observed range), its sampler
-        statistics those of the whole fit.
+        statistics those of the whole fit. With a misfit, the shared scales and the group's
+        own walk with its coordinates (a new group: a fresh walk per draw of the scales, from
+        ``seed``).
 
     Raises
     ------
