@@ -34,6 +34,7 @@ STREAMS: dict[str, int | None] = {
     "laplace_draws": 1,  # MAP + Laplace: the Gaussian draws of the approximation
     "forecast_misfit": 2,  # forecast: the misfit's walks beyond the fitted range
     "new_group": 3,  # a new group drawn from a grouped fit's population
+    "new_group_misfit": 6,  # a new group's misfit walk, drawn from the shared misfit scales
     "held_out_misfit": 4,  # compare(method="lfo"): the misfit at held-out runs
     "check_misfit": 5,  # check, ppc, stacking: the misfit at new or fitted runs
     "misfit_indicator": 12,  # Misfit(p_exact > 0): which draws carry the misfit
@@ -44,8 +45,11 @@ STREAMS: dict[str, int | None] = {
 }
 
 
-def rng(seed: int, stream: str) -> np.random.Generator:
+def rng(seed: int, stream: str, *index: int) -> np.random.Generator:
     """The NumPy generator of ``stream`` for ``seed`` (see `STREAMS`).
+
+    ``index`` names one of many independent copies of a secondary stream (``fit_many``'s
+    curve ``i``: ``index=(i,)``), appended to the entropy.
 
     Raises
     ------
@@ -53,4 +57,7 @@ def rng(seed: int, stream: str) -> np.random.Generator:
         If ``stream`` is not a name in `STREAMS` (a programming error, not a user's).
     """
     key = STREAMS[stream]
-    return np.random.default_rng(int(seed) if key is None else [int(seed), key])
+    if index and key is None:  # [seed, i] would be the keyed stream i
+        raise ValueError(f"stream {stream!r} is a primary stream: it has no indexed copies.")
+    entropy = [int(seed)] + ([] if key is None else [key]) + [int(i) for i in index]
+    return np.random.default_rng(entropy if len(entropy) > 1 else int(seed))

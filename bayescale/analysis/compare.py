@@ -30,6 +30,7 @@ time series models", J. Stat. Comput. Simul. 90(14), doi:10.1080/00949655.2020.1
 from __future__ import annotations
 
 import copy
+import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -173,6 +174,13 @@ def compare(
     if method == "loo":
         results = {n: loo_scores(f, k_threshold, max_refits, settings) for n, f in named.items()}
         return _loo_table(results)
+    pooled = [n for n, f in named.items() if _pooled(f)]
+    if pooled:
+        raise OptionError(
+            f"method='lfo' refits each law on the earlier runs of one curve; {pooled} are "
+            "grouped fits (or groups of one), whose refits would need the whole grouped model. "
+            "Compare them with method='loo', or fit each curve alone for LFO."
+        )
     fits_ = list(named.values())
     var = _lfo_variable(fits_, variable)
     cuts = lfo_cutoffs(fits_[0].data, var, cutoffs, max(len(f.law.params) + 2 for f in fits_))
@@ -210,6 +218,17 @@ def _validate_fits(fits: Mapping[str, Fit]) -> dict[str, Fit]:
                 "every law to the same table."
             )
     return dict(zip(names, out, strict=True))
+
+
+def _pooled(fit: Fit) -> bool:
+    """Whether the fit is a grouped fit (pooling "partial" or "none"), or one group of one.
+
+    Its draws come from the grouped model over every group's runs, with per-group priors: a
+    refit on a subset of its runs needs that model, not the single curve's.
+    """
+    attrs = fit.tree.attrs
+    of = json.loads(attrs.get("group_of", "{}") or "{}")
+    return any(p not in (None, "complete") for p in (attrs.get("pooling"), of.get("pooling")))
 
 
 def _settings(fit: Fit, settings: Mapping[str, Any]) -> NutsSettings:
@@ -335,8 +354,14 @@ def loo_scores(
     k_hat = np.asarray(elpd.pareto_k.values, dtype=np.float64).copy()
     elpd_i = np.asarray(elpd.elpd_i.values, dtype=np.float64).copy()
     high = np.flatnonzero(k_hat > k_threshold)
-    refit = high[np.argsort(-k_hat[high])][: max(int(max_refits), 0)]
     problems = []
+    if _pooled(fit) and high.size and max_refits:
+        max_refits = 0  # its exact refit is the whole grouped model: not run here
+        problems.append(
+            f"{high.size} runs have Pareto k > {k_threshold:g}; the fit is grouped "
+            "(pooling 'partial' or 'none'), and its exact refits are not run."
+        )
+    refit = high[np.argsort(-k_hat[high])][: max(int(max_refits), 0)]
     s = _settings(fit, settings)
     ll = fit.tree["log_likelihood"][OBS].values.reshape(-1, fit.data.n_runs).astype(np.float64)
     lpd_full = logmeanexp(ll, axis=0)

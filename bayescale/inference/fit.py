@@ -78,7 +78,14 @@ from bayescale.model.laws import (
     get_law,
 )
 from bayescale.model.likelihoods import Likelihood, get_likelihood
-from bayescale.model.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
+from bayescale.model.misfit import (
+    MISFIT_SITES,
+    Misfit,
+    MisfitCoords,
+    draw_indicator,
+    misfit_coords,
+    resolve_misfit,
+)
 from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
 
 __all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "METHODS", "INITS"]
@@ -403,6 +410,9 @@ def fit(
         Model the law's own misfit (`bayescale.model.misfit`): a random function of scale, inferred
         with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
         extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
+        With ``group`` (partial or no pooling), each group has its own misfit function and
+        the misfit's scales are shared by the groups (the explanation page *Pooling across
+        curves*).
     group : str, optional
         A column that splits the runs into curves (families): fit them all at once, in one
         model (see `bayescale.model.hierarchy`). The result carries a ``group`` dimension; the verbs
@@ -577,11 +587,10 @@ def _fit_groups(
     labels = group_labels(data)
     require_groups(data, law, pooling, n_free, labels)
     pool_ = resolve_pool(law, "all" if pooling == "complete" else pool)
-    if misfit is not None or method != "nuts" or any(p.role == "location" for p in law.params):
+    if method != "nuts" or any(p.role == "location" for p in law.params):
         raise OptionError(
-            "grouped fits (group=...) run NUTS on laws without breaks and without misfit; "
-            f"received method={method!r}, misfit={misfit is not None}, law={law.name!r}. Fit "
-            "the groups one by one for those."
+            "grouped fits (group=...) run NUTS on laws without breaks; "
+            f"received method={method!r}, law={law.name!r}. Fit the groups one by one for those."
         )
     attrs = {
         "groups": json.dumps(labels),
@@ -591,7 +600,9 @@ def _fit_groups(
     if pooling == "complete":  # one curve through every group: the single-curve model
         data.require(law.variables, n_free, law.name)
         priors_ = resolve_priors(law, data, priors, noise.name)
-        return _fit(data, law, priors_, noise, "nuts", settings, seed, init, progress, **attrs)
+        return _fit(
+            data, law, priors_, noise, "nuts", settings, seed, init, progress, misfit, **attrs
+        )
     if not isinstance(init, str) or init not in INITS:
         raise OptionError(f"grouped fits take init='map' or 'prior'; received {init!r}.")
     used = pool_ if pooling == "partial" else ()
@@ -601,20 +612,21 @@ def _fit_groups(
     differ = bool(used) and exponents_differ(law, data, labels, noise, seed, lone=lone)
     floor = "share" if differ else "log"
     inputs, priors_, centres = group_inputs(
-        law, data, labels, pooling, used, priors, noise.name, floor=floor
+        law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit)
     )
-    model = model_for(law, priors_, used, noise, len(labels))
+    model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
     ridge = model.ridge
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
         # families that share their exponent: numpyro's non-centred coordinates
-        model = model_for(law, priors_, used, noise, len(labels), ridge=False)
+        model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=misfit)
     spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
-    cold = expanded(group_start(law, priors_, used, labels, settings.num_chains), priors_, spreads)
+    cold = group_start(law, priors_, used, labels, settings.num_chains, misfit)
+    cold = expanded(cold, priors_, spreads)
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
     mode = None  # a joint mode (every site, as `Laplace.mode`)
     if init == "map":
         n_draws = max(settings.num_samples, 4)
-        warm = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
+        warm = lone_start(law, priors_, used, labels, inputs, lone, misfit) if lone else None
         if warm is None:
             lap = laplace_fit(model, inputs, cold, seed, n_draws)
         else:  # one L-BFGS run from the lone fits' modes (see `lone_start`)
@@ -655,6 +667,12 @@ def _fit_groups(
     )
     attrs["group_centres"] = json.dumps(centres)
     attrs.update(group_attrs(law, inputs, used))
+    if misfit is not None:  # each group's walk spans its own runs; a new group's, every run
+        every = misfit_coords(law.variables, {v: data.column(v) for v in law.variables})
+        attrs["misfit"] = misfit.to_json()
+        coords = {g: c.to_json() for g, c in inputs.coords.items()}
+        attrs["group_misfit_coords"] = json.dumps(coords)
+        attrs["new_group_misfit_coords"] = every.to_json()
     centre = centres[labels[0]]
     meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
@@ -686,7 +704,9 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     Fit
         Draws of that group's parameters and ``sigma`` over ``chain, draw``; its data are the
         group's runs (every run for a new group, which sets the observed range), its sampler
-        statistics those of the whole fit.
+        statistics those of the whole fit. With a misfit, the shared scales and the group's
+        own walk with its coordinates (a new group: a fresh walk per draw of the scales, from
+        ``seed``).
 
     Raises
     ------
@@ -715,7 +735,8 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     data = ScalingData(runs.reset_index(drop=True), fit.data.source)
     idx = np.flatnonzero((table["group"].astype(str) == group).to_numpy()) if group else None
     if fit.pooling == "complete":
-        samples = {k: fit.posterior[k].values for k in fit.param_names}
+        names = [*fit.param_names, *(k for k in fit.posterior.data_vars if k.startswith("misfit_"))]
+        samples = {k: fit.posterior[k].values for k in dict.fromkeys(names)}
         centre = fit.centre
     else:
         samples, centre = group_draws(fit.tree, fit.law, group, seed)
@@ -733,7 +754,15 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     if idx is not None:
         loglik = fit.tree["log_likelihood"]["loss"].values[..., idx]
         rep = fit.tree["posterior_predictive"]["loss"].values[..., idx]
-    for key in ("groups", "pooling", "pool", "group_centres", "pool_real", "floor_bounds"):
+    if "group_misfit_coords" in attrs:  # the misfit coordinates of this group's walk
+        per_group = json.loads(attrs["group_misfit_coords"])
+        attrs["misfit_coords"] = (
+            attrs["new_group_misfit_coords"] if group is None else per_group[group]
+        )
+    for key in (
+        "groups", "pooling", "pool", "group_centres", "pool_real", "floor_bounds",
+        "group_misfit_coords", "new_group_misfit_coords",
+    ):  # fmt: skip
         attrs.pop(key, None)
     attrs.update(centre=json.dumps(centre), group="" if group is None else group)
     attrs["group_of"] = json.dumps({"groups": labels, "pooling": fit.pooling})
@@ -838,18 +867,8 @@ def _check_law_at_start(
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
-    if misfit is None or misfit is False:
-        return None
-    if misfit is True:
-        spec = Misfit()
-    elif isinstance(misfit, Misfit):
-        spec = misfit
-    else:
-        raise OptionTypeError(
-            f"misfit must be a bayescale.Misfit, True or None; received {misfit!r}. For "
-            "example misfit=bs.Misfit(level=0.03), or misfit=None for the exact law."
-        )
-    if method == "huber":
+    spec = resolve_misfit(misfit)
+    if spec is not None and method == "huber":
         raise OptionError(
             "the Huber point fit has no misfit model; pass misfit=None with method='huber'."
         )

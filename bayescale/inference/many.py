@@ -79,6 +79,13 @@ from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import build_model, model_inputs
 from bayescale.model.laws import Law, declaration, get_law
 from bayescale.model.likelihoods import Likelihood, get_likelihood
+from bayescale.model.misfit import (
+    MISFIT_SITES,
+    Misfit,
+    MisfitCoords,
+    draw_indicator,
+    resolve_misfit,
+)
 from bayescale.model.priors import Prior, Priors, resolve_priors
 
 __all__ = ["ManyFits", "fit_many", "curve_keys", "run_chunk"]
@@ -328,6 +335,7 @@ def run_chunk(
     starts: Mapping[str, np.ndarray],
     args: tuple[Any, ...],
     tick: Any = None,
+    misfit: Misfit | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run the vectorised sampler on one chunk of curves (locally or on a Dask worker).
 
@@ -335,7 +343,7 @@ def run_chunk(
     ----------
     law, families, noise, settings
         What shapes the compiled program: the law, the priors' families, the likelihood and
-        the sampler's settings.
+        the sampler's settings (and ``misfit``, the misfit's settings or None).
     keys : ndarray
         ``(curve, chain, 2)`` chain keys (`curve_keys`).
     jitter_key : ndarray
@@ -346,13 +354,15 @@ def run_chunk(
         The model's arguments with a leading curve axis (padded runs, mask, hyper-parameters).
     tick : callable, optional
         Called with no argument after each compiled call (`calls` of them): a progress bar's.
+    misfit : Misfit, optional
+        The misfit part of each curve's model (`bayescale.model.build.build_model`).
 
     Returns
     -------
     sites, stats : dict
         Every site and the sampler statistics, ``(curve, chain, draw, ...)``, numpy arrays.
     """
-    model = build_model(_same_law(law), families, noise)
+    model = build_model(_same_law(law), families, noise, misfit)
     starts = dict(starts)
     n = len(keys)
     # every compiled call runs BLOCK curves (the last block padded with copies), whatever
@@ -464,9 +474,16 @@ class ManyFits:
         return self.tree["posterior"].to_dataset()
 
     @property
+    def misfit(self) -> Misfit | None:
+        """The misfit model's settings (every curve's), or None for the exact law."""
+        text = self.tree.attrs.get("misfit", "")
+        return Misfit.from_json(text) if text else None
+
+    @property
     def param_names(self) -> list[str]:
-        """Reported parameters: the law's and ``sigma``."""
-        return [*self.law.param_names, "sigma"]
+        """Reported parameters: the law's, ``sigma`` and the misfit's scales."""
+        scales = [k for k in MISFIT_SITES if k in self.tree["posterior"].data_vars]
+        return [*self.law.param_names, "sigma", *scales]
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -494,6 +511,9 @@ class ManyFits:
         )
         post = self.tree["posterior"].to_dataset().sel(group=name)
         samples = {k: np.asarray(post[k].values) for k in post.data_vars}
+        index = self.groups.index(name)
+        seed = int(attrs["seed"])
+        samples = draw_indicator(samples, seed, index)  # Misfit(p_exact > 0): one stream a curve
         st = self.tree["sample_stats"].to_dataset().sel(group=name)
         stats = {
             "diverging": st["diverging"].values,
@@ -503,10 +523,16 @@ class ManyFits:
             "potential_energy": -st["lp"].values,
         }
         families = tuple((k, p.family) for k, p in priors.items())
-        model = build_model(self.law, families, noise)
-        inputs = model_inputs(self.law, data, priors)
+        spec = self.misfit
+        model = build_model(self.law, families, noise, spec)
+        extra: dict[str, str] = {}
+        coords = None
+        if spec is not None:
+            extra["misfit"] = spec.to_json()
+            extra["misfit_coords"] = json.loads(attrs["curve_misfit_coords"])[name]
+            coords = MisfitCoords.from_json(extra["misfit_coords"])
+        inputs = model_inputs(self.law, data, priors, misfit=spec is not None, coords=coords)
         centre = {v: float(c) for v, c in inputs.centre.items()}
-        seed = int(attrs["seed"])
         meta = provenance(
             self.law,
             data,
@@ -523,7 +549,8 @@ class ManyFits:
             init="Laplace draws around the best mode of the chains' Adam searches",
             chain_method="jittered HMC vectorised over chains and curves (bayescale.fit_many)",
             group=name,
-            curve_index=self.groups.index(name),
+            curve_index=index,
+            **extra,
         )
         loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
         tree = build_tree(samples, stats, loglik, data, self.law, meta, posterior_predictive=rep)
@@ -689,7 +716,7 @@ def fit_many(
     num_chains: int = 4,
     num_warmup: int = 1000,
     num_samples: int = 1000,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     seed: int = 0,
     chunk_size: int | None = None,
     client: Any = None,
@@ -698,6 +725,7 @@ def fit_many(
     breaks: int | None = None,
     dropna: bool = False,
     progress_bar: bool | None = None,
+    misfit: Misfit | bool | None = None,
 ) -> ManyFits:
     """Fit one law to every curve of a table, independently, in one vectorised sampler.
 
@@ -725,8 +753,9 @@ def fit_many(
     num_chains, num_warmup, num_samples : int
         Chains, warm-up iterations and draws per chain of every curve (defaults 4, 1000,
         1000).
-    target_accept : float, default 0.8
-        Target mean acceptance probability of each curve's step size.
+    target_accept : float, optional
+        Target mean acceptance probability of each curve's step size; default 0.8, and 0.9
+        with ``misfit`` (as `bayescale.inference.fit`).
     seed : int, default 0
         Curve ``i`` of the sorted groups samples with keys from ``(seed, i)`` only.
     chunk_size : int, optional
@@ -748,6 +777,9 @@ def fit_many(
     progress_bar : bool, optional
         Show the sampler's progress (compiled calls; chunks on a cluster); default in a
         terminal or a notebook. It changes nothing in the draws.
+    misfit : Misfit, bool or None, default None
+        Model each curve's own misfit, as `bayescale.inference.fit` does (the same model part:
+        each curve's walk over its own fitted range, its own scales).
 
     Returns
     -------
@@ -822,6 +854,9 @@ def fit_many(
             "For example client=distributed.Client(distributed.LocalCluster(n_workers=2))."
         )
     noise = get_likelihood(likelihood, nu=nu)
+    spec = resolve_misfit(misfit)
+    if target_accept is None:
+        target_accept = 0.8 if spec is None else 0.9
     settings = HmcSettings(num_chains, num_warmup, num_samples, target_accept)
     law_ = get_law(law, variable=variable, breaks=breaks)
     mapping = dict(columns or {})
@@ -836,13 +871,13 @@ def fit_many(
         )
     names = sorted(scaling.table["group"].unique())
     by_group = dict(iter(scaling.table.groupby("group", sort=True)))
-    curves = [_curve(by_group[g], g, law_, priors, noise.name) for g in names]
+    curves = [_curve(by_group[g], g, law_, priors, noise.name, spec) for g in names]
     curve_priors = {g: p for g, (_, p) in zip(names, curves, strict=True)}
     families = {tuple((k, p.family) for k, p in pri.items()) for _, pri in curves}
     if len(families) > 1:  # pragma: no cover - defaults share families; user priors are common
         raise OptionError("every curve must have priors of the same families.")
     (families_,) = families
-    args, starts = _stack(law_, curves, settings.num_chains)
+    args, starts = _stack(law_, curves, settings.num_chains, spec)
     keys = curve_keys(seed, np.arange(len(names)), settings.num_chains)
     show = progress_default() if progress_bar is None else bool(progress_bar)
     sites, stats = _run(
@@ -857,6 +892,7 @@ def fit_many(
         chunk_size,
         client,
         show,
+        spec,
     )
     tree = _many_tree(names, sites, stats)
     tree.attrs.update(
@@ -873,6 +909,10 @@ def fit_many(
             "data_source": scaling.source,
         }
     )
+    if spec is not None:  # each curve's walk spans its own runs
+        tree.attrs["misfit"] = spec.to_json()
+        per_curve = {g: c.coords.to_json() for g, (c, _) in zip(names, curves, strict=True)}
+        tree.attrs["curve_misfit_coords"] = json.dumps(per_curve)
     result = ManyFits(tree, law_, curve_priors, scaling)
     problems = result.problems()
     if problems:
@@ -888,7 +928,12 @@ def fit_many(
 
 
 def _curve(
-    table: pd.DataFrame, name: str, law: Law, priors: Mapping[str, Prior] | None, noise: str
+    table: pd.DataFrame,
+    name: str,
+    law: Law,
+    priors: Mapping[str, Prior] | None,
+    noise: str,
+    misfit: Misfit | None = None,
 ) -> tuple[Any, Priors]:
     """One curve's unpadded model inputs and priors, validated like `bayescale.inference.fit`'s."""
     sub = ScalingData(table=table.reset_index(drop=True))
@@ -897,11 +942,11 @@ def _curve(
     except DataError as exc:
         raise DataError(f"group {name!r}: {exc}") from exc
     pri = resolve_priors(law, sub, priors, noise)
-    return model_inputs(law, sub, pri, pad=False), pri
+    return model_inputs(law, sub, pri, pad=False, misfit=misfit is not None), pri
 
 
 def _stack(
-    law: Law, curves: list[tuple[Any, Priors]], num_chains: int
+    law: Law, curves: list[tuple[Any, Priors]], num_chains: int, misfit: Misfit | None = None
 ) -> tuple[tuple[Any, ...], dict[str, np.ndarray]]:
     """The model's arguments of every curve padded to the longest and stacked; the starts."""
     width = max(inputs.n_runs for inputs, _ in curves)
@@ -922,8 +967,15 @@ def _stack(
         k: tuple(np.stack([c.hyper[k][j] for c, _ in curves]).astype(f32) for j in range(len(v)))
         for k, v in first.items()
     }
-    args = (logx, centre, hyper, log_loss, mask, None)
-    per_curve = [start_from_prior(law, pri, num_chains) for _, pri in curves]
+    mf = None
+    if misfit is not None:  # each curve's coordinates; padding rows at 0, masked out
+        mf = {k: np.zeros((len(curves), width), f32) for k in ("t", "r")}
+        for i, (inputs, _) in enumerate(curves):
+            for k in ("t", "r"):
+                mf[k][i, : inputs.n_runs] = inputs.misfit[k]
+        mf["half"] = np.stack([c.misfit["half"] for c, _ in curves]).astype(f32)
+    args = (logx, centre, hyper, log_loss, mask, mf)
+    per_curve = [start_from_prior(law, pri, num_chains, misfit) for _, pri in curves]
     starts = {k: np.stack([s[k] for s in per_curve]) for k in per_curve[0]}
     return args, starts
 
@@ -947,6 +999,7 @@ def _run(
     chunk_size: int | None,
     client: Any,
     progress: bool,
+    misfit: Misfit | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every curve's draws, chunk by chunk, locally or on the client's workers.
 
@@ -963,7 +1016,7 @@ def _run(
         from distributed import as_completed
 
         futures = [
-            client.submit(run_chunk, law, families, noise, settings, *p, pure=False)
+            client.submit(run_chunk, law, families, noise, settings, *p, None, misfit, pure=False)
             for p in payloads
         ]
         with progress_bar(len(futures), f"fit_many: {n} curves", progress) as bar:
@@ -973,7 +1026,9 @@ def _run(
     else:  # in this process, on JAX's default device (a GPU when there is one)
         total = sum(calls(len(i), settings) for i in chunks)
         with progress_bar(total, f"fit_many: {n} curves", progress) as bar:
-            results = [run_chunk(law, families, noise, settings, *p, bar.update) for p in payloads]
+            results = [
+                run_chunk(law, families, noise, settings, *p, bar.update, misfit) for p in payloads
+            ]
     sites = {k: np.concatenate([r[0][k] for r in results])[:n] for k in results[0][0]}
     stats: dict[str, Any] = {
         k: np.concatenate([r[1][k] for r in results])[:n] for k in results[0][1]

@@ -862,6 +862,9 @@ def build_tree(
     if groups is not None:
         coords["group"] = np.asarray(list(groups), dtype=str)
         dims.update({k: ["group"] for k, v in posterior.items() if v.ndim == 3})
+        for k, v in posterior.items():
+            if k.endswith("_knots") and v.ndim == 4:  # each group's misfit walk (scales shared)
+                dims[k] = ["group", "knot"]
     if stats is not None:
         groups_["sample_stats"] = {
             "diverging": np.asarray(stats["diverging"]).astype(bool),

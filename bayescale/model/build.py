@@ -1,4 +1,7 @@
-"""The numpyro model built from a law, its priors and a likelihood on log loss.
+"""The one numpyro model of every path, composed of parts (`build_model`).
+
+The parts: the law with its priors, a group structure (pooling), the misfit and the
+observation model.
 
 Notes
 -----
@@ -49,8 +52,10 @@ __all__ = [
     "ModelInputs",
     "bucket_size",
     "build_model",
+    "curve_params",
     "internal_sites",
     "model_inputs",
+    "observe",
 ]
 
 OBS = "loss"
@@ -178,62 +183,117 @@ def build_model(
     families: tuple[tuple[str, str], ...],
     likelihood: Likelihood,
     misfit: Misfit | None = None,
+    groups: Any = None,
 ) -> Any:
-    """Return the numpyro model ``model(logx, centre, hyper, log_loss, mask, misfit_inputs)``.
+    """Return the numpyro model ``model(logx, centre, hyper, log_loss, mask, mf, gidx)``.
 
-    Cached on its static structure (law, prior families, likelihood, misfit settings), so
+    The one model of every path, composed of parts:
+
+    - the **law with its priors**: one curve's parameters (`curve_params`), or, with
+      ``groups``, a **group structure** that draws each group's parameters
+      (`bayescale.model.hierarchy.GroupStructure`: pooling) and hands each run its group's;
+    - the **misfit** (optional): `bayescale.model.misfit.sample_delta`, one walk per curve or
+      per group, its scales shared;
+    - the **observation model**: `observe` with a registered `Likelihood`.
+
+    A single fit, a grouped fit and each curve of `bayescale.inference.many.fit_many` build from
+    here, so a new likelihood or misfit form written once works on every path. Cached on its
+    static structure (law, prior families, likelihood, misfit settings, group structure), so
     repeated fits reuse one function object and therefore one compiled sampler. Rows with
-    ``mask`` False (padding, held-out runs) do not enter the likelihood. With ``misfit``, the
-    law's log loss is shifted by the misfit ``delta`` of `bayescale.model.misfit` (with a tilt along
-    tokens per parameter when the law has ``n_params`` and ``n_tokens``).
+    ``mask`` False (padding, held-out runs) do not enter the likelihood. ``mf`` holds the
+    misfit's inputs (`ModelInputs.misfit`), ``gidx`` each run's group index (grouped models).
+    """
+    import jax.numpy as jnp
+
+    family = dict(families)
+    tilt = {"n_params", "n_tokens"} <= set(law.variables)
+    ridged = ridge_map(law, family) if groups is None else groups.geometry()
+    expand = groups is not None and ridged is None  # numpyro's coordinates: spreads expanded
+
+    def model(logx, centre, hyper, log_loss=None, mask=None, mf=None, gidx=None):  # type: ignore[no-untyped-def]
+        g = None
+        if groups is None:
+            values = curve_params(law, family, hyper, centre)
+        else:  # each group's parameters, handed to its runs
+            g = gidx.astype(jnp.int32)
+            values = {k: v[g] for k, v in groups.sample(hyper, centre, expand).items()}
+        sigma = values.pop("sigma")
+        mu = law.fn(values, logx)
+        n_groups = 0 if groups is None else groups.n_groups
+        observe(likelihood, misfit, tilt, mu, sigma, log_loss, mask, mf, g, n_groups)
+
+    model.ridge = ridged  # the samplers' change of variables (or None)
+    model.expand = expand
+    return model
+
+
+def curve_params(law: Law, family: Mapping[str, str], hyper: Any, centre: Any) -> dict[str, Any]:
+    """The law-with-priors part of one curve: sample its parameters and ``sigma`` (numpyro).
+
+    Amplitudes and scales are sampled centred at the data (``<name>_c``, see the module notes),
+    break locations jointly as sorted positions in their range.
     """
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
-    family = dict(families)
     locations = [p for p in law.params if p.role == "location"]
+    values: dict[str, Any] = {}
+    for p in law.params:
+        if p.role == "location":
+            continue
+        prior = make_distribution(family[p.name], *hyper[p.name])
+        if p.role in ("amplitude", "scale"):
+            raw = numpyro.sample(f"{p.name}_c", prior)
+            coef = values[p.exponent] if p.role == "amplitude" else 1.0
+            # clipped so that float32 cannot overflow (|log value| <= 85) far in the tails
+            value = jnp.exp(jnp.clip(jnp.log(raw) + coef * centre[p.variable], -85.0, 85.0))
+            values[p.name] = numpyro.deterministic(p.name, value)
+        else:
+            values[p.name] = numpyro.sample(p.name, prior)
+    if locations:
+        low, high = (jnp.log(v) for v in hyper[locations[0].name])
+        weights = numpyro.sample("_breaks", dist.Dirichlet(jnp.ones(len(locations) + 1)))
+        positions = jnp.cumsum(weights)[: len(locations)]
+        for i, p in enumerate(locations):
+            value = jnp.exp(low + (high - low) * positions[i])
+            values[p.name] = numpyro.deterministic(p.name, value)
+    values["sigma"] = numpyro.sample("sigma", make_distribution(family["sigma"], *hyper["sigma"]))
+    return values
 
-    tilt = {"n_params", "n_tokens"} <= set(law.variables)
 
-    def model(logx, centre, hyper, log_loss=None, mask=None, mf=None):  # type: ignore[no-untyped-def]
-        values: dict[str, Any] = {}
-        for p in law.params:
-            if p.role == "location":
-                continue
-            prior = make_distribution(family[p.name], *hyper[p.name])
-            if p.role in ("amplitude", "scale"):
-                raw = numpyro.sample(f"{p.name}_c", prior)
-                coef = values[p.exponent] if p.role == "amplitude" else 1.0
-                # clipped so that float32 cannot overflow (|log value| <= 85) far in the tails
-                value = jnp.exp(jnp.clip(jnp.log(raw) + coef * centre[p.variable], -85.0, 85.0))
-                values[p.name] = numpyro.deterministic(p.name, value)
-            else:
-                values[p.name] = numpyro.sample(p.name, prior)
-        if locations:
-            low, high = (jnp.log(v) for v in hyper[locations[0].name])
-            weights = numpyro.sample("_breaks", dist.Dirichlet(jnp.ones(len(locations) + 1)))
-            positions = jnp.cumsum(weights)[: len(locations)]
-            for i, p in enumerate(locations):
-                value = jnp.exp(low + (high - low) * positions[i])
-                values[p.name] = numpyro.deterministic(p.name, value)
-        sigma = numpyro.sample("sigma", make_distribution(family["sigma"], *hyper["sigma"]))
-        mu = law.fn(values, logx)
-        n_runs = next(iter(logx.values())).shape[0]
-        if misfit is not None:
-            delta = sample_delta(misfit, tilt, mf)
-            if misfit.p_exact > 0 and log_loss is not None:
-                on, mask = _mixture(likelihood, misfit.p_exact, mu, delta, sigma, log_loss, mask)
-                delta = on * delta
-            mu = mu + delta
-        with numpyro.plate("run", n_runs):
-            noise = likelihood.distribution(mu, sigma)
-            if mask is not None:
-                noise = noise.mask(mask)
-            numpyro.sample(OBS, noise, obs=log_loss)
+def observe(
+    likelihood: Likelihood,
+    misfit: Misfit | None,
+    tilt: bool,
+    mu: Any,
+    sigma: Any,
+    log_loss: Any,
+    mask: Any,
+    mf: Any,
+    group: Any = None,
+    n_groups: int = 0,
+) -> None:
+    """The misfit and observation parts (numpyro), written once for every model.
 
-    model.ridge = ridge_map(law, family)  # the samplers' change of variables (or None)
-    return model
+    ``mu`` and ``sigma`` are the law's log loss and the noise scale at each run. With
+    ``misfit`` the location is shifted by its ``delta`` (one walk per group where ``group``
+    gives each run's group index), and the runs where ``mask`` is True are scored by
+    ``likelihood`` at the ``loss`` site.
+    """
+    import numpyro
+
+    if misfit is not None:
+        delta = sample_delta(misfit, tilt, mf, group, n_groups)
+        if misfit.p_exact > 0 and log_loss is not None:
+            on, mask = _mixture(likelihood, misfit.p_exact, mu, delta, sigma, log_loss, mask)
+            delta = on * delta
+        mu = mu + delta
+    with numpyro.plate("run", mu.shape[0]):
+        noise = likelihood.distribution(mu, sigma)
+        if mask is not None:
+            noise = noise.mask(mask)
+        numpyro.sample(OBS, noise, obs=log_loss)
 
 
 def _mixture(

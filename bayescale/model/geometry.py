@@ -76,8 +76,9 @@ class RidgeMap:
         The floor prior's family (its support gives the floor's unconstrained transform);
         unused where the floor is pooled.
     grouped : bool
-        The sites are vectors over groups (`bayescale.model.hierarchy`'s model, whose arguments
-        are ``(logx, gidx, centre, hyper, log_loss, mask)``), each group with its own map.
+        The sites are vectors over groups (`bayescale.model.build.build_model` with a group
+        structure, whose last argument ``gidx`` gives each run's group), each group with its own
+        map.
     pooled : tuple of str
         Those of the three parameters drawn from a population (partial pooling): their sites
         are the standardised effects ``_<name>_z``, with ``<name>_mu`` and ``<name>_tau``.
@@ -139,10 +140,8 @@ class RidgeMap:
         import jax.numpy as jnp
         from numpyro.distributions.transforms import biject_to
 
-        if self.grouped:
-            logx, gidx, centre, hyper, log_loss, mask = args
-        else:
-            (logx, _, hyper, log_loss, mask), gidx, centre = args[:5], None, None
+        logx, centre, hyper, log_loss, mask = args[:5]  # the arguments of `build_model`
+        gidx = args[6] if self.grouped else None
         pop = {
             name: (v[where[f"{name}_mu"]], jnp.exp(v[where[f"{name}_tau"]]))
             for name in (*self.pooled, *self.centred)

@@ -45,11 +45,15 @@ Pooling (``pooling=``):
 A **new group** (`group_draws` with ``group=None``) draws ``z ~ N(0, 1)`` per posterior draw:
 the population predictive distribution of a family with no runs yet. It needs every law
 parameter and ``sigma`` pooled.
+
+The model is `bayescale.model.build.build_model` with a `GroupStructure`: the structure draws
+each group's parameters, the misfit and observation parts are those of the single-curve model.
+With a misfit each group has its own walk over its own runs and the walks' scales are shared
+(a new group draws a fresh walk from them).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -61,11 +65,18 @@ import numpy as np
 from bayescale import streams
 from bayescale.errors import DataError, OptionError, PlausibilityWarning, PriorError, warn
 from bayescale.io.data import ScalingData
-from bayescale.model.build import OBS, bucket_size
+from bayescale.model.build import bucket_size, build_model
 from bayescale.model.distributions import Prior, make_distribution
 from bayescale.model.geometry import ridge_map
 from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood
+from bayescale.model.misfit import (
+    MISFIT_SITES,
+    Misfit,
+    MisfitCoords,
+    misfit_coords,
+    new_walk_knots,
+)
 from bayescale.model.priors import Priors, resolve_priors
 
 __all__ = [
@@ -73,6 +84,7 @@ __all__ = [
     "POOLINGS",
     "TAU_SCALES",
     "GroupInputs",
+    "GroupStructure",
     "build_group_model",
     "default_pool",
     "expanded",
@@ -213,6 +225,11 @@ class GroupInputs:
         Boolean ``(bucket,)``: the scored rows.
     n_runs : int
         The number of real runs.
+    misfit : dict or None
+        The misfit's inputs: ``t`` and ``r`` per row, each in its own group's coordinates, and
+        ``half`` per group; None for the exact law.
+    coords : dict or None
+        Group label -> `MisfitCoords` of its runs (None without misfit).
     """
 
     logx: Mapping[str, np.ndarray]
@@ -222,16 +239,19 @@ class GroupInputs:
     log_loss: np.ndarray | None
     mask: np.ndarray
     n_runs: int
+    misfit: Mapping[str, np.ndarray] | None = None
+    coords: Mapping[str, MisfitCoords] | None = None
 
     def args(self, mask: np.ndarray | None = None) -> tuple[Any, ...]:
         """Positional arguments of the model (optionally with another observation mask)."""
         return (
             dict(self.logx),
-            self.gidx,
             dict(self.centre),
             dict(self.hyper),
             self.log_loss,
             self.mask if mask is None else mask,
+            None if self.misfit is None else dict(self.misfit),
+            self.gidx,
         )
 
 
@@ -283,6 +303,7 @@ def group_inputs(
     priors: Mapping[str, Prior] | None,
     likelihood: str,
     floor: str = "log",
+    misfit: bool = False,
 ) -> tuple[GroupInputs, Priors, dict[str, dict[str, float]]]:
     """The model's arrays, the printable priors and each group's centre.
 
@@ -292,7 +313,8 @@ def group_inputs(
     parameter the prior of the population median, moment-matched on its log) or
     ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log). ``floor``
     (`FLOOR_POOLINGS`) says how a pooled floor is pooled: ``"log"`` its log, ``"share"`` the
-    logit of its share of each group's smallest loss (the module notes).
+    logit of its share of each group's smallest loss (the module notes). With ``misfit``, each
+    group's misfit coordinates come from its own runs (its walk spans its own range).
     """
     if floor not in FLOOR_POOLINGS:
         raise OptionError(f"floor pooling is one of {FLOOR_POOLINGS}; received {floor!r}.")
@@ -382,7 +404,17 @@ def group_inputs(
     log_loss[:n] = np.log(data.loss)
     mask = np.zeros(size, bool)
     mask[:n] = True
-    inputs = GroupInputs(logx, gidx_, centre_arr, hyper, log_loss, mask, n)
+    extra = coords = None
+    if misfit:
+        extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
+        coords = {}
+        for i, g in enumerate(labels):
+            rows = np.flatnonzero(gidx == i)
+            cols = {c: data.column(c)[rows] for c in law.variables}
+            coords[g] = misfit_coords(law.variables, cols)
+            extra["t"][rows], extra["r"][rows] = coords[g].scaled(cols)
+        extra["half"] = np.array([coords[g].half for g in labels], f32)
+    inputs = GroupInputs(logx, gidx_, centre_arr, hyper, log_loss, mask, n, extra, coords)
     return inputs, out, centres
 
 
@@ -403,54 +435,66 @@ def _is_real(law: Law, priors: Priors, name: str) -> bool:
     return _role(law, name) in ("exponent_change",)
 
 
-@functools.lru_cache(maxsize=16)
-def build_group_model(
-    law: Law,
-    families: tuple[tuple[str, str], ...],
-    pool: tuple[str, ...],
-    real: tuple[str, ...],
-    likelihood: Likelihood,
-    n_groups: int,
-    ridge: bool = True,
-) -> Any:
-    """The numpyro model ``model(logx, gidx, centre, hyper, log_loss, mask)`` of many groups.
+@dataclass(frozen=True)
+class GroupStructure:
+    """The group structure part of `bayescale.model.build.build_model`: pooling across groups.
 
-    ``families`` gives the prior family of each per-group parameter; ``pool`` the pooled
-    parameters (non-centred, see the module notes); ``real`` those of them pooled on the real
-    line (the rest in logs). Sites: ``<name>_mu``, ``<name>_tau`` (population), ``_<name>_z``
-    (standardised group effects), ``<name>`` over ``group`` (papers' units; ``<name>_c`` for a
-    per-group amplitude's centred value) and ``loss`` over runs.
+    It supplies each group's law parameters and ``sigma`` (`sample`); the model hands each run
+    its group's, then adds the misfit and observation parts it shares with the single-curve
+    model. Hashable: it shapes the compiled model.
 
-    Where the sampler runs in numpyro's coordinates (no ridge map: ``ridge=False``, or a law
-    the map does not apply to), each spread is **parameter-expanded** (``model.expand``): the
-    sampled site is ``_<name>_w ~ N(0, 1)``, the group effects are ``mu + s w z`` and
-    ``<name>_tau = s |w|`` is a deterministic site (the same HalfNormal(s) prior and
-    posterior). A spread near 0 is then an interior point the chains cross, not the far end
-    of ``log tau`` (Gelman 2006; Liu, Rubin and Wu 1998), and the spreads mix better (figures
-    in the design notes, *Measurements behind the code*).
+    Attributes
+    ----------
+    law : Law
+        The law.
+    families : tuple
+        ``(name, family)`` of each per-group parameter's prior.
+    pool : tuple of str
+        The pooled parameters (non-centred, see the module notes).
+    real : tuple of str
+        Those of them pooled on the real line (the rest in logs).
+    n_groups : int
+        The number of groups.
+    ridge : bool
+        Sample in the ridge coordinates of `bayescale.model.geometry` where the law has them.
     """
-    import jax
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
 
-    family = dict(families)
-    params = [p for p in law.params if p.role != "location"]
-    roles = {p.name: p for p in params}
-    # the samplers' change of variables, per group (`bayescale.model.geometry`): with its own priors
-    # the same as a separate fit's; pooled parameters through their population
-    pooled = tuple(n for n in pool if n not in real)
-    centred_sites = tuple(n for n in pooled if _role(law, n) in _CENTRED)
-    ridged = None
-    if ridge:
-        ridged = ridge_map(
-            law, family, grouped=True, pooled=pooled, centred=centred_sites,
-            min_runs=centred_min_runs(law),
+    law: Law
+    families: tuple[tuple[str, str], ...]
+    pool: tuple[str, ...]
+    real: tuple[str, ...]
+    n_groups: int
+    ridge: bool = True
+
+    def geometry(self) -> Any:
+        """The samplers' change of variables per group (`ridge_map`), or None.
+
+        With its own priors the same as a separate fit's; pooled parameters through their
+        population.
+        """
+        if not self.ridge:
+            return None
+        pooled = tuple(n for n in self.pool if n not in self.real)
+        centred = tuple(n for n in pooled if _role(self.law, n) in _CENTRED)
+        return ridge_map(
+            self.law, dict(self.families), grouped=True, pooled=pooled, centred=centred,
+            min_runs=centred_min_runs(self.law),
         )  # fmt: skip
-    expand = ridged is None  # numpyro's coordinates: the spreads parameter-expanded
 
-    def model(logx, gidx, centre, hyper, log_loss=None, mask=None):  # type: ignore[no-untyped-def]
-        g = gidx.astype(jnp.int32)
+    def sample(self, hyper: Any, centre: Any, expand: bool) -> dict[str, Any]:
+        """Sample the populations and each group's parameters and ``sigma``: ``(groups,)`` each.
+
+        With ``expand`` each spread is parameter-expanded (see `build_group_model`).
+        """
+        import jax
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+
+        law, pool, real = self.law, self.pool, self.real
+        family = dict(self.families)
+        params = [p for p in law.params if p.role != "location"]
+        roles = {p.name: p for p in params}
         pop = {}
         for name in pool:
             mu = numpyro.sample(f"{name}_mu", dist.Normal(*hyper[f"{name}_mu"]))
@@ -463,7 +507,7 @@ def build_group_model(
             tau = numpyro.sample(f"{name}_tau", dist.HalfNormal(*hyper[f"{name}_tau"]))
             pop[name] = (mu, tau)
         values: dict[str, Any] = {}
-        with numpyro.plate("group", n_groups):
+        with numpyro.plate("group", self.n_groups):
             for name in (*(p.name for p in params), "sigma"):
                 p = roles.get(name)
                 centred = p is not None and p.role in ("amplitude", "scale")
@@ -492,17 +536,39 @@ def build_group_model(
                 coef = values[p.exponent] if p.role == "amplitude" else 1.0
                 value = jnp.exp(jnp.clip(log_raw + coef * centre[p.variable], -85.0, 85.0))
                 values[name] = numpyro.deterministic(name, value)
-        run_params = {k: v[g] for k, v in values.items() if k != "sigma"}
-        mu_run = law.fn(run_params, logx)
-        n_rows = g.shape[0]
-        with numpyro.plate("run", n_rows):
-            noise = likelihood.distribution(mu_run, values["sigma"][g])
-            if mask is not None:
-                noise = noise.mask(mask)
-            numpyro.sample(OBS, noise, obs=log_loss)
+        return values
 
-    model.ridge, model.expand = ridged, expand
-    return model
+
+def build_group_model(
+    law: Law,
+    families: tuple[tuple[str, str], ...],
+    pool: tuple[str, ...],
+    real: tuple[str, ...],
+    likelihood: Likelihood,
+    n_groups: int,
+    ridge: bool = True,
+    misfit: Misfit | None = None,
+) -> Any:
+    """The model of many groups: `build_model` with a `GroupStructure`.
+
+    Its arguments are ``(logx, centre, hyper, log_loss, mask, mf, gidx)`` (`GroupInputs.args`).
+    ``families`` gives the prior family of each per-group parameter; ``pool`` the pooled
+    parameters (non-centred, see the module notes); ``real`` those of them pooled on the real
+    line (the rest in logs). Sites: ``<name>_mu``, ``<name>_tau`` (population), ``_<name>_z``
+    (standardised group effects), ``<name>`` over ``group`` (papers' units; ``<name>_c`` for a
+    per-group amplitude's centred value), the misfit's (its scales shared by the groups, a walk
+    per group) and ``loss`` over runs.
+
+    Where the sampler runs in numpyro's coordinates (no ridge map: ``ridge=False``, or a law
+    the map does not apply to), each spread is **parameter-expanded** (``model.expand``): the
+    sampled site is ``_<name>_w ~ N(0, 1)``, the group effects are ``mu + s w z`` and
+    ``<name>_tau = s |w|`` is a deterministic site (the same HalfNormal(s) prior and
+    posterior). A spread near 0 is then an interior point the chains cross, not the far end
+    of ``log tau`` (Gelman 2006; Liu, Rubin and Wu 1998), and the spreads mix better (figures
+    in the design notes, *Measurements behind the code*).
+    """
+    structure = GroupStructure(law, families, pool, real, n_groups, ridge)
+    return build_model(law, families, likelihood, misfit, structure)
 
 
 def ran_away(mode: Mapping[str, np.ndarray], priors: Priors, pool: Sequence[str]) -> bool:
@@ -604,11 +670,12 @@ def model_for(
     likelihood: Likelihood,
     n_groups: int,
     ridge: bool = True,
+    misfit: Misfit | None = None,
 ) -> Any:
     """`build_group_model` for a fit's priors and pool (cached on their structure)."""
     real = tuple(n for n in pool if _is_real(law, priors, n))
     return build_group_model(
-        law, _families(law, priors, pool), tuple(pool), real, likelihood, n_groups, ridge
+        law, _families(law, priors, pool), tuple(pool), real, likelihood, n_groups, ridge, misfit
     )
 
 
@@ -629,11 +696,25 @@ def _typical(prior: Prior) -> float:
 
 
 def group_start(
-    law: Law, priors: Priors, pool: Sequence[str], labels: Sequence[str], num_chains: int
+    law: Law,
+    priors: Priors,
+    pool: Sequence[str],
+    labels: Sequence[str],
+    num_chains: int,
+    misfit: Misfit | None = None,
 ) -> dict[str, np.ndarray]:
-    """Sample-site values at the priors' typical values (zero group effects), one row per chain."""
-    out: dict[str, np.ndarray] = {}
+    """Sample-site values at the priors' typical values (zero group effects), one row per chain.
+
+    With ``misfit``, its shared scales start at their priors' medians and every group's walk
+    flat.
+    """
     n = len(labels)
+    out: dict[str, np.ndarray] = {}
+    if misfit is not None:
+        tilt = {"n_params", "n_tokens"} <= set(law.variables)
+        for name in ("level", "tilt") if tilt else ("level",):
+            out[f"misfit_{name}"] = np.full(num_chains, 0.6745 * getattr(misfit, name))
+            out[f"_misfit_{name}_w"] = np.zeros((num_chains, n, misfit.knots - 2))
     for name in (*law.param_names, "sigma"):
         if name in pool:
             out[f"{name}_mu"] = np.full(num_chains, priors[f"{name}_mu"].values[0])
@@ -653,6 +734,7 @@ def lone_start(
     labels: Sequence[str],
     inputs: GroupInputs,
     lone: Sequence[Any],
+    misfit: Misfit | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Sample-site values (one row) assembled from the groups' lone MAP fits: the joint MAP's start.
 
@@ -667,7 +749,7 @@ def lone_start(
     """
     if sum(f is not None for f in lone) < 2:
         return None
-    cold = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1).items()}
+    cold = {k: v[0] for k, v in group_start(law, priors, pool, labels, 1, misfit).items()}
     roles = {p.name: p for p in law.params}
     out = dict(cold)
 
@@ -715,7 +797,10 @@ def group_draws(
 
     ``group`` is a label of the fit, or None for a new group drawn from the population: each
     posterior draw of ``(mu, tau)`` gets its own ``z ~ N(0, 1)`` from
-    the stream ``new_group`` of ``seed`` (`bayescale.streams`).
+    the stream ``new_group`` of ``seed`` (`bayescale.streams`). With a misfit, the draws hold
+    its sites: the shared scales and the group's walk (``misfit_<name>_knots``), or for a new
+    group a fresh walk per draw of the scales, from the stream ``new_group_misfit``, over the
+    range of every fitted run.
 
     Raises
     ------
@@ -737,6 +822,10 @@ def group_draws(
                 "group=None for a new group drawn from the population."
             )
         draws = {k: np.asarray(post[k].sel(group=group).values, np.float64) for k in names}
+        for k in post.data_vars:  # the misfit: its shared scales and this group's walk
+            if k.startswith("misfit_"):
+                v = post[k].sel(group=group) if "group" in post[k].dims else post[k]
+                draws[k] = np.asarray(v.values, np.float64)
         return draws, centres[group]
     missing = [n for n in names if n not in pool]
     if attrs.get("pooling") != "partial" or missing:
@@ -763,6 +852,18 @@ def group_draws(
             out[name] = bound / (1.0 + np.exp(-t))
         else:
             out[name] = t if name in real else np.exp(np.clip(t, -700, 700))
+    if attrs.get("misfit"):  # a fresh walk per draw from the shared scales (`new_walk_knots`)
+        spec = Misfit.from_json(attrs["misfit"])
+        half = MisfitCoords.from_json(attrs["new_group_misfit_coords"]).half
+        walks = streams.rng(seed, "new_group_misfit")
+        for k in post.data_vars:
+            if k.startswith("misfit_") and "group" not in post[k].dims:
+                out[k] = np.asarray(post[k].values, np.float64)
+        for name in MISFIT_SITES:
+            if name in out:
+                scale = out[name]
+                knots = new_walk_knots(spec, half, scale, walks)
+                out[f"{name}_knots"] = knots.reshape(*scale.shape, spec.knots)
     return out, common
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bayescale import streams
-from bayescale.errors import OptionError
+from bayescale.errors import OptionError, OptionTypeError
 
 __all__ = [
     "MISFIT_SITES",
@@ -50,6 +50,9 @@ __all__ = [
     "draw_indicator",
     "misfit_coords",
     "misfit_draws_at",
+    "new_walk_knots",
+    "resolve_misfit",
+    "sample_delta",
 ]
 
 #: reported scales of the misfit (posterior variables)
@@ -111,6 +114,26 @@ class Misfit:
     def from_json(cls, text: str) -> Misfit:
         """Inverse of `to_json`."""
         return cls(**json.loads(text))
+
+
+def resolve_misfit(misfit: Misfit | bool | None) -> Misfit | None:
+    """The settings of a verb's ``misfit=`` argument: None (the exact law), True or a `Misfit`.
+
+    Raises
+    ------
+    OptionTypeError
+        For anything else.
+    """
+    if misfit is None or misfit is False:
+        return None
+    if misfit is True:
+        return Misfit()
+    if isinstance(misfit, Misfit):
+        return misfit
+    raise OptionTypeError(
+        f"misfit must be a bayescale.Misfit, True or None; received {misfit!r}. For "
+        "example misfit=bs.Misfit(level=0.03), or misfit=None for the exact law."
+    )
 
 
 @dataclass(frozen=True)
@@ -233,10 +256,15 @@ def basis(spec: Misfit) -> np.ndarray:
     return vecs[:, 2:] * np.sqrt(np.maximum(vals[2:], 0.0))
 
 
-def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
+def sample_delta(
+    spec: Misfit, tilt: bool, inputs: Mapping[str, Any], group: Any = None, n_groups: int = 0
+) -> Any:
     """Sample the misfit's scales and walks (inside a numpyro model); return delta per run.
 
-    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades).
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades). With
+    ``group`` (each run's group index, integers) there is one walk per group, ``half`` holds
+    each group's half-width ``(n_groups,)``, and the scales are shared by every group: the
+    misfit of each group is its own function, drawn from one population of functions.
     """
     import jax.numpy as jnp
     import numpyro
@@ -245,19 +273,43 @@ def sample_delta(spec: Misfit, tilt: bool, inputs: Mapping[str, Any]) -> Any:
     t = inputs["t"]
     weights = interp_weights(t, spec)
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
-    walk = step * jnp.asarray(basis(spec), dtype=t.dtype)
+    unit = jnp.asarray(basis(spec), dtype=t.dtype)
+    shape = [spec.knots - 2] if group is None else [n_groups, spec.knots - 2]
 
     def knots_of(name: str) -> Any:
         s = numpyro.sample(f"misfit_{name}", dist.HalfNormal(getattr(spec, name)))
         w = numpyro.sample(
-            f"_misfit_{name}_w", dist.Normal(0.0, 1.0).expand([spec.knots - 2]).to_event(1)
+            f"_misfit_{name}_w", dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
         )
-        return numpyro.deterministic(f"misfit_{name}_knots", s * (walk @ w))
+        if group is None:
+            value = s * ((step * unit) @ w)
+        else:  # (groups, knots): each group's walk at its own knot spacing
+            value = s * step[:, None] * (w @ unit.T)
+        return numpyro.deterministic(f"misfit_{name}_knots", value)
 
-    delta = weights @ knots_of("level")
+    def at_runs(values: Any) -> Any:
+        if group is None:
+            return weights @ values
+        return jnp.sum(weights * values[group], axis=-1)
+
+    delta = at_runs(knots_of("level"))
     if tilt:
-        delta = delta + (weights @ knots_of("tilt")) * inputs["r"]
+        delta = delta + at_runs(knots_of("tilt")) * inputs["r"]
     return delta
+
+
+def new_walk_knots(
+    spec: Misfit, half: float, scale: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Knots ``(draw, knots)`` of a fresh walk per draw of its ``scale``: a new group's misfit.
+
+    The walk of `sample_delta` with new standard normal coefficients, over a fitted range of
+    half-width ``half`` decades (float64).
+    """
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    w = rng.standard_normal((len(scale), spec.knots - 2))
+    step = np.sqrt(2.0 * half / (spec.knots - 1))
+    return scale[:, None] * step * (w @ basis(spec).T)
 
 
 def misfit_draws_at(
@@ -296,14 +348,17 @@ def misfit_draws_at(
     return out * on[:, None]
 
 
-def draw_indicator(samples: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+def draw_indicator(
+    samples: Mapping[str, np.ndarray], seed: int, *index: int
+) -> dict[str, np.ndarray]:
     """``misfit_on`` for draws that carry ``misfit_weight``: 1 with that probability, else 0.
 
-    Drawn on the host from ``seed`` (the same seed, the same indicators); other draws are
-    returned unchanged.
+    Drawn on the host from ``seed`` (the same seed, the same indicators; ``index`` selects an
+    independent copy of the stream, one per curve of ``fit_many``); other draws are returned
+    unchanged.
     """
     if "misfit_weight" not in samples:
         return dict(samples)
     weight = np.asarray(samples["misfit_weight"])
-    u = streams.rng(seed, "misfit_indicator").uniform(size=weight.shape)
+    u = streams.rng(seed, "misfit_indicator", *index).uniform(size=weight.shape)
     return {**samples, "misfit_on": (u < weight).astype(weight.dtype)}
