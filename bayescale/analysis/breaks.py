@@ -2,8 +2,7 @@
 
 ``detect_break(data, variable=...) -> BreakReport`` fits a power law with a floor and broken
 power laws with one and two breaks (Caballero et al. 2023), scores them by PSIS-LOO and by
-leave-future-out (`bayescale.analysis.compare`), and reports the number of breaks the evidence
-supports,
+leave-future-out (`bayescale.compare`), and reports the number of breaks the evidence supports,
 the posterior of each break location and of the exponents on either side.
 
 References
@@ -32,15 +31,25 @@ from bayescale.analysis.compare import (
     lfo_scores,
     loo_scores,
 )
-from bayescale.errors import ConvergenceWarning, DataError, LawError, OptionError, warn
+from bayescale.errors import (
+    ConvergenceWarning,
+    DataError,
+    LawError,
+    OptionError,
+    OptionTypeError,
+    warn,
+)
 from bayescale.inference.diagnostics import convergence_problems
 from bayescale.inference.fit import Fit, fit
+from bayescale.inference.sampling import progress_bar as make_progress_bar
+from bayescale.inference.sampling import progress_default
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import OBS
 from bayescale.model.laws import Law, get_law
+from bayescale.model.misfit import Misfit
 from bayescale.model.priors import Prior
 
-__all__ = ["BreakReport", "detect_break"]
+__all__ = ["BreakReport", "BreakScreen", "detect_break"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,93 @@ class BreakReport:
         )
 
 
+@dataclass(frozen=True)
+class BreakScreen:
+    """Break detection over many curves (``detect_break(..., group=...)``).
+
+    Attributes
+    ----------
+    reports : mapping of str to BreakReport
+        One report per curve, by its label (sorted).
+    variable : str
+        The scaling variable.
+    group : str
+        The column that named the curves.
+    """
+
+    reports: Mapping[str, BreakReport]
+    variable: str
+    group: str
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The curves' labels."""
+        return tuple(self.reports)
+
+    def __getitem__(self, group: str) -> BreakReport:
+        """The report of one curve."""
+        if group not in self.reports:
+            shown = ", ".join(list(self.reports)[:10])
+            raise KeyError(f"no curve {group!r}; curves are {shown}.")
+        return self.reports[group]
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per curve (index: its label).
+
+        Columns: ``runs``, ``max_breaks`` (the most breaks compared: fewer than asked for a
+        curve too short for them), ``n_breaks``; ``loo_gain`` and ``lfo_gain`` (the elpd of the
+        selected model minus the power law's, nats) with ``dse_loo`` and ``dse_lfo`` (the
+        standard error of that difference); ``location``, ``location_q5`` and
+        ``location_q95`` of the first break and ``exponent_before`` and ``exponent_after``
+        (posterior medians; NaN without a break); ``problems`` (every diagnostic, in words).
+        """
+        rows = {}
+        for g, report in self.reports.items():
+            k = report.n_breaks
+            pointwise = report.comparison.attrs["pointwise"]
+            row: dict[str, Any] = {
+                "runs": report.fits[0].data.n_runs,
+                "max_breaks": max(report.fits),
+                "n_breaks": k,
+            }
+            for metric in ("loo", "lfo"):
+                diff = pointwise[metric][:, k] - pointwise[metric][:, 0]
+                row[f"{metric}_gain"] = float(diff.sum())
+                row[f"dse_{metric}"] = float(np.sqrt(len(diff) * np.var(diff)))
+            first = report.locations.iloc[0] if k else None
+            for col, src in (
+                ("location", "median"),
+                ("location_q5", "q5"),
+                ("location_q95", "q95"),
+                ("exponent_before", "exponent_before"),
+                ("exponent_after", "exponent_after"),
+            ):
+                row[col] = float(first[src]) if first is not None else math.nan
+            row["problems"] = " ".join(report.problems())
+            rows[g] = row
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = self.group
+        return table
+
+    def __repr__(self) -> str:
+        broken = [g for g, r in self.reports.items() if r.n_breaks]
+        shown = ", ".join(broken[:8]) + (", ..." if len(broken) > 8 else "")
+        troubled = sum(bool(r.problems()) for r in self.reports.values())
+        return (
+            f"BreakScreen(variable={self.variable!r}, curves={len(self.reports)}, "
+            f"with a break: {len(broken)}{' (' + shown + ')' if broken else ''}; "
+            f"with diagnostic problems: {troubled})"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>" + self.summary().to_html(
+            float_format=lambda x: f"{x:.4g}"
+        )
+
+
 def detect_break(
     data: pd.DataFrame | ScalingData,
     *,
@@ -204,8 +300,10 @@ def detect_break(
     priors: Mapping[str, Prior] | None = None,
     likelihood: str = "student_t",
     nu: float = 4.0,
+    misfit: Misfit | bool | None = None,
+    group: str | None = None,
     num_chains: int = 4,
-    num_warmup: int = 500,
+    num_warmup: int = 300,
     num_samples: int = 500,
     k_threshold: float = 0.7,
     max_refits: int = 2,
@@ -214,7 +312,7 @@ def detect_break(
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
     progress_bar: bool | None = None,
-) -> BreakReport:
+) -> BreakReport | BreakScreen:
     """Find how many breaks a scaling curve has, where, and how the exponent changes.
 
     Fits a power law with a floor (``E + A x^-alpha``, no break) and broken power laws
@@ -249,16 +347,25 @@ def detect_break(
         Priors by parameter name, applied to every model that has the parameter (for example
         ``{"c1": Prior("Normal", loc=0, scale=3)}`` for a steep break).
     likelihood, nu
-        Noise model, as in `bayescale.inference.fit`.
-    num_chains, num_warmup, num_samples : int, default 4, 500, 500
-        NUTS settings of every fit and refit.
+        Noise model, as in `bayescale.fit`.
+    misfit : Misfit, bool or None, default None
+        Passed to `bayescale.fit` for every compared law: each then carries the law's own
+        misfit, and the evidence says whether a break explains the runs better than a power
+        law plus a misfit (see Notes and :doc:`/explanation/breaks`).
+    group : str, optional
+        A column that names each run's curve: every curve is analysed in this one call
+        (sharing the compiled samplers: curves of up to 64 runs share one per law) and a
+        `BreakScreen` is returned. A curve too short for ``max_breaks`` breaks is compared
+        with as many as it supports (at least one).
+    num_chains, num_warmup, num_samples : int, default 4, 300, 500
+        NUTS settings of every fit and refit. The fits start at the MAP (Laplace draws);
+        the exact LOO refits start at the fit's draws and warm up for half as long.
     k_threshold : float, default 0.7
         Pareto k above which a run's LOO term is computed by an exact refit.
     max_refits : int, default 2
         Most exact LOO refits per model (the highest k first).
     target_accept : float, default 0.9
-        NUTS target acceptance probability (above `bayescale.inference.fit`'s 0.8: the floor and a
-        slow
+        NUTS target acceptance probability (above `bayescale.fit`'s 0.8: the floor and a slow
         exponent, and a sharp break, make curved posteriors).
     seed : int, default 0
         Seed of every fit.
@@ -267,18 +374,21 @@ def detect_break(
     dropna : bool, default False
         Drop invalid runs instead of raising.
     progress_bar : bool, optional
-        Show the progress of every fit and refit; default in a terminal or a notebook.
+        Show one progress bar for the whole analysis (every fit and refit of every curve);
+        default in a terminal or a notebook.
 
     Returns
     -------
-    BreakReport
+    BreakReport or BreakScreen
+        A `BreakScreen` (one report per curve) when ``group`` is given.
 
     Raises
     ------
     DataError
         If ``variable`` or ``loss`` is missing or invalid, there are too few runs for the
         largest model (it has ``3 max_breaks + 4`` parameters with the noise scale), or the
-        data holds several curves (a ``group`` column with more than one value).
+        data holds several curves (a ``group`` column with more than one value) and
+        ``group`` is not given.
     ValueError
         For an unknown ``criterion``, ``max_breaks`` outside {1, 2}, or a ``base`` other than
         the power law.
@@ -334,30 +444,16 @@ def detect_break(
             f"breaks; received base={base_name!r}. Use base='power_law' (with "
             f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
-    scaling = from_frame(data, columns=columns, dropna=dropna)
-    scaling.require_one_curve(
-        "breaks are found in one curve",
-        "Run detect_break on each: {g: detect_break(frame, ...) for g, frame in "
-        "data.groupby('group')}.",
-    )
+    if group is not None and not isinstance(group, str):
+        raise OptionTypeError(
+            f"group must be the name of a column; received {type(group).__name__}: {group!r}. "
+            "For example group='group'."
+        )
+    columns = {**(columns or {}), **({"group": group} if group is not None else {})}
+    scaling = from_frame(data, columns=columns or None, dropna=dropna)
     laws = {0: get_law("power_law", variable=variable)}
     for k in range(1, max_breaks + 1):
         laws[k] = get_law("broken_power_law", variable=variable, breaks=k)
-    largest = len(laws[max_breaks].params) + 1
-    scaling.require((variable,), largest, laws[max_breaks].name)
-    if len(np.unique(scaling.column(variable))) < 3 + 3 * max_breaks:
-        raise DataError(
-            f"{variable!r} takes only {len(np.unique(scaling.column(variable)))} distinct "
-            f"values; {max_breaks} breaks need at least {3 + 3 * max_breaks}. Pass "
-            "max_breaks=1 or add runs at other values."
-        )
-    settings = {
-        "num_chains": num_chains,
-        "num_warmup": num_warmup,
-        "num_samples": num_samples,
-        "target_accept": target_accept,
-        "seed": seed,
-    }
     known = {p.name for law in laws.values() for p in law.params} | {"sigma"}
     unknown = sorted(set(priors or {}) - known)
     if unknown:
@@ -365,6 +461,103 @@ def detect_break(
             f"priors name {unknown}, which are not parameters of the compared laws; "
             f"parameters are {sorted(known)}."
         )
+    if group is None:
+        scaling.require_one_curve(
+            "breaks are found in one curve",
+            "Pass group='group' to analyse every curve in one call.",
+        )
+        curves: dict[str | None, ScalingData] = {None: scaling}
+    else:
+        labels = scaling.table["group"].astype(str)
+        curves = {
+            g: ScalingData(scaling.table[labels == g].reset_index(drop=True), scaling.source)
+            for g in sorted(labels.unique())
+        }
+    # a curve of a screen too short for max_breaks is analysed with the most it supports
+    most = {}
+    for g, curve in curves.items():
+        k = max_breaks
+        while g is not None and k > 1 and not _supports(curve, variable, laws[k], k):
+            k -= 1
+        _require_runs(curve, variable, laws[k], k, g)
+        most[g] = k
+    settings = {
+        "num_chains": num_chains,
+        "num_warmup": num_warmup,
+        "num_samples": num_samples,
+        "target_accept": target_accept,
+        "seed": seed,
+        "progress": False,  # the one bar below reports every fit and refit
+    }
+    options = {
+        "priors": priors or {},
+        "likelihood": likelihood,
+        "nu": nu,
+        "misfit": misfit,
+        "criterion": criterion,
+        "threshold_se": threshold_se,
+        "threshold_nats": threshold_nats,
+        "cutoff": cutoff,
+        "k_threshold": k_threshold,
+        "max_refits": max_refits,
+    }
+    show = progress_default() if progress_bar is None else bool(progress_bar)
+    # per curve and law: the fit, its LOO (with refits) and its LFO refits
+    total = 3 * sum(k + 1 for k in most.values())
+    reports, messages = {}, []
+    with make_progress_bar(total, "detect_break", show) as bar:
+        for g, curve in curves.items():
+            if g is not None:
+                bar.set_postfix_str(str(g), refresh=False)
+            some = {k: law for k, law in laws.items() if k <= most[g]}
+            report, message = _detect_one(curve, variable, some, settings, options, bar)
+            reports[g] = report
+            if message:
+                messages.append(message if g is None else f"{g}: {message}")
+    if messages:
+        warn(
+            "break detection may not be trustworthy: " + " ".join(messages) + " Increase "
+            "num_warmup and num_samples, or set priors that identify the breaks.",
+            ConvergenceWarning,
+        )
+    if group is None:
+        return reports[None]
+    return BreakScreen({str(g): r for g, r in reports.items()}, variable, group)
+
+
+def _supports(curve: ScalingData, variable: str, law: Law, k: int) -> bool:
+    """Whether ``curve`` has the runs and distinct values of ``variable`` for ``k`` breaks."""
+    distinct = len(np.unique(curve.column(variable)))
+    return curve.n_runs > len(law.params) + 1 and distinct >= 3 + 3 * k
+
+
+def _require_runs(
+    curve: ScalingData, variable: str, largest: Law, max_breaks: int, group: str | None
+) -> None:
+    """Enough runs and distinct values of ``variable`` for the largest model."""
+    where = "" if group is None else f"curve {group!r}: "
+    try:
+        curve.require((variable,), len(largest.params) + 1, largest.name)
+    except DataError as exc:
+        raise DataError(f"{where}{exc}") from None
+    distinct = len(np.unique(curve.column(variable)))
+    if distinct < 3 + 3 * max_breaks:
+        raise DataError(
+            f"{where}{variable!r} takes only {distinct} distinct values; {max_breaks} breaks "
+            f"need at least {3 + 3 * max_breaks}. Pass max_breaks=1 or add runs at other values."
+        )
+
+
+def _detect_one(
+    scaling: ScalingData,
+    variable: str,
+    laws: Mapping[int, Law],
+    settings: Mapping[str, Any],
+    options: Mapping[str, Any],
+    bar: Any,
+) -> tuple[BreakReport, str]:
+    """The analysis of one curve: fits, LOO, LFO and the rule; returns its warning text."""
+    priors = options["priors"]
     fits = {}
     for k, law in laws.items():
         names = {p.name for p in law.params} | {"sigma"}
@@ -375,21 +568,35 @@ def detect_break(
             fits[k] = fit(
                 scaling,
                 law,
-                priors={n: p for n, p in (priors or {}).items() if n in names},
-                likelihood=likelihood,
-                nu=nu,
-                init="prior",
-                seed=seed,
-                num_chains=num_chains,
-                num_warmup=num_warmup,
-                num_samples=num_samples,
-                target_accept=target_accept,
-                progress_bar=progress_bar,
+                priors={n: p for n, p in priors.items() if n in names},
+                likelihood=options["likelihood"],
+                nu=options["nu"],
+                misfit=options["misfit"],
+                init="map",
+                seed=settings["seed"],
+                num_chains=settings["num_chains"],
+                num_warmup=settings["num_warmup"],
+                num_samples=settings["num_samples"],
+                target_accept=settings["target_accept"],
+                progress_bar=False,
             )
-    loo = {k: loo_scores(f, k_threshold, max_refits, settings) for k, f in fits.items()}
-    var_cut = lfo_cutoffs(scaling, variable, cutoff, largest + 1, minimum_train=True)
-    lfo = {k: lfo_scores(f, variable, var_cut, settings) for k, f in fits.items()}
+        bar.update(1)
+    # an exact LOO refit starts at the posterior draws of the fit (one run fewer moves them
+    # little), so it needs only half the warm-up to adapt its step size and mass matrix
+    warm = {**settings, "num_warmup": max(settings["num_warmup"] // 2, 100)}
+    loo = {}
+    for k, f in fits.items():
+        loo[k] = loo_scores(f, options["k_threshold"], options["max_refits"], warm)
+        bar.update(1)
+    largest = len(laws[max(laws)].params) + 1
+    var_cut = lfo_cutoffs(scaling, variable, options["cutoff"], largest + 1, minimum_train=True)
+    lfo = {}
+    for k, f in fits.items():
+        lfo[k] = lfo_scores(f, variable, var_cut, settings)
+        bar.update(1)
     table = _break_table(fits, loo, lfo)
+    criterion = options["criterion"]
+    threshold_se, threshold_nats = options["threshold_se"], options["threshold_nats"]
     n_breaks, n_pooled = _select(table, criterion, threshold_se, threshold_nats)
     table["selected"] = table.index == n_breaks
     rule = (
@@ -398,8 +605,8 @@ def detect_break(
         "chains disagree is judged by its worst chain"
     )
     locations = _locations(fits[n_breaks], variable) if n_breaks else _locations(None, variable)
-    _warn_breaks(table, fits, n_breaks, n_pooled, criterion)
-    return BreakReport(n_breaks, locations, table, fits, variable, rule)
+    message = _break_warning(table, fits, n_breaks, n_pooled, criterion)
+    return BreakReport(n_breaks, locations, table, fits, variable, rule), message
 
 
 def _pointwise_problems(fit: Fit) -> str:
@@ -518,9 +725,10 @@ def _q(v: np.ndarray) -> list[float]:
     return [float(x) for x in np.quantile(v, [0.5, 0.05, 0.95])]
 
 
-def _warn_breaks(
+def _break_warning(
     table: pd.DataFrame, fits: Mapping[int, Fit], n_breaks: int, n_pooled: int, metric: str
-) -> None:
+) -> str:
+    """The text of the `ConvergenceWarning` about one curve's decision ('' when none)."""
     messages = []
     if n_pooled != n_breaks:
         messages.append(
@@ -533,12 +741,7 @@ def _warn_breaks(
         selected = _param_problems(fits[n_breaks], reported)
         if selected:
             messages.append(f"the selected {n_breaks}-break model: {selected}")
-    if messages:
-        warn(
-            "break detection may not be trustworthy: " + " ".join(messages) + " Increase "
-            "num_warmup and num_samples, or set priors that identify the breaks.",
-            ConvergenceWarning,
-        )
+    return " ".join(messages)
 
 
 def _param_problems(fit: Fit, names: Sequence[str]) -> str:

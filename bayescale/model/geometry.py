@@ -286,6 +286,14 @@ class BrokenMap:
             offset += int(np.prod(np.shape(template[name])))
         return {"floor": where[self.floor], "amplitude": where[f"{self.amplitude}_c"]}
 
+    def to_z(self, y: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """Numpyro's flat unconstrained vector from the sampler's ``y``."""
+        return self.forward(y, args, where)[0]
+
+    def log_det(self, y: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """``log |dz/dy|`` at ``y``."""
+        return self.forward(y, args, where)[1]
+
     def _scale(self, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
         import jax.numpy as jnp
 
