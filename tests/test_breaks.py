@@ -49,6 +49,7 @@ def bnsl(reference_dataset):
     return curve[curve["split"] == "fit"], curve[curve["split"] == "extrapolate"]
 
 
+@pytest.mark.slow  # detect_break on 50 runs: tens of seconds
 def test_a_break_inside_the_range_is_found(break_report):
     report = break_report
     assert isinstance(report, BreakReport)
@@ -68,6 +69,7 @@ def test_a_break_inside_the_range_is_found(break_report):
     assert "within max(2 x SE" in report.rule
 
 
+@pytest.mark.slow  # detect_break on 50 runs: tens of seconds
 def test_no_break_is_declared_on_a_power_law(flat_report):
     assert flat_report.n_breaks == 0
     assert flat_report.locations.empty
@@ -113,6 +115,7 @@ def test_four_digit_addition_break_is_detected(bnsl):
     assert (single["verdict"] == "better than predicted").all()
 
 
+@pytest.mark.slow  # detect_break on 50 runs: tens of seconds
 def test_curves_for_plotting(break_report):
     curves = break_report.curves(num=50)
     assert set(curves["breaks"]) == {0, 1}
@@ -146,8 +149,11 @@ def test_bad_input():
     with pytest.raises(TypeError, match="group must be the name of a column; received int"):
         detect_break(runs, group=3)
     two = pd.concat([runs.assign(g="a"), runs.iloc[:8].assign(g="b")], ignore_index=True)
-    with pytest.raises(DataError, match="curve 'b': .*only 8 runs"):
+    # a screen compares a short curve with fewer breaks, but 8 runs are too few for one
+    with pytest.raises(DataError, match="curve 'b': 8 runs are too few for 1 breaks"):
         detect_break(two, group="g")
+    with pytest.raises(DataError, match="11 runs are too few for 2 breaks.*12 in all"):
+        detect_break(runs.iloc[:11])
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +243,24 @@ def test_many_curves_in_one_call():
     assert screen["b"].n_breaks == 1 and "with a break: 1 (b)" in repr(screen)
     with pytest.raises(KeyError, match="no curve 'c'"):
         screen["c"]
+
+
+def test_misfit_and_one_progress_bar_pass_through(monkeypatch):
+    # plumbing only (the statistics are in the slow tests): every compared law is fitted
+    # with the caller's misfit and without a bar of its own
+    import bayescale.breaks as breaks
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(data, law, **kwargs):
+        seen.append((law.name, kwargs["misfit"], kwargs["progress_bar"]))
+        raise Stop
+
+    monkeypatch.setattr(breaks, "fit", fake_fit)
+    runs = bs.simulate("power_law", FLAT, DESIGN, noise=0.01, seed=0)
+    with pytest.raises(Stop):
+        detect_break(runs, misfit=True, progress_bar=False)
+    assert seen == [("power_law", True, False)]

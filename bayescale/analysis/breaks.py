@@ -528,7 +528,7 @@ def detect_break(
 def _supports(curve: ScalingData, variable: str, law: Law, k: int) -> bool:
     """Whether ``curve`` has the runs and distinct values of ``variable`` for ``k`` breaks."""
     distinct = len(np.unique(curve.column(variable)))
-    return curve.n_runs > len(law.params) + 1 and distinct >= 3 + 3 * k
+    return curve.n_runs >= len(law.params) + 3 and distinct >= 3 + 3 * k
 
 
 def _require_runs(
@@ -540,6 +540,14 @@ def _require_runs(
         curve.require((variable,), len(largest.params) + 1, largest.name)
     except DataError as exc:
         raise DataError(f"{where}{exc}") from None
+    n_params = len(largest.params) + 1  # with the noise scale
+    if curve.n_runs < n_params + 2:
+        raise DataError(
+            f"{where}{curve.n_runs} runs are too few for {max_breaks} breaks: the "
+            f"{max_breaks}-break law has {n_params} parameters with the noise scale, and its "
+            f"leave-future-out refit needs {n_params + 1} runs below the cutoff and one above "
+            f"({n_params + 2} in all). Add runs, or pass max_breaks=1."
+        )
     distinct = len(np.unique(curve.column(variable)))
     if distinct < 3 + 3 * max_breaks:
         raise DataError(
