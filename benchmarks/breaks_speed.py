@@ -86,7 +86,9 @@ def measure(n: int, code: Path, cores: str | None) -> list[dict]:
         command = ["taskset", "-c", cores, *command]
     env = {**os.environ, "PYTHONPATH": str(code)}
     env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-    out = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env, check=True)
+    out = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the measured process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

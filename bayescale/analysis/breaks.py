@@ -575,7 +575,7 @@ def _detect_one(
         names = {p.name for p in law.params} | {"sigma"}
         with warnings.catch_warnings():
             # convergence of each fit is judged below, by the per-run densities and by the
-            # parameters the report gives (_warn_breaks), not by the fit's own warning
+            # parameters the report gives (_break_warning), not by the fit's own warning
             warnings.simplefilter("ignore", ConvergenceWarning)
             fits[k] = fit(
                 scaling,

@@ -255,8 +255,8 @@ class BrokenMap:
     samples ``z_E = logit(q)``, ``q = (E - low) / (high - low)``, and the amplitude at the
     centre by its log. Past a break the runs pin the slope of ``log(L - E)``, so along the
     floor's ridge the exponent after the break moves with the log headroom ``log(high - E)``,
-    nearly linearly (on the 4-digit addition curve 99% of the variance of ``log c1`` is linear
-    in it, 91% in ``z_E``; see the explanation page *Break detection*); and before the break
+    nearly linearly, and far from linearly with ``z_E`` (measured on the explanation page
+    *Detecting scaling breaks*); and before the break
     they pin the level ``E + b_c`` at the centre, as for the power law (`RidgeMap`). NUTS
     therefore runs on
 
