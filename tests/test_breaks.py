@@ -248,7 +248,7 @@ def test_many_curves_in_one_call():
 def test_misfit_and_one_progress_bar_pass_through(monkeypatch):
     # plumbing only (the statistics are in the slow tests): every compared law is fitted
     # with the caller's misfit and without a bar of its own
-    import bayescale.breaks as breaks
+    import bayescale.analysis.breaks as breaks
 
     seen = []
 
