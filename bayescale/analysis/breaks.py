@@ -303,7 +303,7 @@ def detect_break(
     misfit: Misfit | bool | None = None,
     group: str | None = None,
     num_chains: int = 4,
-    num_warmup: int = 300,
+    num_warmup: int = 500,
     num_samples: int = 500,
     k_threshold: float = 0.7,
     max_refits: int = 2,
@@ -357,7 +357,7 @@ def detect_break(
         (sharing the compiled samplers: curves of up to 64 runs share one per law) and a
         `BreakScreen` is returned. A curve too short for ``max_breaks`` breaks is compared
         with as many as it supports (at least one).
-    num_chains, num_warmup, num_samples : int, default 4, 300, 500
+    num_chains, num_warmup, num_samples : int, default 4, 500, 500
         NUTS settings of every fit and refit. The fits start at the MAP (Laplace draws);
         the exact LOO refits start at the fit's draws and warm up for half as long.
     k_threshold : float, default 0.7
