@@ -8,13 +8,15 @@ For scripts: every verb takes ``--format table|csv|json`` (CSV: the verb's main 
 every table as ``{name: [rows]}``) and ``--quiet`` (no report text, no progress bar); the verbs
 that print tables but write no other file take ``--out`` for them. Output paths (``--out``,
 ``--plot``) are checked before any fitting. CSV inputs have their delimiter sniffed among
-``, ; tab |``, or set with ``--sep``. ``bayescale --version`` prints the version.
+``, ; tab |``, or set with ``--sep``; ``--encoding`` and ``--comment`` read other files.
+``bayescale --version`` prints the version.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -141,33 +143,46 @@ def _check_writable(
     check_path(path, option=option, folder=folder, example=example)
 
 
-def _read_csv(path: str, sep: str | None) -> Any:
-    """Read a CSV of runs or points; the delimiter is ``sep`` or sniffed from the first lines.
+def _read_csv(path: str, args: argparse.Namespace) -> Any:
+    """Read a CSV of runs or points with ``--sep`` (else sniffed), ``--encoding``, ``--comment``.
 
-    Sniffing considers ``,`` ``;`` tab and ``|`` only (never a space, which column names such
-    as ``Model Size`` contain); a file with one column falls back to ``,``.
+    The library's one reader (`bayescale.data.read_csv`): sniffing considers ``,`` ``;`` tab
+    and ``|`` only (never a space, which column names such as ``Model Size`` contain).
     """
-    import csv
+    from bayescale.io.data import read_csv
 
-    import pandas as pd
+    return read_csv(
+        path,
+        sep=getattr(args, "sep", None),
+        encoding=getattr(args, "encoding", None),
+        comment=getattr(args, "comment", None),
+    )
 
-    file = Path(path)
-    if not file.is_file():
-        raise OptionError(f"no such file: {path!r}. Pass the path of a CSV file.")
-    if sep is None:
-        with open(file, newline="", encoding="utf-8", errors="replace") as fh:
-            sample = fh.read(64 * 1024)
-        try:
-            sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-        except csv.Error:
-            sep = ","
-    try:
-        return pd.read_csv(file, sep=sep)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise OptionError(
-            f"could not read {path!r} as CSV with delimiter {sep!r}: {exc}. "
-            "Pass --sep to name the delimiter."
-        ) from exc
+
+def _positive(values: Sequence[float] | float | None, option: str) -> None:
+    """Refuse a non-positive or non-finite number given to ``option``, naming it."""
+    import math
+
+    listed = [] if values is None else values if isinstance(values, list) else [values]
+    for v in listed:
+        if not (math.isfinite(v) and v > 0):
+            raise OptionError(f"{option} must be a positive, finite number; received {v:g}.")
+
+
+#: a negative number, which argparse would take for an option (it knows -7 but not -7e10)
+_NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--opt -7e10`` as ``--opt=-7e10``, so that the value reaches the option's check."""
+    out: list[str] = []
+    for token in argv:
+        prev = out[-1] if out else ""
+        if _NEGATIVE.match(token) and prev.startswith("--") and "=" not in prev:
+            out[-1] = f"{prev}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -181,10 +196,10 @@ def _report_fit(result: Any, out: _Output) -> None:
     out.say(repr(result))
     out.table("summary", result.summary(), "Posterior summary (90% equal-tailed intervals)")
     problems = result.problems()
-    out.say(
-        "\nDiagnostics: "
-        + ("; ".join(problems) if problems else "ok (no divergences, r_hat <= 1.01, ESS ok)")
-    )
+    ok = "ok (no divergences, r_hat <= 1.01, ESS ok)"
+    if result.method in ("nuts", "hmc") and result.posterior.sizes["chain"] < 2:
+        ok = "no divergences; r_hat and ESS not computed with 1 chain (use --chains 4 to check)"
+    out.say("\nDiagnostics: " + ("; ".join(problems) if problems else ok))
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -193,7 +208,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     _check_writable(args.out, "--out", example="fit.nc")
     out = _Output(args)
     result = bs.fit(
-        _read_csv(args.data, args.sep),
+        _read_csv(args.data, args),
         args.law,
         columns=_columns(args.column),
         method=args.method,
@@ -224,7 +239,9 @@ def _points(args: argparse.Namespace) -> Any:
     import pandas as pd
 
     if args.points:
-        return _read_csv(args.points, args.sep)
+        return _read_csv(args.points, args)
+    for option in ("n_params", "n_tokens", "compute", "unique_tokens"):
+        _positive(getattr(args, option), "--" + option.replace("_", "-"))
     given = {
         k: v
         for k, v in (
@@ -279,8 +296,9 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     from bayescale import plots
 
     out = _outputs(args)
+    points = _points(args)  # checked before the fit is read
     fit = bs.load_fit(args.fit)
-    result = bs.forecast(fit, _points(args), kind=args.kind, seed=args.seed)
+    result = bs.forecast(fit, points, kind=args.kind, seed=args.seed)
     out.table(
         "forecast", result.summary(target=args.target), f"Forecast ({args.kind}, 90% intervals)"
     )
@@ -295,6 +313,9 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
     from bayescale import plots
 
     out = _outputs(args)
+    _positive(args.compute, "--compute")
+    _positive(args.unique_tokens, "--unique-tokens")
+    _positive(args.target, "--target")
     fit = bs.load_fit(args.fit)
     result = bs.compute_optimal(
         fit,
@@ -328,7 +349,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     out = _outputs(args)
     result = bs.check(
-        bs.load_fit(args.fit), _read_csv(args.runs, args.sep), columns=_columns(args.column)
+        bs.load_fit(args.fit), _read_csv(args.runs, args), columns=_columns(args.column)
     )
     table = result.summary()
     cols = [
@@ -372,7 +393,7 @@ def _cmd_breaks(args: argparse.Namespace) -> int:
 
     out = _outputs(args)
     report = bs.detect_break(
-        _read_csv(args.data, args.sep),
+        _read_csv(args.data, args),
         variable=args.variable,
         max_breaks=args.max_breaks,
         columns=_columns(args.column),
@@ -419,7 +440,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     out = _outputs(args)
     result = bs.backtest(
-        _read_csv(args.data, args.sep),
+        _read_csv(args.data, args),
         args.law,
         holdout=_holdout(args.holdout),
         levels_column=args.levels_column,
@@ -567,6 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
             "--sep",
             default=None,
             help="CSV delimiter (default: sniffed among , ; tab |)",
+        )
+        p.add_argument(
+            "--encoding",
+            default=None,
+            help="text encoding of the CSV files (default UTF-8), e.g. latin-1",
+        )
+        p.add_argument(
+            "--comment",
+            default=None,
+            help="comment character of the CSV files: the rest of a line after it is skipped, "
+            "e.g. '#'",
         )
 
     def column(p: argparse.ArgumentParser) -> None:
@@ -819,7 +851,7 @@ def _cmd_design(args: argparse.Namespace) -> int:
             "--n-opt for N_opt), or --target-n-params and --target-n-tokens (a run's loss)."
         )
     fit = bs.load_fit(args.fit)
-    candidates = _read_csv(args.candidates, args.sep) if args.candidates else "grid"
+    candidates = _read_csv(args.candidates, args) if args.candidates else "grid"
     result = bs.design(
         fit,
         candidates,
@@ -855,7 +887,8 @@ def _for_the_cli(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayescale`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_join_negative_values(argv))
     _configure_jax(getattr(args, "chains", 4))
     from bayescale.errors import (
         BayescaleError,
@@ -875,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BayescaleError, ValueError, OSError) as exc:
         print(f"bayescale: error: {exc}".replace("\n", " "), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the sampler stops between chunks (no traceback)
+        print("bayescale: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

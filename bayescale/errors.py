@@ -11,8 +11,6 @@ import inspect
 import os
 import warnings
 
-import numpy as np
-
 __all__ = [
     "BayescaleError",
     "DataError",
@@ -100,17 +98,3 @@ def warn(message: str, category: type[Warning]) -> None:
     """Issue ``message`` as ``category``, pointing at the caller's line outside bayescale."""
     # one frame more than find_stack_level sees: this function's own
     warnings.warn(message, category, stacklevel=find_stack_level())
-
-
-def check_counts(settings: object, names: tuple[str, ...]) -> None:
-    """Require the integer ``settings.<name>`` (at least 1; ``num_warmup`` at least 0).
-
-    Stores them as plain ``int`` (also on frozen dataclasses); raises `OptionError` naming
-    the setting and the value received.
-    """
-    for name in names:
-        value = getattr(settings, name)
-        low = 0 if name == "num_warmup" else 1
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise OptionError(f"{name} must be an integer of at least {low}; received {value!r}.")
-        object.__setattr__(settings, name, int(value))

@@ -40,6 +40,7 @@ STREAMS: dict[str, int | None] = {
     "design_target": 21,  # design: the simulated outcomes at the target
     "design_candidates": 22,  # design: the simulated outcomes of the candidate runs
     "stack_noise": 23,  # stacked_predictive: the observation noise of the mixture
+    "huber_bootstrap": 24,  # fit(method="huber", bootstrap=...): the resampled runs
 }
 
 

@@ -13,8 +13,10 @@ hand-kept lists:
   build.
 * ``docs/notebooks/`` receives copies of ``notebooks/*.ipynb``; the Notebooks page lists those
   present, so notebooks that are not written yet do not break the build.
-* Notebook execution is off unless ``BAYESCALE_DOCS_EXECUTE`` is set: ``1`` or ``cache`` runs
-  them through the jupyter-cache (re-run only when a notebook changes), ``force`` re-runs all.
+* Notebooks are committed executed, with their figures; the build renders those stored
+  outputs (``nb_execution_mode = "off"``). ``BAYESCALE_DOCS_EXECUTE`` re-executes them in the
+  build instead: ``1`` or ``cache`` through the jupyter-cache (re-run only when a notebook
+  changes), ``force`` re-runs all.
 
 Generated files are listed in ``docs/.gitignore``.
 """
@@ -75,7 +77,7 @@ myst_heading_anchors = 3
 
 _EXECUTE = os.environ.get("BAYESCALE_DOCS_EXECUTE", "").strip().lower()
 if _EXECUTE in ("", "0", "off", "no", "false"):
-    nb_execution_mode = "off"
+    nb_execution_mode = "off"  # render the outputs stored in the committed notebooks
 elif _EXECUTE == "force":
     nb_execution_mode = "force"
 else:  # "1", "cache", anything else that asks for execution
@@ -99,6 +101,7 @@ NOTEBOOKS = (
     "03_checking_new_runs",
     "04_scaling_breaks",
     "05_many_curves",
+    "06_experiment_design",
 )
 
 

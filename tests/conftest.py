@@ -19,13 +19,48 @@ SHARED_DATA = Path(
 )
 #: set (to anything but 0) to make missing reference data an error instead of a skip (CI sets it)
 REQUIRE_DATA = os.environ.get("BAYESCALE_REQUIRE_DATA", "0") not in ("", "0")
+#: the fixtures that read reference data; a test that uses one (directly or through another
+#: fixture) is skipped before any of its fixtures is set up when the data are missing
+DATA_FIXTURES = frozenset({"shared_data", "reference_dataset", "epoch_240", "epoch_fit"})
+#: the file every data fixture needs at the least (the Epoch Chinchilla runs)
+CHINCHILLA = Path("chinchilla_epoch") / "svg_extracted_data.csv"
+HOW_TO_GET = (
+    "set BAYESCALE_DATA to the reference data folder (see CONTRIBUTING.md) "
+    "or put it at ../shared/data"
+)
 
 
 def missing_data(reason: str) -> None:
-    """Skip the test for want of reference data, or fail it under BAYESCALE_REQUIRE_DATA=1."""
+    """Skip the test for want of reference data, or fail it under BAYESCALE_REQUIRE_DATA=1.
+
+    The reason is one line: what is missing and how to get it.
+    """
     if REQUIRE_DATA:
         pytest.fail(f"{reason} (BAYESCALE_REQUIRE_DATA is set, so missing data is an error)")
-    pytest.skip(f"{reason}; set BAYESCALE_DATA to the reference data folder to run it")
+    pytest.skip(f"{reason}; {HOW_TO_GET}")
+
+
+def _data_dirs() -> list[Path]:
+    """The folders the tests read reference data from: the reference folder, then the cache.
+
+    The tests never download: a machine without network would wait on a timeout per dataset.
+    """
+    from bayescale.io.datasets import cache_dir
+
+    return [SHARED_DATA, cache_dir()]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip (or fail) a test that needs reference data before any of its fixtures is built.
+
+    ``item.fixturenames`` is the closure of every fixture the test uses, so a test whose
+    expensive fixture (a NUTS fit) needs the data is skipped without fitting anything.
+    """
+    if DATA_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+        return
+    if not any((folder / CHINCHILLA).is_file() for folder in _data_dirs()):
+        missing_data(f"reference data not found ({SHARED_DATA / CHINCHILLA} is missing)")
 
 
 @pytest.fixture(scope="session")
@@ -41,18 +76,20 @@ def shared_data() -> Path:
 def reference_dataset():
     """``reference_dataset(name)``: a registered dataset through the loader.
 
-    The loader looks in the reference folder, ``$BAYESCALE_DATA`` and the cache, then downloads
-    (checksum verified) the datasets that have a URL; when the data cannot be had the test is
-    skipped with the loader's reason (an error under ``BAYESCALE_REQUIRE_DATA=1``).
+    The loader looks in the reference folder, ``$BAYESCALE_DATA`` and the download cache; the
+    tests never download. When the dataset is in none of them the test is skipped with a one-line
+    reason (an error under ``BAYESCALE_REQUIRE_DATA=1``).
     """
     from bayescale.errors import DataError
-    from bayescale.io.datasets import load_dataset
+    from bayescale.io.datasets import DATASETS, load_dataset
 
     def load(name: str) -> pd.DataFrame:
         try:
-            return load_dataset(name, data_dir=SHARED_DATA if SHARED_DATA.is_dir() else None)
-        except DataError as exc:
-            missing_data(f"reference dataset {name!r} unavailable: {exc}")
+            return load_dataset(
+                name, data_dir=SHARED_DATA if SHARED_DATA.is_dir() else None, download=False
+            )
+        except DataError:
+            missing_data(f"reference dataset {name!r} ({DATASETS[name].relpath}) not found")
             raise  # unreachable: missing_data skips or fails
 
     return load

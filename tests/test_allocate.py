@@ -229,7 +229,7 @@ def test_bad_inputs(sim_fit):
         compute_optimal(sim_fit, 1e21, unique_tokens=1e9)
     with pytest.raises(ValueError, match="tokens_per_param_range must satisfy"):
         compute_optimal(sim_fit, 1e21, tokens_per_param_range=(10, 1))
-    with pytest.raises(ValueError, match="target must be positive"):
+    with pytest.raises(ValueError, match="target must be a positive, finite number; received -2.0"):
         compute_for_loss(sim_fit, -2.0)
     runs = bs.simulate("kaplan", seed=2)
     kaplan = fit_from_draws("kaplan", jitter(TRUTHS["kaplan"]), runs)

@@ -142,8 +142,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"priors name \['alpha_N'\]"):
         detect_break(runs, priors={"alpha_N": bs.Prior("HalfNormal", scale=1.0)})
     frame = pd.DataFrame({"n_params": np.repeat([1e3, 1e4, 1e5], 5), "loss": np.ones(15)})
-    with pytest.raises(DataError, match="3 distinct values"):
-        detect_break(frame)
+    with pytest.warns(bs.PlausibilityWarning, match="runs repeat an earlier row exactly"):
+        with pytest.raises(DataError, match="3 distinct values"):
+            detect_break(frame)
     with pytest.raises(DataError, match="2 groups.*Pass group='group'"):
         detect_break(runs.assign(group=["a", "b"] * 25))
     with pytest.raises(TypeError, match="group must be the name of a column; received int"):
@@ -264,3 +265,28 @@ def test_misfit_and_one_progress_bar_pass_through(monkeypatch):
     with pytest.raises(Stop):
         detect_break(runs, misfit=True, progress_bar=False)
     assert seen == [("power_law", True, False)]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::bayescale.errors.ConvergenceWarning")  # short chains
+def test_one_progress_bar_for_the_whole_analysis(capsys):
+    runs = bs.simulate("broken_power_law", BREAK, sweep_design("n_params", 1e2, 1e5, 20), seed=1)
+    report = detect_break(
+        runs,
+        variable="n_params",
+        max_breaks=1,
+        max_refits=0,
+        num_chains=2,
+        num_warmup=100,
+        num_samples=100,
+        seed=0,
+        progress_bar=True,
+    )
+    err = capsys.readouterr().err
+    assert "detect_break: 0 to 1 breaks" in err and "| 0/6 " in err
+    # the fits and refits draw no bar of their own
+    assert "fit power_law" not in err and "refit" not in err
+    assert set(report.fits) == {0, 1}
+    # the curves for plotting predict through the one path (law, misfit, noise)
+    curves = report.curves(kind="predictive", num=5, seed=0)
+    assert (curves["lower"] < curves["median"]).all() and (curves["median"] < curves["upper"]).all()

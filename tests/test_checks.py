@@ -208,7 +208,9 @@ def test_prior_predictive_draws_from_the_priors():
     other = bs.prior_predictive(runs, "chinchilla", num_samples=400, seed=1)
     np.testing.assert_array_equal(loss.values, again["prior_predictive"]["loss"].values)
     assert not np.array_equal(loss.values, other["prior_predictive"]["loss"].values)
-    with pytest.raises(bs.BayescaleError, match="num_samples must be at least 1; received 0"):
+    with pytest.raises(
+        bs.BayescaleError, match="num_samples must be an integer of at least 1; received 0"
+    ):
         bs.prior_predictive(runs, "chinchilla", num_samples=0)
 
 
@@ -216,7 +218,10 @@ def test_check_validates_levels(sim_fit):
     runs = sim_fit.data.table.iloc[:3]
     with pytest.raises(OptionTypeError, match=r"levels must be a sequence"):
         check(sim_fit, runs, levels=0.9)
-    with pytest.raises(OptionTypeError, match=r"levels and verdict_level must be numbers"):
+    with pytest.raises(
+        OptionTypeError,
+        match=r"levels must hold numbers strictly between 0 and 1; received str: 'a'",
+    ):
         check(sim_fit, runs, levels=("a",))
 
 

@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from bayescale.cli import main
+from bayescale.cli import _read_csv, build_parser, main
 
 
 @pytest.fixture
@@ -358,3 +358,34 @@ def test_a_grouped_fit_says_on_which_scale_its_population_lies(tmp_path, capsys)
     assert code == 0
     assert "population medians: alpha_mu=" in out and "(mean of log alpha)" in out
     assert "(sd of log alpha)" in out and "per group: E, alpha, A, sigma" in out
+
+
+def test_a_negative_number_is_read_as_a_number_and_refused(tmp_path, capsys):
+    """Before: argparse took -7e10 for an option and said --n-params expected an argument."""
+    args = ["forecast", str(tmp_path / "fit.nc"), "--n-params", "-7e10", "--n-tokens", "1e10"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--n-params must be a positive, finite number; received -7e+10" in err
+    assert main(["allocate", str(tmp_path / "fit.nc"), "--compute", "-1e24"]) == 2
+    assert "--compute must be a positive, finite number; received -1e+24" in capsys.readouterr().err
+
+
+def test_csv_encoding_and_comments(tmp_path, capsys):
+    """Before: a commented or Latin-1 file got the hint "Pass --sep" and could not be read."""
+    import bayescale as bs
+
+    runs = bs.simulate("power_law", seed=1)
+    commented = tmp_path / "commented.csv"
+    commented.write_text("# my sweep, lr 3e-4\n" + runs.to_csv(index=False))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(runs.assign(note="caf\xe9").to_csv(index=False).encode("latin-1"))
+    fit = ["fit", "--law", "power_law", "--method", "huber", "--quiet", "--format", "csv"]
+    assert main([*fit, str(commented)]) == 2
+    assert "pass comment='#' (--comment '#' on the command line)" in capsys.readouterr().err
+    assert main([*fit, str(latin)]) == 2
+    assert "--encoding on the command line" in capsys.readouterr().err
+    # the options reach the one reader (a fit on top would only repeat test_data's checks)
+    parser = build_parser()
+    for path, option in ((commented, ["--comment", "#"]), (latin, ["--encoding", "latin-1"])):
+        args = parser.parse_args(["fit", str(path), *option])
+        assert len(_read_csv(args.data, args)) == len(runs)

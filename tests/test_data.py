@@ -6,6 +6,7 @@ import pytest
 
 import bayescale as bs
 from bayescale.errors import DataError
+from bayescale.io.data import read_csv, read_points
 
 
 def _frame() -> pd.DataFrame:
@@ -176,3 +177,110 @@ def test_a_sweep_of_toy_sizes_is_not_taken_for_billions():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bs.from_frame(sweep)
+
+
+# ------------------------------------------------------------------------- hostile inputs
+
+
+def test_booleans_and_dates_are_not_measurements():
+    """Before: a bool loss column was fitted as 1.0, and dates became nanoseconds."""
+    with pytest.raises(DataError, match=r"'loss' holds True/False values.*read as 1"):
+        bs.from_frame(_runs(loss=[True, False, True, True]))
+    with pytest.raises(DataError, match=r"'loss' holds True/False values"):
+        bs.from_frame(_runs(loss=pd.Series([3.0, True, 2.6, 2.4], dtype=object)))
+    dates = pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"])
+    with pytest.raises(DataError, match=r"'n_params' holds dates or durations .*nanoseconds"):
+        bs.from_frame(_runs(n_params=dates))
+    with pytest.raises(DataError, match=r"'n_tokens' in `at` holds dates or durations"):
+        read_points({"n_params": 1e9, "n_tokens": dates[:1]}, ("n_params", "n_tokens"))
+
+
+def test_repeated_column_names_are_named():
+    """Before: two columns of one name raised a TypeError from inside pandas."""
+    frame = pd.DataFrame([[1e8, 2e9, 3.0, 3.1]], columns=["n_params", "n_tokens", "loss", "loss"])
+    with pytest.raises(DataError, match=r"more than one column named loss.*Rename or drop"):
+        bs.from_frame(frame)
+
+
+def test_sizes_beyond_any_trained_model_warn_and_overflow_is_refused():
+    """Before: a run with 1e300 tokens passed without a word."""
+    with pytest.warns(
+        bs.PlausibilityWarning, match=r"'n_tokens' is above 1e\+17 in 1 runs \(rows 3"
+    ):
+        bs.from_frame(_runs(n_tokens=[2e9, 8e9, 3.2e10, 1e20]))
+    with pytest.warns(bs.PlausibilityWarning, match=r"'n_tokens' is above"):
+        with pytest.raises(DataError, match=r"'compute' has 1 non-positive or non-finite .*rows 3"):
+            bs.from_frame(_runs(n_tokens=[2e9, 8e9, 3.2e10, 1e300]))  # 6 N D overflows
+
+
+def test_exact_duplicate_rows_warn_naming_them():
+    """Before: a copied row was fitted as a second measurement without a word."""
+    frame = pd.concat([_runs(), _runs().iloc[[1, 3]]], ignore_index=True)
+    with pytest.warns(bs.PlausibilityWarning, match=r"2 runs repeat .*rows 4, 5 repeat rows 1, 3"):
+        data = bs.from_frame(frame)
+    assert data.n_runs == 6  # kept: repeated runs may be real
+    with warnings.catch_warnings():  # a column that tells repeats apart: no warning
+        warnings.simplefilter("error")
+        bs.from_frame(frame.assign(seed=range(6)))
+
+
+def test_group_labels_that_read_alike_are_refused():
+    """Before: labels 1 and '1' were merged into one curve."""
+    frame = _runs(group=pd.Series([1, "1", 2, 2], dtype=object))
+    with pytest.raises(DataError, match=r"labels 1 \(int\), '1' \(str\) \(rows 0, 1\).*astype"):
+        bs.from_frame(frame)
+    assert bs.from_frame(_runs(group=["1", "1", "2", "2"])).table["group"].tolist()[0] == "1"
+
+
+def test_missing_group_labels_are_named_or_dropped():
+    """Before: a NaN group label crashed with a NumPy reduction error."""
+    frame = _runs(group=["a", np.nan, "b", "b"])
+    with pytest.raises(DataError, match=r"'group' has 1 missing labels \(rows 1\).*dropna=True"):
+        bs.from_frame(frame)
+    data = bs.from_frame(frame, dropna=True)
+    assert data.table["group"].tolist() == ["a", "b", "b"]
+
+
+def test_dropna_names_a_group_it_empties():
+    """Before: fit_many(dropna=True) dropped a whole curve without saying so."""
+    frame = _runs(group=["a", "a", "b", "b"], loss=[3.2, 2.9, np.nan, -1.0])
+    with pytest.warns(bs.PlausibilityWarning, match=r"dropped every run of group\(s\) b"):
+        data = bs.from_frame(frame, dropna=True)
+    assert set(data.table["group"]) == {"a"}
+
+
+def test_csv_with_comments_or_another_encoding(tmp_path):
+    """Before: both got a misleading 'pass --sep' hint and there was no way to read them."""
+    commented = tmp_path / "commented.csv"
+    commented.write_text("# runs of my sweep\n# lr 3e-4, batch 256\n" + _runs().to_csv(index=False))
+    with pytest.raises(DataError, match=r"comment='#' \(--comment '#' on the command line\)"):
+        bs.from_frame(commented)
+    assert bs.from_frame(commented, comment="#").n_runs == 4
+    commented.write_text("# runs of my sweep\n" + _runs().to_csv(index=False))  # parses
+    with pytest.raises(DataError, match=r"header looks like a comment line: .*comment='#'"):
+        bs.from_frame(commented)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(_runs(note=["caf\xe9"] * 4).to_csv(index=False).encode("latin-1"))
+    with pytest.raises(DataError, match=r"as UTF-8 text .*pass encoding='latin-1'"):
+        bs.from_frame(latin)
+    assert bs.from_frame(latin, encoding="latin-1").table["note"][0] == "caf\xe9"
+    with pytest.raises(DataError, match=r"unknown encoding 'latin-9000'"):
+        bs.from_frame(latin, encoding="latin-9000")
+
+
+def test_a_csv_that_does_not_parse_names_the_delimiter(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("n_params;n_tokens;loss\n1e8;2e9;3.2\n1e9;2e10;2.8;7;8\n")
+    with pytest.raises(DataError, match=r"check the delimiter \(read with ';'\): pass sep="):
+        read_csv(bad, sep=";")
+
+
+def test_points_share_the_runs_parser():
+    """forecast, stacked_predictive and design read their points with `read_points`."""
+    points = read_points({"n_params": [1e9, 2e9], "compute": 1.2e20}, ("n_params", "n_tokens"))
+    np.testing.assert_allclose(points["n_tokens"], 1.2e20 / (6 * np.array([1e9, 2e9])))
+    assert points.index.name == "point"
+    with pytest.raises(DataError, match=r"'n_params' in candidates has 1 non-numeric values"):
+        read_points(
+            pd.DataFrame({"n_params": ["x"], "n_tokens": [1e9]}), ("n_params",), where="candidates"
+        )

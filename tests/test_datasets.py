@@ -64,7 +64,8 @@ NUMERIC = {"n_params", "n_tokens", "compute", "unique_tokens", "data_size", "los
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No network, an empty private cache, and no BAYESCALE_DATA unless passed explicitly."""
+    """No network, an empty private cache, no BAYESCALE_DATA unless passed explicitly, and no
+    ../shared/data (the working directory is a fresh folder and the package is not a checkout)."""
 
     def _no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("bayescale.io.datasets tried to use the network")
@@ -73,6 +74,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", _no_network)
     monkeypatch.delenv("BAYESCALE_DATA", raising=False)
     monkeypatch.setenv("BAYESCALE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "_checkout_root", lambda: None)
 
 
 def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes | Exception, calls: list[str]) -> None:
@@ -331,3 +334,98 @@ def test_module_does_not_import_jax() -> None:
     source = Path(datasets.__file__).read_text()
     assert "import jax" not in source
     assert "numpyro" not in source
+
+
+def _reference_layout(root: Path) -> Path:
+    """A checkout's layout under ``root``: ``repo/`` beside ``shared/data/chinchilla_epoch/``."""
+    target = root / "shared" / "data" / "chinchilla_epoch"
+    target.mkdir(parents=True)
+    shutil.copy2(DATA / "chinchilla_epoch" / "svg_extracted_data.csv", target)
+    (root / "repo" / "notebooks").mkdir(parents=True)
+    return root / "repo"
+
+
+@needs_data
+def test_finds_shared_data_beside_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # run from a checkout's root, BAYESCALE_DATA unset and no network: ../shared/data is found
+    repo = _reference_layout(tmp_path / "work")
+    monkeypatch.chdir(repo)
+    assert len(load_dataset("chinchilla_epoch_240", download=False)) == 240
+
+
+@needs_data
+def test_finds_shared_data_beside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a notebook runs in notebooks/, whose parent is the checkout, not the folder beside it
+    repo = _reference_layout(tmp_path / "work")
+    monkeypatch.chdir(repo / "notebooks")
+    with pytest.raises(DataError):
+        load_dataset("chinchilla_epoch", download=False)
+    monkeypatch.setattr(datasets, "_checkout_root", lambda: repo)
+    assert len(load_dataset("chinchilla_epoch", download=False)) == 245
+
+
+@needs_data
+def test_env_var_replaces_the_shared_data_guess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an explicit BAYESCALE_DATA is the user's choice: a wrong one is not papered over
+    repo = _reference_layout(tmp_path / "work")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("BAYESCALE_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match="BAYESCALE_DATA"):
+        load_dataset("chinchilla_epoch", download=False)
+
+
+def test_not_found_names_every_place_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    repo = tmp_path / "work" / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(repo / "notebooks")
+    monkeypatch.setattr(datasets, "_checkout_root", lambda: repo)
+    with pytest.raises(DataError) as info:
+        load_dataset("bnsl_4digit")
+    message = str(info.value)
+    shared = tmp_path / "work" / "shared" / "data" / "bnsl_4digit" / "four_digit_addition.csv"
+    assert f"../shared/data from the repository: {shared}" in message
+    assert f"../shared/data from the working directory: {repo / 'shared'}" in message
+    assert f"cache: {tmp_path / 'cache'}" in message
+    assert "put the reference data folder at ../shared/data" in message
+
+
+@pytest.mark.slow  # two pytest subprocesses, each importing JAX
+def test_missing_data_skips_in_one_line_before_any_fit(tmp_path: Path) -> None:
+    """A data test in a checkout without ../shared/data skips with a one-line reason.
+
+    The test run by the subprocess needs the session's NUTS fit of the Epoch runs; it must be
+    skipped before that fit (seconds, not a minute) and say in one line what is missing and how
+    to get it. With BAYESCALE_REQUIRE_DATA=1 (as in CI) the same test fails instead.
+    """
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "BAYESCALE_DATA": str(tmp_path / "nonexistent"),
+        "BAYESCALE_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(root),
+        # any download attempt fails at once instead of waiting on the network
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    env.pop("BAYESCALE_REQUIRE_DATA", None)
+    test = "tests/test_forecast.py::test_epoch_interval_contains_epochs_point_value"
+    command = [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-rs", test]
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert run.returncode == 0 and len(lines) == 1, run.stdout[-2000:]
+    assert len(lines[0]) < 300, lines[0]
+    assert "reference data not found" in lines[0] and "BAYESCALE_DATA" in lines[0]
+    assert "Download" not in run.stdout  # the tests never reach for the network
+
+    env["BAYESCALE_REQUIRE_DATA"] = "1"
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "BAYESCALE_REQUIRE_DATA is set" in run.stdout

@@ -82,6 +82,18 @@ def test_same_seed_same_scores_and_the_mcse_is_honest(fit):
     assert (diff < 4 * np.hypot(a["width_mcse"], c["width_mcse"])).all()
 
 
+def test_the_progress_bar_counts_chunks_of_candidates_and_changes_nothing(fit, capsys):
+    cands = bs.design_grid(fit, levels=4, sizes=3)
+    quiet = bs.design(fit, cands, TARGET, batch=2, seed=5)
+    shown = bs.design(fit, cands, TARGET, batch=2, seed=5, progress_bar=True)
+    err = capsys.readouterr().err
+    n = len(cands)
+    assert f"design: {n} candidates:   0%|          | 0/2 " in err  # 1 chunk x 2 picks
+    pd.testing.assert_frame_equal(quiet.batch, shown.batch)
+    with pytest.raises(bs.OptionTypeError, match="progress_bar"):
+        bs.design(fit, cands, TARGET, progress_bar="yes")
+
+
 def test_current_width_is_the_posterior_interval(fit):
     value, _ = target_draws(fit, TARGET)
     lo, hi = np.quantile(value, [0.05, 0.95])
@@ -143,17 +155,18 @@ def test_the_callers_candidates_are_not_modified(fit):
         ({"target": 1e22}, bs.OptionTypeError, "one-key mapping; received 1e\\+22"),
         ({"target": {"n_opt": -1}}, bs.OptionError, "positive, finite number; received -1"),
         ({"target": {"loss_at": {"n_params": 1e9}}}, bs.OptionError, "needs two of n_params"),
-        ({"candidates": _runs(n_params=1e9)}, bs.DataError, "lack column 'n_tokens'"),
+        ({"candidates": _runs(n_params=1e9)}, bs.DataError, "'n_tokens' not in candidates"),
         (
             {"candidates": _runs(n_params=[1e9, -1], n_tokens=1e10)},
             bs.DataError,
-            "non-positive, non-finite or non-numeric values \\(rows 1\\)",
+            "'n_params' in candidates has 1 non-positive or non-finite values \\(rows 1\\)",
         ),
         ({"candidates": "grd"}, bs.OptionError, "or 'grid'; received 'grd'"),
         ({"candidates": [1, 2]}, bs.OptionTypeError, "received list"),
-        ({"batch": 0}, bs.OptionError, "batch must be an integer >= 1; received 0"),
+        ({"batch": 0}, bs.OptionError, "batch must be an integer of at least 1; received 0"),
         ({"cost": "gpu_hours"}, bs.OptionError, "cost 'gpu_hours' is neither"),
         ({"kind": "median"}, bs.OptionError, "unknown kind 'median'"),
+        ({"budget": "1e21"}, bs.OptionTypeError, "budget must be a positive number; received str"),
     ],
 )
 def test_bad_input_says_what_and_how(fit, kwargs, error, message):
@@ -234,3 +247,44 @@ def test_rank_by_width_and_a_goal(fit):
     assert len(easy.batch) == 1 and easy.batch["cost"].iloc[0] == reaching["cost"].min()
     with pytest.raises(bs.OptionError, match="unknown rank 'cost'"):
         bs.design(fit, cands, TARGET, rank="cost")
+
+
+def test_the_grid_keeps_to_runs_a_lab_would_train(fit):
+    """Candidates stay within 5 to 200 tokens per parameter (overridable; None lifts it)."""
+    ratio = lambda g: (g["n_tokens"] / g["n_params"]).to_numpy()  # noqa: E731
+    grid = bs.design_grid(fit)
+    assert len(grid) == 90
+    assert ratio(grid).min() >= 5 * (1 - 1e-9) and ratio(grid).max() <= 200 * (1 + 1e-9)
+    # each level still spans the band's overlap with N_opt +- 1 decade: sizes differ
+    assert (grid.groupby("compute")["n_params"].nunique() == 9).all()
+    wide = bs.design_grid(fit, tokens_per_param=(1.0, 1000.0))
+    assert ratio(wide).min() >= 1 * (1 - 1e-9) and ratio(wide).max() <= 1000 * (1 + 1e-9)
+    assert ratio(wide).max() > 200
+    # positive control: without the band, the sizes a decade either side of the optimum at the
+    # smallest budget include runs on far fewer or far more tokens than any lab trains
+    free = bs.design_grid(fit, tokens_per_param=None)
+    assert ratio(free).min() < 5 and ratio(free).max() > 200
+    with pytest.raises(bs.OptionError, match=r"tokens_per_param must be a band \(low, high\)"):
+        bs.design_grid(fit, tokens_per_param=(200, 5))
+
+
+def test_a_width_ranked_design_spends_the_budget_on_the_run_that_narrows_most(fit):
+    """Given a budget, rank="width" picks the narrowest affordable run, expensive or not."""
+    budget = 1e21
+    d = bs.design(fit, "grid", TARGET, rank="width", budget=budget)
+    affordable = d.table[d.table["cost"] <= budget]
+    pick = d.batch.iloc[0]
+    assert pick["candidate"] == affordable["width"].idxmin()
+    # on this ladder (6e18 to 6e19 FLOP, target 6e21) the narrowest affordable run is one of
+    # the largest: more than half the budget, more than 5x the ladder's largest run
+    assert pick["cost"] > 0.5 * budget and pick["cost"] > 5 * 6e19
+    # and it narrows the target more than the best cheap run (beyond 4 MCSE)
+    cheap = affordable[affordable["cost"] <= 6e19]
+    assert pick["width"] + 4 * d.table.loc[pick["candidate"], "width_mcse"] < cheap["width"].min()
+
+
+def test_a_budget_no_candidate_fits_warns(fit):
+    cands = bs.design_grid(fit, levels=3, sizes=3)
+    with pytest.warns(UserWarning, match=r"no candidate fits the budget 1 \(the cheapest costs"):
+        d = bs.design(fit, cands, TARGET, budget=1.0)
+    assert d.batch.empty

@@ -20,6 +20,7 @@ import bayescale as bs
 from bayescale import files
 from bayescale.demo import save_figure
 from bayescale.files import atomic_write, file_mode
+from bayescale.io import datasets
 from bayescale.io.datasets import DATASETS, cache_dir, load_dataset
 
 
@@ -66,6 +67,9 @@ def test_saved_fit_figure_and_download_get_the_umask_mode(
     payload = (shared_data / "chinchilla_epoch" / "svg_extracted_data.csv").read_bytes()
     monkeypatch.setenv("BAYESCALE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("BAYESCALE_DATA", raising=False)
+    # no ../shared/data beside the working directory or the checkout: the loader downloads
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets, "_checkout_root", lambda: None)
 
     def serve(self, url, output_file, *args, **kwargs):  # pooch's downloader, off the network
         Path(str(output_file)).write_bytes(payload)

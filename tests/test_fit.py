@@ -214,7 +214,7 @@ def test_priors_are_validated_when_built(family, params, message):
 def test_fit_options_are_validated_before_sampling():
     runs = bs.simulate("power_law", seed=2)
     cases = [
-        ({"seed": 2**32}, bs.OptionTypeError, r"seed must be an integer in \[0, 2\*\*32\)"),
+        ({"seed": 2**32}, bs.OptionError, r"seed must be an integer in \[0, 2\*\*32\)"),
         ({"seed": 1.0}, bs.OptionTypeError, r"seed must be an integer"),
         ({"nu": 0.0}, bs.OptionError, r"nu must be a positive number"),
         ({"nu": float("inf")}, bs.OptionError, r"nu must be a positive number"),
@@ -226,3 +226,19 @@ def test_fit_options_are_validated_before_sampling():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             bs.fit(runs, "power_law", **kwargs)
+
+
+def test_one_chain_says_r_hat_was_not_computed():
+    """Before: a 1-chain NUTS fit reported "diagnostics: ok" though no r_hat was computed."""
+    import arviz_base as azb
+
+    from bayescale.model.simulation import TRUTHS
+
+    draws = {k: np.full((1, 20), v) for k, v in TRUTHS["chinchilla"].items()}
+    draws["sigma"] = np.full((1, 20), 0.01)
+    tree = azb.from_dict({"posterior": draws})
+    tree.attrs.update(method="nuts", likelihood="student_t", nu=4.0, law="chinchilla")
+    runs = bs.from_frame(bs.simulate("chinchilla", seed=1))
+    one = bs.Fit(tree, bs.get_law("chinchilla"), None, runs)
+    assert "r_hat and ESS not computed with 1 chain" in repr(one)
+    assert "diagnostics: ok" not in repr(one)

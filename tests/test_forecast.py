@@ -170,7 +170,7 @@ def test_bad_inputs_say_what_and_how(sim_fit):
         forecast(sim_fit, [1e9, 1e10])
     with pytest.raises(ValueError, match="unknown kind 'median'. Available: predictive, mean"):
         forecast(sim_fit, INSIDE, kind="median")
-    with pytest.raises(ValueError, match="seed must be an integer"):
+    with pytest.raises(bs.OptionTypeError, match=r"seed must be an integer .*received float: 1.5"):
         forecast(sim_fit, INSIDE, seed=1.5)
 
 
@@ -235,7 +235,7 @@ def test_extrapolation_horizon(sim_fit):
     assert np.isnan(extrapolation_horizon(sim_fit, tolerance=0.01).compute)
     wide = extrapolation_horizon(sim_fit, tolerance=10.0)
     assert wide.beyond_grid and wide.compute == curve["compute"].iloc[-1]
-    with pytest.raises(ValueError, match="tolerance must be a positive relative width"):
+    with pytest.raises(ValueError, match="tolerance must be a positive, finite number; received 0"):
         extrapolation_horizon(sim_fit, tolerance=0)
     with pytest.raises(ValueError, match="strictly increasing"):
         extrapolation_horizon(sim_fit, tolerance=0.1, compute=[1e22, 1e21])
@@ -272,3 +272,38 @@ def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
     assert not np.array_equal(  # positive control: another seed gives other draws
         forecast(fit, at, seed=4).draws["loss"].values, whole.draws["loss"].values
     )
+
+
+# ------------------------------------------------------------------ summary statistics
+
+
+def test_per_point_statistics_match_numpy():
+    """Quantiles (NumPy's linear method), mean, sd and variance of the log, point by point.
+
+    NaN draws give NaN quantiles; an infinite draw stays infinite where NumPy's interpolation
+    gives NaN (``inf * 0``), the only place where they may differ.
+    """
+    from bayescale.analysis.forecast import _log_variance, _per_point
+
+    rng = np.random.default_rng(3)
+    for n_draw, n_point in [(4000, 300), (1, 5), (2, 7), (7, 300), (1001, 129)]:
+        x = np.exp(rng.standard_normal((n_draw, n_point)) * 0.05 + 0.7).astype(np.float32)
+        if n_draw > 2:
+            x[0, 1], x[1, 2], x[:, 3] = np.nan, np.inf, np.inf
+        probs = [0.5, 0.05, 0.95, 0.0, 1.0, 0.123]
+        got = _per_point(x, probs, moments=True, log_var=True)
+        with np.errstate(invalid="ignore"):
+            ref = np.quantile(x, probs, axis=0)
+        assert np.array_equal(np.isnan(got["q"]), np.isnan(ref) & ~np.isinf(got["q"]))
+        fine = np.isfinite(ref)
+        np.testing.assert_allclose(got["q"][fine], ref[fine], rtol=1e-6)
+        finite = np.isfinite(x).all(axis=0)
+        x64 = x[:, finite].astype(np.float64)
+        np.testing.assert_allclose(got["mean"][finite], x64.mean(axis=0), rtol=1e-9)
+        logs = np.log(x64).var(axis=0)
+        np.testing.assert_allclose(got["log_var"][finite], logs, rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(_log_variance(x[:, finite]), logs, rtol=1e-4, atol=1e-12)
+        if n_draw > 1:
+            np.testing.assert_allclose(got["sd"][finite], x64.std(axis=0, ddof=1), rtol=1e-6)
+        else:
+            assert np.isnan(got["sd"]).all()

@@ -395,3 +395,19 @@ def test_spreads_are_parameter_expanded_in_numpyro_coordinates(runs):
     after = float(fixed["sigma_mu"]) + float(fixed["_sigma_w"]) * s_sigma * fixed["_sigma_z"][:2]
     np.testing.assert_allclose(after, before, rtol=1e-6)
     assert float(fixed["_sigma_w"]) > 0 and float(fixed["_sigma_z"][2]) == 0.0
+
+
+def test_partial_pooling_of_single_runs_warns():
+    """Before: every group with one run was fitted by partial pooling without a word."""
+    from bayescale.model.hierarchy import require_groups
+
+    runs = bs.simulate("power_law", seed=1).iloc[:6].assign(group=list("abcdef"))
+    data = bs.from_frame(runs)
+    law = bs.get_law("power_law")
+    labels = list("abcdef")
+    with pytest.warns(bs.PlausibilityWarning, match=r"every group has a single run \(6 groups\)"):
+        require_groups(data, law, "partial", 4, labels)
+    pairs = bs.from_frame(runs.assign(group=list("aabbcc")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        require_groups(pairs, law, "partial", 4, ["a", "b", "c"])

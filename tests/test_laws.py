@@ -144,10 +144,94 @@ def _floor_fn(p, logx):
         (_floor_fn, ("n_params",), {"E": "floor", "sigma": "exponent"}, r"'sigma'.*taken"),
         (lambda p: p["E"], ("n_params",), {"E": "floor"}, r"must take two arguments"),
         (lambda p, x: jnp.log(p["E"]), ("n_params",), {"E": "floor"}, r"one log loss per run"),
-        (_floor_fn, ("n_params",), {"E": "floor"}, r"failed with scalar params \['E'\].*alpha"),
+        (_floor_fn, ("n_params",), {"E": "floor"}, r"failed with params \['E'\].*alpha"),
     ],
 )
 def test_register_law_checks_the_function_and_declaration(fn, variables, params, message):
     with pytest.raises(bs.LawError, match=message):
         bs.register_law("checked_law", fn, variables=variables, params=params)
     assert "checked_law" not in LAWS
+
+
+# ------------------------------------------------------------------------- registration checks
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        # a fixed-length output: right for 3 runs only (before: registered, then a
+        # broadcasting error inside the fit)
+        (lambda p, x: jnp.log(p["E"]) + p["alpha"] * jnp.zeros(3), r"one log loss per run"),
+        (lambda p, x: jnp.log(p["E"] * jnp.array([1.0, 2.0, 3.0])) + 0 * p["alpha"], r"per run"),
+        # parameters that do not broadcast with draws (as forecasts evaluate laws)
+        (
+            lambda p, x: jnp.log(p["E"]).reshape(()) + 0 * p["alpha"] * x["n_params"],
+            r"shape \(2, 1\)",
+        ),
+    ],
+)
+def test_register_law_refuses_outputs_of_the_wrong_shape(fn, message):
+    with pytest.raises(bs.LawError, match=message):
+        bs.register_law(
+            "shape_law", fn, variables=("n_params",), params={"E": "floor", "alpha": "exponent"}
+        )
+    assert "shape_law" not in LAWS
+
+
+def test_register_law_refuses_a_parameter_the_law_ignores():
+    """Before: a declared parameter that fn never reads was accepted and fitted from its prior."""
+
+    def fn(p, logx):  # A is declared but never used
+        return jnp.logaddexp(jnp.log(p["E"]), -p["alpha"] * logx["n_params"])
+
+    params = (
+        bs.Param("E", "floor"),
+        bs.Param("alpha", "exponent"),
+        bs.Param("A", "amplitude", variable="n_params", exponent="alpha"),
+    )
+    with pytest.raises(bs.LawError, match=r"fn ignores the declared parameter\(s\) \['A'\]"):
+        bs.register_law("ignoring_law", fn, variables=("n_params",), params=params)
+    assert "ignoring_law" not in LAWS
+
+
+#: every built-in law, and the factory laws with their options
+BUILT = [(name, {}) for name in sorted(LAWS)] + [
+    ("power_law", {"variable": "compute"}),
+    ("broken_power_law", {"breaks": 2}),
+    ("m4", {"variable": "compute"}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), BUILT, ids=lambda v: str(v))
+def test_every_built_in_law_passes_the_registration_checks(name, options):
+    from bayescale.model.laws import _check_fn
+
+    law = bs.get_law(name, **options)
+    _check_fn(law.name, law.fn, law.variables, law.params)
+
+
+def test_a_law_without_a_finite_value_at_its_start_is_refused():
+    """Before: MAP returned its start values and NUTS raised numpyro's ValueError."""
+
+    def fn(p, logx):  # log of a negative number wherever E < 10
+        return jnp.logaddexp(
+            jnp.log(p["E"] - 10.0), jnp.log(p["A"]) - p["alpha"] * logx["n_params"]
+        )
+
+    bs.register_law(
+        "nan_law",
+        fn,
+        variables=("n_params",),
+        params=(
+            bs.Param("E", "floor"),
+            bs.Param("alpha", "exponent"),
+            bs.Param("A", "amplitude", variable="n_params", exponent="alpha"),
+        ),
+    )
+    try:
+        runs = bs.simulate("power_law", seed=1)
+        for method in ("map", "nuts"):
+            with pytest.raises(bs.LawError, match=r"no finite log loss at 30 of 30 runs .*E=0\.9"):
+                bs.fit(runs, "nan_law", method=method, num_warmup=10, num_samples=10)
+    finally:
+        LAWS.pop("nan_law")

@@ -2,7 +2,8 @@
 
 The rule is the one CONTRIBUTING.md states, word for word:
 
-    cli, demo > plots > analysis > inference > model > io > base (errors, files, streams, version)
+    cli, demo > plots > analysis > inference > model > io > base (errors, files, options, streams,
+    version)
 
 A module imports from its own layer or a lower one, never a higher one; inside a layer the
 imports form no cycle; the command line and the demo sit on the public API (``bayescale``).
@@ -20,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bayescale"
 
 #: bottom to top: a subpackage, or the top-level modules named
 LAYERS = [
-    ("base", {"errors", "files", "streams", "version"}),
+    ("base", {"errors", "files", "options", "streams", "version"}),
     ("io", None),
     ("model", None),
     ("inference", None),

@@ -117,8 +117,10 @@ def test_backtest_bad_holdout(ladder):
         bs.backtest(ladder, holdout=1, levels_column="budget")
     with pytest.raises(bs.OptionError, match="unknown models"):
         bs.backtest(ladder, models=("bootstrap",))
-    with pytest.raises(bs.OptionTypeError, match=r"misfit must be a bayescale.Misfit.*bool"):
-        bs.backtest(ladder, misfit=True)
+    with pytest.raises(bs.OptionTypeError, match=r"misfit must be a bayescale.Misfit.*str"):
+        bs.backtest(ladder, misfit="yes")
+    with pytest.raises(bs.OptionError, match=r"no model to backtest \(misfit=False leaves"):
+        bs.backtest(ladder, models=("misfit",), misfit=False)
 
 
 def test_backtest_fits_its_misfit_model_with_the_given_settings(ladder, monkeypatch):
@@ -137,10 +139,15 @@ def test_backtest_fits_its_misfit_model_with_the_given_settings(ladder, monkeypa
         raise Stop
 
     monkeypatch.setattr(module, "fit", fake_fit)
-    for given, used in ((None, Misfit()), (Misfit(p_exact=0.5), Misfit(p_exact=0.5))):
+    # as in fit: True is the default misfit model, as None is
+    settings = ((None, Misfit()), (True, Misfit()), (Misfit(p_exact=0.5), Misfit(p_exact=0.5)))
+    for given, used in settings:
         with pytest.raises(Stop):
             bs.backtest(ladder, models=("misfit",), misfit=given)
         assert seen[-1] == used
+    with pytest.raises(Stop):  # misfit=False leaves the misfit model out: the exact law first
+        bs.backtest(ladder, models=("misfit", "exact"), misfit=False)
+    assert seen[-1] is None
     with pytest.raises(Stop):
         bs.backtest(ladder, models=("exact",), misfit=Misfit(p_exact=0.5))
     assert seen[-1] is None

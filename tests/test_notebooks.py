@@ -1,24 +1,78 @@
-"""Execute the research notebooks (fast mode) and pin their key numbers.
+"""The research notebooks: committed executed with their figures, and re-executed (fast mode).
 
-Each notebook ends with a ``key_numbers`` dict; the test appends one cell that prints it as JSON,
-so a notebook cannot drift silently. Ranges are those of the issues (Epoch's published values
-with their uncertainty), not the values the notebooks happened to produce.
+The fast tests read the committed ``.ipynb`` files: every code cell ran, every cell that draws
+holds its figure, and no saved output shows a progress widget or a ConvergenceWarning.
+
+The slow tests execute each notebook in fast mode and pin its key numbers. Each notebook ends
+with a ``key_numbers`` dict; the test appends one cell that prints it as JSON, so a notebook
+cannot drift silently. Ranges are those of the issues (Epoch's published values with their
+uncertainty), not the values the notebooks happened to produce.
 """
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+COMMITTED = sorted(NOTEBOOKS.glob("*.ipynb"))
+#: a cell that draws: a bayescale plot, or a matplotlib figure made in the cell
+DRAWS = re.compile(r"\bplots\.plot_\w+\(|\bplt\.(subplots|figure)\(")
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+slow = pytest.mark.slow
+
+
+def _code_cells(path: Path) -> list[dict]:
+    book = json.loads(path.read_text(encoding="utf-8"))
+    return [c for c in book["cells"] if c["cell_type"] == "code"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_notebooks_are_committed():
+    assert [p.stem[:2] for p in COMMITTED] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_committed_executed_with_every_figure(path):
+    cells = _code_cells(path)
+    not_run = [i for i, c in enumerate(cells) if c.get("execution_count") is None]
+    assert not not_run, f"{path.name}: code cells {not_run} were not executed"
+    drawing = [(i, c) for i, c in enumerate(cells) if DRAWS.search(_source(c))]
+    assert drawing, f"{path.name} draws nothing: the pattern of a plot cell is out of date"
+    blank = [
+        i
+        for i, c in drawing
+        if not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+    ]
+    assert not blank, f"{path.name}: plot cells {blank} (code cell index) hold no figure"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_committed_outputs_are_clean(path):
+    book = json.loads(path.read_text(encoding="utf-8"))
+    assert "widgets" not in book["metadata"], f"{path.name} stores widget state"
+    for i, cell in enumerate(_code_cells(path)):
+        for out in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), (
+                f"{path.name}: code cell {i} shows a progress widget; pass progress_bar=False"
+            )
+            text = json.dumps(out)
+            assert "ConvergenceWarning" not in text, (
+                f"{path.name}: code cell {i} shows a ConvergenceWarning; fix the fit's settings"
+            )
+            assert out.get("output_type") != "error", f"{path.name}: code cell {i} failed"
 
 
 def run_notebook(name: str, shared_data: Path, tmp_path: Path) -> dict:
+    from nbclient import NotebookClient
+
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     book.cells.append(nbformat.v4.new_code_cell("import json; print(json.dumps(key_numbers))"))
     env_before = dict(os.environ)
@@ -38,6 +92,7 @@ def run_notebook(name: str, shared_data: Path, tmp_path: Path) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
+@slow
 def test_quickstart(shared_data, tmp_path):
     k = run_notebook("01_quickstart", shared_data, tmp_path)
     assert k["max_r_hat"] <= 1.01
@@ -47,6 +102,7 @@ def test_quickstart(shared_data, tmp_path):
     assert k["loss_70b_q5"] < 1.97 < k["loss_70b_q95"]  # Epoch's point value at 70B/1.4T
 
 
+@slow
 def test_extrapolation_risk(shared_data, tmp_path):
     k = run_notebook("02_extrapolation_risk", shared_data, tmp_path)
     assert k["epoch_heldout_runs"] == 80
@@ -62,6 +118,7 @@ def test_extrapolation_risk(shared_data, tmp_path):
     assert k["epoch_misfit_coverage_90"] > k["epoch_backtest_exact_coverage_90"]
 
 
+@slow
 def test_checking_new_runs(shared_data, tmp_path):
     k = run_notebook("03_checking_new_runs", shared_data, tmp_path)
     # 5 healthy runs simulated from the law: each is "as predicted" with probability 0.9, so
@@ -71,6 +128,7 @@ def test_checking_new_runs(shared_data, tmp_path):
     assert k["updated_runs"] == 240
 
 
+@slow
 def test_scaling_breaks(shared_data, tmp_path):
     k = run_notebook("04_scaling_breaks", shared_data, tmp_path)
     assert k["bnsl_n_breaks"] >= 1
@@ -79,6 +137,7 @@ def test_scaling_breaks(shared_data, tmp_path):
     assert k["sim_location_q5"] < k["sim_true_location"] < k["sim_location_q95"]
 
 
+@slow
 def test_experiment_design(shared_data, tmp_path):
     k = run_notebook("06_experiment_design", shared_data, tmp_path)
     # the design spends no more than the next IsoFLOP level ...
@@ -95,6 +154,7 @@ def test_experiment_design(shared_data, tmp_path):
     assert k["min_ess_of_picks"] > 50
 
 
+@slow
 def test_many_curves(shared_data, tmp_path):
     k = run_notebook("05_many_curves", shared_data, tmp_path)
     assert k["curves"] == 20 and k["held_out_rows"] == 342

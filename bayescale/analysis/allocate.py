@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.analysis.common import (
     interval_probs,
     posterior_params,
@@ -305,7 +306,8 @@ def compute_optimal(
     """
     fit = group_fit(fit, group)
     law = fit.law
-    k = _positive_scalar(flops_per_param_token, "flops_per_param_token")
+    k = opt.positive(flops_per_param_token, "flops_per_param_token", example=6)
+    warn = opt.flag(warn, "warn")
     budgets = _budgets(compute)
     t_range = _t_range(tokens_per_param_range)
     method = _resolve_method(law, method)
@@ -406,8 +408,8 @@ def compute_for_loss(
     1.0
     """
     law = fit.law
-    k = _positive_scalar(flops_per_param_token, "flops_per_param_token")
-    target = _positive_scalar(target, "target")
+    k = opt.positive(flops_per_param_token, "flops_per_param_token", example=6)
+    target = opt.positive(target, "target", example=2.0)
     c_lo, c_hi = _ordered_pair(compute_range, "compute_range")
     t_range = _t_range(tokens_per_param_range)
     method = _resolve_method(law, method)
@@ -456,16 +458,6 @@ def compute_for_loss(
 
 
 # ------------------------------------------------------------------------------ validation
-
-
-def _positive_scalar(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"{name} must be a positive number; received {value!r}.") from None
-    if not (np.isfinite(out) and out > 0):
-        raise OptionError(f"{name} must be positive and finite; received {value!r}.")
-    return out
 
 
 def _ordered_pair(value: Any, name: str) -> tuple[float, float]:

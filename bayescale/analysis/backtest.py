@@ -14,6 +14,7 @@ misfit (``"misfit"``), the exact law (``"exact"``) and the literature's Huber po
 from __future__ import annotations
 
 import html
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.analysis.common import quantile_name, validate_levels
 from bayescale.analysis.forecast import forecast
 from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError
@@ -116,7 +118,7 @@ def backtest(
     levels: Sequence[float] = (0.5, 0.8, 0.9),
     variable: str | None = None,
     likelihood: str = "student_t",
-    misfit: Misfit | None = None,
+    misfit: Misfit | bool | None = None,
     num_warmup: int = 1000,
     num_samples: int = 1000,
     seed: int = 0,
@@ -150,9 +152,11 @@ def backtest(
         Scaling variable of one-variable laws.
     likelihood : str, default "student_t"
         The run noise of the NUTS fits, as in `bayescale.inference.fit`.
-    misfit : Misfit, optional
+    misfit : Misfit or bool, optional
         The settings of the ``"misfit"`` model (default ``bayescale.Misfit()``), for example
-        ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture.
+        ``bs.Misfit(p_exact=0.5)`` to backtest the exact-law-or-misfit mixture. As in
+        `bayescale.fit`, True means ``bayescale.Misfit()``; False leaves the ``"misfit"``
+        model out of ``models``.
     num_warmup, num_samples, seed
         NUTS settings of every fit.
     columns : mapping, optional
@@ -172,14 +176,29 @@ def backtest(
         If a split leaves no run to fit or none to score.
     """
     levels_ = validate_levels(levels, 0.9)
-    if misfit is not None and not isinstance(misfit, Misfit):
+    holdout = _check_holdout(holdout)
+    seed = opt.seed(seed)
+    num_warmup = opt.count(num_warmup, "num_warmup", minimum=0)
+    num_samples = opt.count(num_samples, "num_samples")
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
+    if misfit is not None and not isinstance(misfit, (Misfit, bool)):
         raise OptionTypeError(
-            f"misfit must be a bayescale.Misfit or None; received {type(misfit).__name__}: "
-            f"{misfit!r}. For example misfit=bs.Misfit(p_exact=0.5)."
+            f"misfit must be a bayescale.Misfit, True, False or None; received "
+            f"{type(misfit).__name__}: {misfit!r}. For example misfit=bs.Misfit(p_exact=0.5)."
         )
+    misfit_given = misfit
+    if misfit is False:
+        models = [m for m in models if m != "misfit"]
+    misfit = misfit if isinstance(misfit, Misfit) else Misfit()
     unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
+    if unknown:
         raise OptionError(f"unknown models {unknown}; choose from {list(MODELS)}.")
+    if not models:
+        why = "misfit=False leaves models empty" if misfit_given is False else "models is empty"
+        raise OptionError(
+            f"no model to backtest ({why}); choose from {list(MODELS)}, for example "
+            "models=('exact',)."
+        )
     scaling = from_frame(data, columns=columns)
     law_ = get_law(law, variable=variable)
     table = scaling.table
@@ -198,17 +217,25 @@ def backtest(
         distance = np.maximum(np.log10(held[by_].to_numpy(np.float64)) - top, 0.0)
         drop = [c for c in ("group", "split") if c in part]
         for model in models:
-            result, problems = _fit_model(
-                train.drop(columns=drop),
-                law_,
-                model,
-                likelihood,
-                misfit or Misfit(),
-                num_warmup,
-                num_samples,
-                seed,
-                progress_bar,
-            )
+            try:
+                result, problems = _fit_model(
+                    train.drop(columns=drop),
+                    law_,
+                    model,
+                    likelihood,
+                    misfit,
+                    num_warmup,
+                    num_samples,
+                    seed,
+                    progress_bar,
+                )
+            except DataError as exc:
+                where = "" if group == "all" and "group" not in table else f" of group {group!r}"
+                raise DataError(
+                    f"the backtest fits the training split: {len(train)} of the {len(part)} "
+                    f"runs{where} (holdout={holdout!r} holds out the other {len(held)}). "
+                    f"Fitting them: {exc} Hold out fewer runs, or add cheaper ones."
+                ) from exc
             fit_rows.append(_fit_row(result, model, group, len(train), len(held), problems))
             run_rows.append(_score(result, held, model, group, distance, levels_))
     runs = pd.concat(run_rows, ignore_index=True)
@@ -225,23 +252,52 @@ def _split(
                 "'extrapolate'; pass a fraction (for example 1/3) or a number of levels."
             )
         mask = part["split"].astype(str) != "fit"
-    elif isinstance(holdout, (int, np.integer)) and not isinstance(holdout, bool):
+    elif isinstance(holdout, int):
         if levels_column not in part:
             raise OptionError(
                 f"holdout={holdout} holds out the top levels of {levels_column!r}, which the "
                 f"data lacks (columns: {list(part.columns)}); pass levels_column=<column>."
             )
-        top = np.sort(part[levels_column].unique())[-int(holdout) :]
-        mask = part[levels_column].isin(top)
-    elif isinstance(holdout, float) and 0 < holdout < 1:
+        levels = np.sort(part[levels_column].unique())
+        if holdout >= len(levels):
+            raise OptionError(
+                f"holdout must be fewer than the {len(levels)} levels of {levels_column!r} "
+                f"(held out from the top); received {holdout}, which leaves none to fit. Pass "
+                f"holdout between 1 and {len(levels) - 1}, or a fraction such as holdout=1/3."
+            )
+        mask = part[levels_column].isin(levels[-holdout:])
+    else:
         cut = part[by].quantile(1 - holdout)
         mask = part[by] > cut
-    else:
-        raise OptionError(
-            f"holdout must be a fraction in (0, 1), a number of levels or 'split'; received "
-            f"{holdout!r}."
-        )
     return part[~mask], part[mask]
+
+
+def _check_holdout(holdout: Any) -> float | int | str:
+    """``holdout`` checked: a fraction in (0, 1), a positive number of levels, or "split"."""
+    fix = (
+        "Pass a fraction of the runs in (0, 1) (holdout=1/3 holds out the top third), a "
+        "number of top levels to hold out (holdout=2), or holdout='split'."
+    )
+    if isinstance(holdout, str):
+        return holdout
+    if isinstance(holdout, (bool, np.bool_)) or not isinstance(holdout, numbers.Real):
+        raise OptionTypeError(
+            f"holdout must be a fraction in (0, 1), a number of levels or 'split'; received "
+            f"{type(holdout).__name__}: {holdout!r}. {fix}"
+        )
+    if isinstance(holdout, numbers.Integral):
+        if holdout < 1:
+            raise OptionError(
+                f"holdout must be a positive number of levels (an integer holdout counts the "
+                f"top levels held out); received {holdout!r}, which holds out none. {fix}"
+            )
+        return int(holdout)
+    if not 0 < float(holdout) < 1:
+        raise OptionError(
+            f"holdout must be a fraction strictly between 0 and 1 (a float holdout is the share "
+            f"of runs held out); received {holdout!r}. {fix}"
+        )
+    return float(holdout)
 
 
 def _fit_model(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayescale.analysis.common import location_scale
+from bayescale import streams
 from bayescale.analysis.compare import (
     COMPARE_METHODS,
     density_problems,
@@ -31,6 +31,7 @@ from bayescale.analysis.compare import (
     lfo_scores,
     loo_scores,
 )
+from bayescale.analysis.predict import predictive
 from bayescale.errors import (
     ConvergenceWarning,
     DataError,
@@ -147,14 +148,13 @@ class BreakReport:
         x = self.fits[0].data.column(self.variable)
         grid = np.geomspace(x.min(), x.max(), num)
         points = ScalingData(pd.DataFrame({self.variable: grid, "loss": 1.0}))
-        rng = np.random.default_rng(seed)
+        rng = streams.rng(seed, "break_predictive")
         lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
         frames = []
         for k in breaks:
             fit = self.fits[k]
-            mu, sigma = location_scale(fit.law, fit.draws(), points)
-            if kind == "predictive":
-                mu = mu + sigma * fit.noise.sample(rng, mu.shape)
+            pred = predictive(fit, points, rng=streams.rng(seed, "check_misfit"))
+            mu = pred.sample(rng) if kind == "predictive" else pred.loc
             q = np.exp(np.quantile(mu, [0.5, lo, hi], axis=0))
             frames.append(
                 pd.DataFrame(
@@ -509,7 +509,7 @@ def detect_break(
     # per curve and law: the fit, its LOO (with refits) and its LFO refits
     total = 3 * sum(k + 1 for k in most.values())
     reports, messages = {}, []
-    with make_progress_bar(total, "detect_break", show) as bar:
+    with make_progress_bar(total, f"detect_break: 0 to {max_breaks} breaks", show) as bar:
         for g, curve in curves.items():
             if g is not None:
                 bar.set_postfix_str(str(g), refresh=False)

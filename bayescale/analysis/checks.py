@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.common import (
     logmeanexp,
@@ -49,7 +50,7 @@ from bayescale.analysis.common import (
     validate_levels,
 )
 from bayescale.analysis.predict import predictive
-from bayescale.errors import FitError, OptionError, PlausibilityWarning, warn
+from bayescale.errors import FitError, PlausibilityWarning, warn
 from bayescale.inference.fit import Fit, group_fit
 from bayescale.io.data import ScalingData, format_rows, from_frame
 from bayescale.model.build import OBS, build_model, internal_sites, model_inputs
@@ -223,6 +224,7 @@ def check(
     np.int64(5)
     """
     levels_ = validate_levels(levels, verdict_level)
+    dropna = opt.flag(dropna, "dropna")
     fit = group_fit(fit, group)
     require_draws(fit, "check")
     runs = _as_runs(new_runs, fit.law, columns, dropna)
@@ -295,6 +297,7 @@ def ppc(
     import xarray as xr
 
     levels_ = validate_levels(levels, verdict_level)
+    seed = opt.seed(seed)
     if "log_likelihood" not in fit.tree.children:
         raise FitError(
             f"ppc needs posterior draws with a log_likelihood group; the fit has method="
@@ -396,17 +399,8 @@ def prior_predictive(
     import jax
     from numpyro.infer import Predictive
 
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise OptionError(
-            f"num_samples must be a positive integer; received {num_samples!r}. "
-            "For example num_samples=500."
-        )
-    if num_samples < 1:
-        raise OptionError(f"num_samples must be at least 1; received {num_samples}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise OptionError(
-            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
-        )
+    num_samples = opt.count(num_samples, "num_samples")
+    seed = opt.seed(seed)
     noise = get_likelihood(likelihood, nu=nu)
     runs = from_frame(data, columns=columns, dropna=dropna)
     law_ = get_law(law, variable=variable, breaks=breaks)

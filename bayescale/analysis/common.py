@@ -18,17 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.errors import (
     ExtrapolationWarning,
     FitError,
     OptionError,
-    OptionTypeError,
     find_stack_level,
 )
 from bayescale.inference.diagnostics import interval_probs
 from bayescale.inference.fit import Fit
-from bayescale.io.data import ScalingData
-from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "decades_outside",
     "warn_extrapolation",
     "interval_probs",
-    "location_scale",
     "logmeanexp",
     "mixture_quantiles",
     "posterior_params",
@@ -80,46 +77,14 @@ def spread_draws(draws: Mapping[str, np.ndarray], k: int) -> dict[str, np.ndarra
 
 def validate_levels(levels: Sequence[float], verdict_level: float) -> tuple[float, ...]:
     """Sorted, distinct interval levels, each strictly inside (0, 1), and the verdict level's."""
-    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence | np.ndarray):
-        raise OptionTypeError(
-            f"levels must be a sequence of probabilities; received {levels!r}. For example "
-            "levels=(0.5, 0.9, 0.99), or levels=(0.9,) for one."
-        )
-    try:
-        out = tuple(sorted({float(v) for v in levels}))
-        verdict_level = float(verdict_level)
-    except (TypeError, ValueError):
-        raise OptionTypeError(
-            f"levels and verdict_level must be numbers in (0, 1); received levels={levels!r}, "
-            f"verdict_level={verdict_level!r}."
-        ) from None
-    for v in (*out, float(verdict_level)):
-        if not 0 < v < 1:
-            raise OptionError(
-                f"interval levels must lie strictly between 0 and 1; received {v!r}. "
-                "For example levels=(0.5, 0.9, 0.99)."
-            )
-    if not out:
-        raise OptionError("levels is empty; pass at least one level, for example (0.9,).")
+    out = opt.probabilities(levels, "levels", example="(0.5, 0.9, 0.99)")
+    opt.probability(verdict_level, "verdict_level")
     return out
 
 
 def quantile_name(p: float) -> str:
     """Column name of the quantile at probability ``p``: ``0.05 -> "q5"``."""
     return f"q{p * 100:.10g}"
-
-
-def location_scale(
-    law: Law, draws: Mapping[str, np.ndarray], runs: ScalingData
-) -> tuple[np.ndarray, np.ndarray]:
-    """Law mean ``mu`` ``(draw, run)`` of log loss and noise scale ``sigma`` ``(draw, 1)``."""
-    import jax.numpy as jnp
-
-    params = {k: jnp.asarray(draws[k])[:, None] for k in law.param_names}
-    logx = {v: jnp.asarray(np.log(runs.column(v)))[None, :] for v in law.variables}
-    mu = np.asarray(law.fn(params, logx), dtype=np.float64)
-    mu = np.broadcast_to(mu, (len(draws["sigma"]), runs.n_runs))
-    return mu, np.asarray(draws["sigma"], dtype=np.float64)[:, None]
 
 
 def logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.common import (
     logmeanexp,
@@ -157,6 +158,12 @@ def compare(
     named = _validate_fits(fits)
     if method not in COMPARE_METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(COMPARE_METHODS)}.")
+    seed = opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
+    max_refits = opt.count(max_refits, "max_refits", minimum=0)
+    for name, value in (("num_warmup", num_warmup), ("num_samples", num_samples)):
+        if value is not None:
+            opt.count(value, name, minimum=0 if name == "num_warmup" else 1)
     settings = {
         "num_warmup": num_warmup,
         "num_samples": num_samples,

@@ -35,12 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
-from bayescale.analysis.predict import posterior_draws, predictive
-from bayescale.errors import ConvergenceWarning, DataError, OptionError, OptionTypeError, warn
-from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, format_rows
+from bayescale.analysis.predict import predictive
+from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
+from bayescale.inference.sampling import progress_bar as new_bar
+from bayescale.inference.sampling import progress_default
+from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, read_points
 
 if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
@@ -52,6 +55,9 @@ RANKS = ("gain_per_flop", "width")
 #: the kinds of target `design` can aim at
 TARGET_KINDS = ("loss_at", "optimal_loss", "n_opt")
 _ND = ("n_params", "n_tokens")
+#: the band of tokens per parameter (D / N) of `design_grid`'s candidates: runs a lab trains,
+#: a factor of four below and ten above Chinchilla's 20 tokens per parameter
+TOKENS_PER_PARAM = (5.0, 200.0)
 #: candidates scored per compiled call (pads the last chunk; memory ~ CHUNK * M * S floats)
 CHUNK = 64
 
@@ -102,7 +108,7 @@ class Target:
                     f"target 'loss_at' needs a mapping with n_params and n_tokens (or compute); "
                     f"received {value!r}. {example}"
                 )
-            v = {k: _positive(x, f"target loss_at {k}") for k, x in value.items()}
+            v = {k: opt.positive(x, f"target loss_at {k}", example=1e10) for k, x in value.items()}
             n, d, c = v.get("n_params"), v.get("n_tokens"), v.get("compute")
             if d is None and n is not None and c is not None:
                 d = c / (FLOPS_PER_PARAM_TOKEN * n)
@@ -114,7 +120,7 @@ class Target:
                     f"{sorted(value)}. {example}"
                 )
             return cls("loss_at", n, d, FLOPS_PER_PARAM_TOKEN * n * d)
-        return cls(kind, compute=_positive(value, f"target {kind}"))
+        return cls(kind, compute=opt.positive(value, f"target {kind}", example=1e23))
 
     def describe(self) -> str:
         """One line: what the target is."""
@@ -122,18 +128,6 @@ class Target:
             return f"loss at N={self.n_params:.3g}, D={self.n_tokens:.3g} (C={self.compute:.3g})"
         what = "compute-optimal loss" if self.kind == "optimal_loss" else "N_opt"
         return f"{what} at C={self.compute:.3g} FLOP"
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        value = None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = math.nan
-    if not (math.isfinite(out) and out > 0):
-        raise OptionError(f"{name} must be a positive, finite number; received {value!r}.")
-    return out
 
 
 # ------------------------------------------------------------------------------ the result
@@ -221,8 +215,9 @@ def design_grid(
     sizes: int = 9,
     spread: float = 1.0,
     above: float = 10.0,
+    tokens_per_param: tuple[float, float] | None = TOKENS_PER_PARAM,
 ) -> pd.DataFrame:
-    """Candidate runs around the current ladder: IsoFLOP levels, sizes around each optimum.
+    r"""Candidate runs around the current ladder: IsoFLOP levels, sizes around each optimum.
 
     Parameters
     ----------
@@ -239,31 +234,80 @@ def design_grid(
         Half-width, in decades, of the sizes around the posterior-median N_opt of each budget.
     above : float, default 10
         The largest default budget as a multiple of the largest fitted compute.
+    tokens_per_param : (float, float) or None, default (5, 200)
+        The band of tokens per parameter (D / N) the candidates keep to: at each budget the
+        sizes span the part of N_opt ± ``spread`` decades whose D / N lies in the band (the
+        whole band where the two do not overlap). ``None`` lifts the limit.
 
     Returns
     -------
     DataFrame
         Columns ``n_params``, ``n_tokens``, ``compute``; ``levels * sizes`` rows.
+
+    Raises
+    ------
+    OptionError
+        If the budgets, ``sizes``, ``spread`` or ``tokens_per_param`` are invalid.
+
+    Notes
+    -----
+    A run of N parameters on C FLOP sees :math:`D / N = C / (6 N^2)` tokens per parameter, so
+    the band :math:`[r_{lo}, r_{hi}]` bounds the sizes to
+    :math:`\sqrt{C / (6 r_{hi})} \le N \le \sqrt{C / (6 r_{lo})}`. Without it, the sizes one
+    decade either side of the optimum at a small budget include runs no lab trains (a 1e9
+    parameter model on a quarter of a token per parameter): they look informative to the
+    design, because they are far from the ladder, but only because they extrapolate the law to
+    where nobody will use it. The default band keeps the candidates within a factor of four
+    below and ten above Chinchilla's 20 tokens per parameter.
     """
     _require_nd(fit)
+    sizes = opt.count(sizes, "sizes")
     if compute is None:
+        levels = opt.count(levels, "levels")
+        above = opt.positive(above, "above", example=10)
         c = 6.0 * fit.data.column("n_params") * fit.data.column("n_tokens")
-        budgets = np.geomspace(float(c.min()), float(c.max()) * float(above), int(levels))
+        budgets = np.geomspace(float(c.min()), float(c.max()) * above, levels)
     else:
         budgets = np.atleast_1d(np.asarray(compute, np.float64))
         if budgets.ndim != 1 or not np.all(np.isfinite(budgets) & (budgets > 0)):
             raise OptionError(f"compute must be positive budgets in FLOP; received {compute!r}.")
-    if int(sizes) < 1 or not (float(spread) >= 0):
-        raise OptionError(f"sizes must be >= 1 and spread >= 0; received {sizes!r}, {spread!r}.")
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
+        raise OptionError(f"spread must be a number >= 0 (decades); received {spread!r}.")
+    band = _band(tokens_per_param)
     alloc = compute_optimal(fit, budgets, warn=False)
     n_opt = np.nanmedian(alloc.draws["n_params"].values.reshape(-1, budgets.size), axis=0)
     rows = []
     for cb, n0 in zip(budgets, n_opt, strict=True):
         if not np.isfinite(n0):
-            n0 = math.sqrt(cb / (6.0 * 20.0))  # 20 tokens per parameter
-        for n in np.geomspace(n0 / 10**spread, n0 * 10**spread, int(sizes)):
-            rows.append({"n_params": n, "n_tokens": cb / (6.0 * n), "compute": cb})
+            n0 = math.sqrt(cb / (FLOPS_PER_PARAM_TOKEN * 20.0))  # 20 tokens per parameter
+        low, high = n0 / 10**spread, n0 * 10**spread
+        if band is not None:
+            # N from D / N = C / (6 N^2): the most tokens per parameter is the smallest model
+            n_min, n_max = (math.sqrt(cb / (FLOPS_PER_PARAM_TOKEN * r)) for r in band[::-1])
+            low, high = max(low, n_min), min(high, n_max)
+            if low > high:  # the optimum lies outside the band: span the band
+                low, high = n_min, n_max
+        for n in np.geomspace(low, high, int(sizes)):
+            rows.append(
+                {"n_params": n, "n_tokens": cb / (FLOPS_PER_PARAM_TOKEN * n), "compute": cb}
+            )
     return pd.DataFrame(rows)
+
+
+def _band(tokens_per_param: Any) -> tuple[float, float] | None:
+    """Validate a ``(low, high)`` band of tokens per parameter (None: no band)."""
+    if tokens_per_param is None:
+        return None
+    try:
+        low, high = (float(x) for x in tokens_per_param)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise OptionError(
+            "tokens_per_param must be a band (low, high) with 0 < low <= high, or None for no "
+            f"band; received {tokens_per_param!r}. For example tokens_per_param=(5, 200)."
+        )
+    return low, high
 
 
 def _require_nd(fit: Fit) -> None:
@@ -281,35 +325,15 @@ def _candidates(fit: Fit, candidates: Any) -> pd.DataFrame:
                 f"candidates must be a DataFrame of runs or 'grid'; received {candidates!r}."
             )
         return design_grid(fit)
-    if isinstance(candidates, Mapping):
-        candidates = pd.DataFrame({k: np.atleast_1d(v) for k, v in candidates.items()})
-    if not isinstance(candidates, pd.DataFrame):
+    if not isinstance(candidates, (pd.DataFrame, Mapping)):
         raise OptionTypeError(
             f"candidates must be a DataFrame with n_params and n_tokens (or compute), or "
             f"'grid'; received {type(candidates).__name__}. For example "
             "candidates=bs.design_grid(fit)."
         )
-    frame = candidates.copy(deep=True).reset_index(drop=True)
-    if len(frame) == 0:
-        raise DataError("candidates is empty; pass at least one run (n_params, n_tokens).")
-    if "n_tokens" not in frame and {"n_params", "compute"} <= set(frame):
-        frame["n_tokens"] = frame["compute"] / (FLOPS_PER_PARAM_TOKEN * frame["n_params"])
-    missing = [c for c in _ND if c not in frame]
-    if missing:
-        raise DataError(
-            f"candidates lack column {missing[0]!r}; they have {list(frame.columns)}. Pass "
-            "n_params and n_tokens (or n_params and compute, D = C / (6 N))."
-        )
-    for name in _ND:
-        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-        bad = list(frame.index[~(np.isfinite(values) & (values > 0))])
-        if bad:
-            raise DataError(
-                f"candidates' {name!r} has {len(bad)} non-positive, non-finite or non-numeric "
-                f"values (rows {format_rows(bad)}). Candidate runs need positive sizes."
-            )
-        frame[name] = values
+    frame = read_points(candidates, _ND, where="candidates")
     frame["compute"] = FLOPS_PER_PARAM_TOKEN * frame["n_params"] * frame["n_tokens"]
+    frame.index.name = None
     return frame
 
 
@@ -373,7 +397,7 @@ def target_draws(
     n_all = np.array([t_point[0], *([] if at is None else at["n_params"].to_numpy(np.float64))])
     d_all = np.array([t_point[1], *([] if at is None else at["n_tokens"].to_numpy(np.float64))])
     points = ScalingData(pd.DataFrame({"n_params": n_all, "n_tokens": d_all, "loss": 1.0}))
-    pred = predictive(fit, points, rng=rng, draws=posterior_draws(fit))
+    pred = predictive(fit, points, rng=rng)
     mu, delta = pred.law, pred.misfit
     if tgt.kind == "loss_at":
         value = np.exp(mu[:, 0] + delta[:, 0])
@@ -403,6 +427,7 @@ def design(
     rank: str = "gain_per_flop",
     goal: float | None = None,
     seed: int = 0,
+    progress_bar: bool | None = None,
 ) -> Design:
     r"""Score candidate runs by the expected narrowing of a target's posterior per FLOP.
 
@@ -436,13 +461,17 @@ def design(
     rank : {"gain_per_flop", "width"}, default "gain_per_flop"
         What the table is sorted by and the batch picks greedily: the gain per unit of cost,
         or the expected width itself (the most informative run that fits the ``budget``).
-        Gain per FLOP favours cheap runs; ``"width"`` with a ``budget`` spends it.
+        Gain per FLOP favours cheap runs; ``"width"`` with a ``budget`` spends it where a run
+        is expected to narrow the target more than a cheaper one.
     goal : float, optional
         A target width (same units as the target). The batch then picks the cheapest run whose
         expected width reaches it, and stops there; while none does, the most informative run
         (smallest expected width). Overrides ``rank`` for the batch, not for the table.
     seed : int, default 0
         Seed of the simulated outcomes.
+    progress_bar : bool, optional
+        Show the scoring's progress (chunks of candidates, for each run of the batch); default
+        in a terminal or a notebook.
 
     Returns
     -------
@@ -486,23 +515,20 @@ def design(
     >>> d.table.columns[:4].tolist()
     ['n_params', 'n_tokens', 'compute', 'cost']
     """
-    from bayescale.inference.fit import check_seed
-
-    check_seed(seed)
+    seed = opt.seed(seed)
     _require_nd(fit)
     tgt = Target.parse(target)
-    for name, v, low in (("batch", batch, 1), ("n_outcomes", n_outcomes, 2)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise OptionError(f"{name} must be an integer >= {low}; received {v!r}.")
+    batch = opt.count(batch, "batch")
+    n_outcomes = opt.count(n_outcomes, "n_outcomes", minimum=2)
     if kind not in ("mean", "predictive"):
         raise OptionError(f"unknown kind {kind!r}. Available: 'mean', 'predictive'.")
     if rank not in RANKS:
         raise OptionError(f"unknown rank {rank!r}. Available: {', '.join(RANKS)}.")
     lo, hi = interval_probs(ci_prob)
+    total = math.inf if budget is None else opt.positive(budget, "budget", example=1e21)
     frame = _candidates(fit, candidates)
     costs = _costs(frame, cost)
-    total = math.inf if budget is None else _positive(budget, "budget")
-    goal_ = None if goal is None else _positive(goal, "goal")
+    goal_ = None if goal is None else opt.positive(goal, "goal", example=0.05)
     value, mu = target_draws(fit, tgt, kind=kind, seed=seed, at=frame)
     sigma = require_draws(fit, "design")["sigma"]
     keep = np.isfinite(value) & np.all(np.isfinite(mu), axis=1)
@@ -536,7 +562,10 @@ def design(
     )
     width_now = float(current["width"])
 
-    width, mcse, ess, ess_min = scorer.score(mu, base)
+    show = progress_default() if progress_bar is None else opt.flag(progress_bar, "progress_bar")
+    chunks = math.ceil(mu.shape[1] / CHUNK)
+    bar = new_bar(chunks * max(int(batch), 1), f"design: {mu.shape[1]} candidates", show)
+    width, mcse, ess, ess_min = scorer.score(mu, base, bar.update)
     table = frame[[*_ND, "compute"]].copy()
     table["cost"] = costs
     table["width"] = width
@@ -555,7 +584,7 @@ def design(
     cur = (width, ess)
     for k in range(int(batch)):
         if k > 0:
-            cur = scorer.score(mu, base)[::2]
+            cur = scorer.score(mu, base, bar.update)[::2]
         w_k, e_k = cur
         gain = (width_now - w_k) / costs if rank == "gain_per_flop" else -w_k
         ok = (spent + costs <= total) & ~np.isin(np.arange(len(costs)), chosen)
@@ -589,6 +618,13 @@ def design(
         picks, columns=["candidate", *_ND, "compute", "cost", "width", "cum_cost", "ess"]
     )
     batch_table.index.name = "pick"
+    if batch_table.empty:
+        warn(
+            f"design: no candidate fits the budget {total:.3g} (the cheapest costs "
+            f"{costs.min():.3g}), so no run was chosen. Raise budget= or pass cheaper "
+            "candidates.",
+            UserWarning,
+        )
     low = batch_table.loc[batch_table["ess"] < float(min_ess)]
     if len(low):
         warn(
@@ -613,6 +649,7 @@ def design(
     table = table.sort_values(rank, ascending=rank == "width", kind="stable")
     runs = pd.DataFrame({k: fit.data.column(k) for k in _ND})
     runs["compute"] = FLOPS_PER_PARAM_TOKEN * runs["n_params"] * runs["n_tokens"]
+    bar.close()
     return Design(table, batch_table, tgt, current, runs, settings)
 
 
@@ -668,9 +705,12 @@ class _Scorer:
         return self.noise.logpdf(z, 0.0, 1.0) - np.log(self.sigma)
 
     def score(
-        self, mu: np.ndarray, base: np.ndarray
+        self, mu: np.ndarray, base: np.ndarray, tick: Callable[[], Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Expected width, its MCSE, median ESS and smallest ESS per candidate."""
+        """Expected width, its MCSE, median ESS and smallest ESS per candidate.
+
+        ``tick`` is called after each chunk of `CHUNK` candidates (a progress bar's update).
+        """
         import jax.numpy as jnp
 
         n_cand = mu.shape[1]
@@ -696,6 +736,8 @@ class _Scorer:
             w_, e_ = self.kernel(jnp.asarray(m), jnp.asarray(yy), *args)
             width[start:stop] = np.asarray(w_)[: stop - start]
             ess[start:stop] = np.asarray(e_)[: stop - start]
+            if tick is not None:
+                tick()
         mean = width.mean(axis=1)
         mcse = width.std(axis=1, ddof=1) / math.sqrt(width.shape[1])
         return mean, mcse, np.median(ess, axis=1), ess.min(axis=1)

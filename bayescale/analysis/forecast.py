@@ -12,14 +12,17 @@ from __future__ import annotations
 import functools
 import html
 import json
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import (
@@ -31,9 +34,9 @@ from bayescale.analysis.common import (
     warn_extrapolation,
 )
 from bayescale.analysis.predict import misfit_delta, posterior_draws
-from bayescale.errors import DataError, OptionError
+from bayescale.errors import OptionError
 from bayescale.inference.fit import group_fit
-from bayescale.io.data import derive_inputs, format_rows
+from bayescale.io.data import read_points
 from bayescale.model.misfit import coordinate_columns
 
 if TYPE_CHECKING:
@@ -111,7 +114,7 @@ class Forecast:
         probs = np.atleast_1d(np.asarray(probs, dtype=np.float64))
         if probs.ndim != 1 or not np.all((probs >= 0) & (probs <= 1)):
             raise OptionError(f"probs must be probabilities in [0, 1]; received {probs!r}.")
-        q = np.quantile(self._flat(), probs, axis=0).astype(np.float64)
+        q = _per_point(self._flat(), probs)["q"]
         table = pd.DataFrame(q.T, columns=[quantile_name(p) for p in probs])
         table.index.name = "point"
         return table
@@ -119,7 +122,7 @@ class Forecast:
     def relative_width(self, ci_prob: float = 0.9) -> np.ndarray:
         """Width of the equal-tailed ``ci_prob`` interval divided by the median, per point."""
         lo, hi = interval_probs(ci_prob)
-        q = np.quantile(self._flat(), [lo, 0.5, hi], axis=0).astype(np.float64)
+        q = _per_point(self._flat(), [lo, 0.5, hi])["q"]
         return (q[2] - q[0]) / q[1]
 
     def prob_below(self, target: float | np.ndarray) -> np.ndarray:
@@ -141,15 +144,20 @@ class Forecast:
         law); ``noise`` what run noise adds on top. Shares sum to 1.
         """
         preds = self.tree["predictions"]
-        n_point = preds.sizes["point"]
+        total = self._log_var("loss") if "loss" in preds else None
+        return self._shares(total)
 
-        def var(name: str) -> np.ndarray:
-            values = np.log(preds[name].values.reshape(-1, n_point).astype(np.float64))
-            return values.var(axis=0)
+    def _log_var(self, name: str) -> np.ndarray:
+        """Variance over draws of the log of ``predictions[name]``, per point."""
+        values = self.tree["predictions"][name].values
+        return _log_variance(values.reshape(-1, values.shape[-1]))
 
-        law = var("loss_law" if "loss_law" in preds else "loss_mean")
-        mean = var("loss_mean")
-        total = var("loss") if "loss" in preds else mean
+    def _shares(self, total: np.ndarray | None) -> dict[str, np.ndarray]:
+        """`variance_shares` from the variance of log ``loss`` (None: as for ``loss_mean``)."""
+        preds = self.tree["predictions"]
+        mean = self._log_var("loss_mean")
+        law = self._log_var("loss_law") if "loss_law" in preds else mean
+        total = mean if total is None else total
         parts = {
             "parameter": law,
             "misfit": np.maximum(mean - law, 0.0),
@@ -185,19 +193,20 @@ class Forecast:
             variables, in decades) and optionally ``prob_below``.
         """
         lo, hi = interval_probs(ci_prob)
-        flat = self._flat()
-        q = np.quantile(flat, [0.5, lo, hi], axis=0).astype(np.float64)
+        predictive = self.kind == "predictive"
+        stats = _per_point(self._flat(), [0.5, lo, hi], moments=True, log_var=predictive)
+        q = stats["q"]
         inputs = list(self.tree["predictions_constant_data"].data_vars)
         table = self.points[inputs].copy()
-        table["mean"] = flat.mean(axis=0, dtype=np.float64)
-        table["sd"] = flat.std(axis=0, ddof=1, dtype=np.float64) if len(flat) > 1 else np.nan
+        table["mean"] = stats["mean"]
+        table["sd"] = stats["sd"]
         table["median"] = q[0]
         table[quantile_name(lo)] = q[1]
         table[quantile_name(hi)] = q[2]
         table["rel_width"] = (q[2] - q[1]) / q[0]
         table["decades_beyond"] = self.decades_beyond().abs().max(axis=1).to_numpy()
-        if self.kind == "predictive":
-            for name, share in self.variance_shares().items():
+        if predictive:
+            for name, share in self._shares(stats["log_var"]).items():
                 table[f"share_{name}"] = share
         if target is not None:
             table["prob_below"] = self.prob_below(target)
@@ -366,10 +375,8 @@ def forecast(
     """
     if kind not in KINDS:
         raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise OptionError(
-            f"seed must be an integer in [0, 2**32); received {seed!r}. For example seed=0."
-        )
+    seed = opt.seed(seed)
+    warn = opt.flag(warn, "warn")
     fit = group_fit(fit, group, seed=int(seed))
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
@@ -445,9 +452,8 @@ def extrapolation_horizon(
     >>> h.compute > 3e21
     True
     """
-    tol = float(tolerance)
-    if not (np.isfinite(tol) and tol > 0):
-        raise OptionError(f"tolerance must be a positive relative width; received {tolerance!r}.")
+    tol = opt.positive(tolerance, "tolerance", example=0.05)
+    seed = opt.seed(seed)
     lo, hi = interval_probs(ci_prob)
     data_c = fit.data.table["compute"].to_numpy(float) if "compute" in fit.data.table else None
     if compute is None:
@@ -526,66 +532,9 @@ def extrapolation_horizon(
 # ------------------------------------------------------------------------------ inputs
 
 
-def _as_frame(at: Any) -> pd.DataFrame:
-    if isinstance(at, pd.DataFrame):
-        return at.copy(deep=True).reset_index(drop=True)
-    if isinstance(at, Mapping):
-        try:
-            arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in at.values()))
-        except ValueError:
-            shapes = {k: np.shape(v) for k, v in at.items()}
-            raise DataError(
-                f"the arrays of `at` do not broadcast together; shapes {shapes}. Pass arrays of "
-                "one length (or scalars)."
-            ) from None
-        if arrays and arrays[0].ndim != 1:
-            raise DataError(
-                f"`at` must hold scalars or 1-D arrays; received shape {arrays[0].shape}."
-            )
-        return pd.DataFrame(dict(zip(at.keys(), arrays, strict=True)))
-    raise DataError(
-        f"`at` must be a DataFrame or a mapping of arrays (n_params=..., n_tokens=...); "
-        f"received {type(at).__name__}."
-    )
-
-
 def _points(at: Any, law: Law) -> pd.DataFrame:
     """Validated copy of the points with the law's inputs (and compute where derivable)."""
-    frame = _as_frame(at)
-    if len(frame) == 0:
-        raise DataError("`at` has no points. Pass at least one row.")
-    numeric = [c for c in (*law.variables, "n_params", "n_tokens", "compute") if c in frame]
-    for name in dict.fromkeys(numeric):
-        converted = pd.to_numeric(frame[name], errors="coerce")
-        text = frame.index[converted.isna() & frame[name].notna()]
-        if len(text):
-            raise DataError(
-                f"{name!r} in `at` has {len(text)} non-numeric values "
-                f"(rows {format_rows(list(text))}),"
-                f" for example {frame.loc[text[0], name]!r}."
-            )
-        frame[name] = converted.astype(np.float64)
-        values = frame[name].to_numpy()
-        bad = list(frame.index[~(np.isfinite(values) & (values > 0))])
-        if bad:
-            raise DataError(
-                f"{name!r} in `at` has {len(bad)} non-positive or non-finite values (rows "
-                f"{format_rows(bad)}). Forecast points need positive, finite inputs."
-            )
-    derive_inputs(frame)
-    missing = [v for v in law.variables if v not in frame.columns]
-    if missing:
-        hint = {
-            "n_tokens": " Pass n_tokens, or compute to derive D = C / (6 N).",
-            "n_params": " Pass n_params, or compute and n_tokens to derive N = C / (6 D).",
-            "unique_tokens": " Pass unique_tokens (unique_tokens=n_tokens: no repetition).",
-        }.get(missing[0], f" Pass {missing[0]}=<values>.")
-        raise DataError(
-            f"column {missing[0]!r} not in `at`; law {law.name!r} needs {list(law.variables)} "
-            f"and `at` has {list(frame.columns)}.{hint}"
-        )
-    frame.index.name = "point"
-    return frame
+    return read_points(at, law.variables)
 
 
 def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, float]]:
@@ -598,15 +547,165 @@ def _observed_range(fit: Fit, points: pd.DataFrame) -> dict[str, tuple[float, fl
     return out
 
 
+# ------------------------------------------------------------------------------ statistics
+
+#: points per block of `_per_point`: a block of 4,000 draws stays in the CPU's cache
+_BLOCK = 128
+
+
+def _per_point(
+    flat: np.ndarray,
+    probs: Sequence[float] = (),
+    *,
+    moments: bool = False,
+    log_var: bool = False,
+) -> dict[str, np.ndarray]:
+    """Statistics over the draws (axis 0) of a ``(draw, point)`` array, per point, float64.
+
+    ``q``: the quantiles at ``probs`` (NumPy's default linear interpolation between order
+    statistics, NaN for a point with a NaN draw, and infinite between two infinite ones, where
+    ``numpy.quantile`` gives NaN); with ``moments``, ``mean`` and ``sd``
+    (``ddof=1``; NaN for one draw); with ``log_var``, ``log_var``: the variance of the log.
+
+    Blocks of points are copied with the draws contiguous and worked on in the CPU's cache,
+    on one thread per core (NumPy releases the GIL): the order statistics come from in-place
+    partitions around each one needed (O(draws) per point, not a sort), and their upper
+    neighbours from a minimum. NumPy's ``quantile(axis=0)`` on the whole array is several
+    times slower (a strided partition per point, a full-size copy).
+    """
+    n, n_point = flat.shape
+    probs = np.asarray(probs, np.float64)
+    h = (n - 1) * probs  # NumPy's "linear" method: between order statistics floor(h) and +1
+    below = np.floor(h).astype(np.int64)
+    frac = h - below
+    above = np.minimum(below + 1, n - 1)
+    needed = sorted({int(k) for k in below} | {int(k) for k in above[frac > 0]})
+    out = {"q": np.empty((probs.size, n_point))}
+    if moments:
+        out.update(mean=np.empty(n_point), sd=np.empty(n_point))
+    if log_var:
+        out["log_var"] = np.empty(n_point)
+
+    def block(start: int) -> None:
+        cols = slice(start, min(start + _BLOCK, n_point))
+        x = np.ascontiguousarray(flat[:, cols].T)  # (points, draws)
+        if moments:
+            out["mean"][cols], var = _mean_var(x, ddof=1)
+            out["sd"][cols] = np.sqrt(var)
+        if log_var:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out["log_var"][cols] = _mean_var(np.log(x), ddof=0)[1]
+        if probs.size:
+            nan = np.isnan(x).any(axis=1)
+            stats = _order_statistics(x, needed)
+            lo = np.stack([stats[int(k)] for k in below]).astype(np.float64)
+            hi = np.stack(
+                [stats[int(a if f > 0 else b)] for a, b, f in zip(above, below, frac, strict=True)]
+            ).astype(np.float64)
+            with np.errstate(invalid="ignore"):  # inf - inf where both are inf
+                q = np.where((frac[:, None] > 0) & (hi != lo), lo + frac[:, None] * (hi - lo), lo)
+            q[:, nan] = np.nan
+            out["q"][:, cols] = q
+
+    _on_threads(block, range(0, n_point, _BLOCK))
+    return out
+
+
+def _mean_var(x: np.ndarray, ddof: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of each row of a float32 block, float64 (NaN for too few values).
+
+    From float64 sums of the deviations from each row's first value (float32 differences of
+    nearby values are nearly exact): no float64 copy of the block.
+    """
+    n = x.shape[1]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf; squares beyond float32
+        first = np.where(np.isfinite(x[:, :1]), x[:, :1], np.float32(0))
+        dev = x - first
+        total = dev.sum(axis=1, dtype=np.float64)
+        square = np.square(dev).sum(axis=1, dtype=np.float64)
+        mean = first[:, 0] + total / n
+        var = (square - total**2 / n) / (n - ddof) if n > ddof else np.full(len(x), np.nan)
+    return mean, np.maximum(var, 0.0)
+
+
+def _log_variance(values: np.ndarray) -> np.ndarray:
+    """Variance over the draws (axis 0) of the log of a ``(draw, point)`` array, per point.
+
+    Streamed over rows of draws (no transposed copy), from sums of the deviations from the
+    first draw, on one thread per core over slices of points.
+    """
+    n, n_point = values.shape
+    out = np.empty(n_point)
+    width = -(-n_point // (os.cpu_count() or 1))
+
+    def part(start: int) -> None:
+        cols = slice(start, min(start + width, n_point))
+        block = values[:, cols]
+        step = max(1, (1 << 16) // block.shape[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.log(block[0]).astype(np.float64)
+            shift[~np.isfinite(shift)] = 0.0
+            total, square = np.zeros(block.shape[1]), np.zeros(block.shape[1])
+            for row in range(0, n, step):
+                dev = np.log(block[row : row + step]).astype(np.float64) - shift
+                total += dev.sum(axis=0)
+                square += np.einsum("ij,ij->j", dev, dev)
+            out[cols] = square / n - (total / n) ** 2
+
+    _on_threads(part, range(0, n_point, width))
+    return out
+
+
+def _on_threads(fn: Any, items: Sequence[int]) -> None:
+    """``fn(item)`` for each item, on up to one thread per core (NumPy releases the GIL)."""
+    workers = min(len(items), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fn, items))
+    else:
+        for item in items:
+            fn(item)
+
+
+def _order_statistics(x: np.ndarray, ranks: Sequence[int]) -> dict[int, np.ndarray]:
+    """The order statistics of each row of ``x`` at ``ranks`` (sorted); ``x`` is reordered.
+
+    Divide and conquer: partition the rows' range around the middle rank, then each side with
+    its ranks; a rank next to the one just placed is the minimum (maximum) of its side.
+    """
+    found: dict[int, np.ndarray] = {}
+
+    def select(lo: int, hi: int, ks: list[int]) -> None:
+        if not ks:
+            return
+        i = len(ks) // 2
+        k = ks[i]
+        x[:, lo:hi].partition(k - lo, axis=1)
+        found[k] = x[:, k].copy()
+        left, right = ks[:i], ks[i + 1 :]
+        if right and right[0] == k + 1:
+            found[k + 1] = x[:, k + 1 : hi].min(axis=1)
+            right = right[1:]
+        if left and left[-1] == k - 1:
+            found[k - 1] = x[:, lo:k].max(axis=1)
+            left = left[:-1]
+        select(lo, k, left)
+        select(k + 1, hi, right)
+
+    select(0, x.shape[1], list(ranks))
+    return found
+
+
 # ------------------------------------------------------------------------------ the maths
 
 
 @functools.lru_cache(maxsize=32)
-def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
-    """Jitted ``(params, sigma, u, delta, logx) -> (law, mean, predictive loss or None)``.
+def _predict_fn(law: Law, predictive: bool, misfit: bool) -> Any:
+    """Jitted ``(params, sigma, eps, delta, logx) -> (law, mean, predictive loss or None)``.
 
-    ``delta`` (the misfit per draw and point) is None without misfit; then the law's loss is
-    the mean and is returned once (the first output is None).
+    ``eps`` is the standardised noise per draw and point (`_noise`); ``delta`` (the misfit
+    per draw and point) is None without misfit; then the law's loss is the mean and is
+    returned once (the first output is None).
     """
     import jax
     import jax.numpy as jnp
@@ -617,17 +716,34 @@ def _predict_fn(law: Law, noise: Likelihood | None, misfit: bool) -> Any:
     per_point = jax.vmap(law.fn, in_axes=(None, 0))
     log_mean = jax.vmap(per_point, in_axes=(0, None))
 
-    def predict(params: Any, sigma: Any, u: Any, delta: Any, logx: Any) -> Any:
+    def predict(params: Any, sigma: Any, eps: Any, delta: Any, logx: Any) -> Any:
         mu = log_mean(params, logx)
         law_loss = jnp.exp(mu) if misfit else None
         if misfit:
             mu = mu + delta
         mean = jnp.exp(mu)
-        if noise is None:
+        if not predictive:
             return law_loss, mean, None
-        return law_loss, mean, jnp.exp(mu + sigma * noise.transform(u))
+        return law_loss, mean, jnp.exp(mu + sigma * eps)
 
     return jax.jit(predict)
+
+
+#: elements per call of `_noise`'s NumPy functions: their temporaries stay in the CPU's cache
+_NOISE_BLOCK = 1 << 14
+
+
+def _noise(noise: Likelihood, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Standardised noise (float32) of ``shape``: the likelihood's uniforms and transform.
+
+    The transform runs in NumPy, whose float32 transcendental functions are vectorised on
+    CPU (XLA's sine and arcsine are not), on blocks small enough to stay in the cache.
+    """
+    eps = noise.uniforms(rng, shape).reshape(-1)
+    for start in range(0, eps.size, _NOISE_BLOCK):
+        part = eps[start : start + _NOISE_BLOCK]
+        part[...] = noise.transform(part, xp=np)
+    return eps.reshape(shape)
 
 
 def _predict_chunks(
@@ -653,7 +769,7 @@ def _predict_chunks(
         part = (
             {k: v[start:stop] for k, v in flat.items()},
             None if sigma is None else sigma[start:stop],
-            None if noise is None else noise.uniforms(rng, (stop - start, n_point)),
+            None if noise is None else _noise(noise, rng, (stop - start, n_point)),
             None if delta is None else delta[start:stop],
         )
         law_loss, mean, pred = split_over_devices(fn, part, (logx,), stop - start, per_chunk)
@@ -699,7 +815,7 @@ def _forecast(
         mf_rng = streams.rng(seed, "forecast_misfit")
         delta = misfit_delta(fit, columns, posterior_draws(fit), mf_rng).astype(np.float32)
     per_chunk = -(-1_000_000 // n_point)  # at least a million (draw, point) pairs per device
-    fn = _predict_fn(law, noise, delta is not None)
+    fn = _predict_fn(law, noise is not None, delta is not None)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
     names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)

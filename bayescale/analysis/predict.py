@@ -137,7 +137,8 @@ def predictive(
     mu = np.broadcast_to(mu, (n_draw, points.n_runs))
     delta: Any = None
     if fit.misfit is not None:
-        cols = coordinate_columns(fit.misfit_coords if coords is None else coords, law.variables)
+        coords = fit.misfit_coords if coords is None else coords
+        cols = coordinate_columns(coords, law.variables)
         delta = misfit_delta(fit, {c: points.column(c) for c in cols}, draws, rng, coords)
     return Prediction(
         law=mu,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.common import stacking_weights
 from bayescale.analysis.compare import compare
@@ -30,7 +31,7 @@ from bayescale.analysis.forecast import Forecast
 from bayescale.analysis.predict import posterior_draws, predictive
 from bayescale.errors import OptionError
 from bayescale.inference.fit import Fit
-from bayescale.io.data import ScalingData, derive_inputs
+from bayescale.io.data import ScalingData, read_points
 
 __all__ = ["Stack", "stack", "stacked_predictive", "stacking_weights"]
 
@@ -151,6 +152,9 @@ def stacked_predictive(
 
     if kind not in ("predictive", "mean"):
         raise OptionError(f"unknown kind {kind!r}. Available: predictive, mean.")
+    seed = opt.seed(seed)
+    if num_draws is not None:
+        num_draws = opt.count(num_draws, "num_draws")
     points = _points(at, stack.fits.values())
     names = list(stack.fits)
     draws = {k: posterior_draws(stack.fits[k]) for k in names}
@@ -220,13 +224,10 @@ def _observed_range(fits: Any, points: pd.DataFrame) -> dict[str, list[float]]:
 
 
 def _points(at: pd.DataFrame | Mapping[str, Any], fits: Any) -> ScalingData:
-    frame = pd.DataFrame(at).copy() if not isinstance(at, pd.DataFrame) else at.copy()
-    derive_inputs(frame)
+    variables = dict.fromkeys(v for f in fits for v in f.law.variables)
+    frame = read_points(at, tuple(variables))
     frame["loss"] = 1.0  # a placeholder: only the inputs are used
-    points = ScalingData(frame.reset_index(drop=True), "points")
-    for f in fits:
-        points.require(f.law.variables, 0, f.law.name, vary=False)
-    return points
+    return ScalingData(frame, "points")
 
 
 def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:

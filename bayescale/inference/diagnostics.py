@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
+from bayescale import options as opt
+from bayescale.errors import ConvergenceWarning, OptionError, warn
 
 __all__ = [
     "batch_diagnostics",
@@ -132,16 +133,8 @@ def diagnostic_table(posterior: Any, names: Sequence[str]) -> dict[str, list[flo
 
 def interval_probs(ci_prob: float) -> tuple[float, float]:
     """The probabilities ``((1 - ci_prob) / 2, (1 + ci_prob) / 2)`` of an equal-tailed interval."""
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, (int, float, np.floating)):
-        raise OptionTypeError(
-            f"ci_prob must be a number in (0, 1); received {ci_prob!r}. For example ci_prob=0.9."
-        )
-    if not 0 < float(ci_prob) < 1:  # NaN fails too
-        raise OptionError(
-            f"ci_prob must lie strictly between 0 and 1; received {ci_prob!r}. For example "
-            "ci_prob=0.9 for a 90% interval."
-        )
-    return (1 - float(ci_prob)) / 2, (1 + float(ci_prob)) / 2
+    p = opt.probability(ci_prob, "ci_prob")
+    return (1 - p) / 2, (1 + p) / 2
 
 
 # ------------------------------------------------------------------------------ many curves

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -39,7 +40,7 @@ from bayescale.inference.diagnostics import (
     warn_convergence,
 )
 from bayescale.inference.grouped import exponents_differ, lone_fits
-from bayescale.inference.huber import huber_fit
+from bayescale.inference.huber import huber_bootstrap, huber_fit
 from bayescale.inference.sampling import (
     NutsSettings,
     build_tree,
@@ -52,8 +53,8 @@ from bayescale.inference.sampling import (
     start_from_params,
     start_from_prior,
 )
-from bayescale.io.data import ScalingData, from_frame
-from bayescale.model.build import build_model, model_inputs
+from bayescale.io.data import ScalingData, format_rows, from_frame
+from bayescale.model.build import OBS, build_model, model_inputs
 from bayescale.model.hierarchy import (
     expanded,
     group_attrs,
@@ -80,7 +81,7 @@ from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import MISFIT_SITES, Misfit, MisfitCoords, draw_indicator
 from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
 
-__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "check_seed", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: methods whose draws are Markov chains (diagnosed by r_hat and ESS): ``"hmc"`` is the
@@ -290,8 +291,18 @@ class Fit:
             tail = f"\n  WARNING: {' '.join(problems)}"
         elif self.method == "map":
             tail = "\n  MAP + Laplace approximation: a proper mode (no chains: no r_hat or ESS)"
+        elif self.method == "huber" and "bootstrap" in self.tree.attrs:
+            tail = (
+                f"\n  Huber loss on log residuals; the draws are {self.tree.attrs['bootstrap']} "
+                "bootstrap refits (not a posterior)"
+            )
         elif self.method == "huber":
             tail = "\n  point estimate (Huber loss on log residuals): one draw, no uncertainty"
+        elif post.sizes["chain"] < 2:
+            tail = (
+                "\n  diagnostics: no divergences; r_hat and ESS not computed with 1 chain (fit "
+                "with num_chains=4 to check convergence)"
+            )
         else:
             tail = "\n  diagnostics: ok"
         return f"{head}\n  {med}{tail}"
@@ -370,6 +381,7 @@ def fit(
     breaks: int | None = None,
     progress_bar: bool | None = None,
     dropna: bool = False,
+    bootstrap: int | None = None,
 ) -> Fit:
     """Fit a scaling law to a table of training runs.
 
@@ -410,9 +422,8 @@ def fit(
         ``"huber"``: the literature's point estimate (Huber loss, delta = 1e-3, on log
         residuals; L-BFGS from a grid of starts), one draw.
     num_chains, num_warmup, num_samples : int
-        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel when JAX has several
-        devices (set ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before importing
-        JAX, as the CLI does), else in rounds; the draws are the same either way.
+        NUTS settings (defaults 4, 1000, 1000). Chains run in parallel, one thread each,
+        whatever the number of JAX devices; the draws are the same either way.
     target_accept : float, optional
         NUTS target acceptance probability; default 0.8, and 0.9 with ``misfit`` (the walks'
         scale makes a funnel that smaller steps cross without divergences) or for a law with
@@ -442,6 +453,12 @@ def fit(
         Show NUTS progress; default in a terminal or a Jupyter notebook.
     dropna : bool, default False
         Drop invalid runs instead of raising.
+    bootstrap : int, optional
+        With ``method="huber"``: refit the Huber loss on this many resamples of the runs
+        (drawn with replacement, seeded by ``seed``), as the literature reports its intervals
+        (Besiroglu et al. 2024 use 4000). The refits become the draws of ``posterior``
+        (one chain): **bootstrap draws of the estimator, not a posterior**; the point estimate
+        is in the tree's attribute ``huber_estimate``. Default: the point estimate alone.
 
     Returns
     -------
@@ -473,7 +490,9 @@ def fit(
     """
     if method not in METHODS:
         raise OptionError(f"unknown method {method!r}. Available: {', '.join(METHODS)}.")
-    check_seed(seed)
+    opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
+    dense_mass = opt.optional_flag(dense_mass, "dense_mass")
     if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
         raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
     if priors is not None and not isinstance(priors, Mapping):
@@ -522,7 +541,26 @@ def fit(
     )
     scaling.require(law_.variables, n_free, law_.name)
     priors_ = resolve_priors(law_, scaling, priors, noise.name)
-    return _fit(scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec)
+    if bootstrap is not None:
+        if method != "huber":
+            raise OptionError(
+                f"bootstrap applies to method='huber' (refits of the Huber loss); received "
+                f"method={method!r}. NUTS and MAP fits give posterior draws; leave bootstrap out."
+            )
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)):
+            raise OptionTypeError(
+                f"bootstrap must be a number of resamples; received {bootstrap!r}. For "
+                "example bootstrap=4000."
+            )
+        if bootstrap < 2:
+            raise OptionError(
+                f"bootstrap must be at least 2 resamples; received {bootstrap}. For example "
+                "bootstrap=4000."
+            )
+    return _fit(
+        scaling, law_, priors_, noise, method, settings, seed, init, progress_bar, spec,
+        bootstrap=None if bootstrap is None else int(bootstrap),
+    )  # fmt: skip
 
 
 def _fit_groups(
@@ -670,7 +708,7 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
         )
     if group is not None and not isinstance(group, str):
         raise OptionTypeError(f"group must be a label (str) or None; received {group!r}.")
-    check_seed(seed)
+    opt.seed(seed)
     attrs = dict(fit.tree.attrs)
     table = fit.data.table
     runs = table if group is None else table[table["group"].astype(str) == group]
@@ -772,14 +810,36 @@ def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
     ]
 
 
-def check_seed(seed: Any) -> int:
-    """``seed`` as an int, or an error: it must be an integer in ``[0, 2**32)``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise OptionTypeError(
-            f"seed must be an integer in [0, 2**32); received {type(seed).__name__}: "
-            f"{seed!r}. For example seed=0."
-        )
-    return int(seed)
+def _check_law_at_start(
+    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData, misfit: Misfit | None
+) -> None:
+    """Refuse a law whose log loss is not finite at the runs for the priors' typical values.
+
+    That is where MAP and NUTS start: there a law that returns NaN (a log of a negative
+    number, 0 / 0) leaves MAP at its start and stops NUTS' initialisation with numpyro's own
+    error. Run eagerly once (milliseconds), before anything is compiled.
+    """
+    import numpyro
+    import numpyro.handlers as handlers
+
+    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1, misfit).items()}
+    traced = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=start))
+    with numpyro.validation_enabled(False):  # a NaN location is what this looks for
+        trace = traced.get_trace(*inputs.args())
+    site = trace[OBS]
+    n = data.n_runs
+    logp = np.asarray(site["fn"].log_prob(site["value"]), np.float64).reshape(-1)[:n]
+    bad = list(data.table.index[~np.isfinite(logp)])
+    if not bad:
+        return
+    values = {k: np.asarray(trace[k]["value"]) for k in law.param_names if k in trace}
+    shown = ", ".join(f"{k}={float(v.reshape(-1)[0]):.3g}" for k, v in values.items())
+    raise LawError(
+        f"law {law.name!r} gives no finite log loss at {len(bad)} of {n} runs (rows "
+        f"{format_rows(bad)}) at the priors' typical values ({shown or 'see fit.priors'}), "
+        "where MAP and NUTS start. Check fn for logs or powers of negative numbers and "
+        "divisions by zero over the data's range, or set priors nearer the data."
+    )
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
@@ -812,6 +872,7 @@ def _fit(
     init: str | Mapping[str, Any],
     progress: bool | None,
     misfit: Misfit | None = None,
+    bootstrap: int | None = None,
     **attrs: Any,
 ) -> Fit:
     """The fit of validated inputs: the one place a `Fit` is built from the engine's output."""
@@ -824,6 +885,10 @@ def _fit(
         post = {k: np.full((1, 1), v) for k, v in est.items()}
         meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
         meta["huber_objective"] = objective
+        if bootstrap is not None:  # the refits as draws: not a posterior (see `fit`)
+            draws = huber_bootstrap(law, data, est, n_resamples=bootstrap, seed=seed)
+            post = {k: v[None, :] for k, v in draws.items()}
+            meta.update(bootstrap=bootstrap, huber_estimate=json.dumps(est))
         problems = _negative_exponents(law, est)
         meta["problems"] = json.dumps(problems)
         result = Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
@@ -832,6 +897,7 @@ def _fit(
         return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
+    _check_law_at_start(model, inputs, law, priors, data, misfit)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
         lap = laplace_fit(
@@ -976,7 +1042,8 @@ def update(
     parameterisation (amplitudes re-centred, break locations re-scaled to the new range).
     That skips the MAP search of `bayescale.inference.fit` and starts the chains in the right mode.
     """
-    check_seed(seed)
+    opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     if fit.groups is not None:
         raise FitError(
             "update refits one curve; this fit has groups. Refit the grouped runs with the new "

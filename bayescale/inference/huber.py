@@ -3,9 +3,10 @@
 As in Hoffmann et al. (2022, Approach 3) and Besiroglu et al. (2024): minimise
 ``sum_i huber_delta(log f(x_i; theta) - log L_i)`` with ``delta = 1e-3`` over unconstrained
 parameters (logs of the positive ones), starting from the points of a grid and keeping the
-best optimum. The objective is evaluated at every grid point at once (JAX, float64) and
-SciPy's L-BFGS-B runs from the ``n_polish`` best of them; on the Epoch data this finds the same
-optimum as running from all 4500 starts (``benchmarks/fit_speed.py`` checks it).
+best optimum. The objective is evaluated at every grid point (JAX, float64; in chunks of
+starts, so that memory stays bounded for any number of runs) and SciPy's L-BFGS-B runs from
+the ``n_polish`` best of them; on the Epoch data this finds the same optimum as running from
+all 4500 starts (``benchmarks/fit_speed.py`` checks it).
 
 References
 ----------
@@ -22,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from bayescale import streams
 from bayescale.errors import FitError
 from bayescale.io.data import ScalingData
 from bayescale.model.laws import Law
 from bayescale.model.priors import Priors
 
-__all__ = ["huber_fit", "epoch_grid"]
+__all__ = ["GRID_PAIRS", "epoch_grid", "grid_chunk", "huber_bootstrap", "huber_fit"]
 
 #: roles optimised on the real line as they are (as Besiroglu et al. do for the exponents);
 #: every other parameter is positive and optimised through its log
@@ -76,6 +78,27 @@ def _objective(law: Law, delta: float) -> tuple[Any, Any]:
 
     batch = jax.vmap(objective, in_axes=(0, None, None))
     return jax.jit(batch), jax.jit(jax.value_and_grad(objective))
+
+
+#: (start, run) pairs of the grid's objective evaluated in one call: the starts go in chunks so
+#: that the memory stays bounded (tens of MB) whatever the number of runs
+GRID_PAIRS = 1 << 22
+
+
+def grid_chunk(n_starts: int, n_runs: int) -> int:
+    """Starts per call of the grid's objective: at most `GRID_PAIRS` (start, run) pairs."""
+    return max(1, min(n_starts, GRID_PAIRS // max(n_runs, 1)))
+
+
+def _grid_values(batch: Any, z0: np.ndarray, logx: Any, log_loss: np.ndarray) -> np.ndarray:
+    """The objective at every start, in chunks of `grid_chunk` starts (one compiled shape)."""
+    size = grid_chunk(len(z0), len(log_loss))
+    out = np.empty(len(z0))
+    for first in range(0, len(z0), size):
+        part = z0[first : first + size]
+        padded = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+        out[first : first + len(part)] = np.asarray(batch(padded, logx, log_loss))[: len(part)]
+    return out
 
 
 def huber_fit(
@@ -128,14 +151,14 @@ def huber_fit(
         z0 = np.column_stack([epoch_grid()[k] for k in names])
     else:
         if starts is None:
-            rng = np.random.default_rng(seed)
+            rng = streams.rng(seed, "huber_starts")
             starts = _prior_draws(law, priors, data, rng, n_starts)
         z0 = np.column_stack([_to_unconstrained(law, starts)[k] for k in names])
     logx = {v: np.log(data.column(v)) for v in law.variables}
     log_loss = np.log(data.loss)
     with jax.enable_x64(True):
         batch, value_and_grad = _objective(law, float(delta))
-        f0 = np.asarray(batch(np.asarray(z0, np.float64), logx, log_loss))
+        f0 = _grid_values(batch, np.asarray(z0, np.float64), logx, log_loss)
 
         def fg(z: np.ndarray) -> tuple[float, np.ndarray]:
             v, g = value_and_grad(z, logx, log_loss)
@@ -160,6 +183,61 @@ def huber_fit(
     identity = {p.name for p in law.params if p.role in _IDENTITY_ROLES}
     est = {k: float(z[i] if k in identity else np.exp(z[i])) for i, k in enumerate(names)}
     return est, value
+
+
+def huber_bootstrap(
+    law: Law,
+    data: ScalingData,
+    estimate: Mapping[str, float],
+    *,
+    n_resamples: int,
+    seed: int,
+    delta: float = 1e-3,
+) -> dict[str, np.ndarray]:
+    """Bootstrap refits of the Huber point fit, as in Besiroglu et al. (2024).
+
+    Each resample draws the runs with replacement (multinomial counts, from the stream
+    ``huber_bootstrap`` of ``seed``) and minimises the count-weighted Huber objective by BFGS
+    from ``estimate``; the refits are vectorised over resamples (``jax.vmap``, float64), in
+    chunks of at most `GRID_PAIRS` (resample, run) pairs. These are bootstrap draws of the
+    estimator, not a posterior.
+
+    Returns
+    -------
+    dict
+        Parameter -> array of ``n_resamples`` refitted values (papers' units).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.optimize import minimize
+
+    names = law.param_names
+    identity = {p.name for p in law.params if p.role in _IDENTITY_ROLES}
+    start = _to_unconstrained(law, estimate)
+    z0 = np.array([start[k] for k in names], np.float64)
+    logx = {v: np.log(data.column(v)) for v in law.variables}
+    log_loss = np.log(data.loss)
+    n = len(log_loss)
+    counts = streams.rng(seed, "huber_bootstrap").multinomial(n, np.full(n, 1.0 / n), n_resamples)
+
+    def objective(z: Any, weights: Any) -> Any:
+        params = {k: (z[i] if k in identity else jnp.exp(z[i])) for i, k in enumerate(names)}
+        r = law.fn(params, logx) - log_loss
+        a = jnp.abs(r)
+        # divided by delta: the summed loss is about 1e-3 on real data, below BFGS's tolerance
+        return (
+            jnp.sum(weights * jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / delta
+        )
+
+    refit = jax.jit(jax.vmap(lambda w: minimize(objective, z0, args=(w,), method="BFGS").x))
+    size = grid_chunk(n_resamples, n)
+    out = np.empty((n_resamples, len(names)))
+    with jax.enable_x64(True):
+        for first in range(0, n_resamples, size):
+            part = counts[first : first + size].astype(np.float64)
+            padded = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+            out[first : first + len(part)] = np.asarray(refit(padded))[: len(part)]
+    return {k: (out[:, i] if k in identity else np.exp(out[:, i])) for i, k in enumerate(names)}
 
 
 def _prior_draws(

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.errors import (
     ConvergenceWarning,
     DataError,
@@ -64,7 +65,7 @@ from bayescale.errors import (
 )
 from bayescale.inference import vhmc
 from bayescale.inference.diagnostics import batch_diagnostics, interval_probs
-from bayescale.inference.fit import Fit, check_seed
+from bayescale.inference.fit import Fit
 from bayescale.inference.sampling import (
     build_tree,
     pointwise_draws,
@@ -801,7 +802,8 @@ def fit_many(
     >>> fits = bs.fit_many(runs, "power_law", num_warmup=200, num_samples=200)  # doctest: +SKIP
     >>> fits.summary().loc[("c1", "alpha"), "median"]  # doctest: +SKIP
     """
-    check_seed(seed)
+    opt.seed(seed)
+    progress_bar = opt.optional_flag(progress_bar, "progress_bar")
     if isinstance(nu, bool) or not isinstance(nu, (int, float, np.integer, np.floating)):
         raise OptionTypeError(f"nu must be a positive number; received {nu!r}. For example nu=4.")
     if priors is not None and not isinstance(priors, Mapping):
@@ -814,15 +816,8 @@ def fit_many(
             f"group must be the name of a column; received {type(group).__name__}: {group!r}. "
             "For example group='arch'."
         )
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
-        raise OptionError(
-            f"chunk_size must be a positive integer or None; received {chunk_size!r}. For "
-            "example chunk_size=100."
-        )
+    if chunk_size is not None:
+        chunk_size = opt.count(chunk_size, "chunk_size")
     if client is not None and not all(hasattr(client, m) for m in ("submit", "gather", "nthreads")):
         raise OptionTypeError(
             f"client must be a dask.distributed Client; received {type(client).__name__}. "

@@ -1,26 +1,28 @@
 """The inference engine: one compiled NUTS runner, the MAP + Laplace path, and the DataTree.
 
 Every verb that samples goes through `sample_nuts` (fit, update, leave-one-out and
-leave-future-out refits, break detection); `bayescale.inference.fit` is the only module that turns
-its
-draws into a `Fit`.
+leave-future-out refits, break detection); `bayescale.inference.fit` is the only module that
+turns its draws into a `Fit`.
 
 Contracts
 ---------
 - **Inputs are arguments.** The data, the observation mask, the prior hyper-parameters, the
   starting point and the jitter are arguments of the compiled programs, never closed over; runs
   are padded to bucketed sizes (`bayescale.model.build.bucket_size`). A new data set of a size
-  already
-  seen, or any subset of it, costs no compilation. Compiled programs are cached per
+  already seen, or any subset of it, costs no compilation. Compiled programs are cached per
   (model, settings) in bounded LRU caches.
 - **Same seed, same draws.** Chain ``c`` always gets key ``split(PRNGKey(seed))[1]`` split into
-  ``num_chains``, index ``c``, and runs the same per-chain program whatever the layout: in
-  parallel over all host devices, or in rounds over fewer (two devices give the draws of four).
-  Sampling always advances in the same chunks of iterations; the progress bar only reports
-  between chunks, so showing it changes nothing. One limit, measured: XLA compiles the
-  per-chain program for a process with a single device slightly differently (last-bit float
-  differences, which NUTS trajectories amplify), so a process with one device draws other
-  (equally valid) samples than one with several; the CLI and the tests use four.
+  ``num_chains``, index ``c``, and runs one single-device program, compiled once on the default
+  device, whatever the number of host devices: one thread per chain calls it, and XLA runs
+  calls from different threads concurrently, so the chains run in parallel without
+  ``--xla_force_host_platform_device_count``. A program mapped over devices (``pmap``) is
+  not used: XLA partitions it for the number of devices, which changes the compiled
+  arithmetic at the last bit, and NUTS trajectories amplify that into other draws. Sampling
+  always advances in the same chunks of iterations; the progress bar only reports between
+  chunks, so showing it changes nothing.
+- **Interruptible.** Each chain waits for its chunk before the next; on ``KeyboardInterrupt``
+  (Ctrl-C) in the calling thread every chain stops after its current chunk and the interrupt
+  is raised.
 - **The MAP search runs BLAS on one thread.** SciPy's L-BFGS-B makes thousands of tiny BLAS
   calls; a multi-threaded OpenBLAS spends far more time waking its threads than computing,
   the more so while JAX keeps the cores busy (measured: 20 lone fits of Revisiting curves
@@ -32,23 +34,29 @@ Contracts
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
 import math
+import queue
 import sys
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from bayescale.errors import OptionError, check_counts
+from bayescale import streams
+from bayescale.errors import OptionError
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
 from bayescale.model.distributions import Prior
 from bayescale.model.laws import Law, declaration, fingerprint_record
 from bayescale.model.misfit import Misfit, draw_indicator
 from bayescale.model.priors import Priors
+from bayescale.options import counts
 from bayescale.version import __version__
 
 __all__ = [
@@ -99,7 +107,7 @@ class NutsSettings:
     num_candidates: int = 32
 
     def __post_init__(self) -> None:
-        check_counts(self, ("num_chains", "num_samples", "num_warmup", "num_candidates"))
+        counts(self, ("num_chains", "num_samples", "num_warmup", "num_candidates"))
         ta = self.target_accept
         if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
             raise OptionError(
@@ -143,27 +151,20 @@ def chain_keys(seed: int, num_chains: int) -> tuple[Any, Any]:
 # ------------------------------------------------------------------------------ NUTS
 
 
-def _group_size(num_chains: int) -> int:
-    """Chains per round: the largest divisor of ``num_chains`` not above the device count."""
-    import jax
-
-    devices = jax.local_device_count()
-    return max(d for d in range(1, num_chains + 1) if num_chains % d == 0 and d <= devices)
-
-
 @functools.lru_cache(maxsize=8)
 def _program(
-    model: Any, settings: NutsSettings, group: int, sites: tuple[tuple[str, tuple[int, ...]], ...]
+    model: Any, settings: NutsSettings, sites: tuple[tuple[str, tuple[int, ...]], ...]
 ) -> tuple[Any, ...]:
     """Compiled programs: init, advance, postprocess, laplace and from_y.
 
-    The first three run per chain, mapped over ``group`` devices; ``laplace`` and ``from_y``
-    serve `laplace_start`. NUTS runs on numpyro's unconstrained sites (a dict, as numpyro's
-    own NUTS), or, where the model carries a `bayescale.model.geometry.RidgeMap`, on the flat vector
-    of that map's coordinates (the draws are mapped back to numpyro's).
-    ``advance(state, args, length)`` runs ``length <= CHUNK`` iterations (a dynamic trip
-    count, so one compilation serves every chunk) and returns the unconstrained draws and the
-    sampler statistics in buffers of ``CHUNK`` rows. ``sites``: the unconstrained sites'
+    The first three run one chain each (`sample_nuts` calls them from one thread per chain);
+    ``laplace`` and ``from_y`` serve `laplace_start`. NUTS runs on numpyro's
+    unconstrained sites (a dict, as numpyro's own NUTS), or, where the model carries a
+    `bayescale.model.geometry.RidgeMap`, on the flat vector of that map's coordinates (the
+    draws are mapped back to numpyro's). ``advance(state, args, length)`` runs
+    ``length <= CHUNK`` iterations (a dynamic trip count, so one compilation serves every
+    chunk) and returns the unconstrained draws and the sampler statistics in buffers of
+    ``CHUNK`` rows. ``sites``: the unconstrained sites'
     names and shapes. ``init`` takes an initial inverse mass matrix, or None for numpyro's
     identity.
     """
@@ -264,9 +265,9 @@ def _program(
         return jax.vmap(one)(ys)
 
     return (
-        jax.pmap(init, in_axes=(0, 0, None, None, None)),
-        jax.pmap(advance, in_axes=(0, None, None)),
-        jax.pmap(postprocess, in_axes=(0, None)),
+        jax.jit(init),
+        jax.jit(advance),
+        jax.jit(postprocess),
         jax.jit(laplace),
         jax.jit(from_y),
     )
@@ -328,32 +329,55 @@ def sample_nuts(
     import jax
 
     n_chain = settings.num_chains
-    group = _group_size(n_chain)
     _, keys = chain_keys(seed, n_chain)
     args = inputs.args()
     init, advance, postprocess, _, _ = _compiled(model, args, start, settings)
     show = progress_default() if progress is None else bool(progress)
     schedule = _schedule(settings.num_warmup, settings.num_samples)
     total = n_chain * (settings.num_warmup + settings.num_samples)
-    draws: list[dict[str, np.ndarray]] = []
-    stats: list[dict[str, np.ndarray]] = []
-    with progress_bar(total, description, show) as bar:
-        for first in range(0, n_chain, group):
-            chains = slice(first, first + group)
-            chain_start = {k: np.asarray(v)[chains] for k, v in start.items()}
-            state = init(keys[chains], chain_start, np.float32(jitter), args, metric)
-            kept = []
-            for length, keep in schedule:
-                state, buf = advance(state, args, np.int32(length))
-                if keep:
-                    kept.append(jax.tree_util.tree_map(lambda a, n=length: a[:, :n], buf))
-                bar.update(group * length)
-            out = {k: np.concatenate([np.asarray(b[k]) for b in kept], axis=1) for k in kept[0]}
-            post = postprocess(out.pop("z"), args)
-            draws.append({k: np.asarray(v) for k, v in post.items()})
-            stats.append(out)
-    samples = {k: np.concatenate([d[k] for d in draws]) for k in draws[0]}
-    extra = {k: np.concatenate([s[k] for s in stats]) for k in stats[0]}
+    starts = [{k: np.asarray(v)[c] for k, v in start.items()} for c in range(n_chain)]
+    jitter_ = np.float32(jitter)
+    # compiled here, once, before the chains' threads call them (concurrent first calls of a
+    # jitted function would each compile it); a program already compiled is found in JAX's cache
+    init_x = init.lower(keys[0], starts[0], jitter_, args, metric).compile()
+    advance_x = advance.lower(init_x.out_info, args, np.int32(CHUNK)).compile()
+    z = advance_x.out_info[1]["z"]
+    z_shape = jax.ShapeDtypeStruct((settings.num_samples, z.shape[1]), z.dtype)
+    postprocess_x = postprocess.lower(z_shape, args).compile()
+    stop = threading.Event()
+    steps: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def run_chain(c: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+        state = init_x(keys[c], starts[c], jitter_, args, metric)
+        kept = []
+        for length, keep in schedule:
+            if stop.is_set():
+                return None
+            state, buf = advance_x(state, args, np.int32(length))
+            if keep:
+                kept.append(jax.tree_util.tree_map(lambda a, n=length: np.asarray(a)[:n], buf))
+            jax.block_until_ready(state)
+            steps.put(length)
+        out = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
+        post = postprocess_x(out.pop("z"), args)
+        return {k: np.asarray(v) for k, v in post.items()}, out
+
+    with progress_bar(total, description, show) as bar, ThreadPoolExecutor(n_chain) as pool:
+        futures = [pool.submit(run_chain, c) for c in range(n_chain)]
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.2)
+                while not steps.empty():
+                    bar.update(steps.get())
+                for f in done:
+                    f.result()  # a chain's error stops the others (below) and is raised
+        except BaseException:  # KeyboardInterrupt too: the chains stop after their chunk
+            stop.set()
+            raise
+        results = [f.result() for f in futures]
+    samples = {k: np.stack([r[0][k] for r in results]) for k in results[0][0]}
+    extra = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     return draw_indicator(samples, seed), extra
 
 
@@ -366,7 +390,7 @@ def _compiled(
     first_row = {k: np.asarray(v)[0] for k, v in start.items()}
     sites = unconstrain_fn(model, args, {}, first_row)
     shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(sites.items()))
-    return _program(model, settings, _group_size(settings.num_chains), shapes)
+    return _program(model, settings, shapes)
 
 
 def laplace_start(
@@ -383,9 +407,9 @@ def laplace_start(
 
     The MAP's own Laplace approximation (`laplace_fit`) lives in numpyro's unconstrained
     coordinates; where NUTS runs in a ridge map's, its draws land far off the posterior's
-    curved ridge (measured on the 20 Revisiting curves: amplitudes up to 100 posterior sds
-    out). Started there, and from numpyro's identity mass matrix, the warm-up spent its first
-    hundreds of iterations at the maximum tree depth (1,023 leapfrog steps).
+    curved ridge. Started there, and from numpyro's identity mass matrix, the warm-up spends
+    its first hundreds of iterations at the maximum tree depth (figures in the design notes,
+    *Measurements behind the code*).
 
     Parameters
     ----------
@@ -411,7 +435,7 @@ def laplace_start(
     if not (np.all(np.isfinite(w)) and w.min() > 0 and np.all(np.isfinite(y0))):
         return None
     root = v / np.sqrt(w)  # cov = root @ root.T
-    noise = np.random.default_rng(int(seed)).standard_normal((settings.num_chains, y0.size))
+    noise = streams.rng(seed, "laplace_start").standard_normal((settings.num_chains, y0.size))
     starts = from_y((y0 + noise @ root.T).astype(np.float32), args)
     cov = root @ root.T
     metric = cov if settings.dense_mass else np.diag(cov)
@@ -504,7 +528,7 @@ def laplace_fit(
     import scipy.optimize
     from threadpoolctl import threadpool_limits
 
-    rng = np.random.default_rng([int(seed), 1])
+    rng = streams.rng(seed, "laplace_draws")
     with jax.enable_x64(True):
         args64 = jax.device_put(
             jax.tree_util.tree_map(
@@ -766,16 +790,16 @@ def pointwise_draws(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log density of every real run at every draw, and one replicated loss per draw and run.
 
-    Returns ``(log_likelihood, replicated)``, both ``(chain, draw, run)``: the log density of
-    each run's log loss, and a loss (on the loss scale) drawn at that draw from the model's
-    own location (law plus misfit) and scale, with ``likelihood.sample`` (the registry's
-    standardised noise) from ``numpy.random.default_rng(seed)``. Every real run is scored,
-    whatever ``inputs.mask`` says (held-out runs included). One compiled program per model
-    serves both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as
-    the location-scale families do).
+    Returns ``(log_likelihood, replicated)``, both ``(chain, draw, run)``: the log density of each
+    run's log loss, and a loss (on the loss scale) drawn at that draw from the model's own location
+    (law plus misfit) and scale, with ``likelihood.sample`` (the registry's standardised noise) from
+    the stream ``pointwise_noise`` of ``seed`` (`bayescale.streams`). Every real run is scored,
+    whatever ``inputs.mask`` says (held-out runs included). One compiled program per model serves
+    both; the likelihood's numpyro distribution must expose ``loc`` and ``scale`` (as the
+    location-scale families do).
     """
     shape, (ll, loc, scale) = _pointwise(model, inputs, samples)
-    noise = likelihood.sample(np.random.default_rng(seed), loc.shape)
+    noise = likelihood.sample(streams.rng(seed, "pointwise_noise"), loc.shape)
     # computed in float64, kept in float32 (the draws' precision; half the memory)
     rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise).astype(np.float32)
     return ll.reshape(*shape, -1), rep.reshape(*shape, -1)
@@ -902,7 +926,7 @@ def provenance(
     if settings is not None:
         attrs.update(
             num_warmup=settings.num_warmup,
-            chain_method=f"parallel in rounds of {_group_size(settings.num_chains)}",
+            chain_method="parallel: one thread per chain",
             dense_mass=int(settings.dense_mass),
             target_accept=settings.target_accept,
         )

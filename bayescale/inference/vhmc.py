@@ -37,7 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bayescale.errors import OptionError, check_counts
+from bayescale.errors import OptionError
+from bayescale.options import counts
 
 __all__ = [
     "HmcSettings",
@@ -81,7 +82,7 @@ class HmcSettings:
     max_steps: int = 64
 
     def __post_init__(self) -> None:
-        check_counts(self, ("num_chains", "num_samples", "num_warmup", "max_steps"))
+        counts(self, ("num_chains", "num_samples", "num_warmup", "max_steps"))
         if not 0.0 < float(self.target_accept) < 1.0:
             raise OptionError(
                 f"target_accept must be in (0, 1); received {self.target_accept!r}. "

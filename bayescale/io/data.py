@@ -16,20 +16,24 @@ single-variable law.
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bayescale.errors import DataError, PlausibilityWarning, warn
+from bayescale import options as opt
+from bayescale.errors import DataError, OptionError, OptionTypeError, PlausibilityWarning, warn
 
 __all__ = [
     "CANONICAL",
     "FLOPS_PER_PARAM_TOKEN",
     "COMPUTE_FACTOR",
+    "LARGEST",
     "LARGEST_LOSS",
     "SMALLEST_N_PARAMS",
     "warn_implausible",
@@ -38,6 +42,8 @@ __all__ = [
     "derive_inputs",
     "format_rows",
     "from_frame",
+    "read_csv",
+    "read_points",
 ]
 
 CANONICAL = ("n_params", "n_tokens", "compute", "loss", "unique_tokens", "group")
@@ -51,6 +57,9 @@ SMALLEST_N_PARAMS = 1e3
 LARGEST_LOSS = 20.0
 #: compute given next to N and D more than this factor from C = 6 N D is another quantity
 COMPUTE_FACTOR = 10.0
+#: sizes beyond any trained run, by a wide margin (about 1000 times the largest published
+#: models, datasets and training budgets): a value above these is a unit or a typing slip
+LARGEST = {"n_params": 1e15, "n_tokens": 1e17, "unique_tokens": 1e17, "compute": 1e30}
 
 
 def format_rows(labels: Sequence[object], limit: int = 8) -> str:
@@ -65,17 +74,23 @@ def _bad_rows(frame: pd.DataFrame, column: str) -> list[object]:
     return list(frame.index[~(np.isfinite(values) & (values > 0))])
 
 
-def check_positive(frame: pd.DataFrame, names: Sequence[str], where: str = "") -> None:
+def check_positive(
+    frame: pd.DataFrame,
+    names: Sequence[str],
+    where: str = "",
+    fix: str = "Drop them or pass dropna=True.",
+) -> None:
     """Raise a `DataError` naming the rows where a column of ``names`` is not positive and finite.
 
-    ``where`` says which table it is (for example ``" in `at`"``) in the message.
+    ``where`` says which table it is (for example ``" in `at`"``) in the message, ``fix``
+    what to do.
     """
     for name in names:
         bad = _bad_rows(frame, name)
         if bad:
             raise DataError(
                 f"{name!r}{where} has {len(bad)} non-positive or non-finite values "
-                f"(rows {format_rows(bad)}). Drop them or pass dropna=True."
+                f"(rows {format_rows(bad)}). {fix}"
             )
 
 
@@ -116,6 +131,15 @@ def warn_implausible(frame: pd.DataFrame) -> None:
             "billions or millions, but bayescale expects the number of parameters (7e10 for "
             "a 70B model). Multiply the column by 1e9 (or 1e6)"
         )
+    for name, top in LARGEST.items():
+        if name in cols:
+            huge = list(frame.index[frame[name] > top])
+            if huge:
+                found.append(
+                    f"{name!r} is above {top:g} in {len(huge)} runs (rows {format_rows(huge)}; "
+                    f"largest {frame[name].max():.3g}), far beyond any trained model: check "
+                    "the units and the column"
+                )
     if "loss" in cols and frame["loss"].min() > LARGEST_LOSS:
         found.append(
             f"every 'loss' is above {LARGEST_LOSS:g} (smallest {frame['loss'].min():.4g}): "
@@ -228,22 +252,219 @@ class ScalingData:
         return f"ScalingData({self.n_runs} runs; columns: {cols}; source: {self.source})"
 
 
-def _read(data: pd.DataFrame | str | os.PathLike[str]) -> tuple[pd.DataFrame, str]:
+def read_csv(
+    path: str | os.PathLike[str],
+    *,
+    sep: str | None = ",",
+    encoding: str | None = None,
+    comment: str | None = None,
+) -> pd.DataFrame:
+    """Read a CSV file of runs or points, with an error that says how to read it.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    sep : str or None, default ","
+        The delimiter; None sniffs it among ``, ; tab |`` from the first lines (never a
+        space, which column names such as ``Model Size`` contain; one column falls back to
+        ``,``).
+    encoding : str, optional
+        The file's text encoding (default UTF-8), for example ``"latin-1"``.
+    comment : str, optional
+        A character that starts a comment: the rest of its line is ignored (``"#"``).
+
+    Raises
+    ------
+    DataError
+        If the file is missing, cannot be decoded in ``encoding`` or cannot be parsed; the
+        message says which of ``encoding=``, ``comment=`` or ``sep=`` to pass (and their
+        command-line forms ``--encoding``, ``--comment``, ``--sep``).
+    OptionTypeError, OptionError
+        If ``sep``, ``encoding`` or ``comment`` is not a string, or ``comment`` is not one
+        character.
+    """
+    import csv
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"no such file: {str(path)!r}. Pass the path of a CSV file or a DataFrame.")
+    for name, value in (("encoding", encoding), ("comment", comment), ("sep", sep)):
+        if value is not None and not isinstance(value, str):
+            raise OptionTypeError(
+                f"{name} must be a string or None; received {type(value).__name__}: {value!r}."
+            )
+    if comment is not None and len(comment) != 1:
+        raise OptionError(f"comment must be one character, such as '#'; received {comment!r}.")
+    try:
+        with open(file, encoding=encoding or "utf-8", newline="") as fh:
+            sample = fh.read(64 * 1024)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DataError(_decode_hint(str(path), encoding, exc)) from None
+    lines = sample.splitlines()
+    if sep is None:
+        kept = [ln for ln in lines if not (comment and ln.lstrip().startswith(comment))]
+        try:
+            sep = csv.Sniffer().sniff("\n".join(kept), delimiters=",;\t|").delimiter
+        except csv.Error:
+            sep = ","
+    try:
+        return pd.read_csv(file, sep=sep, encoding=encoding, comment=comment)
+    except UnicodeDecodeError as exc:  # past the sample
+        raise DataError(_decode_hint(str(path), encoding, exc)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        commented = [n + 1 for n, ln in enumerate(lines[:200]) if ln.lstrip().startswith("#")]
+        if comment is None and commented:
+            fix = (
+                f"lines {format_rows(commented, 3)} start with '#': pass comment='#' "
+                "(--comment '#' on the command line) to skip comment lines"
+            )
+        else:
+            fix = (
+                f"check the delimiter (read with {sep!r}): pass sep= (--sep on the command "
+                "line), for example ';' or a tab"
+            )
+        raise DataError(
+            f"could not read {str(path)!r} as CSV ({str(exc).strip()}); {fix}."
+        ) from None
+
+
+def _decode_hint(path: str, encoding: str | None, exc: Exception) -> str:
+    if isinstance(exc, LookupError):
+        return f"unknown encoding {encoding!r} for {path!r}. Pass a codec name such as 'latin-1'."
+    return (
+        f"could not read {path!r} as {encoding or 'UTF-8'} text ({exc}). The file is in another "
+        "encoding: pass encoding='latin-1' (or cp1252, utf-16...; --encoding on the command "
+        "line), or save the file as UTF-8."
+    )
+
+
+def _as_frame(
+    data: Any, where: str, encoding: str | None = None, comment: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """A private copy of a table given as a DataFrame, `ScalingData`, mapping or CSV path."""
     if isinstance(data, pd.DataFrame):
         return data.copy(deep=True), "DataFrame"
     if isinstance(data, ScalingData):
         return data.table.copy(deep=True), data.source
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise DataError(f"no such file: {str(path)!r}. Pass a CSV path or a DataFrame.")
+        return read_csv(data, encoding=encoding, comment=comment), str(data)
+    if isinstance(data, Mapping):
         try:
-            return pd.read_csv(path), str(path)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-            raise DataError(f"could not read {str(path)!r} as CSV: {exc}") from exc
+            arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in data.values()))
+        except ValueError:
+            shapes = {k: np.shape(v) for k, v in data.items()}
+            raise DataError(
+                f"the arrays of {where} do not broadcast together; shapes {shapes}. Pass "
+                "arrays of one length (or scalars)."
+            ) from None
+        if arrays and arrays[0].ndim != 1:
+            raise DataError(
+                f"{where} must hold scalars or 1-D arrays; received shape {arrays[0].shape}."
+            )
+        return pd.DataFrame(dict(zip(data.keys(), arrays, strict=True))), "mapping"
     raise DataError(
-        f"data must be a pandas DataFrame or a CSV path; received {type(data).__name__}."
+        f"{where} must be a DataFrame or a mapping of arrays (n_params=..., n_tokens=...), or "
+        f"the path of a CSV file; received {type(data).__name__}."
     )
+
+
+def _unique_columns(frame: pd.DataFrame, where: str) -> None:
+    dup = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+    if dup:
+        raise DataError(
+            f"{where} has more than one column named {format_rows(dup)}: which one is meant "
+            f"is ambiguous. Rename or drop the copies; columns are {list(frame.columns)}."
+        )
+
+
+def _to_numbers(frame: pd.DataFrame, names: Sequence[str], where: str) -> None:
+    """Convert the columns ``names`` of ``frame`` to float64, refusing what is not a number.
+
+    Booleans (True would read as 1.0), dates and durations (they would read as nanoseconds)
+    and text are refused with the rows and an example.
+    """
+    for name in dict.fromkeys(names):
+        col = frame[name]
+        if pd.api.types.is_bool_dtype(col) or (
+            col.dtype == object and col.map(lambda v: isinstance(v, (bool, np.bool_))).any()
+        ):
+            raise DataError(
+                f"{name!r}{where} holds True/False values, which are not measurements (True "
+                "would be read as 1). Pass the numeric column, or map it with columns=."
+            )
+        if (
+            isinstance(col.dtype, pd.DatetimeTZDtype)
+            or pd.api.types.is_datetime64_any_dtype(col)
+            or pd.api.types.is_timedelta64_dtype(col)
+        ):
+            raise DataError(
+                f"{name!r}{where} holds dates or durations ({col.dtype}), which would be read "
+                "as nanoseconds. Pass the numeric column (for example the parameter count), "
+                "or map the right one with columns=."
+            )
+        converted = pd.to_numeric(col, errors="coerce")
+        text = frame.index[converted.isna() & col.notna()]
+        if len(text):
+            example = frame.loc[text[0], name]
+            hint = "Clean the column or drop those rows."
+            if isinstance(example, str) and example.lstrip().startswith("#"):
+                hint = "They look like comment lines: pass comment='#' to skip them."
+            raise DataError(
+                f"{name!r}{where} has {len(text)} non-numeric values (rows "
+                f"{format_rows(list(text))}), for example {example!r}. {hint}"
+            )
+        frame[name] = converted.astype(np.float64)
+
+
+def read_points(at: Any, variables: Sequence[str], *, where: str = "`at`") -> pd.DataFrame:
+    """Validate a table of points (runs without a loss) at which a law is evaluated.
+
+    The same parser as `from_frame`, without the loss: ``at`` is a DataFrame, a mapping of
+    scalars or 1-D arrays (broadcast together), a `ScalingData` or a CSV path. The inputs
+    among ``variables``, ``n_params``, ``n_tokens`` and ``compute`` must be positive and
+    finite; the missing ones of N, D and C are derived by C = 6 N D. Other columns are kept.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A private copy, indexed ``0..n-1`` (index name ``point``).
+
+    Raises
+    ------
+    DataError
+        If ``at`` is not a table, is empty, has repeated column names, non-numeric,
+        non-positive or non-finite inputs, or lacks a variable the law needs.
+    """
+    phrase = f" in {where}"
+    frame, _ = _as_frame(at, where)
+    frame = frame.reset_index(drop=True)
+    _unique_columns(frame, where)
+    if len(frame) == 0:
+        raise DataError(f"{where} has no points. Pass at least one row.")
+    numeric = [c for c in (*variables, "n_params", "n_tokens", "compute") if c in frame]
+    _to_numbers(frame, numeric, phrase)
+    check_positive(frame, numeric, phrase, fix="Points need positive, finite inputs.")
+    derive_inputs(frame)
+    missing = [v for v in variables if v not in frame.columns]
+    if missing:
+        hint = {
+            "n_tokens": " Pass n_tokens, or compute to derive D = C / (6 N).",
+            "n_params": " Pass n_params, or compute and n_tokens to derive N = C / (6 D).",
+            "unique_tokens": " Pass unique_tokens (unique_tokens=n_tokens: no repetition).",
+        }.get(missing[0], f" Pass {missing[0]}=<values>.")
+        raise DataError(
+            f"column {missing[0]!r} not in {where}; it needs {list(variables)} and {where} "
+            f"has {list(frame.columns)}.{hint}"
+        )
+    check_positive(
+        frame,
+        [c for c in ("n_params", "n_tokens", "compute") if c in frame],
+        phrase,
+        fix="Inputs this large overflow: check the units.",
+    )
+    frame.index.name = "point"
+    return frame
 
 
 def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -285,17 +506,22 @@ def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def from_frame(
-    data: pd.DataFrame | ScalingData | str | os.PathLike[str],
+    data: pd.DataFrame | ScalingData | Mapping[str, Any] | str | os.PathLike[str],
     *,
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
+    encoding: str | None = None,
+    comment: str | None = None,
 ) -> ScalingData:
     """Validate a table of training runs and return a `ScalingData`.
 
+    The one parser of the package's tables: every verb that takes runs (and, through
+    `read_points`, points) reads them here.
+
     Parameters
     ----------
-    data : DataFrame, ScalingData or path
-        The runs, one per row. A path is read as CSV.
+    data : DataFrame, ScalingData, mapping of arrays or path
+        The runs, one per row. A path is read as CSV (comma-separated).
     columns : mapping, optional
         Canonical name -> the user's column, for example
         ``{"n_params": "Model Size", "compute": "Training FLOP"}``. Keys are the canonical
@@ -305,20 +531,36 @@ def from_frame(
         of the same name: with ``columns={"loss": "val_loss"}`` a ``loss`` column is ignored.
     dropna : bool, default False
         Drop runs whose canonical numeric values are missing, non-finite or non-positive
-        instead of raising.
+        (and runs without a group label) instead of raising. A group that loses every run
+        is named in a `PlausibilityWarning`.
+    encoding : str, optional
+        Text encoding of a CSV path (default UTF-8), for example ``"latin-1"``.
+    comment : str, optional
+        Comment character of a CSV path: the rest of a line after it is ignored (``"#"``).
 
     Returns
     -------
     ScalingData
         A private copy with canonical column names; ``n_tokens`` = C / (6 N) is derived when
-        tokens are absent, and ``compute`` = 6 N D when compute is absent.
+        tokens are absent, and ``compute`` = 6 N D when compute is absent. Group labels are
+        strings.
 
     Raises
     ------
     DataError
         If ``loss`` is missing, a named column is absent, ``columns`` is not a mapping of
-        names or has a misspelt key or two keys for one column, or values are non-numeric,
-        non-finite or non-positive.
+        names or has a misspelt key or two keys for one column, two columns share a name,
+        values are booleans, dates, text, non-finite or non-positive, group labels are
+        missing or two labels read alike (``1`` and ``"1"``), or the file cannot be read.
+    OptionTypeError
+        If ``dropna`` is not a bool.
+
+    Warns
+    -----
+    PlausibilityWarning
+        For runs that are valid but probably not what was meant: exact duplicate rows,
+        sizes beyond any trained model, perplexity passed as loss, and the other checks of
+        `warn_implausible`.
 
     Examples
     --------
@@ -327,13 +569,16 @@ def from_frame(
     >>> from_frame(frame, columns={"n_params": "N", "n_tokens": "D"}).n_runs
     2
     """
-    frame, source = _read(data)
+    dropna = opt.flag(dropna, "dropna")
+    frame, source = _as_frame(data, "data", encoding, comment)
+    _unique_columns(frame, "the data")
     mapping = _check_mapping(columns)
     missing = [user for user in mapping.values() if user not in frame.columns]
     if missing:
         raise DataError(
             f"column {missing[0]!r} not in data; columns are {list(frame.columns)}.\n"
             "  Fix the columns= mapping (canonical name -> your column name)."
+            + _comment_hint(frame)
         )
     # the mapping says which column to use: a column already named like a mapped name is
     # stale (a train 'loss' next to columns={'loss': 'val_loss'}) and is left out
@@ -344,29 +589,118 @@ def from_frame(
     if "loss" not in frame.columns:
         raise DataError(
             f"column 'loss' not in data; columns are {list(frame.columns)}.\n"
-            "  Name it with columns={'loss': '<your loss column>'}."
+            "  Name it with columns={'loss': '<your loss column>'}." + _comment_hint(frame)
         )
     numeric = [c for c in CANONICAL if c in frame.columns and c != "group"]
     numeric += [c for c in mapping if c not in CANONICAL and c in frame.columns]
-    for name in numeric:
-        converted = pd.to_numeric(frame[name], errors="coerce")
-        text = frame.index[converted.isna() & frame[name].notna()]
-        if len(text):
-            raise DataError(
-                f"{name!r} has {len(text)} non-numeric values (rows {format_rows(list(text))}), "
-                f"for example {frame.loc[text[0], name]!r}. Clean the column or drop those rows."
-            )
-        frame[name] = converted.astype(np.float64)
+    _to_numbers(frame, numeric, "")
     values = frame[numeric].to_numpy(dtype=np.float64)
     valid = np.all(np.isfinite(values) & (values > 0), axis=1)
+    groups_before = None
+    if "group" in frame.columns:
+        unlabelled = frame["group"].isna().to_numpy()
+        if dropna:
+            groups_before = frame.loc[~unlabelled, "group"]
+            valid &= ~unlabelled
+        elif unlabelled.any():
+            rows = list(frame.index[unlabelled])
+            raise DataError(
+                f"'group' has {len(rows)} missing labels (rows {format_rows(rows)}): every run "
+                "needs the name of its curve. Fill them in, drop those rows, or pass "
+                "dropna=True to drop them."
+            )
     if dropna:  # by position: repeated index labels must not drop valid runs
         frame = frame[valid]
     else:
         check_positive(frame, numeric)
+    if "group" in frame.columns:
+        _check_labels(frame["group"])
+        lost = []
+        if groups_before is not None:
+            left = set(frame["group"])
+            lost = [str(g) for g in pd.unique(groups_before) if g not in left]
+        if lost:
+            warn(
+                f"dropna=True dropped every run of group(s) {format_rows(lost)}: they have no "
+                "valid run left, so they are not fitted. Check their rows, or pass "
+                "dropna=False to see which values are invalid.",
+                PlausibilityWarning,
+            )
+        frame["group"] = frame["group"].astype(str)
+    _warn_duplicates(frame)
     warn_implausible(frame)
     derive_inputs(frame)
-    if "group" in frame.columns:
-        frame["group"] = frame["group"].astype(str)
     if len(frame) == 0:
         raise DataError("the data has no runs left. Pass a table with at least one valid row.")
+    check_positive(
+        frame,
+        [c for c in ("n_params", "n_tokens", "compute") if c in frame],
+        fix="Values this large overflow when derived by C = 6 N D: check the units.",
+    )
     return ScalingData(table=frame, source=source)
+
+
+def _comment_hint(frame: pd.DataFrame) -> str:
+    """A hint when the header was read from a comment line (a CSV that starts with '#')."""
+    if any(str(c).lstrip().startswith("#") for c in frame.columns):
+        return (
+            "\n  The header looks like a comment line: if the file starts with '#' lines, pass "
+            "comment='#' (--comment '#' on the command line) to skip them."
+        )
+    return ""
+
+
+def _label_kind(value: object) -> str:
+    """What a group label is, coarsely: NumPy's and Python's integers are one kind."""
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    return type(value).__name__
+
+
+def _check_labels(raw: pd.Series) -> None:
+    """Refuse group labels that are different values but read alike as strings (1 and "1")."""
+    if not pd.api.types.infer_dtype(raw, skipna=True).startswith("mixed"):
+        return  # labels of one kind cannot read alike
+    text = raw.astype(str)
+    # the values of one label, coarsely typed: only a rare mixed column pays for this
+    kinds = pd.DataFrame({"label": text, "kind": raw.map(_label_kind)})
+    mixed = kinds.groupby("label")["kind"].nunique()
+    mixed = list(mixed.index[mixed > 1])
+    if mixed:
+        rows = kinds.index[kinds["label"] == mixed[0]]
+        distinct = dict.fromkeys(f"{v!r} ({type(v).__name__})" for v in raw.loc[rows])
+        shown = ", ".join(list(distinct)[:4])
+        raise DataError(
+            f"group labels {shown} (rows {format_rows(list(rows))}) are different values that "
+            f"read alike as the label {mixed[0]!r}, so their runs would be merged into one "
+            "curve. Make the column one type: frame['group'] = frame['group'].astype(str) to "
+            "merge them, or rename one of them to keep them apart."
+        )
+
+
+def _warn_duplicates(frame: pd.DataFrame) -> None:
+    """Warn about runs that repeat an earlier row in every column (a copied row)."""
+    # row hashes first (three times faster than DataFrame.duplicated on large tables), then
+    # the exact comparison on the few rows whose hashes repeat
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    ordered = np.sort(hashes)
+    if not np.any(ordered[1:] == ordered[:-1]):
+        return
+    suspects = frame[pd.Series(hashes).duplicated(keep=False).to_numpy()]
+    repeated = suspects.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return
+    rows = list(suspects.index[repeated])
+    first = list(suspects.index[suspects.duplicated(keep=False).to_numpy() & ~repeated])
+    warn(
+        f"{len(rows)} runs repeat an earlier row exactly, in every column (rows "
+        f"{format_rows(rows)} repeat rows {format_rows(first)}): each copy "
+        "counts as another measurement and narrows the fit. If they are copies, drop them "
+        "with frame.drop_duplicates(); if they are repeated runs, add a column that tells "
+        "them apart (a seed).",
+        PlausibilityWarning,
+    )

@@ -34,7 +34,10 @@ The local layout mirrors the upstream reference-data folder: ``<dir>/<folder>/<f
 ``<dir>/chinchilla_epoch/svg_extracted_data.csv``.  ``<dir>`` is tried, in order:
 
 1. the ``data_dir`` argument of :func:`load_dataset`;
-2. the environment variable ``BAYESCALE_DATA``;
+2. the environment variable ``BAYESCALE_DATA``; when it is unset, ``../shared/data`` relative to
+   the current working directory, then ``../shared/data`` relative to the repository root when
+   ``bayescale`` is imported from a checkout (the layout of a clone beside its reference data, so
+   that tests and notebooks work offline without configuration);
 3. the cache folder (:func:`cache_dir`): ``$BAYESCALE_CACHE``, else
    ``$XDG_CACHE_HOME/bayescale``, else ``~/.cache/bayescale``.
 
@@ -495,6 +498,14 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "bayescale"
 
 
+def _checkout_root() -> Path | None:
+    """Return the repository root when ``bayescale`` is imported from a checkout, else None."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / ".git").exists():
+        return root
+    return None
+
+
 def _search_dirs(data_dir: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
     """Return ``(label, directory)`` pairs in lookup order."""
     dirs: list[tuple[str, Path]] = []
@@ -503,8 +514,21 @@ def _search_dirs(data_dir: str | os.PathLike[str] | None) -> list[tuple[str, Pat
     env = os.environ.get(ENV_DATA)
     if env:
         dirs.append((f"${ENV_DATA}", Path(env).expanduser()))
+    else:
+        dirs.append(("../shared/data from the working directory", _shared_beside(Path.cwd())))
+        root = _checkout_root()
+        if root is not None:
+            dirs.append(("../shared/data from the repository", _shared_beside(root)))
     dirs.append(("cache", cache_dir()))
-    return dirs
+    unique: dict[Path, str] = {}
+    for label, folder in dirs:
+        unique.setdefault(folder, label)
+    return [(label, folder) for folder, label in unique.items()]
+
+
+def _shared_beside(folder: Path) -> Path:
+    """``<folder>/../shared/data``, the reference-data layout of a checkout, resolved."""
+    return (folder.parent / "shared" / "data").resolve()
 
 
 def _sha256(path: Path) -> str:
@@ -573,7 +597,8 @@ def _locate(info: DatasetInfo, data_dir: str | os.PathLike[str] | None, download
     cache_target = cache_dir() / info.folder / info.filename
     looked = "; ".join(f"{label}: {folder / info.relpath}" for label, folder in searched)
     fix = (
-        f"To fix: set {ENV_DATA} to a folder containing '{info.relpath}', or pass "
+        f"To fix: set {ENV_DATA} to a folder containing '{info.relpath}', put the reference "
+        f"data folder at ../shared/data beside the repository, or pass "
         f"data_dir=<folder containing '{info.relpath}'>"
     )
     if info.url is None:
@@ -666,7 +691,9 @@ def load_dataset(
         dropped).
     data_dir : str or os.PathLike, optional
         Folder laid out as ``<folder>/<file>`` (e.g. ``chinchilla_epoch/svg_extracted_data.csv``),
-        searched first.  Then ``$BAYESCALE_DATA``, then the cache folder (:func:`cache_dir`).
+        searched first.  Then ``$BAYESCALE_DATA`` (when unset: ``../shared/data`` beside the
+        working directory and beside the repository of a checkout), then the cache folder
+        (:func:`cache_dir`).
     download : bool, default True
         If the file is found nowhere and the dataset has a download URL, download it into the
         cache folder.  Nothing is downloaded when the file is found locally.

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from bayescale import streams
-from bayescale.errors import DataError, OptionError, PriorError
+from bayescale.errors import DataError, OptionError, PlausibilityWarning, PriorError, warn
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, bucket_size
 from bayescale.model.distributions import Prior, make_distribution
@@ -166,6 +166,15 @@ def require_groups(
             f"({labels}). Fit one curve without group=, or add groups."
         )
     data.require(law.variables, 0 if pooling == "partial" else n_free, law.name)
+    sizes = data.table.groupby("group").size()
+    if pooling == "partial" and sizes.max() < 2:
+        warn(
+            f"every group has a single run ({len(labels)} groups): partial pooling cannot tell "
+            "a group's own curve from the noise, so each group's parameters are the "
+            "population's, set by one point. Fit one curve through all runs (pooling="
+            "'complete', or no group=), or add runs to the groups.",
+            PlausibilityWarning,
+        )
     if pooling != "none":
         return
     sizes = data.table.groupby("group").size()

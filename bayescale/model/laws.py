@@ -240,7 +240,9 @@ def _check_params(law: str, params: tuple[Param, ...], variables: tuple[str, ...
 def _check_fn(name: str, fn: Any, variables: tuple[str, ...], params: tuple[Param, ...]) -> None:
     """Refuse a law function that cannot be called as ``fn(params, logx)`` -> one value per run.
 
-    Traced abstractly (`jax.eval_shape`: no computation) with scalar parameters and three runs.
+    Traced abstractly (`jax.make_jaxpr`: no computation) twice: scalar parameters and three
+    runs, then parameters of shape (2, 1) and seven runs, as forecasts broadcast draws over
+    points. A declared parameter that no path of the trace reaches from the output is refused.
     """
     if not callable(fn):
         raise LawError(f"law {name!r}: fn must be a function fn(params, logx); received {fn!r}.")
@@ -255,23 +257,58 @@ def _check_fn(name: str, fn: Any, variables: tuple[str, ...], params: tuple[Para
         ) from None
     except ValueError:  # no signature (a builtin or C function): the trace below decides
         pass
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    runs = jax.ShapeDtypeStruct((3,), jnp.float32)
-    try:
-        out = jax.eval_shape(fn, {p.name: scalar for p in params}, {v: runs for v in variables})
-    except Exception as exc:  # any failure to trace is a badly declared law
+    names = [p.name for p in params]
+
+    def trace(param_shape: tuple[int, ...], n_runs: int) -> tuple[Any, Any]:
+        p_in = {n: jax.ShapeDtypeStruct(param_shape, jnp.float32) for n in names}
+        x_in = {v: jax.ShapeDtypeStruct((n_runs,), jnp.float32) for v in variables}
+        try:
+            return jax.make_jaxpr(fn, return_shape=True)(p_in, x_in)
+        except Exception as exc:  # any failure to trace is a badly declared law
+            raise LawError(
+                f"law {name!r}: fn(params, logx) failed with params {names} of shape "
+                f"{param_shape} and logx over {list(variables)} ({type(exc).__name__}: {exc}). "
+                "It may read a parameter or variable that is not declared, or use NumPy "
+                "instead of jax.numpy."
+            ) from exc
+
+    # one value per run, whatever the number of runs (3, then 7: a fixed-length output fails
+    # one of them), broadcast over a leading axis of parameter draws as forecasts use it
+    for param_shape, n_runs, expected in (((), 3, (3,)), ((2, 1), 7, (2, 7))):
+        jaxpr, out = trace(param_shape, n_runs)
+        if getattr(out, "shape", None) != expected:
+            raise LawError(
+                f"law {name!r}: fn(params, logx) must return one log loss per run, broadcast "
+                f"with the parameters: shape {expected} for params of shape {param_shape} and "
+                f"{n_runs} runs; it returned {out!r}. Compute from logx with jax.numpy "
+                "(jnp.log(p['E']) + 0 * logx[...] for a constant); do not build arrays of a "
+                "fixed length."
+            )
+    unused = sorted(set(names) - _used_inputs(jaxpr, names))
+    if unused:
         raise LawError(
-            f"law {name!r}: fn(params, logx) failed with scalar params {[p.name for p in params]} "
-            f"and logx over {list(variables)} ({type(exc).__name__}: {exc}). It may read a "
-            "parameter or variable that is not declared, or use NumPy instead of jax.numpy."
-        ) from exc
-    shape = getattr(out, "shape", None)
-    if shape != (3,):
-        raise LawError(
-            f"law {name!r}: fn(params, logx) must return one log loss per run (shape (3,) for "
-            f"3 runs); it returned {out!r}. Broadcast over logx, for example "
-            "jnp.log(p['E']) + 0 * logx['n_params']."
+            f"law {name!r}: fn ignores the declared parameter(s) {unused}: the log loss does not "
+            "depend on them, so no data can inform them (the fit would return their prior). "
+            "Use them in fn, or leave them out of params."
         )
+
+
+def _used_inputs(closed: Any, names: list[str]) -> set[str]:
+    """The parameters among ``names`` (the first inputs of the traced law) its output uses.
+
+    A walk back through the jaxpr from its outputs; an equation with a nested jaxpr counts
+    as using all its inputs, so a parameter is reported unused only when no path reaches it.
+    """
+    from jax.extend.core import Literal
+
+    jaxpr = closed.jaxpr
+    needed = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in needed for v in eqn.outvars):
+            needed.update(v for v in eqn.invars if not isinstance(v, Literal))
+    # make_jaxpr flattens the params dict in sorted key order, before logx
+    order = sorted(names)
+    return {n for n, v in zip(order, jaxpr.invars[: len(order)], strict=True) if v in needed}
 
 
 def get_law(law: str | Law, **options: Any) -> Law:

@@ -47,6 +47,15 @@ __all__ = [
 _HALF_STEP = np.float32(2.0**-25)  # half the spacing of float32 uniforms on [0, 1)
 
 
+def _namespace(xp: Any) -> Any:
+    """The array namespace of `Likelihood.transform`: ``jax.numpy`` unless ``numpy`` is given."""
+    if xp is None:
+        import jax.numpy as jnp
+
+        return jnp
+    return xp
+
+
 @dataclass(frozen=True)
 class Likelihood:
     """Base class of the observation models: a standardised noise distribution of log loss.
@@ -100,8 +109,12 @@ class Likelihood:
         """Float32 inputs of `transform`: uniforms on [0, 1) unless `transform` is the identity."""
         return rng.random(shape, dtype=np.float32)
 
-    def transform(self, u: Any) -> Any:
-        """JAX map from `uniforms` to standardised noise (inverse CDF, stable in float32)."""
+    def transform(self, u: Any, xp: Any = None) -> Any:
+        """Map from `uniforms` to standardised noise (inverse CDF, stable in float32).
+
+        ``xp`` is the array namespace: ``jax.numpy`` (the default) or ``numpy``, whose float32
+        transcendental functions are vectorised on CPU (forecasts draw their noise with it).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -171,17 +184,16 @@ class StudentT(Likelihood):
             return rng.random(shape, dtype=np.float32)
         return rng.standard_t(self.nu, size=shape).astype(np.float32)
 
-    def transform(self, u: Any) -> Any:  # noqa: D102
-        import jax.numpy as jnp
-
+    def transform(self, u: Any, xp: Any = None) -> Any:  # noqa: D102
         if self.nu != 4.0:  # uniforms() drew the noise itself
             return u
-        s = (u - 0.5) + _HALF_STEP  # exact in float32: symmetric, never 0 or +-1/2
-        a = jnp.abs(s)  # closed-form inverse CDF of t_4 at p = 1/2 + s
-        theta = jnp.arcsin(2 * a)
-        cos_theta = jnp.sqrt((1 - 2 * a) * (1 + 2 * a))
-        q_minus_1 = 2 * jnp.sin(2 * theta / 3) * jnp.sin(theta / 3) / cos_theta
-        return jnp.sign(s) * 2 * jnp.sqrt(q_minus_1)
+        xp = _namespace(xp)
+        s = (u - np.float32(0.5)) + _HALF_STEP  # exact in float32: symmetric, never 0 or +-1/2
+        a = xp.abs(s)  # closed-form inverse CDF of t_4 at p = 1/2 + s
+        theta = xp.arcsin(2 * a)
+        cos_theta = xp.sqrt((1 - 2 * a) * (1 + 2 * a))
+        q_minus_1 = 2 * xp.sin(2 * theta / 3) * xp.sin(theta / 3) / cos_theta
+        return xp.sign(s) * 2 * xp.sqrt(q_minus_1)
 
 
 @dataclass(frozen=True, repr=False)
@@ -219,12 +231,15 @@ class Normal(Likelihood):
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:  # noqa: D102
         return rng.standard_normal(shape)
 
-    def transform(self, u: Any) -> Any:  # noqa: D102
-        import jax.numpy as jnp
-        from jax.scipy.special import ndtri
+    def transform(self, u: Any, xp: Any = None) -> Any:  # noqa: D102
+        xp = _namespace(xp)
+        if xp is np:
+            from scipy.special import ndtri
+        else:
+            from jax.scipy.special import ndtri
 
-        s = (u - 0.5) + _HALF_STEP
-        return -jnp.sign(s) * ndtri(0.5 - jnp.abs(s))  # from the nearer tail
+        s = (u - np.float32(0.5)) + _HALF_STEP
+        return -xp.sign(s) * ndtri(np.float32(0.5) - xp.abs(s))  # from the nearer tail
 
 
 #: name -> Likelihood subclass, in registration order

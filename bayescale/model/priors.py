@@ -127,6 +127,49 @@ def default_priors(law: Law, data: ScalingData, likelihood: str = "student_t") -
     return out
 
 
+#: roles whose parameter may take either sign; every other parameter (and sigma) is positive
+SIGNED_ROLES = frozenset({"exponent_change"})
+#: a prior of a positive parameter may put at most this share of its mass at or below zero
+NEGATIVE_MASS = 0.01
+
+
+def negative_mass(prior: Prior) -> float:
+    """The probability that ``prior`` gives a value at or below zero."""
+    from scipy import stats
+
+    v = dict(prior.params)
+    if prior.family == "Normal":
+        return float(stats.norm.cdf(0.0, v["loc"], v["scale"]))
+    if prior.family == "StudentT":
+        return float(stats.t.cdf(0.0, v["df"], v["loc"], v["scale"]))
+    if prior.family == "Uniform":
+        return float(np.clip(-v["low"] / (v["high"] - v["low"]), 0.0, 1.0))
+    if prior.family == "TruncatedNormal":
+        lo, hi = (stats.norm.cdf(x, v["loc"], v["scale"]) for x in (v["low"], v["high"]))
+        below = stats.norm.cdf(min(max(0.0, v["low"]), v["high"]), v["loc"], v["scale"])
+        return float((below - lo) / (hi - lo)) if hi > lo else float(v["high"] <= 0)
+    return 0.0  # the other families live on positive values
+
+
+def _check_support(name: str, role: str, prior: Prior) -> None:
+    """Refuse a prior that puts a positive parameter at or below zero with real probability.
+
+    The model takes logs of positive parameters, so such draws have no density: MAP stops
+    where it started and NUTS cannot initialise.
+    """
+    if role in SIGNED_ROLES:
+        return
+    mass = negative_mass(prior)
+    if mass > NEGATIVE_MASS:
+        what = "the noise scale of log loss" if name == "sigma" else f"a {role}"
+        raise PriorError(
+            f"the prior {prior!r} for {name!r} puts {mass:.0%} of its mass at or below zero, "
+            f"but {name} ({what}) is positive. Use a prior on positive values, such as "
+            "HalfNormal(scale=...), LogNormal(loc=log(typical value), scale=...) or "
+            "TruncatedNormal(..., low=0, high=...)."
+        )
+
+
 def resolve_priors(
     law: Law, data: ScalingData, priors: Mapping[str, Prior] | None, likelihood: str
 ) -> Priors:
@@ -135,7 +178,9 @@ def resolve_priors(
     Raises
     ------
     PriorError
-        If a key names no parameter of the law or a value is not a `Prior`.
+        If a key names no parameter of the law, a value is not a `Prior`, or a prior of a
+        positive parameter (every role but ``exponent_change``, and ``sigma``) puts more
+        than `NEGATIVE_MASS` of its mass at or below zero.
     """
     out = default_priors(law, data, likelihood)
     for name, prior in (priors or {}).items():
@@ -152,6 +197,7 @@ def resolve_priors(
                 f"{type(prior).__name__}: {prior!r}. For example Prior('Normal', loc=0, scale=1)."
             )
         role = next((p.role for p in law.params if p.name == name), "sigma")
+        _check_support(name, role, prior)
         if role == "location" and prior.family != "LogUniform":
             raise PriorError(
                 f"break locations take a LogUniform prior (they are sorted jointly); received "

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.errors import OptionError
 from bayescale.model.laws import Law, get_law
@@ -145,7 +146,7 @@ def simulate(
     frame = (_default_design(law_) if design is None else design).copy()
     if law_.variables == ("data_size",) and "data_size" not in frame and design is None:
         frame = frame.rename(columns={frame.columns[0]: "data_size"})
-    rng = streams.rng(seed, "simulate")
+    rng = streams.rng(opt.seed(seed), "simulate")
     inputs = {v: frame[v].to_numpy(float) for v in law_.variables}
     mean = np.asarray(law_(params, **inputs), dtype=np.float64)
     eps = get_likelihood(likelihood, nu=nu).sample(rng, mean.shape)

@@ -91,15 +91,8 @@ def test_partial_pooling_recovers_each_group(results):
     assert 0.80 <= rate <= 1.0
 
 
-# Measured on the 2-core machine (2026-12-01, 3.2 min for the file): max r_hat 1.006, 1.005
-# and 1.013 over the 3 replicates; in replicate 103 the floors' population (E_mu 1.013, E_tau
-# 1.011) mixes slowly. The ten-run families pin their floors down far more tightly than the
-# floors spread (sd 0.02 against 0.1), where the non-centred coordinates are slow; centring
-# their floor and sigma gave 25 and 208 divergences. With a dense mass matrix (the default
-# until then): 1.007, 1.018 and 1.008; before the spreads were parameter-expanded: 1.044,
-# 1.023, 1.009. The figures of the two tests above: recovery 0.992 of 126, new groups 0.948
-# of 192, 4.5x narrower. Strict: when convergence is fixed this turns into XPASS.
-@pytest.mark.xfail(strict=True, reason="E_mu, E_tau: r_hat 1.013 and 1.011 (measured)")
+# every replicate's grouped fit converges with the default settings (its history: the design
+# notes, Measurements behind the code)
 def test_grouped_fits_converge(results):
     for fit, *_ in results:
         table = fit.summary()
