@@ -593,18 +593,31 @@ def _detect_one(
                 progress_bar=False,
             )
         bar.update(1)
-    # an exact LOO refit starts at the posterior draws of the fit (one run fewer moves them
-    # little), so it needs only half the warm-up to adapt its step size and mass matrix
-    warm = {**settings, "num_warmup": max(settings["num_warmup"] // 2, 100)}
-    loo = {}
+    # a refit starts at the posterior draws of the fit (fewer runs move them little), so it
+    # needs only half the warm-up to adapt its step size and mass matrix; it scores held-out
+    # runs only, whose log densities need fewer draws than the parameters of a fit
+    warm = {
+        **settings,
+        "num_warmup": max(settings["num_warmup"] // 2, 100),
+        "num_samples": max(settings["num_samples"] // 2, 100),
+    }
+    loo, top = {}, max(fits)
     for k, f in fits.items():
-        loo[k] = loo_scores(f, options["k_threshold"], options["max_refits"], warm)
+        loo[k] = loo_scores(
+            f, options["k_threshold"], 0 if k == top else options["max_refits"], warm
+        )
+        if k == top and loo[k]["n_high_k"] and options["max_refits"]:
+            skip = _refits_cannot_matter(loo, options["threshold_se"], options["threshold_nats"])
+            if skip:
+                loo[k]["problems"] = skip
+            else:
+                loo[k] = loo_scores(f, options["k_threshold"], options["max_refits"], warm)
         bar.update(1)
     largest = len(laws[max(laws)].params) + 1
     var_cut = lfo_cutoffs(scaling, variable, options["cutoff"], largest + 1, minimum_train=True)
     lfo = {}
     for k, f in fits.items():
-        lfo[k] = lfo_scores(f, variable, var_cut, settings)
+        lfo[k] = lfo_scores(f, variable, var_cut, warm, warm=True)
         bar.update(1)
     table = _break_table(fits, loo, lfo)
     criterion = options["criterion"]
@@ -619,6 +632,45 @@ def _detect_one(
     locations = _locations(fits[n_breaks], variable) if n_breaks else _locations(None, variable)
     message = _break_warning(table, fits, n_breaks, n_pooled, criterion)
     return BreakReport(n_breaks, locations, table, fits, variable, rule), message
+
+
+def _refits_cannot_matter(
+    loo: Mapping[int, Mapping[str, Any]], threshold_se: float, threshold_nats: float
+) -> str:
+    """Why the exact LOO refits of the model with the most breaks cannot change the answer.
+
+    Its PSIS terms with a high Pareto k are optimistic (the leave-one-out posterior puts mass
+    where the full one has few draws, and the run is predicted worse there), so an exact refit
+    lowers its elpd. When even the optimistic elpd is within ``threshold_nats`` (the rule's
+    smallest margin) of the model the simpler ones select, that model is selected whatever the
+    refits give. Returns the explanation for the problems column, or '' when they may matter.
+    """
+    top = max(loo)
+    simpler = sorted(k for k in loo if k != top)
+    elpd = {k: float(loo[k]["elpd"].elpd) for k in loo}
+    pointwise = np.stack(
+        [np.asarray(loo[k]["elpd"].elpd_i.values, np.float64) for k in simpler], axis=1
+    )
+    table = pd.DataFrame(
+        {
+            "elpd_loo": [elpd[k] for k in simpler],
+            "elpd_loo_worst_chain": [float(np.min(loo[k]["chains"])) for k in simpler],
+            "warning_loo": [bool(loo[k]["k_left"]) for k in simpler],
+        },
+        index=simpler,
+    )
+    table.attrs["pointwise"] = {"loo": pointwise}
+    chosen, _ = _select(table, "loo", threshold_se, threshold_nats)
+    gain = elpd[top] - elpd[chosen]
+    if gain > threshold_nats:
+        return ""
+    left = loo[top]["k_left"]
+    return (
+        f"{left} runs keep Pareto k above the threshold without exact refits: even their "
+        f"optimistic PSIS terms leave this model {gain:.1f} nats from the {chosen}-break model "
+        f"(the rule asks for more than {threshold_nats:g}), and a refit lowers them, so it "
+        "cannot change the answer; this elpd is an upper estimate."
+    )
 
 
 def _pointwise_problems(fit: Fit) -> str:
