@@ -290,3 +290,51 @@ def test_one_progress_bar_for_the_whole_analysis(capsys):
     # the curves for plotting predict through the one path (law, misfit, noise)
     curves = report.curves(kind="predictive", num=5, seed=0)
     assert (curves["lower"] < curves["median"]).all() and (curves["median"] < curves["upper"]).all()
+
+
+def test_refits_of_the_largest_model_are_skipped_only_when_they_cannot_matter():
+    # the rule's decision among 0 and 1 breaks is 1 (a gain of 40 nats); the exact refits of
+    # the 2-break model matter only when its optimistic PSIS elpd beats that by the margin
+    from types import SimpleNamespace
+
+    from bayescale.analysis.breaks import _refits_cannot_matter
+
+    base = np.linspace(-0.5, 0.5, 14)
+
+    def scores(total):
+        elpd_i = base + total / 14
+        elpd = SimpleNamespace(elpd=float(elpd_i.sum()), elpd_i=SimpleNamespace(values=elpd_i))
+        return {"elpd": elpd, "chains": np.full(4, total), "k_left": 0}
+
+    loo = {0: scores(-3.0), 1: scores(37.0), 2: {**scores(40.9), "k_left": 2}}
+    why = _refits_cannot_matter(loo, 2.0, 4.0)
+    assert "2 runs keep Pareto k" in why and "3.9 nats from the 1-break model" in why
+    loo[2] = {**scores(41.1), "k_left": 2}
+    assert _refits_cannot_matter(loo, 2.0, 4.0) == ""
+    # with 1 break at most, the one-break model is the largest: compared with the power law
+    assert _refits_cannot_matter({0: scores(-3.0), 1: scores(0.5)}, 2.0, 4.0)
+    assert _refits_cannot_matter({0: scores(-3.0), 1: scores(37.0)}, 2.0, 4.0) == ""
+
+
+def test_lfo_refits_start_at_the_fits_draws(monkeypatch):
+    import bayescale.analysis.compare as compare
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_refit(fit, train, priors, *, init, jitter, **kwargs):
+        seen.append((init is not None, jitter, kwargs["settings"].num_warmup))
+        raise Stop
+
+    monkeypatch.setattr(compare, "_refit_draws", fake_refit)
+    runs = bs.simulate("power_law", FLAT, DESIGN, noise=0.01, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = bs.fit(runs, "power_law", num_warmup=100, num_samples=100, progress_bar=False)
+    settings = {"num_warmup": 50, "num_samples": 50, "num_chains": 2}
+    for warm in (True, False):
+        with pytest.raises(Stop):
+            compare.lfo_scores(fit, "n_params", (1e4,), settings, warm=warm)
+    assert seen == [(True, 0.0, 50), (False, 1.0, 50)]

@@ -358,12 +358,15 @@ def detect_break(
         `BreakScreen` is returned. A curve too short for ``max_breaks`` breaks is compared
         with as many as it supports (at least one).
     num_chains, num_warmup, num_samples : int, default 4, 500, 500
-        NUTS settings of every fit and refit. The fits start at the MAP (Laplace draws);
-        the exact LOO refits start at the fit's draws and warm up for half as long.
+        NUTS settings of the fits, which start at the MAP (Laplace draws). The refits (exact
+        LOO and LFO) start at the fit's draws and run half as many warm-up iterations and
+        draws: they score held-out runs only.
     k_threshold : float, default 0.7
         Pareto k above which a run's LOO term is computed by an exact refit.
     max_refits : int, default 2
-        Most exact LOO refits per model (the highest k first).
+        Most exact LOO refits per model (the highest k first). The model with the most breaks
+        is not refitted where even its PSIS elpd, optimistic at a high k, cannot change the
+        answer (its ``problems`` say so).
     target_accept : float, default 0.9
         NUTS target acceptance probability (above `bayescale.fit`'s 0.8: the floor and a slow
         exponent, and a sharp break, make curved posteriors).
