@@ -72,6 +72,9 @@ def test_a_break_inside_the_range_is_found(break_report):
 @pytest.mark.slow  # detect_break on 50 runs: tens of seconds
 def test_no_break_is_declared_on_a_power_law(flat_report):
     assert flat_report.n_breaks == 0
+    # forward selection: one break is not selected, so two are not fitted
+    assert set(flat_report.fits) == {0, 1} and list(flat_report.comparison.index) == [0, 1]
+    assert "fitted only where" in flat_report.rule
     assert flat_report.locations.empty
     assert list(flat_report.locations.columns[:3]) == ["median", "q5", "q95"]
     assert flat_report.fit.law.name == "power_law"
@@ -149,6 +152,8 @@ def test_bad_input():
         detect_break(runs.assign(group=["a", "b"] * 25))
     with pytest.raises(TypeError, match="group must be the name of a column; received int"):
         detect_break(runs, group=3)
+    with pytest.raises(TypeError, match="forward must be True or False; received 'yes'"):
+        detect_break(runs, forward="yes")
     two = pd.concat([runs.assign(g="a"), runs.iloc[:8].assign(g="b")], ignore_index=True)
     # a screen compares a short curve with fewer breaks, but 8 runs are too few for one
     with pytest.raises(DataError, match="curve 'b': 8 runs are too few for 1 breaks"):

@@ -237,7 +237,7 @@ class BreakScreen:
         """One row per curve (index: its label).
 
         Columns: ``runs``, ``max_breaks`` (the most breaks compared: fewer than asked for a
-        curve too short for them), ``n_breaks``; ``loo_gain`` and ``lfo_gain`` (the elpd of the
+        curve too short for them, or where ``forward`` found no break), ``n_breaks``; ``loo_gain`` and ``lfo_gain`` (the elpd of the
         selected model minus the power law's, nats) with ``dse_loo`` and ``dse_lfo`` (the
         standard error of that difference); ``location``, ``location_q5`` and
         ``location_q95`` of the first break and ``exponent_before`` and ``exponent_after``
@@ -307,6 +307,7 @@ def detect_break(
     num_samples: int = 500,
     k_threshold: float = 0.7,
     max_refits: int = 2,
+    forward: bool = True,
     target_accept: float = 0.9,
     seed: int = 0,
     columns: Mapping[str, str] | None = None,
@@ -367,6 +368,11 @@ def detect_break(
         Most exact LOO refits per model (the highest k first). The model with the most breaks
         is not refitted where even its PSIS elpd, optimistic at a high k, cannot change the
         answer (its ``problems`` say so).
+    forward : bool, default True
+        Fit the law with two breaks only where the one-break law is selected over the power
+        law (forward selection: a curve where one break explains nothing is not given two);
+        the comparison then has no row for two breaks. False fits every law up to
+        ``max_breaks`` on every curve, for the evidence for each.
     target_accept : float, default 0.9
         NUTS target acceptance probability (above `bayescale.fit`'s 0.8: the floor and a slow
         exponent, and a sharp break, make curved posteriors).
@@ -451,6 +457,8 @@ def detect_break(
             f"breaks; received base={base_name!r}. Use base='power_law' (with "
             f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
+    if not isinstance(forward, bool):
+        raise OptionTypeError(f"forward must be True or False; received {forward!r}.")
     if group is not None and not isinstance(group, str):
         raise OptionTypeError(
             f"group must be the name of a column; received {type(group).__name__}: {group!r}. "
@@ -507,6 +515,7 @@ def detect_break(
         "cutoff": cutoff,
         "k_threshold": k_threshold,
         "max_refits": max_refits,
+        "forward": forward,
     }
     show = progress_default() if progress_bar is None else bool(progress_bar)
     # per curve and law: the fit, its LOO (with refits) and its LFO refits
@@ -573,14 +582,36 @@ def _detect_one(
 ) -> tuple[BreakReport, str]:
     """The analysis of one curve: fits, LOO, LFO and the rule; returns its warning text."""
     priors = options["priors"]
-    fits = {}
+    criterion = options["criterion"]
+    threshold_se, threshold_nats = options["threshold_se"], options["threshold_nats"]
+    # a refit starts at the posterior draws of the fit (fewer runs move them little), so it
+    # needs only half the warm-up to adapt its step size and mass matrix; it scores held-out
+    # runs only, whose log densities need fewer draws than the parameters of a fit
+    warm = {
+        **settings,
+        "num_warmup": max(settings["num_warmup"] // 2, 100),
+        "num_samples": max(settings["num_samples"] // 2, 100),
+    }
+    largest = len(laws[max(laws)].params) + 1
+    var_cut = lfo_cutoffs(scaling, variable, options["cutoff"], largest + 1, minimum_train=True)
+    fits: dict[int, Fit] = {}
+    loo: dict[int, dict[str, Any]] = {}
+    lfo: dict[int, dict[str, Any]] = {}
+    top = max(laws)
     for k, law in laws.items():
+        if options["forward"] and k >= 2:
+            chosen, _ = _select(
+                _break_table(fits, loo, lfo), criterion, threshold_se, threshold_nats
+            )
+            if chosen < k - 1:  # the law with one break fewer explains nothing more
+                bar.update(3 * (top - k + 1))
+                break
         names = {p.name for p in law.params} | {"sigma"}
         with warnings.catch_warnings():
             # convergence of each fit is judged below, by the per-run densities and by the
             # parameters the report gives (_break_warning), not by the fit's own warning
             warnings.simplefilter("ignore", ConvergenceWarning)
-            fits[k] = fit(
+            fits[k] = f = fit(
                 scaling,
                 law,
                 priors={n: p for n, p in priors.items() if n in names},
@@ -596,41 +627,31 @@ def _detect_one(
                 progress_bar=False,
             )
         bar.update(1)
-    # a refit starts at the posterior draws of the fit (fewer runs move them little), so it
-    # needs only half the warm-up to adapt its step size and mass matrix; it scores held-out
-    # runs only, whose log densities need fewer draws than the parameters of a fit
-    warm = {
-        **settings,
-        "num_warmup": max(settings["num_warmup"] // 2, 100),
-        "num_samples": max(settings["num_samples"] // 2, 100),
-    }
-    loo, top = {}, max(fits)
-    for k, f in fits.items():
         loo[k] = loo_scores(
             f, options["k_threshold"], 0 if k == top else options["max_refits"], warm
         )
         if k == top and loo[k]["n_high_k"] and options["max_refits"]:
-            skip = _refits_cannot_matter(loo, options["threshold_se"], options["threshold_nats"])
+            skip = _refits_cannot_matter(loo, threshold_se, threshold_nats)
             if skip:
                 loo[k]["problems"] = skip
             else:
                 loo[k] = loo_scores(f, options["k_threshold"], options["max_refits"], warm)
         bar.update(1)
-    largest = len(laws[max(laws)].params) + 1
-    var_cut = lfo_cutoffs(scaling, variable, options["cutoff"], largest + 1, minimum_train=True)
-    lfo = {}
-    for k, f in fits.items():
         lfo[k] = lfo_scores(f, variable, var_cut, warm, warm=True)
         bar.update(1)
     table = _break_table(fits, loo, lfo)
-    criterion = options["criterion"]
-    threshold_se, threshold_nats = options["threshold_se"], options["threshold_nats"]
     n_breaks, n_pooled = _select(table, criterion, threshold_se, threshold_nats)
     table["selected"] = table.index == n_breaks
     rule = (
         f"the fewest breaks whose {criterion.upper()} elpd is within max({threshold_se:g} x SE "
         f"of the difference, {threshold_nats:g} nats) of the best model's; a model whose "
         "chains disagree is judged by its worst chain"
+        + (
+            "; a law with k + 1 breaks is fitted only where the law with k breaks is selected "
+            "over those with fewer"
+            if options["forward"]
+            else ""
+        )
     )
     locations = _locations(fits[n_breaks], variable) if n_breaks else _locations(None, variable)
     message = _break_warning(table, fits, n_breaks, n_pooled, criterion)
