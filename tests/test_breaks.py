@@ -319,27 +319,3 @@ def test_refits_of_the_largest_model_are_skipped_only_when_they_cannot_matter():
     # with 1 break at most, the one-break model is the largest: compared with the power law
     assert _refits_cannot_matter({0: scores(-3.0), 1: scores(0.5)}, 2.0, 4.0)
     assert _refits_cannot_matter({0: scores(-3.0), 1: scores(37.0)}, 2.0, 4.0) == ""
-
-
-def test_lfo_refits_start_at_the_fits_draws(monkeypatch):
-    import bayescale.analysis.compare as compare
-
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_refit(fit, train, priors, *, init, jitter, **kwargs):
-        seen.append((init is not None, jitter, kwargs["settings"].num_warmup))
-        raise Stop
-
-    monkeypatch.setattr(compare, "_refit_draws", fake_refit)
-    runs = bs.simulate("power_law", FLAT, DESIGN, noise=0.01, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = bs.fit(runs, "power_law", num_warmup=100, num_samples=100, progress_bar=False)
-    settings = {"num_warmup": 50, "num_samples": 50, "num_chains": 2}
-    for warm in (True, False):
-        with pytest.raises(Stop):
-            compare.lfo_scores(fit, "n_params", (1e4,), settings, warm=warm)
-    assert seen == [(True, 0.0, 50), (False, 1.0, 50)]

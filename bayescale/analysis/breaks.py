@@ -237,11 +237,12 @@ class BreakScreen:
         """One row per curve (index: its label).
 
         Columns: ``runs``, ``max_breaks`` (the most breaks compared: fewer than asked for a
-        curve too short for them, or where ``forward`` found no break), ``n_breaks``; ``loo_gain`` and ``lfo_gain`` (the elpd of the
-        selected model minus the power law's, nats) with ``dse_loo`` and ``dse_lfo`` (the
-        standard error of that difference); ``location``, ``location_q5`` and
-        ``location_q95`` of the first break and ``exponent_before`` and ``exponent_after``
-        (posterior medians; NaN without a break); ``problems`` (every diagnostic, in words).
+        curve too short for them, or where ``forward`` found no break), ``n_breaks``;
+        ``loo_gain`` and ``lfo_gain`` (the elpd of the selected model minus the power law's,
+        nats) with ``dse_loo`` and ``dse_lfo`` (the standard error of that difference);
+        ``location``, ``location_q5`` and ``location_q95`` of the first break and
+        ``exponent_before`` and ``exponent_after`` (posterior medians; NaN without a break);
+        ``problems`` (every diagnostic, in words).
         """
         rows = {}
         for g, report in self.reports.items():
@@ -360,8 +361,8 @@ def detect_break(
         with as many as it supports (at least one).
     num_chains, num_warmup, num_samples : int, default 4, 500, 500
         NUTS settings of the fits, which start at the MAP (Laplace draws). The refits (exact
-        LOO and LFO) start at the fit's draws and run half as many warm-up iterations and
-        draws: they score held-out runs only.
+        LOO and LFO) score held-out runs only and draw half as many draws; the LOO refits
+        start at the fit's draws and warm up for half as long.
     k_threshold : float, default 0.7
         Pareto k above which a run's LOO term is computed by an exact refit.
     max_refits : int, default 2
@@ -584,14 +585,14 @@ def _detect_one(
     priors = options["priors"]
     criterion = options["criterion"]
     threshold_se, threshold_nats = options["threshold_se"], options["threshold_nats"]
-    # a refit starts at the posterior draws of the fit (fewer runs move them little), so it
-    # needs only half the warm-up to adapt its step size and mass matrix; it scores held-out
-    # runs only, whose log densities need fewer draws than the parameters of a fit
-    warm = {
-        **settings,
-        "num_warmup": max(settings["num_warmup"] // 2, 100),
-        "num_samples": max(settings["num_samples"] // 2, 100),
-    }
+    # refits score held-out runs only, whose log densities need fewer draws than the
+    # parameters of a fit; an exact LOO refit starts at the fit's draws (one run fewer moves
+    # them little), so it also needs only half the warm-up. An LFO refit starts from the prior:
+    # the fit's draws know the runs it must forecast, and a chain that kept its start would
+    # carry them into the score
+    draws = max(settings["num_samples"] // 2, 100)
+    warm = {**settings, "num_warmup": max(settings["num_warmup"] // 2, 100), "num_samples": draws}
+    cold = {**settings, "num_samples": draws}
     largest = len(laws[max(laws)].params) + 1
     var_cut = lfo_cutoffs(scaling, variable, options["cutoff"], largest + 1, minimum_train=True)
     fits: dict[int, Fit] = {}
@@ -637,7 +638,7 @@ def _detect_one(
             else:
                 loo[k] = loo_scores(f, options["k_threshold"], options["max_refits"], warm)
         bar.update(1)
-        lfo[k] = lfo_scores(f, variable, var_cut, warm, warm=True)
+        lfo[k] = lfo_scores(f, variable, var_cut, cold)
         bar.update(1)
     table = _break_table(fits, loo, lfo)
     n_breaks, n_pooled = _select(table, criterion, threshold_se, threshold_nats)

@@ -478,17 +478,9 @@ def lfo_cutoffs(
 
 
 def lfo_scores(
-    fit: Fit,
-    variable: str,
-    cutoffs: Sequence[float],
-    settings: Mapping[str, Any],
-    warm: bool = False,
+    fit: Fit, variable: str, cutoffs: Sequence[float], settings: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Leave-future-out scores of one law: refit below each cutoff, score the next block.
-
-    ``warm``: start the refits' chains at the fit's draws (moved inside the training runs'
-    priors) instead of the prior's typical values with a jitter.
-    """
+    """Leave-future-out scores of one law: refit below each cutoff, score the next block."""
     s = _settings(fit, settings)
     x = fit.data.column(variable)
     user = user_priors(fit)
@@ -505,8 +497,8 @@ def lfo_scores(
             fit,
             train,
             priors,
-            init=spread_draws(fit.draws(), s.num_chains) if warm else None,
-            jitter=0.0 if warm else 1.0,
+            init=None,
+            jitter=1.0,
             centre=None,
             settings=s,
             seed=int(settings.get("seed") or 0) + 2000 + j,
