@@ -8,9 +8,10 @@ addition curve) and one of 100 runs (three decades, the break of the tests):
   compiled samplers are reused: the cost of sampling alone), with the time per stage.
 
 Besides seconds, each row gives the NUTS runs (fits and refits) and their leapfrog steps
-(in the draws, all chains; the warm-up's are not counted): a cost that does not depend on the machine's load. The load is printed with the
-results: on a shared machine the seconds scale with it. ``--code DIR`` runs the cold and warm
-processes on another checkout (for example the main branch), for before/after tables.
+(in the draws, all chains; the warm-up's are not counted): a cost that does not depend on the
+machine's load. The load is printed with the results: on a shared machine the seconds scale
+with it. ``--code DIR`` runs the cold and warm processes on another checkout (for example the
+main branch), for before/after tables.
 
 Usage: python benchmarks/breaks_speed.py [--sizes 14,100] [--code DIR] [--cores 0,1]
 """
