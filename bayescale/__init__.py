@@ -7,7 +7,7 @@ from bayescale.analysis.allocate import (
     compute_optimal,
 )
 from bayescale.analysis.backtest import Backtest, backtest
-from bayescale.analysis.breaks import BreakReport, detect_break
+from bayescale.analysis.breaks import BreakReport, BreakScreen, detect_break
 from bayescale.analysis.checks import Check, check, ppc, prior_predictive
 from bayescale.analysis.compare import compare
 from bayescale.analysis.design import Design, Target, design, design_grid
@@ -43,6 +43,7 @@ __all__ = [
     "Backtest",
     "BayescaleError",
     "BreakReport",
+    "BreakScreen",
     "Check",
     "ComputeForLoss",
     "ConvergenceWarning",

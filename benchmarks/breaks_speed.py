@@ -1,17 +1,19 @@
-"""Speed of `detect_break` on 50 runs with up to 2 breaks, LOO and leave-future-out included.
+"""Speed of `detect_break` on 14 and on 100 runs with up to 2 breaks, LOO and LFO included.
 
-Target: under 60 s on 2 CPU cores for a cold process (import, compile, three NUTS fits of 4 x
-(500 + 500) iterations, PSIS-LOO with up to 2 exact refits per model, three LFO refits).
+Rows, for a ladder of 14 runs (over 0.8 decades, around a sharp drop, like the 4-digit
+addition curve) and one of 100 runs (three decades, the break of the tests):
 
-Rows:
-- cold: a fresh process (import, compile, run), without and with JAX's persistent compilation
-  cache (as the CLI uses), for a ladder with a break and one without;
-- warm: a second `detect_break` in the same process on another ladder of the same size (the
+- cold: a fresh process (import, compile, run), without a persistent compilation cache;
+- warm: a second `detect_break` in that process on another ladder of the same size (the
   compiled samplers are reused: the cost of sampling alone), with the time per stage.
 
-The machine load is printed with the results: on a shared machine the figures scale with it.
+Besides seconds, each row gives the NUTS runs (fits and refits) and their leapfrog steps
+(in the draws, all chains; the warm-up's are not counted): a cost that does not depend on the
+machine's load. The load is printed with the results: on a shared machine the seconds scale
+with it. ``--code DIR`` runs the cold and warm processes on another checkout (for example the
+main branch), for before/after tables.
 
-Usage: python benchmarks/breaks_speed.py [--skip-cold] [--cores 0,1]
+Usage: python benchmarks/breaks_speed.py [--sizes 14,100] [--code DIR] [--cores 0,1]
 """
 
 from __future__ import annotations
@@ -21,127 +23,101 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RUN = """
 import json, os, time, warnings
 t0 = time.perf_counter()
+import numpy as np
 import bayescale as bs
-from bayescale.analysis.breaks import detect_break
+import bayescale.analysis.breaks as B
+import bayescale.inference.sampling as S
 from bayescale.model.simulation import TRUTHS, sweep_design
-{cache}
-design = sweep_design("n_params", 1e2, 1e5, 50)
-truth = TRUTHS["broken_power_law"]
-flat = {{"E": truth["E"], "A": truth["b"] * 100 ** truth["c0"], "alpha": truth["c0"]}}
-law, params = ("broken_power_law", truth) if {broken} else ("power_law", flat)
-runs = bs.simulate(law, params, design, noise=0.01, seed={seed})
-t1 = time.perf_counter()
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    report = detect_break(runs, variable="n_params", max_breaks=2, seed=0)
-t2 = time.perf_counter()
-print(json.dumps({{"wall": t2 - t0, "detect": t2 - t1, "n_breaks": report.n_breaks,
-                   "warnings": len(caught)}}))
+
+def ladder(n, seed):
+    if n <= 30:  # a short ladder around a sharp drop
+        truth = dict(E=0.5, b=3.0, c0=0.05, c1=3.0, d1=3e3, f1=0.1)
+        design = sweep_design("n_params", 1e3, 6e3, n)
+    else:
+        truth, design = TRUTHS["broken_power_law"], sweep_design("n_params", 1e2, 1e5, n)
+    return bs.simulate("broken_power_law", truth, design, noise=0.01, seed=seed)
+
+cost = {{"runs": 0, "steps": 0}}
+stages = {{}}
+sample = S.sample_nuts
+def counted(*args, **kwargs):
+    out = sample(*args, **kwargs)
+    cost["runs"] += 1
+    cost["steps"] += int(np.sum(out[1]["num_steps"]))
+    return out
+import sys  # the modules, not the functions of the same names
+for name in ("bayescale.analysis.compare", "bayescale.inference.fit"):
+    sys.modules[name].sample_nuts = counted
+S.sample_nuts = counted
+for name in ("fit", "loo_scores", "lfo_scores"):
+    def timed(*args, _f=getattr(B, name), _n=name, **kwargs):
+        t = time.perf_counter()
+        try:
+            return _f(*args, **kwargs)
+        finally:
+            stages[_n] = stages.get(_n, 0.0) + time.perf_counter() - t
+    setattr(B, name, timed)
+out = []
+for seed in (1, 2):
+    runs = ladder({n}, seed)
+    cost.update(runs=0, steps=0); stages.clear()
+    t1 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = bs.detect_break(runs, variable="n_params", max_breaks=2, seed=0,
+                                 progress_bar=False)
+    t2 = time.perf_counter()
+    out.append({{"detect": t2 - t1, "process": t2 - t0, "n_breaks": report.n_breaks, **cost,
+                 **stages}})
+print(json.dumps(out))
 """
-CACHE = (
-    "import jax; jax.config.update('jax_compilation_cache_dir', {d!r}); "
-    "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)"
-)
 
 
-def cold(broken: bool, seed: int, cores: str | None, cache_dir: str | None = None) -> dict:
-    code = RUN.format(
-        cache=CACHE.format(d=cache_dir) if cache_dir else "", broken=broken, seed=seed
-    )
-    command = [sys.executable, "-c", code]
+def measure(n: int, code: Path, cores: str | None) -> list[dict]:
+    """A fresh process: the cold call (import and compile included) then a warm one."""
+    command = [sys.executable, "-c", RUN.format(n=n)]
     if cores:
         command = ["taskset", "-c", cores, *command]
-    t = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process"] = time.perf_counter() - t
-    return result
-
-
-def warm_stages(broken: bool, seed: int) -> dict:
-    """A second detect_break in this process, timed by stage."""
-    import importlib
-    import warnings
-
-    import bayescale as bs
-    from bayescale.model.simulation import TRUTHS, sweep_design
-
-    cmp = importlib.import_module("bayescale.analysis.compare")  # the module, not the function
-
-    design = sweep_design("n_params", 1e2, 1e5, 50)
-    truth = TRUTHS["broken_power_law"]
-    flat = {"E": truth["E"], "A": truth["b"] * 100 ** truth["c0"], "alpha": truth["c0"]}
-    law, params = ("broken_power_law", truth) if broken else ("power_law", flat)
-    runs = bs.simulate(law, params, design, noise=0.01, seed=seed)
-    stages = {"fits": 0.0, "loo": 0.0, "lfo": 0.0}
-    wrapped = {"fits": "_cold_fit", "loo": "_loo", "lfo": "_lfo"}
-    originals = {k: getattr(cmp, v) for k, v in wrapped.items()}
-
-    def timed(stage: str):
-        def run(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return originals[stage](*args, **kwargs)
-            finally:
-                stages[stage] += time.perf_counter() - t
-
-        return run
-
-    for stage, name in wrapped.items():
-        setattr(cmp, name, timed(stage))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = time.perf_counter()
-            report = cmp.detect_break(runs, variable="n_params", max_breaks=2, seed=0)
-            stages["total"] = time.perf_counter() - t
-    finally:
-        for stage, name in wrapped.items():
-            setattr(cmp, name, originals[stage])
-    stages["n_breaks"] = report.n_breaks
-    return stages
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    env.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    out = subprocess.run(command, capture_output=True, text=True, cwd=code, env=env)
+    if out.returncode:
+        raise RuntimeError(f"the measured process failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--skip-cold", action="store_true")
-    parser.add_argument("--cores", default=None, help="taskset CPU list for the cold runs")
+    parser.add_argument("--sizes", default="14,100")
+    parser.add_argument("--code", default=str(ROOT), help="checkout to measure")
+    parser.add_argument("--cores", default=None, help="taskset CPU list")
     args = parser.parse_args()
-    rows = []
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"detect_break, 50 runs, max_breaks=2, LOO + LFO; {os.cpu_count()} CPUs; load {load}")
-    print(f"{'set-up':<40} {'total s':>8} {'fits':>6} {'loo':>6} {'lfo':>6} {'breaks':>6}")
-
-    def show(name: str, r: dict) -> None:
-        rows.append((name, r))
-        total = r.get("process", r.get("total"))
-        parts = [f"{r[k]:6.1f}" if k in r else f"{'':>6}" for k in ("fits", "loo", "lfo")]
-        print(f"{name:<40} {total:8.1f} {' '.join(parts)} {r['n_breaks']:>6}", flush=True)
-
-    if not args.skip_cold:
-        for broken in (True, False):
-            kind = "break" if broken else "no break"
-            show(f"cold, {kind}, no compile cache", cold(broken, 1, args.cores))
-        with tempfile.TemporaryDirectory() as d:
-            cold(True, 1, args.cores, d)  # fill the cache
-            for broken in (True, False):
-                kind = "break" if broken else "no break"
-                show(f"cold, {kind}, warm compile cache", cold(broken, 2, args.cores, d))
-    warm_stages(True, 3)  # compile in this process
-    for broken in (True, False):
-        kind = "break" if broken else "no break"
-        show(f"warm (same process), {kind}", warm_stages(broken, 4))
+    print(
+        f"detect_break, max_breaks=2, LOO + LFO; code {args.code}; {os.cpu_count()} CPUs; "
+        f"load {load}"
+    )
+    head = ("runs", "call", "seconds", "fits", "loo", "lfo", "NUTS runs", "leapfrog", "breaks")
+    print("{:>5} {:<28} {:>8} {:>6} {:>6} {:>6} {:>9} {:>10} {:>6}".format(*head))
+    for n in (int(s) for s in args.sizes.split(",")):
+        cold, warm = measure(n, Path(args.code), args.cores)
+        for name, r, total in (
+            ("cold (fresh process, total)", cold, cold["process"]),
+            ("warm (second call)", warm, warm["detect"]),
+        ):
+            stages = [f"{r.get(k, float('nan')):6.1f}" for k in ("fit", "loo_scores", "lfo_scores")]
+            print(
+                f"{n:>5} {name:<28} {total:8.1f} {' '.join(stages)} {r['runs']:>9} "
+                f"{r['steps']:>10} {r['n_breaks']:>6}",
+                flush=True,
+            )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load at the end: {load}")
 

@@ -436,7 +436,8 @@ def fit(
         whatever the number of JAX devices; the draws are the same either way.
     target_accept : float, optional
         NUTS target acceptance probability; default 0.8, and 0.9 with ``misfit`` (the walks'
-        scale makes a funnel that smaller steps cross without divergences).
+        scale makes a funnel that smaller steps cross without divergences) or for a law with
+        breaks (a sharp break's curved ridge).
     dense_mass : bool, optional
         Adapt a dense mass matrix. Default: dense for one curve (and complete pooling),
         diagonal for a grouped fit with per-group parameters, whose 60 to 100+ dimensions a
@@ -512,7 +513,10 @@ def fit(
     noise = get_likelihood(likelihood, nu=nu)
     spec = _misfit_spec(misfit, method)
     if target_accept is None:
-        target_accept = 0.8 if spec is None else 0.9
+        # 0.9 with a misfit (the walks' funnel) or a break (the ridge of a sharp break's
+        # location, sharpness and exponent change is curved even in the sampler's coordinates)
+        has_break = any(p.role == "location" for p in get_law(law).params)
+        target_accept = 0.8 if spec is None and not has_break else 0.9
     if dense_mass is None:
         dense_mass = group is None or pooling == "complete"
     settings = NutsSettings(num_chains, num_warmup, num_samples, dense_mass, target_accept)

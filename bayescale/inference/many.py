@@ -209,7 +209,8 @@ def _search_start(model: Any, start: Any, a: Any) -> Any:
     if ridge is None:
         return z
     where = ridge.positions(sites)
-    return ridge.to_y(z, a, where).at[where["amplitude"]].set(0.0)
+    y = ridge.to_y(z, a, where)
+    return y.at[where["amplitude"]].set(0.0) if "amplitude" in where else y
 
 
 def _potential(model: Any, mapped: Any) -> Any:

@@ -53,7 +53,7 @@ import numpy as np
 from bayescale.model.distributions import make_distribution
 from bayescale.model.laws import Law
 
-__all__ = ["RidgeMap", "ridge_map"]
+__all__ = ["BrokenMap", "RidgeMap", "ridge_map"]
 
 #: width of the softplus that keeps the amplitude positive, as a share of the mean loss
 WIDTH = 1e-4
@@ -246,6 +246,97 @@ class RidgeMap:
 _ROLES = ("floor", "amplitude", "exponent")
 
 
+@dataclass(frozen=True)
+class BrokenMap:
+    r"""Coordinates of a broken law's floor and amplitude aligned with what its runs identify.
+
+    With the floor's prior ``Uniform(low, high)`` (``high``: the smallest observed loss) numpyro
+    samples ``z_E = logit(q)``, ``q = (E - low) / (high - low)``, and the amplitude at the
+    centre by its log. Past a break the runs pin the slope of ``log(L - E)``, so along the
+    floor's ridge the exponent after the break moves with the log headroom ``log(high - E)``,
+    nearly linearly, and far from linearly with ``z_E`` (measured on the explanation page
+    *Detecting scaling breaks*); and before the break
+    they pin the level ``E + b_c`` at the centre, as for the power law (`RidgeMap`). NUTS
+    therefore runs on
+
+    - ``y_E = log(-log q)``: ``log((high - E) / (high - low))`` to first order while the floor
+      is near the smallest loss, and still a bijection of the line onto ``(low, high)``:
+      ``z_E = -log(expm1(e^y))``, ``log |dz_E/dy_E| = y + e^y - log(expm1(e^y))``;
+    - ``y_b = m``: the level at the centre, ``E + b_c = s (1 + m / LEVEL_UNIT)``, with
+      ``b_c = w softplus((s (1 + m / LEVEL_UNIT) - E) / w)`` as in `RidgeMap`.
+
+    The map is triangular, so ``log |dz/dy|`` is the sum of the two diagonal terms. The prior
+    and the posterior are unchanged.
+
+    Attributes
+    ----------
+    floor, amplitude : str
+        Parameter names of the floor and of the amplitude (sampled at the centre).
+    """
+
+    floor: str
+    amplitude: str
+
+    def positions(self, template: Mapping[str, Any]) -> dict[str, Any]:
+        """Indices in the flat vector of ``template`` (sorted site names) of the two sites."""
+        offset, where = 0, {}
+        for name in sorted(template):
+            where[name] = offset
+            offset += int(np.prod(np.shape(template[name])))
+        return {"floor": where[self.floor], "amplitude": where[f"{self.amplitude}_c"]}
+
+    def to_z(self, y: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """Numpyro's flat unconstrained vector from the sampler's ``y``."""
+        return self.forward(y, args, where)[0]
+
+    def log_det(self, y: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """``log |dz/dy|`` at ``y``."""
+        return self.forward(y, args, where)[1]
+
+    def _scale(self, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+        import jax.numpy as jnp
+
+        _, _, hyper, log_loss, mask = args[:5]
+        weight = mask.astype(log_loss.dtype)
+        scale = jnp.exp(jnp.sum(weight * log_loss) / jnp.maximum(jnp.sum(weight), 1.0))
+        low, high = hyper[self.floor][:2]
+        return scale, low, high
+
+    def forward(self, y: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """``(z, log |dz/dy|)`` at the sampler's ``y``."""
+        import jax
+        import jax.numpy as jnp
+
+        i_e, i_a = where["floor"], where["amplitude"]
+        scale, low, high = self._scale(args)
+        u = jnp.exp(y[i_e])
+        log_expm1 = u + jnp.log(-jnp.expm1(-u))  # log(e^u - 1), stable for small and large u
+        floor = low + (high - low) * jnp.exp(-u)
+        width = WIDTH * scale
+        x = (scale * (1.0 + y[i_a] / LEVEL_UNIT) - floor) / width
+        low_x = x < -30.0  # softplus(x) = e^x there; both branches finite for the gradient
+        soft = jnp.log(jax.nn.softplus(jnp.where(low_x, 0.0, x)))
+        log_a = jnp.log(width) + jnp.where(low_x, x, soft)
+        z = y.at[i_e].set(-log_expm1).at[i_a].set(log_a)
+        log_det = y[i_e] + u - log_expm1
+        log_det = log_det + jax.nn.log_sigmoid(x) + jnp.log(scale / LEVEL_UNIT) - log_a
+        return z, log_det
+
+    def to_y(self, z: Any, args: tuple[Any, ...], where: Mapping[str, Any]) -> Any:
+        """The sampler's ``y`` from numpyro's flat unconstrained vector (inverse of `forward`)."""
+        import jax
+        import jax.numpy as jnp
+
+        i_e, i_a = where["floor"], where["amplitude"]
+        scale, low, high = self._scale(args)
+        floor = low + (high - low) * jax.nn.sigmoid(z[i_e])
+        width = WIDTH * scale
+        ratio = jnp.exp(z[i_a]) / width
+        x = ratio + jnp.log(-jnp.expm1(-ratio))  # softplus^-1
+        level = ((floor + width * x) / scale - 1.0) * LEVEL_UNIT
+        return z.at[i_e].set(jnp.log(jax.nn.softplus(-z[i_e]))).at[i_a].set(level)
+
+
 def ridge_map(
     law: Law,
     families: Mapping[str, str],
@@ -253,7 +344,7 @@ def ridge_map(
     pooled: tuple[str, ...] = (),
     centred: tuple[str, ...] = (),
     min_runs: int = 0,
-) -> RidgeMap | None:
+) -> RidgeMap | BrokenMap | None:
     """The change of variables for ``law`` with prior ``families``, or None where it does not apply.
 
     It applies to a law whose parameters are exactly one floor, one exponent and one amplitude
@@ -264,6 +355,17 @@ def ridge_map(
     other pooled parameters sampled centred (see `RidgeMap`).
     """
     roles = sorted(p.role for p in law.params)
+    if "location" in roles and not grouped:  # a broken law (`BrokenMap`)
+        floors = [p for p in law.params if p.role == "floor"]
+        amps = [p for p in law.params if p.role == "amplitude"]
+        if (
+            len(floors) == 1
+            and len(amps) == 1
+            and families.get(floors[0].name) == "Uniform"
+            and family_positive(families.get(amps[0].name))
+        ):
+            return BrokenMap(floors[0].name, amps[0].name)
+        return None
     if roles != ["amplitude", "exponent", "floor"]:
         return None
     amp = next(p for p in law.params if p.role == "amplitude")

@@ -385,9 +385,11 @@ def _kaplan_fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
 
 
 @functools.cache
-def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
+def _broken_power_law(variable: str = "n_params", breaks: int = 1, floor: bool = True) -> Law:
     if breaks not in (1, 2):
         raise LawError(f"breaks must be 1 or 2; received {breaks!r}.")
+    if not isinstance(floor, bool):
+        raise LawError(f"floor must be True or False; received {floor!r}.")
     idx = range(1, breaks + 1)
 
     def fn(p: Mapping[str, Array], logx: Mapping[str, Array]) -> Array:
@@ -396,10 +398,10 @@ def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
         for i in idx:
             f = p[f"f{i}"]
             log_term = log_term - p[f"c{i}"] * f * jax.nn.softplus((x - jnp.log(p[f"d{i}"])) / f)
-        return jnp.logaddexp(jnp.log(p["E"]), log_term)
+        return jnp.logaddexp(jnp.log(p["E"]), log_term) if floor else log_term
 
-    params = [
-        Param("E", "floor"),
+    params = [Param("E", "floor")] if floor else []
+    params += [
         Param("c0", "exponent"),
         Param("b", "amplitude", variable=variable, exponent="c0"),
     ]
@@ -414,9 +416,9 @@ def _broken_power_law(variable: str = "n_params", breaks: int = 1) -> Law:
         fn,
         (variable,),
         tuple(params),
-        "L = E + b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)",
+        ("L = E + " if floor else "L = ") + "b x^-c0 prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i)",
         "Caballero et al. 2023, Broken Neural Scaling Laws, arXiv:2210.14891",
-        {"variable": variable, "breaks": breaks},
+        {"variable": variable, "breaks": breaks, "floor": floor},
         _broken_power_law,
     )
 

@@ -14,7 +14,7 @@ floor            ``Uniform(0, min loss)``: positive and below every observed los
 amplitude        ``LogNormal(log median loss, 2.5)`` on the term's size at the data centre,
                  ``A * xbar^-alpha``, where ``xbar`` is the geometric mean of the variable
 exponent         ``LogNormal(log 0.3, 1)``: positive; 95% between 0.04 and 2.1
-exponent_change  ``Normal(0, 1)``
+exponent_change  ``StudentT(3, 0, 1)``: changes of order 1, with tails for sharp transitions
 location         ``LogUniform(min x, max x)``: inside the observed range (sorted when several)
 sharpness        ``LogNormal(log 0.3, 1)``
 scale            ``LogNormal(5, 5)`` on the scale relative to the data centre, ``N_c / xbar``
@@ -102,7 +102,9 @@ def default_priors(law: Law, data: ScalingData, likelihood: str = "student_t") -
         elif p.role in ("exponent", "sharpness"):
             prior = Prior("LogNormal", loc=math.log(0.3), scale=1.0)
         elif p.role == "exponent_change":
-            prior = Prior("Normal", loc=0.0, scale=1.0)
+            # heavy tails: sharp (emergent) transitions change the exponent by 5 to 10
+            # (Caballero et al. 2023), which a Normal(0, 1) would shrink along with the floor
+            prior = Prior("StudentT", df=3.0, loc=0.0, scale=1.0)
         elif p.role == "location":
             prior = Prior(
                 "LogUniform",

@@ -1,30 +1,28 @@
-"""False-alarm rate, miss rate and location coverage of `detect_break` over repeated ladders.
+"""False-alarm rate, detection rate and location coverage of `detect_break` over repeated ladders.
 
 Design: R = 20 ladders of 50 runs (n_params log-spaced over 1e2..1e5, Student-t noise of scale
 0.01 on log loss) per arm. Arm "flat": a power law E + A x^-alpha with the broken law's values
 before its break (E = 0.4, alpha = 0.1). Arm "break": the broken power law of
-`bayescale.model.simulation.TRUTHS` (exponent 0.1 -> 0.7 at x = 3e3, sharpness 0.3). Every ladder is
-analysed with the defaults (max_breaks=2, LOO criterion, 2 SE / 4 nats).
+`bayescale.model.simulation.TRUTHS` (exponent 0.1 -> 0.7 at x = 3e3, sharpness 0.3), the break
+of the fast tests. All 40 ladders are analysed in one call (``detect_break(..., group=...)``, which
+shares the compiled samplers) with the defaults (max_breaks=2, LOO criterion, 2 SE / 4 nats).
 
-Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni):
-- false alarms (flat ladders declared to have a break) <= 4 of 20: if the true rate were 5%
-  this fails with probability P(X >= 5 | 20, 0.05) = 0.0026;
-- misses (break ladders declared without one) <= 4 of 20: the same bound;
-- coverage: the 90% interval of the location contains 3e3 in at least 13 of the detected
-  breaks when 20 are detected: P(X <= 12 | 20, 0.9) = 0.0004 (the bound is the 0.001 quantile
-  of the binomial for the number detected).
-Power: a procedure with a 30% false-alarm (or miss) rate passes with probability 0.24 only.
-
-Measured when written (seeds 100..119): 0 false alarms and 0 misses in 20 + 20 ladders (95%
-upper bounds 14% each), and the location interval covered the truth in 19 of 20. On the flat
-ladders the power law's LOO lead over the one-break law ranged from -3.9 to +2.6 nats (the
-closest call, seed 117, stopped by the 4-nat floor); on the broken ladders the power law
-trailed by more than 100 nats. Run time on 2 shared cores: about 12 min (flat) + 7 min.
+Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni 0.0033 each). The
+goals are a false-alarm rate of at most 10% and a detection rate of at least 80%; each bound is
+the count that a procedure exactly at its goal exceeds with probability below 0.0033:
+- false alarms (flat ladders declared to have a break) <= 6 of 20:
+  P(X >= 7 | 20, 0.10) = 0.0024;
+- misses (break ladders declared without one) <= 9 of 20: P(X >= 10 | 20, 0.20) = 0.0026;
+- coverage: the 90% interval of the location contains 3e3 in at least the 0.001 quantile of
+  Binomial(number detected, 0.9) of the detected breaks (13 of 20).
+Power: the test catches a false-alarm rate of 50% with probability 0.94 (P(X >= 7 | 20, 0.5)),
+and a detection rate of 30% with probability 0.98 (P(misses >= 10 | 20, 0.7)). Tighter
+bounds need more ladders; the measured counts are in the explanation page *Break detection*.
 """
 
-import json
 import warnings
 
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -39,46 +37,40 @@ R = 20
 BREAK = TRUTHS["broken_power_law"]
 FLAT = {"E": BREAK["E"], "A": BREAK["b"] * 100 ** BREAK["c0"], "alpha": BREAK["c0"]}
 DESIGN = sweep_design("n_params", 1e2, 1e5, 50)
-MAX_FLAGS = 4  # of R; see the error budget
+MAX_ALARMS = 6  # of R; see the error budget
+MAX_MISSES = 9  # of R
 
 
-def _analyse(arm):
-    out = []
+@pytest.fixture(scope="module")
+def screen():
+    frames = []
     for r in range(R):
-        if arm == "flat":
-            runs = bs.simulate("power_law", FLAT, DESIGN, noise=0.01, seed=100 + r)
-        else:
-            runs = bs.simulate("broken_power_law", BREAK, DESIGN, noise=0.01, seed=100 + r)
-        with warnings.catch_warnings():
-            # short default chains on hard geometry (a floor and a slow exponent); the rates,
-            # not the convergence of each replicate, are under test here
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            report = detect_break(runs, variable="n_params", seed=r)
-        table = report.summary()
-        row = {
-            "seed": 100 + r,
-            "n_breaks": report.n_breaks,
-            "loo_gain": [round(table.loc[0, "elpd_loo"] - e, 1) for e in table["elpd_loo"]],
-            "unreliable": table["warning_loo"].tolist(),
-        }
-        if report.n_breaks == 1:
-            loc = report.locations.loc["break 1"]
-            row["covered"] = bool(loc["q5"] < BREAK["d1"] < loc["q95"])
-        out.append(row)
-    print(json.dumps({arm: out}))
-    return out
+        flat = bs.simulate("power_law", FLAT, DESIGN, noise=0.01, seed=100 + r)
+        broken = bs.simulate("broken_power_law", BREAK, DESIGN, noise=0.01, seed=100 + r)
+        frames += [flat.assign(curve=f"flat-{r:02d}"), broken.assign(curve=f"break-{r:02d}")]
+    with warnings.catch_warnings():
+        # default chains on hard geometry (the unneeded second break); the rates, not the
+        # convergence of each replicate, are under test here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = detect_break(
+            pd.concat(frames, ignore_index=True), variable="n_params", group="curve", seed=0
+        )
+    table = result.summary()
+    print(table.drop(columns="problems").to_string())
+    return table
 
 
-def test_false_alarm_rate():
-    flat = _analyse("flat")
-    alarms = sum(row["n_breaks"] > 0 for row in flat)
-    assert alarms <= MAX_FLAGS, f"{alarms} false alarms in {R} ladders without a break"
+def test_false_alarm_rate(screen):
+    flat = screen[screen.index.str.startswith("flat")]
+    alarms = int((flat["n_breaks"] > 0).sum())
+    assert alarms <= MAX_ALARMS, f"{alarms} false alarms in {R} ladders without a break"
 
 
-def test_miss_rate_and_location_coverage():
-    broken = _analyse("break")
-    misses = sum(row["n_breaks"] == 0 for row in broken)
-    assert misses <= MAX_FLAGS, f"{misses} misses in {R} ladders with a break"
-    located = [row["covered"] for row in broken if "covered" in row]
-    floor = stats.binom.ppf(0.001, len(located), 0.9)
-    assert sum(located) >= floor, f"location covered in {sum(located)} of {len(located)}"
+def test_detection_rate_and_location_coverage(screen):
+    broken = screen[screen.index.str.startswith("break")]
+    misses = int((broken["n_breaks"] == 0).sum())
+    assert misses <= MAX_MISSES, f"{misses} misses in {R} ladders with a break"
+    one = broken[broken["n_breaks"] == 1]
+    covered = int(((one["location_q5"] < BREAK["d1"]) & (BREAK["d1"] < one["location_q95"])).sum())
+    floor = stats.binom.ppf(0.001, len(one), 0.9)
+    assert covered >= floor, f"location covered in {covered} of {len(one)}"
