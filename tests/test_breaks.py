@@ -152,7 +152,7 @@ def test_bad_input():
         detect_break(runs.assign(group=["a", "b"] * 25))
     with pytest.raises(TypeError, match="group must be the name of a column; received int"):
         detect_break(runs, group=3)
-    with pytest.raises(TypeError, match="forward must be True or False; received 'yes'"):
+    with pytest.raises(TypeError, match="forward must be True or False; received str: 'yes'"):
         detect_break(runs, forward="yes")
     two = pd.concat([runs.assign(g="a"), runs.iloc[:8].assign(g="b")], ignore_index=True)
     # a screen compares a short curve with fewer breaks, but 8 runs are too few for one

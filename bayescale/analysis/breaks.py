@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.compare import (
     COMPARE_METHODS,
@@ -458,8 +459,7 @@ def detect_break(
             f"breaks; received base={base_name!r}. Use base='power_law' (with "
             f"variable=<your column>), or compare your own fits with bayescale.compare."
         )
-    if not isinstance(forward, bool):
-        raise OptionTypeError(f"forward must be True or False; received {forward!r}.")
+    forward = opt.flag(forward, "forward")
     if group is not None and not isinstance(group, str):
         raise OptionTypeError(
             f"group must be the name of a column; received {type(group).__name__}: {group!r}. "
