@@ -766,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--holdout",
         default="0.3333333333333333",
-        help="fraction of the top of compute (default 1/3), number of top levels, or 'split'",
+        help="fraction of the top of compute (default 1/3), number of top budgets, or 'split'",
     )
     p.add_argument(
         "--budget-column",
