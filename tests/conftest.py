@@ -112,3 +112,29 @@ def sim_fit() -> bs.Fit:
     """A small, fast NUTS fit of the Chinchilla law to a simulated ladder (plumbing tests)."""
     runs = bs.simulate("chinchilla", seed=1)
     return bs.fit(runs, "chinchilla", num_warmup=500, num_samples=500, seed=1)
+
+
+@pytest.fixture(scope="session")
+def model_at_start():
+    """Factory: ``(model, args, start)`` of a law's numpyro model on runs, at the prior start.
+
+    For tests of the sampler's coordinates: the model with its default priors and the
+    Student-t likelihood, its positional arguments, and one start from the priors.
+    """
+    import numpy as np
+
+    from bayescale.inference.sampling import start_from_prior
+    from bayescale.io.data import from_frame
+    from bayescale.model.build import build_model, model_inputs
+    from bayescale.model.priors import default_priors
+
+    def make(runs: pd.DataFrame, law: bs.Law) -> tuple:
+        data = from_frame(runs)
+        priors = default_priors(law, data)
+        families = tuple((k, p.family) for k, p in priors.items())
+        model = build_model(law, families, bs.get_likelihood("student_t"))
+        inputs = model_inputs(law, data, priors)
+        start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1).items()}
+        return model, inputs.args(), start
+
+    return make

@@ -17,9 +17,7 @@ import bayescale as bs
 from bayescale.analysis.breaks import BreakReport, BreakScreen, detect_break
 from bayescale.analysis.checks import check
 from bayescale.errors import ConvergenceWarning, DataError
-from bayescale.inference.sampling import start_from_prior
 from bayescale.io.data import from_frame
-from bayescale.model.build import build_model, model_inputs
 from bayescale.model.geometry import BrokenMap, ridge_map
 from bayescale.model.priors import default_priors
 from bayescale.model.simulation import TRUTHS, sweep_design
@@ -163,16 +161,9 @@ def test_bad_input():
 
 
 @pytest.fixture(scope="module")
-def broken_setup():
+def broken_setup(model_at_start):
     runs = bs.simulate("broken_power_law", BREAK, DESIGN, noise=0.01, seed=4)
-    law = bs.get_law("broken_power_law", breaks=2)
-    data = from_frame(runs)
-    priors = default_priors(law, data)
-    families = tuple((k, p.family) for k, p in priors.items())
-    model = build_model(law, families, bs.get_likelihood("student_t"))
-    inputs = model_inputs(law, data, priors)
-    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1).items()}
-    return model, inputs.args(), start
+    return model_at_start(runs, bs.get_law("broken_power_law", breaks=2))
 
 
 def test_broken_map_applies_to_a_uniform_floor_only():

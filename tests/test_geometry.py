@@ -9,24 +9,13 @@ import pandas as pd
 import pytest
 
 import bayescale as bs
-from bayescale.inference.sampling import start_from_prior
 from bayescale.io.data import from_frame
-from bayescale.model.build import build_model, model_inputs
 from bayescale.model.geometry import ridge_map
-from bayescale.model.priors import default_priors
 
 
 @pytest.fixture(scope="module")
-def setup():
-    runs = bs.simulate("power_law", seed=4)
-    law = bs.get_law("power_law")
-    data = from_frame(runs)
-    priors = default_priors(law, data)
-    families = tuple((k, p.family) for k, p in priors.items())
-    model = build_model(law, families, bs.get_likelihood("student_t"))
-    inputs = model_inputs(law, data, priors)
-    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1).items()}
-    return model, inputs.args(), start
+def setup(model_at_start):
+    return model_at_start(bs.simulate("power_law", seed=4), bs.get_law("power_law"))
 
 
 def test_the_map_applies_only_where_it_is_exact():
