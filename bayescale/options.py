@@ -54,16 +54,7 @@ def seed(value: Any, name: str = "seed") -> int:
     OptionError
         If it is an integer outside ``[0, 2**32)``.
     """
-    if not _is_int(value):
-        raise OptionTypeError(
-            f"{name} must be an integer in [0, 2**32); received {_received(value)}. "
-            f"For example {name}=0."
-        )
-    if not 0 <= int(value) < SEED_LIMIT:
-        raise OptionError(
-            f"{name} must be an integer in [0, 2**32); received {value!r}. For example {name}=0."
-        )
-    return int(value)
+    return _integer(value, name, "an integer in [0, 2**32)", 0, lambda v: 0 <= v < SEED_LIMIT)
 
 
 def count(value: Any, name: str, minimum: int = 1) -> int:
@@ -76,15 +67,19 @@ def count(value: Any, name: str, minimum: int = 1) -> int:
     OptionError
         If it is below ``minimum``.
     """
+    expected = f"an integer of at least {minimum}"
+    return _integer(value, name, expected, max(minimum, 4), lambda v: v >= minimum)
+
+
+def _integer(value: Any, name: str, expected: str, example: int, valid: Any) -> int:
+    """``value`` as an ``int`` for which ``valid`` holds; the errors say ``expected``."""
     if not _is_int(value):
         raise OptionTypeError(
-            f"{name} must be an integer of at least {minimum}; received {_received(value)}. "
-            f"For example {name}={max(minimum, 4)}."
+            f"{name} must be {expected}; received {_received(value)}. For example {name}={example}."
         )
-    if int(value) < minimum:
+    if not valid(int(value)):
         raise OptionError(
-            f"{name} must be an integer of at least {minimum}; received {value!r}. "
-            f"For example {name}={max(minimum, 4)}."
+            f"{name} must be {expected}; received {value!r}. For example {name}={example}."
         )
     return int(value)
 

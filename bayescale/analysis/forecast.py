@@ -672,9 +672,12 @@ def _log_variance(values: np.ndarray) -> np.ndarray:
     return _column_moments(values, ddof=0, log=True)[1]
 
 
-def _on_threads(fn: Any, items: Sequence[int]) -> None:
-    """``fn(item)`` for each item, on up to one thread per core (NumPy releases the GIL)."""
-    workers = min(len(items), os.cpu_count() or 1)
+def _on_threads(fn: Any, items: Sequence[int], limit: int | None = None) -> None:
+    """``fn(item)`` for each item, on up to one thread per core (NumPy releases the GIL).
+
+    ``limit`` caps the threads (1: in order, on the calling thread).
+    """
+    workers = min(len(items), os.cpu_count() or 1, limit or len(items))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(fn, items))
@@ -785,7 +788,8 @@ def _predict_blocks(
     jump = noise is not None and noise.inverse_cdf
     state = rng.bit_generator.state if jump else None
 
-    def block(index: int, start: int) -> None:
+    def block(index: int) -> None:
+        start = index * rows
         stop = min(start + rows, n_sample)
         with jax.enable_x64(wide), np.errstate(over="ignore"):  # (a float32 loss: inf beyond)
             params = {k: v[start:stop] for k, v in flat.items()}
@@ -806,14 +810,8 @@ def _predict_blocks(
                 eps += mu
                 np.exp(eps, out=out["loss"][start:stop], casting="unsafe")
 
-    starts = range(0, n_sample, rows)
-    workers = min(len(starts), os.cpu_count() or 1, len(devices)) if jump or noise is None else 1
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, range(len(starts)), starts))
-    else:
-        for index, start in enumerate(starts):
-            block(index, start)
+    blocks = range(-(-n_sample // rows))
+    _on_threads(block, blocks, limit=len(devices) if jump or noise is None else 1)
 
 
 def _forecast(
