@@ -7,17 +7,15 @@ before its break (E = 0.4, alpha = 0.1). Arm "break": the broken power law of
 of the fast tests. All 40 ladders are analysed in one call (``detect_break(..., group=...)``, which
 shares the compiled samplers) with the defaults (max_breaks=2, LOO criterion, 2 SE / 4 nats).
 
-Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni 0.0033 each). The
-goals are a false-alarm rate of at most 10% and a detection rate of at least 80%; each bound is
-the count that a procedure exactly at its goal exceeds with probability below 0.0033:
-- false alarms (flat ladders declared to have a break) <= 6 of 20:
-  P(X >= 7 | 20, 0.10) = 0.0024;
-- misses (break ladders declared without one) <= 9 of 20: P(X >= 10 | 20, 0.20) = 0.0026;
+Error budget (alpha = 0.01 family-wise over the three assertions, Bonferroni):
+- false alarms (flat ladders declared to have a break) <= 4 of 20: if the true rate were 5%
+  this fails with probability P(X >= 5 | 20, 0.05) = 0.0026;
+- misses (break ladders declared without one) <= 4 of 20: the same bound;
 - coverage: the 90% interval of the location contains 3e3 in at least the 0.001 quantile of
   Binomial(number detected, 0.9) of the detected breaks (13 of 20).
-Power: the test catches a false-alarm rate of 50% with probability 0.94 (P(X >= 7 | 20, 0.5)),
-and a detection rate of 30% with probability 0.98 (P(misses >= 10 | 20, 0.7)). Tighter
-bounds need more ladders; the measured counts are in the explanation page *Break detection*.
+Power: a procedure with a 30% false-alarm (or miss) rate passes with probability 0.24 only,
+so the issue's goals (at most 10% false alarms, at least 80% detections) are met with margin
+where the test passes. The measured counts are in the explanation page *Break detection*.
 """
 
 import warnings
@@ -37,8 +35,7 @@ R = 20
 BREAK = TRUTHS["broken_power_law"]
 FLAT = {"E": BREAK["E"], "A": BREAK["b"] * 100 ** BREAK["c0"], "alpha": BREAK["c0"]}
 DESIGN = sweep_design("n_params", 1e2, 1e5, 50)
-MAX_ALARMS = 6  # of R; see the error budget
-MAX_MISSES = 9  # of R
+MAX_FLAGS = 4  # of R, for false alarms and for misses alike; see the error budget
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +60,13 @@ def screen():
 def test_false_alarm_rate(screen):
     flat = screen[screen.index.str.startswith("flat")]
     alarms = int((flat["n_breaks"] > 0).sum())
-    assert alarms <= MAX_ALARMS, f"{alarms} false alarms in {R} ladders without a break"
+    assert alarms <= MAX_FLAGS, f"{alarms} false alarms in {R} ladders without a break"
 
 
 def test_detection_rate_and_location_coverage(screen):
     broken = screen[screen.index.str.startswith("break")]
     misses = int((broken["n_breaks"] == 0).sum())
-    assert misses <= MAX_MISSES, f"{misses} misses in {R} ladders with a break"
+    assert misses <= MAX_FLAGS, f"{misses} misses in {R} ladders with a break"
     one = broken[broken["n_breaks"] == 1]
     covered = int(((one["location_q5"] < BREAK["d1"]) & (BREAK["d1"] < one["location_q95"])).sum())
     floor = stats.binom.ppf(0.001, len(one), 0.9)
