@@ -51,6 +51,30 @@ def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
 
 
 @pytest.mark.slow
+def test_misfit_is_orthogonal_to_the_law_at_the_fitted_runs(misfit_fit, ladder):
+    """The model's delta at the fitted runs has no component the law can express.
+
+    Rebuilt by the prediction path (`predictive`) from the stored walks and shift: J^T delta
+    at the anchor vanishes for every draw, up to float32 rounding of the model's projection
+    (relative 1e-3 of |J| |delta|, where the rounding is about 1e-6).
+    """
+    from bayescale.analysis.predict import predictive
+    from bayescale.io.data import from_frame
+    from bayescale.model.misfit import law_jacobian
+
+    coords = misfit_fit.misfit_coords
+    assert set(coords.anchor) == set(misfit_fit.law.param_names)
+    runs = from_frame(ladder)
+    delta = predictive(misfit_fit, runs, rng=np.random.default_rng(0)).misfit
+    logx = {v: np.log(runs.column(v)) for v in misfit_fit.law.variables}
+    jac = law_jacobian(misfit_fit.law, coords.anchor, logx)
+    inner = delta @ jac  # (draw, parameter)
+    bound = 1e-3 * np.linalg.norm(delta, axis=1)[:, None] * np.linalg.norm(jac, axis=0)[None]
+    assert np.all(np.abs(inner) <= bound)
+    assert np.median(np.linalg.norm(delta, axis=1)) > 0  # not orthogonal by being zero
+
+
+@pytest.mark.slow
 def test_misfit_shrinks_when_the_law_is_exact(misfit_fit):
     """Simulated from the exact law: both scales' posteriors sit well below their priors'."""
     d = misfit_fit.draws()

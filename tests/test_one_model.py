@@ -139,7 +139,9 @@ def test_grouped_misfit_shares_its_scales_and_has_a_walk_per_group(grouped_misfi
     one = bs.group_fit(grouped_misfit, "c1")
     runs = data.table[data.table["group"] == "c1"]
     assert one.misfit == Misfit()
-    assert one.misfit_coords == misfit_coords(("n_params",), {"n_params": runs["n_params"]})
+    assert set(one.misfit_coords.anchor) == {"E", "A", "alpha"}  # the group's exact-law mode
+    own = misfit_coords(("n_params",), {"n_params": runs["n_params"]}, one.misfit_coords.anchor)
+    assert one.misfit_coords == own
     np.testing.assert_array_equal(
         one.posterior["misfit_level_knots"].values,
         post["misfit_level_knots"].sel(group="c1").values,
@@ -188,7 +190,9 @@ def test_fit_many_takes_the_misfit():
     one = fits["c2"]
     assert one.misfit == Misfit()
     runs = from_frame(curves()).table.query("group == 'c2'")
-    assert one.misfit_coords == misfit_coords(("n_params",), {"n_params": runs["n_params"]})
+    anchor = one.misfit_coords.anchor
+    assert set(anchor) == {"E", "A", "alpha"}  # the curve's exact-law mode
+    assert one.misfit_coords == misfit_coords(("n_params",), {"n_params": runs["n_params"]}, anchor)
     assert one.tree.attrs["target_accept"] == 0.9
     with pytest.warns(bs.ExtrapolationWarning):
         table = bs.forecast(one, pd.DataFrame({"n_params": [1e12]}), seed=0).summary()

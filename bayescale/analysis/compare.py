@@ -268,9 +268,11 @@ def _refit_draws(
     law = fit.law
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, fit.noise, fit.misfit)
+    anchor = None if fit.misfit is None else fit.misfit_coords.anchor
     inputs = model_inputs(
-        law, fit.data, priors, centre=centre, mask=train, misfit=fit.misfit is not None
-    )
+        law, fit.data, priors, centre=centre, mask=train, misfit=fit.misfit is not None,
+        anchor=anchor,
+    )  # fmt: skip
     n = settings.num_chains
     if init is None:
         start = start_from_prior(law, priors, n, fit.misfit)

@@ -26,7 +26,12 @@ import numpy as np
 from bayescale.inference.fit import Fit
 from bayescale.io.data import ScalingData
 from bayescale.model.likelihoods import Likelihood
-from bayescale.model.misfit import MisfitCoords, coordinate_columns, misfit_draws_at
+from bayescale.model.misfit import (
+    MisfitCoords,
+    coordinate_columns,
+    law_jacobian,
+    misfit_draws_at,
+)
 
 __all__ = ["Prediction", "misfit_delta", "posterior_draws", "predictive"]
 
@@ -90,7 +95,7 @@ def misfit_delta(
 ) -> np.ndarray | None:
     """The misfit ``(draw, point)`` of ``draws`` at points given by ``columns``; None without one.
 
-    ``columns`` holds each input column the misfit's coordinates need (`coordinate_columns`),
+    ``columns`` holds each input column the misfit needs (`coordinate_columns`),
     ``draws`` the misfit sites (as `posterior_draws` gives them), ``coords`` where the fitted
     runs lie (the fit's by default; a refit on a subset of runs passes its own).
     """
@@ -98,7 +103,11 @@ def misfit_delta(
         return None
     coords = fit.misfit_coords if coords is None else coords
     mf = {k: v for k, v in draws.items() if k.startswith("misfit_")}
-    return misfit_draws_at(fit.misfit, coords, mf, columns, rng)
+    jac = None
+    if coords.anchor is not None and "misfit_shift" in mf:
+        logx = {v: np.log(np.asarray(columns[v], np.float64)) for v in fit.law.variables}
+        jac = law_jacobian(fit.law, coords.anchor, logx)
+    return misfit_draws_at(fit.misfit, coords, mf, columns, rng, jac)
 
 
 def predictive(

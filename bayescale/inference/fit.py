@@ -615,9 +615,21 @@ def _fit_groups(
     lone = lone_fits(law, data, labels, noise, seed) if used else []
     differ = bool(used) and exponents_differ(law, data, labels, noise, seed, lone=lone)
     floor = "share" if differ else "log"
+    anchors = None
+    if misfit is not None:  # each group's exact-law mode: its walk's anchor
+        anchors = {}
+        group_of = data.table["group"].astype(str).to_numpy()
+        for i, g in enumerate(labels):
+            if lone and lone[i] is not None:
+                anchors[g] = {k: float(lone[i].mode[k]) for k in law.param_names}
+                continue
+            sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
+            own = resolve_priors(law, sub, None, noise.name)
+            anchors[g] = exact_mode(law, sub, own, noise, seed)
     inputs, priors_, centres = group_inputs(
-        law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit)
-    )
+        law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit),
+        anchors=anchors,
+    )  # fmt: skip
     model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
     ridge = model.ridge
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
@@ -894,7 +906,10 @@ def _fit(
     **attrs: Any,
 ) -> Fit:
     """The fit of validated inputs: the one place a `Fit` is built from the engine's output."""
-    inputs = model_inputs(law, data, priors, misfit=misfit is not None)
+    anchor = None
+    if misfit is not None and method != "huber":
+        anchor = exact_mode(law, data, priors, noise, seed)
+    inputs = model_inputs(law, data, priors, misfit=misfit is not None, anchor=anchor)
     centre = {v: float(c) for v, c in inputs.centre.items()}
     if misfit is not None:
         attrs = {**attrs, "misfit": misfit.to_json(), "misfit_coords": inputs.coords.to_json()}
@@ -950,6 +965,29 @@ def _fit(
     result = Fit(tree, law, priors, data)
     warn_convergence(result.problems())
     return result
+
+
+def exact_mode(
+    law: Law,
+    data: ScalingData,
+    priors: Priors,
+    noise: Likelihood,
+    seed: int,
+    mask: np.ndarray | None = None,
+) -> dict[str, float] | None:
+    """The exact law's posterior mode on the runs ``mask`` selects: the misfit's anchor.
+
+    The misfit is made orthogonal to the law's Jacobian there (`bayescale.model.misfit.
+    orthogonal`); None where no finite mode is found (the misfit is then not orthogonalised).
+    """
+    families = tuple((k, p.family) for k, p in priors.items())
+    model = build_model(law, families, noise, None)
+    inputs = model_inputs(law, data, priors, mask=mask)
+    lap = laplace_fit(model, inputs, start_from_prior(law, priors, 1), seed, 1)
+    mode = {k: float(lap.mode[k]) for k in law.param_names if k in lap.mode}
+    if len(mode) < len(law.param_names) or not all(np.isfinite(list(mode.values()))):
+        return None
+    return mode
 
 
 def _start(

@@ -44,6 +44,7 @@ Contracts
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -84,6 +85,8 @@ from bayescale.model.misfit import (
     Misfit,
     MisfitCoords,
     draw_indicator,
+    law_jacobian,
+    orthogonal,
     resolve_misfit,
 )
 from bayescale.model.priors import Prior, Priors, resolve_priors
@@ -267,6 +270,58 @@ def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> An
         return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, 0, pilot)
 
     return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def _mode_program(model: Any) -> Any:
+    """Compiled exact-law modes: ``run(starts, args) -> sites`` at each lane's mode.
+
+    `_mode` from each curve's prior start (one chain), the sites in the model's units: the
+    anchors of the curves' misfits (`bayescale.model.misfit.orthogonal`).
+    """
+    import jax
+    from numpyro.infer.util import constrain_fn
+
+    def run(starts: Any, args: Any) -> Any:
+        mapped = _coordinates(model, starts, args)
+        potential = _potential(model, mapped)
+
+        def lane(start: Any, a: Any) -> Any:
+            start = jax.tree_util.tree_map(lambda v: v[0], start)
+            y = _mode(lambda c: potential(c, a), _search_start(model, start, a))
+            return constrain_fn(model, a, {}, mapped(y, a)[0], return_deterministic=True)
+
+        return jax.vmap(lane)(starts, args)
+
+    return jax.jit(run)
+
+
+def _anchors(
+    law: Law,
+    families: tuple[tuple[str, str], ...],
+    noise: Likelihood,
+    curves: list[tuple[Any, Priors]],
+    args: tuple[Any, ...],
+) -> list[dict[str, float] | None]:
+    """Each curve's exact-law mode (its misfit's anchor), in blocks of `BLOCK` curves.
+
+    Fixed blocks (the last padded with copies), as the sampler's, so that a curve's anchor
+    does not depend on how many curves are fitted with it.
+    """
+    model = build_model(_same_law(law), families, noise, None)
+    exact_args = (*args[:5], None)
+    starts = [start_from_prior(law, pri, 1) for _, pri in curves]
+    starts_ = {k: np.stack([s[k] for s in starts]) for k in starts[0]}
+    n = len(curves)
+    program = _mode_program(model)
+    out: list[dict[str, float] | None] = []
+    for first in range(0, n, BLOCK):
+        idx = np.minimum(np.arange(first, first + BLOCK), n - 1)
+        sites = program(_take(starts_, idx), _take(exact_args, idx))
+        for j in range(min(BLOCK, n - first)):
+            mode = {k: float(sites[k][j]) for k in law.param_names}
+            out.append(mode if all(np.isfinite(list(mode.values()))) else None)
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -879,6 +934,9 @@ def fit_many(
         raise OptionError("every curve must have priors of the same families.")
     (families_,) = families
     args, starts = _stack(law_, curves, settings.num_chains, spec)
+    if spec is not None:  # each curve's walk orthogonal to its law at its exact-law mode
+        anchors = _anchors(law_, families_, noise, curves, args)
+        curves, args = _orthogonal_curves(law_, curves, anchors, args)
     keys = curve_keys(seed, np.arange(len(names)), settings.num_chains)
     show = progress_default() if progress_bar is None else bool(progress_bar)
     sites, stats = _run(
@@ -979,6 +1037,44 @@ def _stack(
     per_curve = [start_from_prior(law, pri, num_chains, misfit) for _, pri in curves]
     starts = {k: np.stack([s[k] for s in per_curve]) for k in per_curve[0]}
     return args, starts
+
+
+def _orthogonal_curves(
+    law: Law,
+    curves: list[tuple[Any, Priors]],
+    anchors: list[dict[str, float] | None],
+    args: tuple[Any, ...],
+) -> tuple[list[tuple[Any, Priors]], tuple[Any, ...]]:
+    """The curves' misfit inputs made orthogonal to their laws at ``anchors``.
+
+    Returns the curves with the anchor in their coordinates (for each curve's own `Fit`) and
+    the stacked arguments with ``q``, ``m`` and ``jac`` (`bayescale.model.misfit.orthogonal`;
+    zeros for a curve without an anchor: its misfit is then not orthogonalised).
+    """
+    logx, mf = args[0], dict(args[5])
+    width, p = mf["t"].shape[1], len(law.param_names)
+    parts = {k: np.zeros((len(curves), width, p), np.float32) for k in ("q", "jac")}
+    parts["m"] = np.zeros((len(curves), p, p), np.float32)
+    fallback = next((a for a in anchors if a is not None), None)
+    if fallback is None:
+        return curves, args
+    known = [fallback if a is None else a for a in anchors]  # unused rows for the former
+    theta = {k: np.array([a[k] for a in known]) for k in law.param_names}
+    jac = law_jacobian(law, theta, {v: np.asarray(x, np.float64) for v, x in logx.items()})
+    out = []
+    for i, ((inputs, pri), anchor) in enumerate(zip(curves, anchors, strict=True)):
+        if anchor is not None:
+            n = inputs.n_runs
+            got = orthogonal(jac[i, :n], np.ones(n, bool))
+            for k in ("q", "jac"):
+                parts[k][i, :n] = got[k]
+            parts["m"][i] = got["m"]
+            inputs = dataclasses.replace(
+                inputs, coords=dataclasses.replace(inputs.coords, anchor=anchor)
+            )
+        out.append((inputs, pri))
+    mf.update(parts)
+    return out, (*args[:5], mf)
 
 
 def _take(tree: Any, index: np.ndarray) -> Any:

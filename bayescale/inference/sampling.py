@@ -859,12 +859,17 @@ def build_tree(
     dims: dict[str, list[str]] = {OBS: ["run"]}
     dims.update({k: ["knot"] for k in posterior if k.endswith("_knots")})
     coords: dict[str, Any] = {"run": np.arange(data.n_runs)}
+    if "misfit_shift" in posterior:  # the law's share of the walks (`misfit.orthogonal`)
+        dims["misfit_shift"] = ["law_parameter"]
+        coords["law_parameter"] = np.asarray(law.param_names, dtype=str)
     if groups is not None:
         coords["group"] = np.asarray(list(groups), dtype=str)
         dims.update({k: ["group"] for k, v in posterior.items() if v.ndim == 3})
         for k, v in posterior.items():
             if k.endswith("_knots") and v.ndim == 4:  # each group's misfit walk (scales shared)
                 dims[k] = ["group", "knot"]
+        if "misfit_shift" in posterior and posterior["misfit_shift"].ndim == 4:
+            dims["misfit_shift"] = ["group", "law_parameter"]
     if stats is not None:
         groups_["sample_stats"] = {
             "diverging": np.asarray(stats["diverging"]).astype(bool),

@@ -41,7 +41,9 @@ from bayescale.model.misfit import (
     Misfit,
     MisfitCoords,
     coordinate_columns,
+    law_jacobian,
     misfit_coords,
+    orthogonal,
     sample_delta,
 )
 from bayescale.model.priors import Priors
@@ -132,12 +134,15 @@ def model_inputs(
     pad: bool = True,
     misfit: bool = False,
     coords: MisfitCoords | None = None,
+    anchor: Mapping[str, float] | None = None,
 ) -> ModelInputs:
     """Arrays for the model, padded to `bucket_size` rows unless ``pad=False``.
 
     ``centre`` defaults to the mean log inputs of the runs selected by ``mask`` (all runs when
     ``mask`` is None); only those runs are scored. With ``misfit``, the misfit's coordinates
-    (``coords``, default: from the runs selected by ``mask``) are added.
+    (``coords``, default: from the runs selected by ``mask``, orthogonal to the law at
+    ``anchor`` when it is given) are added; where the coordinates carry an anchor, the inputs
+    of `bayescale.model.misfit.orthogonal` for the scored runs too.
     """
     f32 = np.float32
     n = data.n_runs
@@ -161,11 +166,15 @@ def model_inputs(
     if misfit:
         if coords is None:
             fitted = {v: data.column(v)[mask_] for v in law.variables}
-            coords = misfit_coords(law.variables, fitted)
+            coords = misfit_coords(law.variables, fitted, anchor)
         t, r = coords.scaled({k: data.column(k) for k in coordinate_columns(coords, law.variables)})
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         extra["t"][:n], extra["r"][:n] = t, r
         extra["half"] = np.asarray(coords.half, f32)
+        if coords.anchor is not None:
+            lx = {v: x.astype(np.float64) for v, x in logx.items()}
+            jac = law_jacobian(law, coords.anchor, lx)
+            extra.update({k: v.astype(f32) for k, v in orthogonal(jac, full_mask).items()})
     return ModelInputs(logx, centre_, hyper, log_loss, full_mask, n, extra, coords)
 
 

@@ -74,8 +74,10 @@ from bayescale.model.misfit import (
     MISFIT_SITES,
     Misfit,
     MisfitCoords,
+    law_jacobian,
     misfit_coords,
     new_walk_knots,
+    orthogonal,
 )
 from bayescale.model.priors import Priors, resolve_priors
 
@@ -304,6 +306,7 @@ def group_inputs(
     likelihood: str,
     floor: str = "log",
     misfit: bool = False,
+    anchors: Mapping[str, Mapping[str, float] | None] | None = None,
 ) -> tuple[GroupInputs, Priors, dict[str, dict[str, float]]]:
     """The model's arrays, the printable priors and each group's centre.
 
@@ -314,7 +317,9 @@ def group_inputs(
     ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log). ``floor``
     (`FLOOR_POOLINGS`) says how a pooled floor is pooled: ``"log"`` its log, ``"share"`` the
     logit of its share of each group's smallest loss (the module notes). With ``misfit``, each
-    group's misfit coordinates come from its own runs (its walk spans its own range).
+    group's misfit coordinates come from its own runs (its walk spans its own range), and
+    where ``anchors`` gives a group's exact-law mode its walk is made orthogonal to its law
+    there (`bayescale.model.misfit.orthogonal`).
     """
     if floor not in FLOOR_POOLINGS:
         raise OptionError(f"floor pooling is one of {FLOOR_POOLINGS}; received {floor!r}.")
@@ -408,12 +413,24 @@ def group_inputs(
     if misfit:
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         coords = {}
+        p = len(law.param_names)
+        if anchors is not None:
+            ortho = {"q": np.zeros((size, p)), "jac": np.zeros((size, p))}
+            ortho["m"] = np.zeros((len(labels), p, p))
         for i, g in enumerate(labels):
             rows = np.flatnonzero(gidx == i)
             cols = {c: data.column(c)[rows] for c in law.variables}
-            coords[g] = misfit_coords(law.variables, cols)
+            anchor = None if anchors is None else anchors.get(g)
+            coords[g] = misfit_coords(law.variables, cols, anchor)
             extra["t"][rows], extra["r"][rows] = coords[g].scaled(cols)
+            if anchor is not None:  # the group's walk against its own law
+                lx = {v: np.log(np.asarray(x, np.float64)) for v, x in cols.items()}
+                parts = orthogonal(law_jacobian(law, anchor, lx), np.ones(len(rows), bool))
+                ortho["q"][rows], ortho["jac"][rows] = parts["q"], parts["jac"]
+                ortho["m"][i] = parts["m"]
         extra["half"] = np.array([coords[g].half for g in labels], f32)
+        if anchors is not None:
+            extra.update({k: v.astype(f32) for k, v in ortho.items()})
     inputs = GroupInputs(logx, gidx_, centre_arr, hyper, log_loss, mask, n, extra, coords)
     return inputs, out, centres
 

@@ -48,9 +48,11 @@ __all__ = [
     "Misfit",
     "MisfitCoords",
     "draw_indicator",
+    "law_jacobian",
     "misfit_coords",
     "misfit_draws_at",
     "new_walk_knots",
+    "orthogonal",
     "resolve_misfit",
     "sample_delta",
 ]
@@ -148,12 +150,17 @@ class MisfitCoords:
         Mean of ``log10(D / N)`` over the fitted runs (0 without tilt).
     tilt : bool
         Whether the law has both ``n_params`` and ``n_tokens`` (a tilt term).
+    anchor : dict or None
+        The law's parameters where the misfit is made orthogonal to the law (`orthogonal`):
+        the exact law's mode on the fitted runs. None: not orthogonalised (files of earlier
+        versions).
     """
 
     u_mid: float
     half: float
     r_mid: float
     tilt: bool
+    anchor: dict[str, float] | None = None
 
     def to_json(self) -> str:
         """The coordinates as JSON (for file attributes)."""
@@ -177,11 +184,15 @@ def _raw(tilt: bool, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.
         n = np.asarray(columns["n_params"], np.float64)
         d = np.asarray(columns["n_tokens"], np.float64)
         return np.log10(6.0 * n * d), np.log10(d / n)
-    ((_, x),) = columns.items()
+    x = next(iter(columns.values()))  # the law's one variable comes first
     return np.log10(np.asarray(x, np.float64)), None
 
 
-def misfit_coords(variables: tuple[str, ...], columns: Mapping[str, np.ndarray]) -> MisfitCoords:
+def misfit_coords(
+    variables: tuple[str, ...],
+    columns: Mapping[str, np.ndarray],
+    anchor: Mapping[str, float] | None = None,
+) -> MisfitCoords:
     """The coordinates of a law's fitted runs (``columns``: variable -> values)."""
     tilt = "n_params" in variables and "n_tokens" in variables
     if tilt:
@@ -191,13 +202,23 @@ def misfit_coords(variables: tuple[str, ...], columns: Mapping[str, np.ndarray])
     u, r = _raw(tilt, cols)
     lo, hi = float(np.min(u)), float(np.max(u))
     return MisfitCoords(
-        0.5 * (lo + hi), max(0.5 * (hi - lo), 0.05), float(np.mean(r)) if tilt else 0.0, tilt
+        0.5 * (lo + hi),
+        max(0.5 * (hi - lo), 0.05),
+        float(np.mean(r)) if tilt else 0.0,
+        tilt,
+        None if anchor is None else {k: float(v) for k, v in anchor.items()},
     )
 
 
 def coordinate_columns(coords: MisfitCoords, variables: tuple[str, ...]) -> tuple[str, ...]:
-    """The input columns the misfit's coordinates are computed from."""
-    return ("n_params", "n_tokens") if coords.tilt else (variables[0],)
+    """The input columns the misfit is computed from (with an anchor, every input of the law).
+
+    Its coordinates' columns come first; a misfit orthogonal to the law (`orthogonal`) needs
+    the law's Jacobian at the points, so every other input of the law follows.
+    """
+    own = ("n_params", "n_tokens") if coords.tilt else (variables[0],)
+    extra = tuple(v for v in variables if v not in own) if coords.anchor is not None else ()
+    return own + extra
 
 
 def knots(spec: Misfit) -> np.ndarray:
@@ -256,6 +277,82 @@ def basis(spec: Misfit) -> np.ndarray:
     return vecs[:, 2:] * np.sqrt(np.maximum(vals[2:], 0.0))
 
 
+def law_jacobian(law: Any, anchor: Mapping[str, Any], logx: Mapping[str, Any]) -> np.ndarray:
+    """``(..., n, p)``: d log f / d theta of ``law`` at ``anchor`` at points ``logx`` (float64).
+
+    Parameters in ``law.param_names`` order; ``logx`` maps each variable to natural logs
+    ``(n,)``. With a leading curve axis (``anchor`` values ``(c,)``, ``logx`` ``(c, n)``), one
+    Jacobian per curve.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    names = law.param_names
+    with jax.enable_x64(True):
+        theta = jnp.stack([jnp.asarray(anchor[k], jnp.float64) for k in names], axis=-1)
+        lx = {v: jnp.asarray(x, jnp.float64) for v, x in logx.items()}
+
+        def one(th: Any, x: Mapping[str, Any]) -> Any:
+            n = next(iter(x.values())).shape[-1]
+
+            def curve(t: Any) -> Any:
+                return jnp.broadcast_to(law.fn(dict(zip(names, t, strict=True)), x), (n,))
+
+            return jax.jacfwd(curve)(th)
+
+        if theta.ndim == 1:
+            return np.asarray(one(theta, lx), np.float64)
+        return np.asarray(jax.vmap(one)(theta, lx), np.float64)
+
+
+def orthogonal(jac: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
+    """The misfit's inputs that make its values at the scored runs orthogonal to the law.
+
+    A misfit free to take any shape competes with the law's parameters: a walk can mimic a
+    change of exponent, and the law's parameters then move to make room for it (as in the
+    calibration of computer models with a discrepancy term, Kennedy and O'Hagan 2001, where
+    Plumlee 2017 makes the discrepancy orthogonal to the model's gradient). So the model
+    removes from each draw's delta its least-squares projection on the columns of ``jac``
+    (the law's Jacobian at the runs, `law_jacobian` at the exact law's mode): what the law can
+    express belongs to the law. The removed part is the shift ``b`` of the law's parameters
+    with ``J b`` equal to the projection; at any other point the misfit is ``delta - J b``.
+
+    Returns ``q`` ``(n, p)`` (an orthonormal basis of the scored rows' Jacobian, zero rows
+    elsewhere, padded with zero columns to ``p``), ``m`` ``(p, p)`` (``b = m @ q.T @ delta``)
+    and ``jac`` ``(n, p)`` itself.
+    """
+    n, p = jac.shape
+    j = np.where(np.asarray(scored, bool)[:, None], jac, 0.0)
+    scale = np.linalg.norm(j, axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    u, s, vt = np.linalg.svd(j / scale, full_matrices=False)
+    keep = s > 1e-6 * max(float(s[0]), 1e-300)
+    q = np.zeros((n, p))
+    m = np.zeros((p, p))
+    q[:, : keep.sum()] = u[:, keep]
+    m[:, : keep.sum()] = (vt[keep].T / s[keep]) / scale[:, None]
+    return {"q": q, "m": m, "jac": np.asarray(jac, np.float64)}
+
+
+def _orthogonalise(delta: Any, inputs: Mapping[str, Any], group: Any, n_groups: int) -> Any:
+    """``delta`` less its projection on the law (`orthogonal`); records ``misfit_shift``."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+
+    q = inputs["q"]
+    if group is None:
+        c = q.T @ delta
+        shift = inputs["m"] @ c
+        out = delta - inputs["jac"] @ shift
+    else:  # each group's walk against its own law
+        c = jax.ops.segment_sum(q * delta[:, None], group, num_segments=n_groups)
+        shift = jnp.einsum("gpk,gk->gp", inputs["m"], c)
+        out = delta - jnp.sum(inputs["jac"] * shift[group], axis=-1)
+    numpyro.deterministic("misfit_shift", shift)
+    return out
+
+
 def sample_delta(
     spec: Misfit, tilt: bool, inputs: Mapping[str, Any], group: Any = None, n_groups: int = 0
 ) -> Any:
@@ -295,6 +392,8 @@ def sample_delta(
     delta = at_runs(knots_of("level"))
     if tilt:
         delta = delta + at_runs(knots_of("tilt")) * inputs["r"]
+    if "q" in inputs:
+        delta = _orthogonalise(delta, inputs, group, n_groups)
     return delta
 
 
@@ -318,6 +417,7 @@ def misfit_draws_at(
     posterior: Mapping[str, np.ndarray],
     columns: Mapping[str, np.ndarray],
     rng: np.random.Generator,
+    jac: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draws of delta at new points: ``(draw, point)``, float64.
 
@@ -327,7 +427,9 @@ def misfit_draws_at(
     ones' increments). ``posterior`` holds flattened draws of ``misfit_level``,
     ``misfit_level_knots`` ``(draw, knots)`` and, with tilt, ``misfit_tilt`` and
     ``misfit_tilt_knots``; with ``p_exact > 0``, ``misfit_on`` (0 where the draw is the exact
-    law) multiplies delta.
+    law) multiplies delta. With ``jac`` (the law's Jacobian at the points, at
+    ``coords.anchor``) and ``misfit_shift`` in ``posterior``, the orthogonalised misfit
+    ``delta - jac @ shift`` (`orthogonal`).
     """
     t, r = coords.scaled(columns)
     weights = _interp_weights_np(t, spec)
@@ -345,6 +447,8 @@ def misfit_draws_at(
             path = np.cumsum(np.sqrt(steps)[None] * rng.standard_normal((n_draw, len(t))), axis=1)
             values[:, order] += scale * path
         out += values * (r[None] if name == "tilt" else 1.0)
+    if jac is not None and "misfit_shift" in posterior:
+        out -= np.asarray(posterior["misfit_shift"], np.float64).reshape(n_draw, -1) @ jac.T
     return out * on[:, None]
 
 
