@@ -213,7 +213,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         columns=_columns(args.column),
         method=args.method,
         likelihood=args.likelihood,
-        misfit=True if args.misfit else None,
+        misfit=args.misfit,
         num_chains=args.chains,
         num_warmup=args.warmup,
         num_samples=args.samples,
@@ -637,7 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise model of the log loss (default student_t: robust to outlying runs)",
     )
     p.add_argument(
-        "--misfit", action="store_true", help="model the law's own misfit (wider far forecasts)"
+        "--misfit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model the law's own misfit (the default: forecasts widen with distance); "
+        "--no-misfit fits the exact law",
     )
     p.add_argument("--variable", default=None, help="scaling variable of one-variable laws")
     p.add_argument("--breaks", type=int, default=None, help="breaks of broken_power_law")

@@ -88,7 +88,9 @@ def test_four_digit_addition_fit_with_the_defaults(bnsl):
     fit_rows, held_out = bnsl
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        fit = bs.fit(fit_rows, "broken_power_law", variable="data_size", breaks=1, seed=0)
+        fit = bs.fit(
+            fit_rows, "broken_power_law", variable="data_size", breaks=1, seed=0, misfit=False
+        )
     summary = fit.summary()
     assert summary["r_hat"].max() <= 1.01
     assert int(fit.tree["sample_stats"]["diverging"].values.sum()) == 0

@@ -38,8 +38,18 @@ def test_fit_prints_the_summary_and_saves(runs_csv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Posterior summary" in captured.out and "alpha" in captured.out
+    assert "misfit_level" in captured.out  # the default model: the law with its misfit
     assert "Diagnostics:" in captured.out
     assert out.is_file()
+
+
+def test_no_misfit_asks_for_the_exact_law(runs_csv):
+    from bayescale.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", str(runs_csv)]).misfit is None  # fit's default: the misfit
+    assert parser.parse_args(["fit", str(runs_csv), "--no-misfit"]).misfit is False
+    assert parser.parse_args(["fit", str(runs_csv), "--misfit"]).misfit is True
 
 
 def test_errors_are_one_line_on_stderr(runs_csv, capsys):
@@ -54,6 +64,7 @@ def test_errors_are_one_line_on_stderr(runs_csv, capsys):
     assert "column 'nope' not in data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     code = main(["demo", "--out", str(tmp_path / "demo"), "--warmup", "300", "--samples", "300"])
     captured = capsys.readouterr()
@@ -114,7 +125,13 @@ def test_check_compare_and_breaks(sim_fit, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verdict" in out and "Interval coverage" in out
     other = bs.fit(
-        sim_fit.data.table, "power_law", variable="compute", num_warmup=300, num_samples=300, seed=2
+        sim_fit.data.table,
+        "power_law",
+        variable="compute",
+        num_warmup=300,
+        num_samples=300,
+        seed=2,
+        misfit=False,
     ).save(tmp_path / "power.nc")
     assert main(["compare", str(path), str(other)]) == 0
     out = capsys.readouterr().out
@@ -353,7 +370,7 @@ def test_a_grouped_fit_says_on_which_scale_its_population_lies(tmp_path, capsys)
     ]
     pd.concat(frames).to_csv(tmp_path / "runs.csv", index=False)
     args = ["fit", str(tmp_path / "runs.csv"), "--law", "power_law", "--group", "family"]
-    code = main([*args, "--pool", "alpha", "--warmup", "100", "--samples", "100"])
+    code = main([*args, "--pool", "alpha", "--warmup", "100", "--samples", "100", "--no-misfit"])
     out = capsys.readouterr().out
     assert code == 0
     assert "population medians: alpha_mu=" in out and "(mean of log alpha)" in out

@@ -32,7 +32,7 @@ LOO_COLUMNS = [
 
 @pytest.fixture(scope="module")
 def epoch_fits(epoch_fit, epoch_240):
-    kaplan = bs.fit(epoch_240, "kaplan", num_warmup=500, num_samples=500, seed=0)
+    kaplan = bs.fit(epoch_240, "kaplan", num_warmup=500, num_samples=500, seed=0, misfit=False)
     return {"chinchilla": epoch_fit, "kaplan": kaplan}
 
 
@@ -151,8 +151,16 @@ def test_stack_validation(epoch_fits):
 @pytest.fixture(scope="module")
 def small_fits():
     runs = bs.simulate("power_law", seed=3)
-    a = bs.fit(runs, "power_law", num_warmup=500, num_samples=500, seed=0)
-    b = bs.fit(runs, "power_law", likelihood="normal", num_warmup=500, num_samples=500, seed=0)
+    a = bs.fit(runs, "power_law", num_warmup=500, num_samples=500, seed=0, misfit=False)
+    b = bs.fit(
+        runs,
+        "power_law",
+        likelihood="normal",
+        num_warmup=500,
+        num_samples=500,
+        seed=0,
+        misfit=False,
+    )
     return {"student_t": a, "normal": b}
 
 

@@ -40,7 +40,7 @@ def test_missing_column_lists_what_exists():
         match=r"(?s)column 'n_tokens' not in data.*Training FLOP.*"
         r"derive D = C / \(6 N\)",
     ):
-        bs.fit(_frame().rename(columns={"Model Size": "n_params"}), "chinchilla")
+        bs.fit(_frame().rename(columns={"Model Size": "n_params"}), "chinchilla", misfit=False)
 
 
 def test_non_positive_and_non_finite_values_name_the_rows():

@@ -26,7 +26,7 @@ def ladder() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fit(ladder) -> bs.Fit:
     """MAP + Laplace (2000 draws): a fast posterior with draws for the plumbing."""
-    return bs.fit(ladder, method="map", num_samples=2000, seed=0)
+    return bs.fit(ladder, method="map", num_samples=2000, seed=0, misfit=False)
 
 
 def _runs(**cols) -> pd.DataFrame:
@@ -177,7 +177,7 @@ def test_bad_input_says_what_and_how(fit, kwargs, error, message):
 
 def test_a_one_variable_law_is_refused():
     runs = bs.simulate("power_law", seed=0)
-    fit = bs.fit(runs, "power_law", method="map", num_samples=200)
+    fit = bs.fit(runs, "power_law", method="map", num_samples=200, misfit=False)
     with pytest.raises(bs.OptionError, match="law of n_params and n_tokens"):
         bs.design(fit, "grid", TARGET)
 

@@ -45,8 +45,8 @@ def test_progress_bar_does_not_change_the_draws(runs):
 def test_a_different_seed_gives_different_draws(runs):
     # default draws: at 4 x 500, r_hat of this curve lands near 1.01 by chance (seeds 5-16:
     # 1.000 to 1.017, before and after the ridge coordinates); at 4 x 1000, 1.003
-    a = bs.fit(runs, "power_law", seed=5, progress_bar=False)
-    b = bs.fit(runs, "power_law", seed=6, progress_bar=False)
+    a = bs.fit(runs, "power_law", seed=5, progress_bar=False, misfit=False)
+    b = bs.fit(runs, "power_law", seed=6, progress_bar=False, misfit=False)
     assert not np.array_equal(a.posterior["alpha"].values, b.posterior["alpha"].values)
 
 
@@ -244,12 +244,12 @@ def test_padding_leaves_the_posterior_unchanged(runs):
 
 def test_convergence_warning_points_at_the_callers_line(runs):
     with pytest.warns(bs.ConvergenceWarning) as record:
-        bs.fit(runs, "power_law", num_warmup=3, num_samples=8, num_chains=2, seed=0)
+        bs.fit(runs, "power_law", num_warmup=3, num_samples=8, num_chains=2, seed=0, misfit=False)
     assert {os.path.basename(w.filename) for w in record} == {"test_engine.py"}
 
 
 def test_extrapolation_warning_points_at_the_callers_line(runs):
-    fit = bs.fit(runs, "power_law", method="map", seed=0)
+    fit = bs.fit(runs, "power_law", method="map", seed=0, misfit=False)
     with pytest.warns(bs.ExtrapolationWarning) as record:
         bs.forecast(fit, {"n_params": [1e15]})
     assert {os.path.basename(w.filename) for w in record} == {"test_engine.py"}
@@ -262,14 +262,14 @@ def test_find_stack_level_counts_frames_outside_the_package():
 @pytest.mark.parametrize(
     ("call", "kind"),
     [
-        (lambda r: bs.fit(r, "chinchila"), bs.LawError),
-        (lambda r: bs.fit(r, "power_law", method="mcmc"), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", likelihood="cauchy"), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", seed=-1), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", num_warmup=-5), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", target_accept=1.5), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", init="median"), bs.OptionError),
-        (lambda r: bs.fit(r, "power_law", nu=-1.0), bs.OptionError),
+        (lambda r: bs.fit(r, "chinchila", misfit=False), bs.LawError),
+        (lambda r: bs.fit(r, "power_law", method="mcmc", misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", likelihood="cauchy", misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", seed=-1, misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", num_warmup=-5, misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", target_accept=1.5, misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", init="median", misfit=False), bs.OptionError),
+        (lambda r: bs.fit(r, "power_law", nu=-1.0, misfit=False), bs.OptionError),
     ],
 )
 def test_every_input_problem_is_a_bayescale_error(runs, call, kind):

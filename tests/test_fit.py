@@ -78,16 +78,18 @@ def test_too_short_run_warns_naming_parameters():
     # positive control: 20 warm-up steps cannot adapt a dense mass matrix
     runs = bs.simulate("chinchilla", seed=5)
     with pytest.warns(ConvergenceWarning, match=r"(r_hat above 1\.01|ESS below).* for .*alpha"):
-        result = bs.fit(runs, "chinchilla", num_warmup=20, num_samples=30, seed=3)
+        result = bs.fit(runs, "chinchilla", num_warmup=20, num_samples=30, seed=3, misfit=False)
     assert "WARNING" in repr(result)
 
 
 def test_prior_override_and_errors():
     runs = bs.simulate("power_law", seed=2)
     with pytest.raises(PriorError, match=r"'alpah'.*Did you mean 'alpha'"):
-        bs.fit(runs, "power_law", priors={"alpah": bs.Prior("Normal", loc=0, scale=1)})
+        bs.fit(
+            runs, "power_law", priors={"alpah": bs.Prior("Normal", loc=0, scale=1)}, misfit=False
+        )
     with pytest.raises(PriorError, match=r"must be a bayescale.Prior"):
-        bs.fit(runs, "power_law", priors={"alpha": 0.3})
+        bs.fit(runs, "power_law", priors={"alpha": 0.3}, misfit=False)
     with pytest.raises(PriorError, match=r"Normal takes parameters \['loc', 'scale'\]"):
         bs.Prior("Normal", mu=0, sigma=1)
     tight = bs.fit(
@@ -96,6 +98,7 @@ def test_prior_override_and_errors():
         method="map",
         seed=0,
         priors={"alpha": bs.Prior("LogNormal", loc=np.log(0.2), scale=0.01)},
+        misfit=False,
     )
     assert tight.summary().loc["alpha", "median"] == pytest.approx(0.2, rel=0.05)
 
@@ -103,12 +106,12 @@ def test_prior_override_and_errors():
 def test_bad_arguments():
     runs = bs.simulate("power_law", seed=2)
     with pytest.raises(ValueError, match=r"unknown method 'mcmc'\. Available: nuts, map, huber"):
-        bs.fit(runs, "power_law", method="mcmc")
+        bs.fit(runs, "power_law", method="mcmc", misfit=False)
     with pytest.raises(ValueError, match=r"unknown likelihood 'cauchy'"):
-        bs.fit(runs, "power_law", likelihood="cauchy")
+        bs.fit(runs, "power_law", likelihood="cauchy", misfit=False)
     grouped = runs.assign(group=np.where(np.arange(len(runs)) % 2, "a", "b"))
     with pytest.raises(bs.BayescaleError, match="has 2 groups"):
-        bs.fit(grouped, "power_law")
+        bs.fit(grouped, "power_law", misfit=False)
 
 
 def test_load_refuses_a_law_registered_over_the_saved_one(tmp_path):
@@ -146,11 +149,11 @@ def test_load_refuses_a_law_registered_over_the_saved_one(tmp_path):
 
 def test_map_fit_says_it_has_no_chains_and_reports_a_mode_at_a_prior_bound():
     runs = bs.simulate("power_law", seed=2)  # alpha = 0.345 in truth
-    fit = bs.fit(runs, "power_law", method="map", seed=0)
+    fit = bs.fit(runs, "power_law", method="map", seed=0, misfit=False)
     assert "diagnostics: ok" not in repr(fit) and "no chains" in repr(fit)
     capped = {"alpha": bs.Prior("Uniform", low=0.05, high=0.2)}
     with pytest.warns(ConvergenceWarning, match=r"MAP estimate of alpha sits at the upper bound"):
-        bounded = bs.fit(runs, "power_law", method="map", seed=0, priors=capped)
+        bounded = bs.fit(runs, "power_law", method="map", seed=0, priors=capped, misfit=False)
     assert "Uniform(low=0.05, high=0.2)" in bounded.problems()[0]
     assert "WARNING" in repr(bounded)
 
@@ -166,13 +169,15 @@ def test_map_fit_reports_a_laplace_failure(monkeypatch):
 
     monkeypatch.setattr(fit_module, "laplace_fit", not_positive_definite)
     with pytest.warns(ConvergenceWarning, match="Hessian not positive definite"):
-        fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+        fit = bs.fit(
+            bs.simulate("power_law", seed=2), "power_law", method="map", seed=0, misfit=False
+        )
     assert fit.problems() == ["Hessian not positive definite."]
     assert "WARNING: Hessian not positive definite." in repr(fit)
 
 
 def test_summary_of_an_unidentified_fit_has_no_inf_sd_and_no_overflow_warning():
-    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0)
+    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", seed=0, misfit=False)
     post = fit.tree["posterior"].to_dataset()
     rng = np.random.default_rng(0)
     shape = post["A"].shape  # amplitudes of an unidentified law wander to the float range

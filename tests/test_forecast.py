@@ -263,7 +263,9 @@ def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
     # chunks, and the noise stream must not depend on the chunk size
     forecast_module = importlib.import_module("bayescale.analysis.forecast")  # not the function
 
-    fit = bs.fit(bs.simulate("power_law", seed=2), "power_law", method="map", nu=nu, seed=0)
+    fit = bs.fit(
+        bs.simulate("power_law", seed=2), "power_law", method="map", nu=nu, seed=0, misfit=False
+    )
     at = {"n_params": np.geomspace(1e7, 1e10, 7)}
     whole = forecast(fit, at, seed=3)
     monkeypatch.setattr(forecast_module, "FORECAST_CHUNK", 5)  # one draw per chunk

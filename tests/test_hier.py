@@ -110,40 +110,40 @@ def test_grouped_fit_round_trips(partial, tmp_path):
 def test_caller_frame_is_not_mutated(runs):
     before = runs.copy(deep=True)
     with pytest.raises(bs.BayescaleError):
-        bs.fit(runs, "power_law", group="family", pooling="sideways")
+        bs.fit(runs, "power_law", group="family", pooling="sideways", misfit=False)
     pd.testing.assert_frame_equal(runs, before)
 
 
 def test_bad_options_are_explained(runs):
     with pytest.raises(bs.OptionError, match="unknown pooling 'sideways'. Available: partial"):
-        bs.fit(runs, "power_law", group="family", pooling="sideways")
+        bs.fit(runs, "power_law", group="family", pooling="sideways", misfit=False)
     with pytest.raises(bs.OptionError, match="apply to grouped fits; pass group=<column>"):
-        bs.fit(runs[runs["family"] == "f0"], "power_law", pooling="none")
+        bs.fit(runs[runs["family"] == "f0"], "power_law", pooling="none", misfit=False)
     with pytest.raises(bs.OptionError, match=r"pool names \['beta'\].*parameters are"):
-        bs.fit(runs, "power_law", group="family", pool=["beta"])
+        bs.fit(runs, "power_law", group="family", pool=["beta"], misfit=False)
     with pytest.raises(bs.DataError, match="20|groups"):
-        bs.fit(runs.rename(columns={"family": "group"}), "power_law")  # still refused
+        bs.fit(runs.rename(columns={"family": "group"}), "power_law", misfit=False)  # still refused
 
 
 def test_too_few_runs_need_pooling_or_priors(runs):
     small = pd.concat([runs[runs["family"] == "f0"], runs[runs["family"] == "f1"].iloc[:2]])
     with pytest.raises(bs.DataError, match=r"groups \{'f1': 2\} have fewer runs"):
-        bs.fit(small, "power_law", group="family", pooling="none")
+        bs.fit(small, "power_law", group="family", pooling="none", misfit=False)
     lone = small[small["family"] == "f1"].drop(columns="family")
     with pytest.raises(bs.DataError, match="has 4 parameters but the data has only 2 runs"):
-        bs.fit(lone, "power_law")
+        bs.fit(lone, "power_law", misfit=False)
     # with a prior on every parameter the lone fit is accepted (the priors carry it); whether
     # two runs and these priors give a proper mode is another matter, so warnings are let be
     priors = dict(bs.default_priors(bs.get_law("power_law"), bs.from_frame(lone)))
     priors["alpha"] = bs.Prior("LogNormal", loc=np.log(ALPHA), scale=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
-        f = bs.fit(lone, "power_law", priors=priors, method="map")
+        f = bs.fit(lone, "power_law", priors=priors, method="map", misfit=False)
     assert f.data.n_runs == 2
 
 
 def test_priors_from_moment_matches():
-    old = bs.fit(bs.simulate("power_law", seed=3), "power_law", method="map", seed=0)
+    old = bs.fit(bs.simulate("power_law", seed=3), "power_law", method="map", seed=0, misfit=False)
     priors = bs.priors_from(old)
     assert sorted(priors) == ["E", "alpha", "sigma"]  # amplitudes need the new centre
     draws = old.draws()
@@ -154,7 +154,7 @@ def test_priors_from_moment_matches():
     new_runs = bs.simulate("power_law", seed=4).iloc[:6]
     with_a = bs.priors_from(old, at=new_runs, widen=2.0)
     assert "A" in with_a and with_a["alpha"].values[1] == pytest.approx(2 * scale)
-    f = bs.fit(new_runs, "power_law", priors=with_a, method="map", seed=0)
+    f = bs.fit(new_runs, "power_law", priors=with_a, method="map", seed=0, misfit=False)
     assert abs(np.median(f.draws()["alpha"]) - 0.35) < 0.05
     with pytest.raises(bs.OptionError, match="pass at=new_runs"):
         bs.priors_from(old, params=["A"])

@@ -232,6 +232,6 @@ def test_a_law_without_a_finite_value_at_its_start_is_refused():
         runs = bs.simulate("power_law", seed=1)
         for method in ("map", "nuts"):
             with pytest.raises(bs.LawError, match=r"no finite log loss at 30 of 30 runs .*E=0\.9"):
-                bs.fit(runs, "nan_law", method=method, num_warmup=10, num_samples=10)
+                bs.fit(runs, "nan_law", method=method, num_warmup=10, num_samples=10, misfit=False)
     finally:
         LAWS.pop("nan_law")

@@ -207,7 +207,11 @@ def test_the_callers_frame_is_not_modified(many, runs):
     copy = frame.copy(deep=True)
     with pytest.raises(PriorError):  # fails after reading and grouping, before sampling
         bs.fit_many(
-            frame, "power_law", group="arch", priors={"nope": bs.Prior("Normal", loc=0, scale=1)}
+            frame,
+            "power_law",
+            group="arch",
+            priors={"nope": bs.Prior("Normal", loc=0, scale=1)},
+            misfit=False,
         )
     pd.testing.assert_frame_equal(frame, copy)
 
@@ -218,24 +222,26 @@ def test_bad_input_says_what_and_how(runs):
         match=r"no column 'group' names the curves; columns are .*"
         r"Pass group=<your column>",
     ):
-        bs.fit_many(runs.drop(columns="group"), "power_law")
+        bs.fit_many(runs.drop(columns="group"), "power_law", misfit=False)
     short = runs[~((runs["group"] == "c") & (runs.index % 20 > 2))]
     with pytest.raises(
         DataError, match="group 'c': law 'power_law' has 4 parameters but the data has only"
     ):
-        bs.fit_many(short, "power_law")
+        bs.fit_many(short, "power_law", misfit=False)
     with pytest.raises(
         OptionError, match="chunk_size must be an integer of at least 1; received 0"
     ):
-        bs.fit_many(runs, "power_law", chunk_size=0)
+        bs.fit_many(runs, "power_law", chunk_size=0, misfit=False)
     with pytest.raises(
         OptionTypeError, match="client must be a dask.distributed Client; received str"
     ):
-        bs.fit_many(runs, "power_law", client="localhost:8786")
+        bs.fit_many(runs, "power_law", client="localhost:8786", misfit=False)
     with pytest.raises(PriorError, match="'alpa', which is not a parameter"):
-        bs.fit_many(runs, "power_law", priors={"alpa": bs.Prior("Normal", loc=0, scale=1)})
+        bs.fit_many(
+            runs, "power_law", priors={"alpa": bs.Prior("Normal", loc=0, scale=1)}, misfit=False
+        )
     with pytest.raises(bs.OptionError, match="seed must be an integer"):
-        bs.fit_many(runs, "power_law", seed=-1)
+        bs.fit_many(runs, "power_law", seed=-1, misfit=False)
 
 
 @pytest.mark.slow

@@ -113,6 +113,12 @@ def test_every_verb_takes_a_misfit_fit(misfit_fit, ladder, tmp_path):
     np.testing.assert_array_equal(a.draws["loss"].values, b.draws["loss"].values)
 
 
+def test_the_misfit_is_the_default_and_false_gives_the_exact_law(ladder):
+    assert bs.fit(ladder, "chinchilla", method="map").misfit == Misfit()
+    assert bs.fit(ladder, "chinchilla", method="map", misfit=False).misfit is None
+    assert bs.fit(ladder, "chinchilla", method="huber").misfit is None  # a point fit of the law
+
+
 def test_misfit_option_errors(ladder):
     with pytest.raises(bs.OptionTypeError, match="misfit must be"):
         bs.fit(ladder, "chinchilla", misfit="yes")
@@ -171,10 +177,10 @@ def test_backtest_fits_its_misfit_model_with_the_given_settings(ladder, monkeypa
         assert seen[-1] == used
     with pytest.raises(Stop):  # misfit=False leaves the misfit model out: the exact law first
         bs.backtest(ladder, models=("misfit", "exact"), misfit=False)
-    assert seen[-1] is None
+    assert seen[-1] is False  # fit's exact law (None would be fit's default, the misfit)
     with pytest.raises(Stop):
         bs.backtest(ladder, models=("exact",), misfit=Misfit(p_exact=0.5))
-    assert seen[-1] is None
+    assert seen[-1] is False
 
 
 def test_cli_backtest(ladder, tmp_path, capsys):

@@ -123,7 +123,9 @@ def _seeded(runs, fit):
     return {
         "fit": lambda s: bs.fit(runs, "chinchilla", method="huber", seed=s),
         "update": lambda s: bs.update(fit, runs, seed=s),
-        "fit_many": lambda s: bs.fit_many(runs.assign(group="a"), "chinchilla", seed=s),
+        "fit_many": lambda s: bs.fit_many(
+            runs.assign(group="a"), "chinchilla", seed=s, misfit=False
+        ),
         "forecast": lambda s: bs.forecast(fit, {"n_params": 1e9, "n_tokens": 1e10}, seed=s),
         "ppc": lambda s: bs.ppc(fit, seed=s),
         "prior_predictive": lambda s: bs.prior_predictive(runs, seed=s),
@@ -152,15 +154,17 @@ def test_strings_are_not_flags_in_any_verb(runs, point_fit):
     calls = {
         "from_frame dropna": lambda: bs.from_frame(runs, dropna="no"),
         "fit dropna": lambda: bs.fit(runs, method="huber", dropna="no"),
-        "fit progress_bar": lambda: bs.fit(runs, method="map", progress_bar="yes"),
-        "fit dense_mass": lambda: bs.fit(runs, method="map", dense_mass="yes"),
+        "fit progress_bar": lambda: bs.fit(runs, method="map", progress_bar="yes", misfit=False),
+        "fit dense_mass": lambda: bs.fit(runs, method="map", dense_mass="yes", misfit=False),
         "update progress_bar": lambda: bs.update(point_fit, runs, progress_bar="yes"),
         "check dropna": lambda: bs.check(point_fit, runs, dropna="no"),
         "prior_predictive dropna": lambda: bs.prior_predictive(runs, dropna="no"),
-        "fit_many dropna": lambda: bs.fit_many(runs.assign(group="a"), "chinchilla", dropna="no"),
+        "fit_many dropna": lambda: bs.fit_many(
+            runs.assign(group="a"), "chinchilla", dropna="no", misfit=False
+        ),
         "backtest progress_bar": lambda: bs.backtest(runs, progress_bar="yes"),
         "fit_many progress_bar": lambda: bs.fit_many(
-            runs.assign(group="a"), "chinchilla", progress_bar="yes"
+            runs.assign(group="a"), "chinchilla", progress_bar="yes", misfit=False
         ),
         "forecast warn": lambda: bs.forecast(
             point_fit, {"n_params": 1e9, "n_tokens": 1e10}, warn=0
@@ -175,7 +179,7 @@ def test_strings_are_not_flags_in_any_verb(runs, point_fit):
 
 def test_counts_and_probabilities_in_verbs(runs, point_fit):
     with pytest.raises(bs.OptionTypeError, match=r"num_chains must be an integer of at least 1"):
-        bs.fit(runs, num_chains=2.0)
+        bs.fit(runs, num_chains=2.0, misfit=False)
     with pytest.raises(bs.OptionError, match=r"batch must be an integer of at least 1; received 0"):
         bs.design(point_fit, "grid", {"optimal_loss": 1e23}, batch=0)
     with pytest.raises(bs.OptionError, match=r"ci_prob must lie strictly between 0 and 1"):

@@ -38,7 +38,9 @@ def small_report():
 
 
 def _normal_fit(fit):
-    return bs.fit(fit.data.table, likelihood="normal", num_warmup=500, num_samples=500, seed=2)
+    return bs.fit(
+        fit.data.table, likelihood="normal", num_warmup=500, num_samples=500, seed=2, misfit=False
+    )
 
 
 def _save(ax, tmp_path, name):

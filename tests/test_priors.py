@@ -24,13 +24,13 @@ P = bs.Prior
 def test_a_prior_below_zero_for_a_positive_parameter_is_refused(name, prior, share):
     runs = bs.simulate("chinchilla", seed=1)
     with pytest.raises(bs.PriorError, match=rf"for '{name}' puts {share} of its mass at or below"):
-        bs.fit(runs, method="map", priors={name: prior})
+        bs.fit(runs, method="map", priors={name: prior}, misfit=False)
 
 
 def test_the_message_names_the_fix():
     runs = bs.simulate("chinchilla", seed=1)
     with pytest.raises(bs.PriorError, match=r"E \(a floor\) is positive\. .*HalfNormal.*LogNormal"):
-        bs.fit(runs, method="map", priors={"E": P("Normal", loc=-5.0, scale=0.1)})
+        bs.fit(runs, method="map", priors={"E": P("Normal", loc=-5.0, scale=0.1)}, misfit=False)
 
 
 def test_negative_mass_of_each_family():

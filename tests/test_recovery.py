@@ -57,7 +57,7 @@ def test_every_builtin_law_is_checked():
 def test_recovery(name):
     law = bs.get_law(name)
     runs = bs.simulate(name, seed=11)
-    fit = bs.fit(runs, name, num_warmup=500, num_samples=1000, seed=11)
+    fit = bs.fit(runs, name, num_warmup=500, num_samples=1000, seed=11, misfit=False)
     post = fit.posterior
     for p in law.params:
         draws = _scale(law, p.name, post[p.name].values.reshape(-1))

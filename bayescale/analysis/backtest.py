@@ -332,7 +332,7 @@ def _fit_model(
             result = fit(
                 train,
                 law,
-                misfit=misfit if model == "misfit" else None,
+                misfit=misfit if model == "misfit" else False,
                 likelihood=likelihood,
                 num_warmup=num_warmup,
                 num_samples=num_samples,

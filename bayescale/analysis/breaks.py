@@ -302,7 +302,7 @@ def detect_break(
     priors: Mapping[str, Prior] | None = None,
     likelihood: str = "student_t",
     nu: float = 4.0,
-    misfit: Misfit | bool | None = None,
+    misfit: Misfit | bool | None = False,
     group: str | None = None,
     num_chains: int = 4,
     num_warmup: int = 500,
@@ -351,10 +351,13 @@ def detect_break(
         ``{"c1": Prior("Normal", loc=0, scale=3)}`` for a steep break).
     likelihood, nu
         Noise model, as in `bayescale.fit`.
-    misfit : Misfit, bool or None, default None
-        Passed to `bayescale.fit` for every compared law: each then carries the law's own
-        misfit, and the evidence says whether a break explains the runs better than a power
-        law plus a misfit (see Notes and :doc:`/explanation/breaks`).
+    misfit : Misfit, bool or None, default False
+        Passed to `bayescale.fit` for every compared law. False (the default here, unlike
+        `bayescale.fit`): the laws are compared as exact laws, since a break is the structured
+        form of a misfit and a walk that can follow the bend inside the runs takes evidence
+        from it. True or a `Misfit`: each law carries its own misfit, and the evidence says
+        whether a break explains the runs better than a power law plus a misfit (see Notes and
+        :doc:`/explanation/breaks`).
     group : str, optional
         A column that names each run's curve: every curve is analysed in this one call
         (sharing the compiled samplers: curves of up to 64 runs share one per law) and a

@@ -407,9 +407,10 @@ def fit(
     nu : float, default 4
         Degrees of freedom of the Student-t.
     misfit : Misfit, bool or None, default None
-        Model the law's own misfit (`bayescale.model.misfit`): a random function of scale, inferred
-        with the law, whose variance grows beyond the fitted runs, so that forecasts widen with
-        extrapolation. ``True`` for the default `Misfit`; None or False for the exact law.
+        The law's own misfit (`bayescale.model.misfit`): a random function of scale, inferred
+        with the law and orthogonal to it, whose variance grows beyond the fitted runs, so that
+        forecasts widen with extrapolation. None (the default) or True: the default `Misfit`
+        (none for ``method="huber"``); a `Misfit` for other settings; False for the exact law.
         With ``group`` (partial or no pooling), each group has its own misfit function and
         the misfit's scales are shared by the groups (the explanation page *Pooling across
         curves*).
@@ -883,12 +884,14 @@ def _check_law_at_start(
 
 
 def _misfit_spec(misfit: Misfit | bool | None, method: str) -> Misfit | None:
-    spec = resolve_misfit(misfit)
-    if spec is not None and method == "huber":
+    if method == "huber":  # a point fit of the law alone: the default is no misfit
+        if misfit is None or misfit is False:
+            return None
         raise OptionError(
-            "the Huber point fit has no misfit model; pass misfit=None with method='huber'."
+            f"the Huber point fit has no misfit model; received misfit={misfit!r} with "
+            "method='huber'. Leave misfit out (or pass misfit=False)."
         )
-    return spec
+    return resolve_misfit(misfit)
 
 
 def _fit(

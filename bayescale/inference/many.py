@@ -834,8 +834,9 @@ def fit_many(
         Show the sampler's progress (compiled calls; chunks on a cluster); default in a
         terminal or a notebook. It changes nothing in the draws.
     misfit : Misfit, bool or None, default None
-        Model each curve's own misfit, as `bayescale.inference.fit` does (the same model part:
-        each curve's walk over its own fitted range, its own scales).
+        Each curve's own misfit, as `bayescale.inference.fit` models it by default (the same
+        model part: each curve's walk over its own fitted range, its own scales, orthogonal
+        to its law); False for the exact law.
 
     Returns
     -------

@@ -119,22 +119,25 @@ class Misfit:
 
 
 def resolve_misfit(misfit: Misfit | bool | None) -> Misfit | None:
-    """The settings of a verb's ``misfit=`` argument: None (the exact law), True or a `Misfit`.
+    """The settings of a verb's ``misfit=`` argument; None means the exact law.
+
+    ``None`` (every verb's default) and ``True`` give the default `Misfit`, a `Misfit` itself,
+    ``False`` the exact law.
 
     Raises
     ------
     OptionTypeError
         For anything else.
     """
-    if misfit is None or misfit is False:
+    if misfit is False:
         return None
-    if misfit is True:
+    if misfit is None or misfit is True:
         return Misfit()
     if isinstance(misfit, Misfit):
         return misfit
     raise OptionTypeError(
-        f"misfit must be a bayescale.Misfit, True or None; received {misfit!r}. For "
-        "example misfit=bs.Misfit(level=0.03), or misfit=None for the exact law."
+        f"misfit must be a bayescale.Misfit, True or False; received {misfit!r}. For "
+        "example misfit=bs.Misfit(level=0.03), or misfit=False for the exact law."
     )
 
 

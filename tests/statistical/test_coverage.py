@@ -50,7 +50,9 @@ def ladders():
         train, held = runs[runs["compute"] <= cut], runs[runs["compute"] > cut]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            fit = bs.fit(train, "chinchilla", num_warmup=500, num_samples=500, seed=seed)
+            fit = bs.fit(
+                train, "chinchilla", num_warmup=500, num_samples=500, seed=seed, misfit=False
+            )
         problems = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         at = held[["n_params", "n_tokens"]]
         probs = [(1 - PROB) / 2, (1 + PROB) / 2]
