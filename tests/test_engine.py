@@ -37,8 +37,8 @@ def _same(a, b):
 
 
 def test_progress_bar_does_not_change_the_draws(runs):
-    off = bs.fit(runs, "power_law", seed=5, progress_bar=False, **SMALL)
-    on = bs.fit(runs, "power_law", seed=5, progress_bar=True, **SMALL)
+    off = bs.fit(runs, "power_law", seed=5, progress_bar=False, misfit=False, **SMALL)
+    on = bs.fit(runs, "power_law", seed=5, progress_bar=True, misfit=False, **SMALL)
     assert _same(_draws(off), _draws(on))
 
 
@@ -59,7 +59,7 @@ def test_library_and_cli_give_the_same_draws(runs, tmp_path):
          "--warmup", "500", "--samples", "500", "--seed", "7", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
-    library = bs.fit(runs, "power_law", variable="n_params", seed=7, **SMALL)
+    library = bs.fit(runs, "power_law", variable="n_params", seed=7, misfit=False, **SMALL)
     assert _same(_draws(bs.load_fit(out)), _draws(library))
 
 
@@ -281,8 +281,8 @@ def test_every_input_problem_is_a_bayescale_error(runs, call, kind):
 
 
 def test_warm_start_from_a_previous_posterior(runs):
-    first = bs.fit(runs, "power_law", seed=0, **SMALL)
-    again = bs.fit(runs, "power_law", init=first.draws(), seed=1, **SMALL)
+    first = bs.fit(runs, "power_law", seed=0, misfit=False, **SMALL)
+    again = bs.fit(runs, "power_law", init=first.draws(), seed=1, misfit=False, **SMALL)
     assert again.tree.attrs["init"] == "warm start"
     assert not again.problems()
 

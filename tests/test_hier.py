@@ -46,7 +46,7 @@ def partial(runs):
     draws are too few for the ESS rule, so a ConvergenceWarning is tolerated here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
-        return bs.fit(runs, "power_law", group="family", pool="all", seed=0, **FAST)
+        return bs.fit(runs, "power_law", group="family", pool="all", seed=0, misfit=False, **FAST)
 
 
 @pytest.mark.slow
@@ -174,9 +174,17 @@ def test_no_pooling_is_separate_fits(runs):
     draws = dict(num_warmup=1000, num_samples=1500, progress_bar=False)
     with warnings.catch_warnings():  # a tail ESS a little under 400 is allowed: MCSE covers it
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
-        joint = bs.fit(two, "power_law", group="family", pooling="none", seed=1, **draws)
+        joint = bs.fit(
+            two, "power_law", group="family", pooling="none", seed=1, misfit=False, **draws
+        )
         alones = {
-            g: bs.fit(two[two["family"] == g].drop(columns="family"), "power_law", seed=2, **draws)
+            g: bs.fit(
+                two[two["family"] == g].drop(columns="family"),
+                "power_law",
+                seed=2,
+                misfit=False,
+                **draws,
+            )
             for g in ("f0", "f1")
         }
     for f in (joint, *alones.values()):
@@ -340,7 +348,7 @@ def test_grouped_fits_start_from_the_laplace_approximation_with_a_diagonal_mass(
     assert init.startswith("Laplace draws in the sampler's coordinates at the MAP"), init
     with warnings.catch_warnings():  # 200 draws: see `partial`
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
-        one = bs.fit(runs[runs["family"] == "f0"], "power_law", seed=0, **FAST)
+        one = bs.fit(runs[runs["family"] == "f0"], "power_law", seed=0, misfit=False, **FAST)
     assert one.tree.attrs["dense_mass"] == 1
 
 

@@ -40,7 +40,7 @@ def _fit_quietly(runs, **kwargs):
     """fit_many with its ConvergenceWarning recorded (short plumbing runs may warn)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        fits = bs.fit_many(runs, "power_law", **{**FAST, **kwargs})
+        fits = bs.fit_many(runs, "power_law", **{"misfit": False, **FAST, **kwargs})
     return fits, [str(w.message) for w in caught if w.category is ConvergenceWarning]
 
 
@@ -293,7 +293,7 @@ def test_agrees_with_separate_fits_within_monte_carlo_error():
     import arviz_stats as azs
 
     runs = _curves(lengths=(20, 20, 20))
-    settings = dict(num_chains=4, num_warmup=500, num_samples=500, seed=0)
+    settings = dict(num_chains=4, num_warmup=500, num_samples=500, seed=0, misfit=False)
     many = bs.fit_many(runs, "power_law", **settings)
     names = ["E", "alpha", "A", "sigma"]
 

@@ -58,7 +58,7 @@ def outcomes():
         ladder = _train(isoflop_design(np.geomspace(6e18, 6e19, 3), 5, 1.0), rng)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bs.ConvergenceWarning)
-            fit = bs.fit(ladder, seed=seed, **DRAWS)
+            fit = bs.fit(ladder, seed=seed, misfit=False, **DRAWS)
             d = bs.design(fit, "grid", target, batch=4, budget=1e21, rank="width", seed=seed)
             new = _train(d.batch, rng)
             refit = bs.update(fit, new, seed=seed, **DRAWS)

@@ -70,7 +70,7 @@ def results():
         train, held, truths = replicate(seed)
         with warnings.catch_warnings():  # convergence is asserted by the tests below
             warnings.simplefilter("ignore", bs.ConvergenceWarning)
-            fit = bs.fit(train, "power_law", group="family", seed=seed, **DRAWS)
+            fit = bs.fit(train, "power_law", group="family", seed=seed, misfit=False, **DRAWS)
         out.append((fit, train, held, truths))
     return out
 
@@ -120,7 +120,7 @@ def test_new_groups_from_two_runs(results):
                 priors = dict(bs.default_priors(law, bs.from_frame(seen)))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", bs.ConvergenceWarning)
-                    lone = bs.fit(seen, "power_law", priors=priors, seed=0, **DRAWS)
+                    lone = bs.fit(seen, "power_law", priors=priors, seed=0, misfit=False, **DRAWS)
                 lone_fc = bs.forecast(lone, rows[["n_params"]], warn=False)
                 lone_width.append(np.median(lone_fc.relative_width()))
     coverage = float(np.mean(inside))

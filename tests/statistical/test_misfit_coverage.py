@@ -54,7 +54,7 @@ def ladders():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             misfit = bs.fit(train, "chinchilla", misfit=True, seed=seed, **DRAWS)
-            exact = bs.fit(train, "chinchilla", seed=seed, **DRAWS)
+            exact = bs.fit(train, "chinchilla", seed=seed, misfit=False, **DRAWS)
         problems = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         at, inside = held[["n_params", "n_tokens"]], train[["n_params", "n_tokens"]]
         y = held["loss"].to_numpy()
