@@ -54,7 +54,7 @@ from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
 from bayescale.model.distributions import Prior
 from bayescale.model.laws import Law, declaration, fingerprint_record
-from bayescale.model.misfit import Misfit, draw_indicator
+from bayescale.model.misfit import COEFS, SCALES, Misfit, draw_indicator, walk_names
 from bayescale.model.priors import Priors
 from bayescale.options import counts
 from bayescale.version import __version__
@@ -65,6 +65,7 @@ __all__ = [
     "NutsSettings",
     "build_tree",
     "chain_keys",
+    "extend_metric",
     "laplace_fit",
     "laplace_start",
     "misfit_start",
@@ -442,6 +443,36 @@ def laplace_start(
     return {k: np.asarray(starts[k]) for k in mode}, metric.astype(np.float32)
 
 
+def extend_metric(
+    model: Any,
+    inputs: ModelInputs,
+    start: Mapping[str, np.ndarray],
+    metric: np.ndarray,
+    added: tuple[str, ...],
+) -> np.ndarray:
+    """An inverse mass matrix of ``model``: ``metric`` for its other sites, unit for ``added``.
+
+    ``metric`` is a covariance (or its diagonal) in the sampler's coordinates of the model
+    without the sites ``added``, such as `laplace_start`'s of the exact law where ``model``
+    adds the misfit; ``start`` holds every site of ``model`` (one row per chain). The sampler
+    ravels sites in sorted order and changes coordinates in place
+    (`bayescale.model.geometry`), so the smaller model's coordinates keep their order.
+    """
+    from numpyro.infer.util import unconstrain_fn
+
+    row = {k: np.asarray(v)[0] for k, v in start.items()}
+    sites = unconstrain_fn(model, inputs.args(), {}, row)
+    own = np.concatenate([np.full(np.size(sites[k]), k not in added) for k in sorted(sites)])
+    index = np.flatnonzero(own)
+    if metric.ndim == 1:
+        out = np.ones(own.size)
+        out[index] = metric
+    else:
+        out = np.eye(own.size)
+        out[np.ix_(index, index)] = metric
+    return out.astype(np.float32)
+
+
 # ------------------------------------------------------------------------------ MAP
 
 
@@ -683,14 +714,12 @@ def misfit_start(law: Law, misfit: Misfit | None, num_chains: int) -> dict[str, 
     """Starting values of the misfit's sites (empty without misfit): median scales, flat walks."""
     if misfit is None:
         return {}
-    out = {
-        "misfit_level": np.full(num_chains, 0.6745 * misfit.level, np.float32),
-        "_misfit_level_w": np.zeros((num_chains, misfit.knots - 2), np.float32),
+    names = walk_names({"n_params", "n_tokens"} <= set(law.variables))
+    scales = [0.6745 * getattr(misfit, name) for name in names]
+    return {
+        SCALES: np.tile(np.asarray(scales, np.float32), (num_chains, 1)),
+        COEFS: np.zeros((num_chains, len(names), misfit.knots - 2), np.float32),
     }
-    if {"n_params", "n_tokens"} <= set(law.variables):
-        out["misfit_tilt"] = np.full(num_chains, 0.6745 * misfit.tilt, np.float32)
-        out["_misfit_tilt_w"] = np.zeros((num_chains, misfit.knots - 2), np.float32)
-    return out
 
 
 def start_from_params(
