@@ -1,0 +1,153 @@
+"""The misfit model's speed against the exact law's, on Epoch's 240 Chinchilla rows.
+
+Prints one table: a row per model (``fit(..., misfit=False)`` and ``misfit=True``, 4 chains x
+1000 warm-up + 1000 draws, the defaults otherwise) and a row of their ratios. Columns:
+
+- ``first_fit_s``: the first ``bs.fit`` in a fresh process (compilation included, no
+  persistent compilation cache), the median of ``--cold`` processes per model, run one after
+  the other; ``process_s`` the whole process (imports included);
+- ``warm_s``: the median of ``--repeats`` fits in one process, the two models alternating,
+  after one fit of each that compiles;
+- ``steps``: leapfrog steps of every chain, warm-up included (counted by wrapping the
+  sampler's compiled chunk, outside the library), ``steps_per_iter`` over all iterations;
+- ``divergences``, the smallest bulk ESS and largest r_hat of the reported parameters, and
+  ``ess_per_s`` (smallest bulk ESS per warm second).
+
+The load average is printed with the table: on a shared machine the timings are upper
+bounds; compare only the ratios of one run.
+
+Usage: python benchmarks/misfit_speed.py [--data ../shared/data] [--repeats 3] [--cold 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLD = """
+import json, time, warnings
+t0 = time.perf_counter()
+import bayescale as bs
+from bayescale.io.datasets import load_dataset
+df = load_dataset("chinchilla_epoch_240", data_dir={data!r})
+warnings.simplefilter("ignore")
+t1 = time.perf_counter()
+bs.fit(df, "chinchilla", seed=0, misfit={misfit}, progress_bar=False)
+t2 = time.perf_counter()
+print(json.dumps({{"first_fit_s": t2 - t1, "process_s": t2 - t0}}))
+"""
+
+STEPS = {"n": 0}
+
+
+def count_steps() -> None:
+    """Count every leapfrog step of `sample_nuts`, warm-up included (wraps its compiled chunk)."""
+    import bayescale.inference.sampling as sampling
+
+    program = sampling._program
+
+    class Chunk:
+        def __init__(self, compiled):
+            self.compiled, self.out_info = compiled, compiled.out_info
+
+        def __call__(self, state, args, length):
+            state, buf = self.compiled(state, args, length)
+            STEPS["n"] += int(np.asarray(buf["num_steps"])[: int(length)].sum())
+            return state, buf
+
+    class Lowered:
+        def __init__(self, lowered):
+            self.lowered = lowered
+
+        def compile(self):
+            return Chunk(self.lowered.compile())
+
+    class Advance:
+        def __init__(self, jitted):
+            self.jitted = jitted
+
+        def lower(self, *args):
+            return Lowered(self.jitted.lower(*args))
+
+    def counted(*args, **kwargs):
+        init, advance, *rest = program(*args, **kwargs)
+        return (init, Advance(advance), *rest)
+
+    sampling._program = counted
+
+
+def cold(data: str, misfit: bool) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = COLD.format(data=data, misfit=misfit)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def warm_fit(df: pd.DataFrame, misfit: bool) -> dict[str, float]:
+    import bayescale as bs
+
+    STEPS["n"] = 0
+    t0 = time.perf_counter()
+    fit = bs.fit(df, "chinchilla", seed=0, misfit=misfit, progress_bar=False)
+    wall = time.perf_counter() - t0
+    table = fit.summary()
+    iters = 4 * 2000
+    return {
+        "warm_s": wall,
+        "steps": STEPS["n"],
+        "steps_per_iter": STEPS["n"] / iters,
+        "divergences": int(fit.tree["sample_stats"]["diverging"].values.sum()),
+        "min_ess_bulk": float(table["ess_bulk"].min()),
+        "max_r_hat": float(table["r_hat"].max()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("BAYESCALE_DATA", "../shared/data"))
+    parser.add_argument("--repeats", type=int, default=3, help="warm fits of each model")
+    parser.add_argument("--cold", type=int, default=2, help="fresh processes of each model")
+    args = parser.parse_args()
+
+    from bayescale.io.datasets import load_dataset
+
+    warnings.simplefilter("ignore")
+    before = os.getloadavg()
+    rows: dict[str, dict[str, list[float]]] = {"exact": {}, "misfit": {}}
+    for _ in range(args.cold):
+        for name in rows:
+            for k, v in cold(args.data, name == "misfit").items():
+                rows[name].setdefault(k, []).append(v)
+    count_steps()
+    df = load_dataset("chinchilla_epoch_240", data_dir=args.data)
+    for name in rows:
+        warm_fit(df, name == "misfit")  # compiles
+    for _ in range(args.repeats):
+        for name in rows:
+            for k, v in warm_fit(df, name == "misfit").items():
+                rows[name].setdefault(k, []).append(v)
+    table = pd.DataFrame(
+        {m: {k: statistics.median(v) for k, v in r.items()} for m, r in rows.items()}
+    ).T
+    table["ess_per_s"] = table["min_ess_bulk"] / table["warm_s"]
+    table.loc["misfit / exact"] = table.loc["misfit"] / table.loc["exact"]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(table)
+    print(f"load average before: {before[0]:.2f}, after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
