@@ -844,7 +844,7 @@ def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
 
 
 def _check_law_at_start(
-    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData, misfit: Misfit | None
+    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData
 ) -> None:
     """Refuse a law whose log loss is not finite at the runs for the priors' typical values.
 
@@ -855,7 +855,7 @@ def _check_law_at_start(
     import numpyro
     import numpyro.handlers as handlers
 
-    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1, misfit).items()}
+    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1).items()}
     traced = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=start))
     with numpyro.validation_enabled(False):  # a NaN location is what this looks for
         trace = traced.get_trace(*inputs.args())
@@ -920,7 +920,9 @@ def _fit(
         return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
-    _check_law_at_start(model, inputs, law, priors, data, misfit)
+    exact = build_model(law, families, noise, None)
+    # the misfit starts flat (no shift of the law): the exact law's model checks the same values
+    _check_law_at_start(exact, dataclasses.replace(inputs, misfit=None), law, priors, data)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
         lap = laplace_fit(
@@ -938,7 +940,6 @@ def _fit(
         if problems:
             warn(" ".join(problems), ConvergenceWarning)
         return result
-    exact = None if misfit is None else build_model(law, families, noise, None)
     start, jitter, how, metric = _start(
         model, inputs, law, priors, settings, seed, init, misfit, exact
     )
@@ -1042,10 +1043,15 @@ def _misfit_start(
     lap = laplace_fit(exact, plain, law_only, seed, chains)
     if not lap.ok:
         return None
-    found = laplace_start(exact, plain, {k: lap.mode[k] for k in law_only}, settings, seed)
-    if found is None:
-        return None
-    start, law_metric = found
+    if model.ridge is None:  # numpyro's coordinates are the sampler's: the MAP's own Laplace
+        start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in law_only}
+        cov = lap.covariance
+        law_metric = cov if settings.dense_mass else np.diag(cov)
+    else:
+        found = laplace_start(exact, plain, {k: lap.mode[k] for k in law_only}, settings, seed)
+        if found is None:
+            return None
+        start, law_metric = found
     walks = misfit_start(law, misfit, chains)
     draw = streams.rng(seed, "misfit_start")
     scales, coefs = walks[SCALES], walks[COEFS]

@@ -458,11 +458,9 @@ def extend_metric(
     ravels sites in sorted order and changes coordinates in place
     (`bayescale.model.geometry`), so the smaller model's coordinates keep their order.
     """
-    from numpyro.infer.util import unconstrain_fn
-
     row = {k: np.asarray(v)[0] for k, v in start.items()}
-    sites = unconstrain_fn(model, inputs.args(), {}, row)
-    own = np.concatenate([np.full(np.size(sites[k]), k not in added) for k in sorted(sites)])
+    shapes = _latent_shapes(model, _shape_key(row), _shape_key(inputs.args()))
+    own = np.concatenate([np.full(math.prod(shape), k not in added) for k, shape in shapes])
     index = np.flatnonzero(own)
     if metric.ndim == 1:
         out = np.ones(own.size)
@@ -490,12 +488,16 @@ class Laplace:
         Why not, when ``ok`` is False.
     mode : dict
         The mode itself: every site in the model's units, float64 (empty when not computed).
+    covariance : ndarray or None
+        The approximation's covariance in numpyro's unconstrained coordinates (sites ravelled
+        in sorted order), float64; None where the mode is not proper.
     """
 
     constrained: dict[str, np.ndarray]
     ok: bool
     message: str
     mode: dict[str, np.ndarray] = field(default_factory=dict)
+    covariance: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -588,11 +590,13 @@ def laplace_fit(
         res = min(results, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
         mode = res.x
         hess = _hessian(lambda x: fg(x)[1], mode)
+        cov = None
         try:
             eig = np.linalg.eigvalsh(hess)
-            chol = np.linalg.cholesky(np.linalg.inv(hess)) if eig.min() > 0 else None
+            cov = np.linalg.inv(hess) if eig.min() > 0 else None
+            chol = None if cov is None else np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
-            eig, chol = np.array([-1.0]), None
+            eig, chol, cov = np.array([-1.0]), None, None
         if chol is None:  # no Gaussian around a non-proper mode: the mode itself, repeated
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
@@ -609,7 +613,7 @@ def laplace_fit(
         "posterior is not positive definite or not finite); the Laplace approximation is not "
         "valid. Use method='nuts' or tighter priors."
     )
-    return Laplace(constrained, ok, message, at_mode)
+    return Laplace(constrained, ok, message, at_mode, cov if ok else None)
 
 
 def _shape_key(tree: Any) -> Any:
