@@ -42,7 +42,6 @@ STREAMS: dict[str, int | None] = {
     "design_candidates": 22,  # design: the simulated outcomes of the candidate runs
     "stack_noise": 23,  # stacked_predictive: the observation noise of the mixture
     "huber_bootstrap": 24,  # fit(method="huber", bootstrap=...): the resampled runs
-    "misfit_start": 25,  # fit(misfit=...): the misfit's starts beside the law's Laplace draws
 }
 
 

@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
@@ -49,6 +50,7 @@ print(json.dumps({{"first_fit_s": t2 - t1, "process_s": t2 - t0}}))
 """
 
 STEPS = {"n": 0}
+LOCK = threading.Lock()
 
 
 def count_steps() -> None:
@@ -63,7 +65,9 @@ def count_steps() -> None:
 
         def __call__(self, state, args, length):
             state, buf = self.compiled(state, args, length)
-            STEPS["n"] += int(np.asarray(buf["num_steps"])[: int(length)].sum())
+            n = int(np.asarray(buf["num_steps"])[: int(length)].sum())
+            with LOCK:  # one thread per chain
+                STEPS["n"] += n
             return state, buf
 
     class Lowered:
@@ -144,7 +148,9 @@ def main() -> None:
     ).T
     table["ess_per_s"] = table["min_ess_bulk"] / table["warm_s"]
     table.loc["misfit / exact"] = table.loc["misfit"] / table.loc["exact"]
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3g}".format
+    ):
         print(table)
     print(f"load average before: {before[0]:.2f}, after: {os.getloadavg()[0]:.2f}")
 

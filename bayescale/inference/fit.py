@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from bayescale import options as opt
-from bayescale import streams
 from bayescale.errors import (
     BayescaleError,
     ConvergenceWarning,
@@ -454,7 +453,9 @@ def fit(
     init : {"map", "prior"} or mapping, default "map"
         Where NUTS chains start. ``"map"``: draws of the MAP + Laplace approximation (SciPy's
         L-BFGS-B on the compiled potential); for a grouped fit whose joint mode has no proper
-        Laplace approximation, the mode itself, jittered. ``"prior"``: each prior's typical
+        Laplace approximation, the mode itself, jittered. With ``misfit`` (one curve): the
+        exact law's MAP and Laplace draws, the misfit near its prior, and the approximation's
+        covariance as the first mass matrix. ``"prior"``: each prior's typical
         value, jittered (the best of 32 candidates per chain; no optimisation). A mapping of
         parameter draws (papers' units, such as `Fit.draws`, at least one value per chain):
         spread over the chains (a warm start).
@@ -623,27 +624,36 @@ def _fit_groups(
     inputs, priors_, centres = group_inputs(
         law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit)
     )
-    model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
-    ridge = model.ridge
-    if ridge is not None and ridge.exponent in ridge.pooled and not differ:
-        # families that share their exponent: numpyro's non-centred coordinates
-        model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=misfit)
+
+    def build(spec: Misfit | None) -> Any:
+        model = model_for(law, priors_, used, noise, len(labels), misfit=spec)
+        ridge = model.ridge
+        if ridge is not None and ridge.exponent in ridge.pooled and not differ:
+            # families that share their exponent: numpyro's non-centred coordinates
+            model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=spec)
+        return model
+
+    model = build(misfit)
+    # the joint mode and its Laplace approximation are the exact law's (see `_misfit_start`)
+    exact, plain = build(None), dataclasses.replace(inputs, misfit=None, coords=None)
     spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
     cold = group_start(law, priors_, used, labels, settings.num_chains, misfit)
     cold = expanded(cold, priors_, spreads)
+    walks = {k: v for k, v in cold.items() if k in (SCALES, COEFS)}
+    cold_law = {k: v for k, v in cold.items() if k not in walks}
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
-    mode = None  # a joint mode (every site, as `Laplace.mode`)
+    mode = None  # a joint mode of the exact law (every site, as `Laplace.mode`)
     if init == "map":
         n_draws = max(settings.num_samples, 4)
-        warm = lone_start(law, priors_, used, labels, inputs, lone, misfit) if lone else None
+        warm = lone_start(law, priors_, used, labels, plain, lone) if lone else None
         if warm is None:
-            lap = laplace_fit(model, inputs, cold, seed, n_draws)
+            lap = laplace_fit(exact, plain, cold_law, seed, n_draws)
         else:  # one L-BFGS run from the lone fits' modes (see `lone_start`)
             warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
-            lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
+            lap = laplace_fit(exact, plain, warm, seed, n_draws, runs=1)
         if lap.ok:
             mode, at = lap.mode, "MAP"
-        elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
+        elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold_law):
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
             mode, at = lap.mode, "MAP (improper Hessian)"
@@ -655,14 +665,19 @@ def _fit_groups(
                 runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
                 mode, at = fixed, f"MAP with the noise and floor populations re-set{runaway}"
             n = settings.num_chains
-            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
+            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold_law}
+            start = {**start, **walks}
             jitter, how = MODE_JITTER, f"{at}, jittered, best of 32 per chain"
     metric = None
     if mode is not None:  # its Laplace approximation in the sampler's coordinates, if proper
-        found = laplace_start(model, inputs, {k: mode[k] for k in cold}, settings, seed)
+        found = laplace_start(exact, plain, {k: mode[k] for k in cold_law}, settings, seed)
         if found is not None:
             (start, metric), jitter = found, 0.0
             how = f"Laplace draws in the sampler's coordinates at the {at}, and its mass matrix"
+            if misfit is not None:
+                start = {**start, **{k: np.asarray(v, np.float32) for k, v in walks.items()}}
+                metric = extend_metric(model, inputs, start, metric, tuple(walks))
+                how += "; the misfit flat, unit variance"
     samples, stats = sample_nuts(
         model,
         inputs,
@@ -1032,10 +1047,12 @@ def _misfit_start(
     L-BFGS-B to settle, and a second compiled optimiser). Its Laplace approximation in the
     sampler's coordinates gives the law's sites their starts and their block of the first mass
     matrix; the misfit's coordinates (log scales and walk coefficients, standard normal
-    under the prior) get unit variance there and start at unit-normal draws around the priors'
-    medians. From numpyro's identity mass matrix the warm-up's first window ran at the maximum
-    tree depth: the law's coordinates are a hundred times narrower than the walks'. None
-    where the mode or its approximation is not proper (the caller falls back).
+    under the prior) get unit variance there, and every chain starts them at the priors'
+    medians with the walks flat (spread at random, a chain of a short curve could start far
+    out on the floor's ridge and stay there). From numpyro's identity mass matrix the warm-up's
+    first window ran at the maximum tree depth: the law's coordinates are a hundred times
+    narrower than the walks'. None where the mode or its approximation is not proper (the
+    caller falls back).
     """
     chains = settings.num_chains
     law_only = start_from_prior(law, priors, 1)
@@ -1053,13 +1070,9 @@ def _misfit_start(
             return None
         start, law_metric = found
     walks = misfit_start(law, misfit, chains)
-    draw = streams.rng(seed, "misfit_start")
-    scales, coefs = walks[SCALES], walks[COEFS]
-    walks[SCALES] = (scales * np.exp(draw.standard_normal(scales.shape))).astype(np.float32)
-    walks[COEFS] = draw.standard_normal(coefs.shape).astype(np.float32)
     start = {**start, **walks}
     metric = extend_metric(model, inputs, start, law_metric, tuple(walks))
-    how = "Laplace draws at the exact law's MAP (sampler's coordinates), misfit near its prior"
+    how = "Laplace draws at the exact law's MAP (sampler's coordinates), the misfit flat"
     return start, 0.0, how, metric
 
 
