@@ -45,7 +45,6 @@ from bayescale.inference.huber import huber_bootstrap, huber_fit
 from bayescale.inference.sampling import (
     NutsSettings,
     build_tree,
-    extend_metric,
     laplace_fit,
     laplace_start,
     misfit_start,
@@ -81,9 +80,7 @@ from bayescale.model.laws import (
 )
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import (
-    COEFS,
     MISFIT_SITES,
-    SCALES,
     Misfit,
     MisfitCoords,
     draw_indicator,
@@ -453,12 +450,11 @@ def fit(
     init : {"map", "prior"} or mapping, default "map"
         Where NUTS chains start. ``"map"``: draws of the MAP + Laplace approximation (SciPy's
         L-BFGS-B on the compiled potential); for a grouped fit whose joint mode has no proper
-        Laplace approximation, the mode itself, jittered. With ``misfit`` (one curve): the
-        exact law's MAP and Laplace draws, the misfit near its prior, and the approximation's
-        covariance as the first mass matrix. ``"prior"``: each prior's typical
-        value, jittered (the best of 32 candidates per chain; no optimisation). A mapping of
-        parameter draws (papers' units, such as `Fit.draws`, at least one value per chain):
-        spread over the chains (a warm start).
+        Laplace approximation, the mode itself, jittered; with ``misfit``, the Laplace
+        approximation's covariance is also the first mass matrix (as for grouped fits).
+        ``"prior"``: each prior's typical value, jittered (the best of 32 candidates per
+        chain; no optimisation). A mapping of parameter draws (papers' units, such as
+        `Fit.draws`, at least one value per chain): spread over the chains (a warm start).
     columns : mapping, optional
         Canonical name -> your column name.
     variable : str, optional
@@ -625,35 +621,27 @@ def _fit_groups(
         law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit)
     )
 
-    def build(spec: Misfit | None) -> Any:
-        model = model_for(law, priors_, used, noise, len(labels), misfit=spec)
-        ridge = model.ridge
-        if ridge is not None and ridge.exponent in ridge.pooled and not differ:
-            # families that share their exponent: numpyro's non-centred coordinates
-            model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=spec)
-        return model
-
-    model = build(misfit)
-    # the joint mode and its Laplace approximation are the exact law's (see `_misfit_start`)
-    exact, plain = build(None), dataclasses.replace(inputs, misfit=None, coords=None)
+    model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
+    ridge = model.ridge
+    if ridge is not None and ridge.exponent in ridge.pooled and not differ:
+        # families that share their exponent: numpyro's non-centred coordinates
+        model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=misfit)
     spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
     cold = group_start(law, priors_, used, labels, settings.num_chains, misfit)
     cold = expanded(cold, priors_, spreads)
-    walks = {k: v for k, v in cold.items() if k in (SCALES, COEFS)}
-    cold_law = {k: v for k, v in cold.items() if k not in walks}
     start, jitter, how = cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
-    mode = None  # a joint mode of the exact law (every site, as `Laplace.mode`)
+    mode = None  # a joint mode (every site, as `Laplace.mode`)
     if init == "map":
         n_draws = max(settings.num_samples, 4)
-        warm = lone_start(law, priors_, used, labels, plain, lone) if lone else None
+        warm = lone_start(law, priors_, used, labels, inputs, lone, misfit) if lone else None
         if warm is None:
-            lap = laplace_fit(exact, plain, cold_law, seed, n_draws)
+            lap = laplace_fit(model, inputs, cold, seed, n_draws)
         else:  # one L-BFGS run from the lone fits' modes (see `lone_start`)
             warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
-            lap = laplace_fit(exact, plain, warm, seed, n_draws, runs=1)
+            lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
         if lap.ok:
             mode, at = lap.mode, "MAP"
-        elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold_law):
+        elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
             mode, at = lap.mode, "MAP (improper Hessian)"
@@ -665,19 +653,14 @@ def _fit_groups(
                 runaway = " (a runaway mode)" if ran_away(mode, priors_, used) else ""
                 mode, at = fixed, f"MAP with the noise and floor populations re-set{runaway}"
             n = settings.num_chains
-            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold_law}
-            start = {**start, **walks}
+            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
             jitter, how = MODE_JITTER, f"{at}, jittered, best of 32 per chain"
     metric = None
     if mode is not None:  # its Laplace approximation in the sampler's coordinates, if proper
-        found = laplace_start(exact, plain, {k: mode[k] for k in cold_law}, settings, seed)
+        found = laplace_start(model, inputs, {k: mode[k] for k in cold}, settings, seed)
         if found is not None:
             (start, metric), jitter = found, 0.0
             how = f"Laplace draws in the sampler's coordinates at the {at}, and its mass matrix"
-            if misfit is not None:
-                start = {**start, **{k: np.asarray(v, np.float32) for k, v in walks.items()}}
-                metric = extend_metric(model, inputs, start, metric, tuple(walks))
-                how += "; the misfit flat, unit variance"
     samples, stats = sample_nuts(
         model,
         inputs,
@@ -955,9 +938,7 @@ def _fit(
         if problems:
             warn(" ".join(problems), ConvergenceWarning)
         return result
-    start, jitter, how, metric = _start(
-        model, inputs, law, priors, settings, seed, init, misfit, exact
-    )
+    start, jitter, how, metric = _start(model, inputs, law, priors, settings, seed, init, misfit)
     samples, stats = sample_nuts(
         model,
         inputs,
@@ -986,13 +967,11 @@ def _start(
     seed: int,
     init: str | Mapping[str, Any],
     misfit: Misfit | None,
-    exact: Any = None,
 ) -> tuple[dict[str, np.ndarray], float, str, np.ndarray | None]:
     """The chains' start (sample-site values), jitter, description and first mass matrix.
 
     The description is for provenance; the inverse mass matrix is None for numpyro's
-    identity. ``exact``: the exact law's model, where ``model`` has a misfit (see
-    `_misfit_start`).
+    identity (a misfit fit's is its MAP's, see `_misfit_start`).
     """
     chains = settings.num_chains
     cold = start_from_prior(law, priors, chains, misfit)
@@ -1020,60 +999,40 @@ def _start(
             f"unknown init {init!r}. Available: 'map', 'prior', or a mapping of parameter "
             "draws (for example previous_fit.draws())."
         )
-    if misfit is not None:
-        found = _misfit_start(model, exact, inputs, law, priors, settings, seed, misfit)
-        if found is not None:
-            return found
     lap = laplace_fit(model, inputs, cold, seed, max(settings.num_samples, chains))
     if not lap.ok:  # no valid mode: start cold rather than from invalid draws
         return cold, 1.0, "jittered prior medians (the MAP search failed)", None
     start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in cold}
+    if misfit is not None:
+        return _misfit_start(model, inputs, lap, start, settings, seed)
     return start, 0.0, "MAP + Laplace draws", None
 
 
 def _misfit_start(
     model: Any,
-    exact: Any,
     inputs: Any,
-    law: Law,
-    priors: Priors,
+    lap: Any,
+    start: dict[str, np.ndarray],
     settings: NutsSettings,
     seed: int,
-    misfit: Misfit,
-) -> tuple[dict[str, np.ndarray], float, str, np.ndarray] | None:
-    """Start a misfit fit from the exact law's mode, with the first mass matrix of both.
+) -> tuple[dict[str, np.ndarray], float, str, np.ndarray | None]:
+    """A misfit fit's start: its MAP's Laplace draws, and their covariance as the mass matrix.
 
-    The exact law's MAP is cheap where the misfit model's is not (a dozen more dimensions for
-    L-BFGS-B to settle, and a second compiled optimiser). Its Laplace approximation in the
-    sampler's coordinates gives the law's sites their starts and their block of the first mass
-    matrix; the misfit's coordinates (log scales and walk coefficients, standard normal
-    under the prior) get unit variance there, and every chain starts them at the priors'
-    medians with the walks flat (spread at random, a chain of a short curve could start far
-    out on the floor's ridge and stay there). From numpyro's identity mass matrix the warm-up's
-    first window ran at the maximum tree depth: the law's coordinates are a hundred times
-    narrower than the walks'. None where the mode or its approximation is not proper (the
-    caller falls back).
+    From numpyro's identity the warm-up's first window of a misfit fit ran at the maximum tree
+    depth: the law's coordinates are a hundred times narrower than the walks' (figures in the
+    design notes). Where the sampler runs in a ridge map's coordinates, the approximation is
+    taken there (`laplace_start`, as for grouped fits); elsewhere numpyro's coordinates are the
+    sampler's and the MAP's own approximation serves. ``lap``: the MAP (proper); ``start``:
+    its first Laplace draws, one per chain.
     """
-    chains = settings.num_chains
-    law_only = start_from_prior(law, priors, 1)
-    plain = dataclasses.replace(inputs, misfit=None, coords=None)
-    lap = laplace_fit(exact, plain, law_only, seed, chains)
-    if not lap.ok:
-        return None
-    if model.ridge is None:  # numpyro's coordinates are the sampler's: the MAP's own Laplace
-        start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in law_only}
-        cov = lap.covariance
-        law_metric = cov if settings.dense_mass else np.diag(cov)
-    else:
-        found = laplace_start(exact, plain, {k: lap.mode[k] for k in law_only}, settings, seed)
-        if found is None:
-            return None
-        start, law_metric = found
-    walks = misfit_start(law, misfit, chains)
-    start = {**start, **walks}
-    metric = extend_metric(model, inputs, start, law_metric, tuple(walks))
-    how = "Laplace draws at the exact law's MAP (sampler's coordinates), the misfit flat"
-    return start, 0.0, how, metric
+    how = "MAP + Laplace draws, their covariance as the first mass matrix"
+    if model.ridge is None:
+        cov = lap.covariance if settings.dense_mass else np.diag(lap.covariance)
+        return start, 0.0, how, cov.astype(np.float32)
+    found = laplace_start(model, inputs, {k: lap.mode[k] for k in start}, settings, seed)
+    if found is None:
+        return start, 0.0, "MAP + Laplace draws", None
+    return found[0], 0.0, f"{how} (sampler's coordinates)", found[1]
 
 
 # --------------------------------------------------------------------------------- updating

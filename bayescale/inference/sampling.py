@@ -65,7 +65,6 @@ __all__ = [
     "NutsSettings",
     "build_tree",
     "chain_keys",
-    "extend_metric",
     "laplace_fit",
     "laplace_start",
     "misfit_start",
@@ -441,34 +440,6 @@ def laplace_start(
     cov = root @ root.T
     metric = cov if settings.dense_mass else np.diag(cov)
     return {k: np.asarray(starts[k]) for k in mode}, metric.astype(np.float32)
-
-
-def extend_metric(
-    model: Any,
-    inputs: ModelInputs,
-    start: Mapping[str, np.ndarray],
-    metric: np.ndarray,
-    added: tuple[str, ...],
-) -> np.ndarray:
-    """An inverse mass matrix of ``model``: ``metric`` for its other sites, unit for ``added``.
-
-    ``metric`` is a covariance (or its diagonal) in the sampler's coordinates of the model
-    without the sites ``added``, such as `laplace_start`'s of the exact law where ``model``
-    adds the misfit; ``start`` holds every site of ``model`` (one row per chain). The sampler
-    ravels sites in sorted order and changes coordinates in place
-    (`bayescale.model.geometry`), so the smaller model's coordinates keep their order.
-    """
-    row = {k: np.asarray(v)[0] for k, v in start.items()}
-    shapes = _latent_shapes(model, _shape_key(row), _shape_key(inputs.args()))
-    own = np.concatenate([np.full(math.prod(shape), k not in added) for k, shape in shapes])
-    index = np.flatnonzero(own)
-    if metric.ndim == 1:
-        out = np.ones(own.size)
-        out[index] = metric
-    else:
-        out = np.eye(own.size)
-        out[np.ix_(index, index)] = metric
-    return out.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ MAP
