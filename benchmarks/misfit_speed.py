@@ -11,7 +11,8 @@ Prints one table: a row per model (``fit(..., misfit=False)`` and ``misfit=True`
 - ``steps``: leapfrog steps of every chain, warm-up included (counted by wrapping the
   sampler's compiled chunk, outside the library), ``steps_per_iter`` over all iterations;
 - ``divergences``, the smallest bulk ESS and largest r_hat of the reported parameters, and
-  ``ess_per_s`` (smallest bulk ESS per warm second).
+  ``ess_per_s`` (smallest bulk ESS per warm second);
+- ``us_per_gradient``: one gradient of the model's potential, timed in a compiled loop.
 
 The load average is printed with the table: on a shared machine the timings are upper
 bounds; compare only the ratios of one run.
@@ -119,6 +120,42 @@ def warm_fit(df: pd.DataFrame, misfit: bool) -> dict[str, float]:
     }
 
 
+def gradient_us(df: pd.DataFrame, misfit: bool, n: int = 20000) -> float:
+    """Microseconds per gradient of the model's potential (numpyro's coordinates), in one
+    compiled loop of ``n`` gradients from the priors' typical values (the best of 3 loops)."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import potential_energy, unconstrain_fn
+
+    import bayescale as bs
+    from bayescale.inference.sampling import start_from_prior
+    from bayescale.io.data import from_frame
+    from bayescale.model.build import build_model, model_inputs
+    from bayescale.model.priors import resolve_priors
+
+    data, law = from_frame(df), bs.get_law("chinchilla")
+    noise = bs.get_likelihood("student_t")
+    priors = resolve_priors(law, data, None, noise.name)
+    spec = bs.Misfit() if misfit else None
+    model = build_model(law, tuple((k, p.family) for k, p in priors.items()), noise, spec)
+    args = model_inputs(law, data, priors, misfit=misfit).args()
+    start = {k: v[0] for k, v in start_from_prior(law, priors, 1, spec).items()}
+    flat, unravel = ravel_pytree(unconstrain_fn(model, args, {}, start))
+    grad = jax.grad(lambda y, a: potential_energy(model, a, {}, unravel(y)))
+
+    @jax.jit
+    def loop(y, a):
+        return jax.lax.fori_loop(0, n, lambda i, c: c + 1e-6 * grad(c, a), y)
+
+    loop(flat, args).block_until_ready()
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loop(flat, args).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("BAYESCALE_DATA", "../shared/data"))
@@ -143,6 +180,8 @@ def main() -> None:
         for name in rows:
             for k, v in warm_fit(df, name == "misfit").items():
                 rows[name].setdefault(k, []).append(v)
+    for name in rows:
+        rows[name]["us_per_gradient"] = [gradient_us(df, name == "misfit")]
     table = pd.DataFrame(
         {m: {k: statistics.median(v) for k, v in r.items()} for m, r in rows.items()}
     ).T
