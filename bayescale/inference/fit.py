@@ -620,7 +620,6 @@ def _fit_groups(
     inputs, priors_, centres = group_inputs(
         law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit)
     )
-
     model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
     ridge = model.ridge
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
