@@ -13,6 +13,7 @@ table:
 
 The machine's load average is printed with the timings: on a shared machine they are upper
 bounds. Usage: python benchmarks/many_curves.py [--curves 1000] [--loop 20] [--chunk-size 0]
+[--misfit]
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--loop", type=int, default=20)
     parser.add_argument(
+        "--misfit", action="store_true", help="fit every curve with misfit=True (both paths)"
+    )
+    parser.add_argument(
         "--chunk-size", type=int, nargs="*", default=[0], help="0: the default (None)"
     )
     parser.add_argument(
@@ -109,6 +113,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     LOOP[0] = args.loop
+    if args.misfit:
+        SETTINGS["misfit"] = True
     runs = curves(args.curves, args.points)
     rows = []
     quiet = dict(category=bs.ConvergenceWarning)
@@ -158,7 +164,8 @@ def main() -> None:
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(
             f"{args.curves} power-law curves of {args.points} runs, 4 chains x 500 warm-up + "
-            f"500 draws; {os.cpu_count()} CPUs; loop extrapolated from {len(names)} curves"
+            f"500 draws{', misfit=True' if args.misfit else ''}; {os.cpu_count()} CPUs; loop "
+            f"extrapolated from {len(names)} curves"
         )
         print(table.round(3).to_string())
 

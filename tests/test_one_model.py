@@ -24,7 +24,7 @@ from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import build_model, model_inputs
 from bayescale.model.hierarchy import group_inputs, group_labels, model_for
 from bayescale.model.likelihoods import LIKELIHOODS, Likelihood, register_likelihood
-from bayescale.model.misfit import Misfit, basis, misfit_coords
+from bayescale.model.misfit import COEFS, SCALES, Misfit, basis, misfit_coords
 from bayescale.model.priors import resolve_priors
 
 FAST = dict(num_warmup=200, num_samples=200, progress_bar=False)
@@ -79,11 +79,12 @@ def test_grouped_model_scores_what_the_single_model_scores():
         model = build_model(law, tuple((k, p.family) for k, p in pri.items()), noise, spec)
         args = model_inputs(law, sub, pri, misfit=True).args()
         values = _prior_values(model, args, seed=i)
-        values["misfit_level"] = np.float32(0.02)  # the shared scale
+        values[SCALES] = np.float32([0.02])  # the shared scale (one walk: the level)
         single_total += _log_density(model, args, values)
         per_group.append(values)
     stacked = {k: np.stack([v[k] for v in per_group]) for k in per_group[0]}
-    stacked["misfit_level"] = np.float32(0.02)
+    stacked[SCALES] = np.float32([0.02])
+    stacked[COEFS] = np.stack([v[COEFS][0] for v in per_group])[None]  # (walk, group, knot)
     joint = _log_density(grouped, inputs.args(), stacked)
     shared_prior = float(
         np.log(2 / math.pi) / 2 - math.log(spec.level) - 0.5 * (0.02 / spec.level) ** 2

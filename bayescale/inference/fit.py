@@ -11,6 +11,7 @@ Provenance is kept in the tree's attributes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -450,10 +451,11 @@ def fit(
     init : {"map", "prior"} or mapping, default "map"
         Where NUTS chains start. ``"map"``: draws of the MAP + Laplace approximation (SciPy's
         L-BFGS-B on the compiled potential); for a grouped fit whose joint mode has no proper
-        Laplace approximation, the mode itself, jittered. ``"prior"``: each prior's typical
-        value, jittered (the best of 32 candidates per chain; no optimisation). A mapping of
-        parameter draws (papers' units, such as `Fit.draws`, at least one value per chain):
-        spread over the chains (a warm start).
+        Laplace approximation, the mode itself, jittered; with ``misfit``, the Laplace
+        approximation's covariance is also the first mass matrix (as for grouped fits).
+        ``"prior"``: each prior's typical value, jittered (the best of 32 candidates per
+        chain; no optimisation). A mapping of parameter draws (papers' units, such as
+        `Fit.draws`, at least one value per chain): spread over the chains (a warm start).
     columns : mapping, optional
         Canonical name -> your column name.
     variable : str, optional
@@ -852,7 +854,7 @@ def _negative_exponents(law: Law, estimate: Mapping[str, float]) -> list[str]:
 
 
 def _check_law_at_start(
-    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData, misfit: Misfit | None
+    model: Any, inputs: Any, law: Law, priors: Priors, data: ScalingData
 ) -> None:
     """Refuse a law whose log loss is not finite at the runs for the priors' typical values.
 
@@ -863,7 +865,7 @@ def _check_law_at_start(
     import numpyro
     import numpyro.handlers as handlers
 
-    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1, misfit).items()}
+    start = {k: np.asarray(v)[0] for k, v in start_from_prior(law, priors, 1).items()}
     traced = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=start))
     with numpyro.validation_enabled(False):  # a NaN location is what this looks for
         trace = traced.get_trace(*inputs.args())
@@ -933,7 +935,9 @@ def _fit(
         return result
     families = tuple((k, p.family) for k, p in priors.items())
     model = build_model(law, families, noise, misfit)
-    _check_law_at_start(model, inputs, law, priors, data, misfit)
+    exact = build_model(law, families, noise, None)
+    # the misfit starts flat (no shift of the law): the exact law's model checks the same values
+    _check_law_at_start(exact, dataclasses.replace(inputs, misfit=None), law, priors, data)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
         lap = laplace_fit(
@@ -951,7 +955,7 @@ def _fit(
         if problems:
             warn(" ".join(problems), ConvergenceWarning)
         return result
-    start, jitter, how = _start(model, inputs, law, priors, settings, seed, init, misfit)
+    start, jitter, how, metric = _start(model, inputs, law, priors, settings, seed, init, misfit)
     samples, stats = sample_nuts(
         model,
         inputs,
@@ -961,6 +965,7 @@ def _fit(
         seed=seed,
         progress=progress,
         description=f"fit {law.name}",
+        metric=metric,
     )
     meta = provenance(law, data, priors, noise, centre, "nuts", seed, settings, init=how, **attrs)
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
@@ -1002,8 +1007,12 @@ def _start(
     seed: int,
     init: str | Mapping[str, Any],
     misfit: Misfit | None,
-) -> tuple[dict[str, np.ndarray], float, str]:
-    """The chains' start (sample-site values), its jitter, and a description for provenance."""
+) -> tuple[dict[str, np.ndarray], float, str, np.ndarray | None]:
+    """The chains' start (sample-site values), jitter, description and first mass matrix.
+
+    The description is for provenance; the inverse mass matrix is None for numpyro's
+    identity (a misfit fit's is its MAP's, see `_misfit_start`).
+    """
     chains = settings.num_chains
     cold = start_from_prior(law, priors, chains, misfit)
     if isinstance(init, Mapping):
@@ -1022,9 +1031,9 @@ def _start(
             **start_from_params(law, priors, centre, params, chains),
             **misfit_start(law, misfit, chains),
         }
-        return start, 0.0, "warm start"
+        return start, 0.0, "warm start", None
     if init == "prior":
-        return cold, 1.0, "jittered prior medians, best of 32 candidates per chain"
+        return cold, 1.0, "jittered prior medians, best of 32 candidates per chain", None
     if init != "map":
         raise OptionError(
             f"unknown init {init!r}. Available: 'map', 'prior', or a mapping of parameter "
@@ -1032,9 +1041,38 @@ def _start(
         )
     lap = laplace_fit(model, inputs, cold, seed, max(settings.num_samples, chains))
     if not lap.ok:  # no valid mode: start cold rather than from invalid draws
-        return cold, 1.0, "jittered prior medians (the MAP search failed)"
+        return cold, 1.0, "jittered prior medians (the MAP search failed)", None
     start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in cold}
-    return start, 0.0, "MAP + Laplace draws"
+    if misfit is not None:
+        return _misfit_start(model, inputs, lap, start, settings, seed)
+    return start, 0.0, "MAP + Laplace draws", None
+
+
+def _misfit_start(
+    model: Any,
+    inputs: Any,
+    lap: Any,
+    start: dict[str, np.ndarray],
+    settings: NutsSettings,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], float, str, np.ndarray | None]:
+    """A misfit fit's start: its MAP's Laplace draws, and their covariance as the mass matrix.
+
+    From numpyro's identity the warm-up's first window of a misfit fit ran at the maximum tree
+    depth: the law's coordinates are a hundred times narrower than the walks' (figures in the
+    design notes). Where the sampler runs in a ridge map's coordinates, the approximation is
+    taken there (`laplace_start`, as for grouped fits); elsewhere numpyro's coordinates are the
+    sampler's and the MAP's own approximation serves. ``lap``: the MAP (proper); ``start``:
+    its first Laplace draws, one per chain.
+    """
+    how = "MAP + Laplace draws, their covariance as the first mass matrix"
+    if model.ridge is None:
+        cov = lap.covariance if settings.dense_mass else np.diag(lap.covariance)
+        return start, 0.0, how, cov.astype(np.float32)
+    found = laplace_start(model, inputs, {k: lap.mode[k] for k in start}, settings, seed)
+    if found is None:
+        return start, 0.0, "MAP + Laplace draws", None
+    return found[0], 0.0, f"{how} (sampler's coordinates)", found[1]
 
 
 # --------------------------------------------------------------------------------- updating

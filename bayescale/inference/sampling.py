@@ -54,7 +54,7 @@ from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, internal_sites
 from bayescale.model.distributions import Prior
 from bayescale.model.laws import Law, declaration, fingerprint_record
-from bayescale.model.misfit import Misfit, draw_indicator
+from bayescale.model.misfit import COEFS, SCALES, Misfit, draw_indicator, walk_names
 from bayescale.model.priors import Priors
 from bayescale.options import counts
 from bayescale.version import __version__
@@ -459,12 +459,16 @@ class Laplace:
         Why not, when ``ok`` is False.
     mode : dict
         The mode itself: every site in the model's units, float64 (empty when not computed).
+    covariance : ndarray or None
+        The approximation's covariance in numpyro's unconstrained coordinates (sites ravelled
+        in sorted order), float64; None where the mode is not proper.
     """
 
     constrained: dict[str, np.ndarray]
     ok: bool
     message: str
     mode: dict[str, np.ndarray] = field(default_factory=dict)
+    covariance: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -557,11 +561,13 @@ def laplace_fit(
         res = min(results, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
         mode = res.x
         hess = _hessian(lambda x: fg(x)[1], mode)
+        cov = None
         try:
             eig = np.linalg.eigvalsh(hess)
-            chol = np.linalg.cholesky(np.linalg.inv(hess)) if eig.min() > 0 else None
+            cov = np.linalg.inv(hess) if eig.min() > 0 else None
+            chol = None if cov is None else np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
-            eig, chol = np.array([-1.0]), None
+            eig, chol, cov = np.array([-1.0]), None, None
         if chol is None:  # no Gaussian around a non-proper mode: the mode itself, repeated
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
@@ -578,7 +584,7 @@ def laplace_fit(
         "posterior is not positive definite or not finite); the Laplace approximation is not "
         "valid. Use method='nuts' or tighter priors."
     )
-    return Laplace(constrained, ok, message, at_mode)
+    return Laplace(constrained, ok, message, at_mode, cov if ok else None)
 
 
 def _shape_key(tree: Any) -> Any:
@@ -683,14 +689,12 @@ def misfit_start(law: Law, misfit: Misfit | None, num_chains: int) -> dict[str, 
     """Starting values of the misfit's sites (empty without misfit): median scales, flat walks."""
     if misfit is None:
         return {}
-    out = {
-        "misfit_level": np.full(num_chains, 0.6745 * misfit.level, np.float32),
-        "_misfit_level_w": np.zeros((num_chains, misfit.knots - 2), np.float32),
+    names = walk_names({"n_params", "n_tokens"} <= set(law.variables))
+    scales = [0.6745 * getattr(misfit, name) for name in names]
+    return {
+        SCALES: np.tile(np.asarray(scales, np.float32), (num_chains, 1)),
+        COEFS: np.zeros((num_chains, len(names), misfit.knots - 2), np.float32),
     }
-    if {"n_params", "n_tokens"} <= set(law.variables):
-        out["misfit_tilt"] = np.full(num_chains, 0.6745 * misfit.tilt, np.float32)
-        out["_misfit_tilt_w"] = np.zeros((num_chains, misfit.knots - 2), np.float32)
-    return out
 
 
 def start_from_params(

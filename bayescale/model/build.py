@@ -38,6 +38,8 @@ from bayescale.model.geometry import ridge_map
 from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood
 from bayescale.model.misfit import (
+    COEFS,
+    SCALES,
     Misfit,
     MisfitCoords,
     coordinate_columns,
@@ -183,7 +185,7 @@ def internal_sites(law: Law) -> tuple[str, ...]:
     names = [f"{p.name}_c" for p in law.params if p.role in ("amplitude", "scale")]
     if any(p.role == "location" for p in law.params):
         names.append("_breaks")
-    return (*names, "_misfit_level_w", "_misfit_tilt_w", "_pointwise")
+    return (*names, SCALES, COEFS, "_pointwise")
 
 
 @functools.lru_cache(maxsize=32)

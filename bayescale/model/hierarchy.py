@@ -71,13 +71,16 @@ from bayescale.model.geometry import ridge_map
 from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood
 from bayescale.model.misfit import (
+    COEFS,
     MISFIT_SITES,
+    SCALES,
     Misfit,
     MisfitCoords,
     law_jacobian,
     misfit_coords,
     new_walk_knots,
     orthogonal,
+    walk_names,
 )
 from bayescale.model.priors import Priors, resolve_priors
 
@@ -728,10 +731,9 @@ def group_start(
     n = len(labels)
     out: dict[str, np.ndarray] = {}
     if misfit is not None:
-        tilt = {"n_params", "n_tokens"} <= set(law.variables)
-        for name in ("level", "tilt") if tilt else ("level",):
-            out[f"misfit_{name}"] = np.full(num_chains, 0.6745 * getattr(misfit, name))
-            out[f"_misfit_{name}_w"] = np.zeros((num_chains, n, misfit.knots - 2))
+        names = walk_names({"n_params", "n_tokens"} <= set(law.variables))
+        out[SCALES] = np.tile([0.6745 * getattr(misfit, name) for name in names], (num_chains, 1))
+        out[COEFS] = np.zeros((num_chains, len(names), n, misfit.knots - 2))
     for name in (*law.param_names, "sigma"):
         if name in pool:
             out[f"{name}_mu"] = np.full(num_chains, priors[f"{name}_mu"].values[0])

@@ -44,6 +44,7 @@ from bayescale import streams
 from bayescale.errors import OptionError, OptionTypeError
 
 __all__ = [
+    "COEFS",
     "MISFIT_SITES",
     "Misfit",
     "MisfitCoords",
@@ -53,12 +54,17 @@ __all__ = [
     "misfit_draws_at",
     "new_walk_knots",
     "orthogonal",
+    "SCALES",
     "resolve_misfit",
     "sample_delta",
+    "walk_names",
 ]
 
 #: reported scales of the misfit (posterior variables)
 MISFIT_SITES = ("misfit_level", "misfit_tilt")
+#: the sampled sites: the walks' scales ``(walk,)`` and standard normal coefficients
+#: ``(walk, knots - 2)``, or ``(walk, group, knots - 2)`` with one walk per group
+SCALES, COEFS = "_misfit_scales", "_misfit_w"
 
 
 @dataclass(frozen=True)
@@ -374,17 +380,21 @@ def sample_delta(
     weights = interp_weights(t, spec)
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
     unit = jnp.asarray(basis(spec), dtype=t.dtype)
-    shape = [spec.knots - 2] if group is None else [n_groups, spec.knots - 2]
+    names = walk_names(tilt)
+    # one site for the scales and one for the coefficients of every walk: each sample site
+    # adds its own small kernels to the compiled gradient, which on the CPU cost more than
+    # the arithmetic (figures in the design notes)
+    prior = jnp.asarray([getattr(spec, name) for name in names], dtype=t.dtype)
+    scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
+    shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
+    coefs = numpyro.sample(COEFS, dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
 
-    def knots_of(name: str) -> Any:
-        s = numpyro.sample(f"misfit_{name}", dist.HalfNormal(getattr(spec, name)))
-        w = numpyro.sample(
-            f"_misfit_{name}_w", dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape))
-        )
+    def knots_of(i: int, name: str) -> Any:
+        s = numpyro.deterministic(f"misfit_{name}", scales[i])
         if group is None:
-            value = s * ((step * unit) @ w)
+            value = s * ((step * unit) @ coefs[i])
         else:  # (groups, knots): each group's walk at its own knot spacing
-            value = s * step[:, None] * (w @ unit.T)
+            value = s * step[:, None] * (coefs[i] @ unit.T)
         return numpyro.deterministic(f"misfit_{name}_knots", value)
 
     def at_runs(values: Any) -> Any:
@@ -392,12 +402,17 @@ def sample_delta(
             return weights @ values
         return jnp.sum(weights * values[group], axis=-1)
 
-    delta = at_runs(knots_of("level"))
+    delta = at_runs(knots_of(0, "level"))
     if tilt:
-        delta = delta + at_runs(knots_of("tilt")) * inputs["r"]
+        delta = delta + at_runs(knots_of(1, "tilt")) * inputs["r"]
     if "q" in inputs:
         delta = _orthogonalise(delta, inputs, group, n_groups)
     return delta
+
+
+def walk_names(tilt: bool) -> tuple[str, ...]:
+    """The walks of a law: ``level``, and ``tilt`` for laws of N and D."""
+    return ("level", "tilt") if tilt else ("level",)
 
 
 def new_walk_knots(
