@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
@@ -90,19 +91,26 @@ def _half_normal_logpdf(x: np.ndarray, s: float) -> np.ndarray:
     return -0.5 * (x / s) ** 2 - np.log(s)
 
 
-def score(out: str) -> None:
+def _half_cauchy_logpdf(x: np.ndarray, s: float) -> np.ndarray:
+    return -np.log1p((x / s) ** 2) - np.log(s)
+
+
+FAMILIES = {"halfnormal": _half_normal_logpdf, "halfcauchy": _half_cauchy_logpdf}
+
+
+def score(out: str, family: str = "halfnormal") -> None:
+    logpdf_of = FAMILIES[family]
     z = np.load(out)
     labels = sorted({k.split("|")[0] for k in z.files})
     rows = []
     for level in GRID:
         for tilt in GRID:
             for label in labels:
-                lw = _half_normal_logpdf(z[f"{label}|misfit_level"], level) - _half_normal_logpdf(
-                    z[f"{label}|misfit_level"], REFERENCE
-                )
+                x = z[f"{label}|misfit_level"]
+                lw = logpdf_of(x, level) - _half_normal_logpdf(x, REFERENCE)
                 if f"{label}|misfit_tilt" in z.files:
                     x = z[f"{label}|misfit_tilt"]
-                    lw += _half_normal_logpdf(x, tilt) - _half_normal_logpdf(x, REFERENCE)
+                    lw += logpdf_of(x, tilt) - _half_normal_logpdf(x, REFERENCE)
                 w = np.exp(lw - lw.max())
                 w /= w.sum()
                 ess = 1.0 / np.sum(w**2)
@@ -125,6 +133,7 @@ def score(out: str) -> None:
                     "ess": ess,
                 })  # fmt: skip
     table = pd.DataFrame(rows)
+    ref_by_set = _reference_rows(z, labels)
     by_set = table.groupby(["level", "tilt", "set", "source"], as_index=False)[
         ["n", "lpd", "in50", "in90"]
     ].sum()
@@ -144,7 +153,7 @@ def score(out: str) -> None:
     for name, part in by_set.groupby("set"):
         level, tilt = chosen[SOURCE.get(name, name)]
         row = part[(part["level"] == level) & (part["tilt"] == tilt)].iloc[0]
-        ref = part[(part["level"] == 0.03) & (part["tilt"] == 0.03)].iloc[0]
+        ref = ref_by_set[name]
         scored.append({
             "set": name, "prior (level, tilt)": f"{level}, {tilt}",
             "coverage_50": row["in50"] / row["n"], "coverage_90": row["in90"] / row["n"],
@@ -161,6 +170,34 @@ def score(out: str) -> None:
         print(result[[c for c in result.columns if "coverage" in c]].mean().round(3).to_string())
 
 
+def _reference_rows(z: Any, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per set: runs, log density and coverage under today's HalfNormal(0.03) priors."""
+    out: dict[str, dict[str, float]] = {}
+    for label in labels:
+        lw = 0.0
+        for k in ("misfit_level", "misfit_tilt"):
+            if f"{label}|{k}" in z.files:
+                x = z[f"{label}|{k}"]
+                lw = lw + _half_normal_logpdf(x, 0.03) - _half_normal_logpdf(x, REFERENCE)
+        w = np.exp(lw - np.max(lw))
+        w /= w.sum()
+        logpdf, reps, y = z[f"{label}|logpdf"], z[f"{label}|reps"], z[f"{label}|y"]
+        m = logpdf.max(axis=0)
+        lpd = m + np.log(np.sum(w[:, None] * np.exp(logpdf - m), axis=0))
+        wr = np.repeat(w / reps.shape[1], reps.shape[1])
+        flat = reps.reshape(-1, reps.shape[-1])
+        row = out.setdefault(label.split("/")[0], {"n": 0, "lpd": 0.0, "in50": 0, "in90": 0})
+        row["n"] += len(y)
+        row["lpd"] += lpd.sum()
+        for p in (0.5, 0.9):
+            lo = np.array([_wquantile(flat[:, j], wr, (1 - p) / 2) for j in range(len(y))])
+            hi = np.array([_wquantile(flat[:, j], wr, (1 + p) / 2) for j in range(len(y))])
+            row[f"in{int(p * 100)}"] += int(((lo <= y) & (y <= hi)).sum())
+    for row in out.values():
+        row["lpd_per_run"] = row["lpd"] / row["n"]
+    return out
+
+
 def _wquantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     order = np.argsort(x)
     cw = np.cumsum(w[order])
@@ -175,11 +212,12 @@ def main() -> None:
     )
     parser.add_argument("--out", default="misfit_prior.npz", help="draws of the fits (npz)")
     parser.add_argument("--draws", type=int, default=1000, help="warm-up and draws per chain")
+    parser.add_argument("--family", default="halfnormal", choices=sorted(FAMILIES))
     args = parser.parse_args()
     if args.what == "fit":
         fit_all(args.data, args.out, args.draws)
     else:
-        score(args.out)
+        score(args.out, args.family)
 
 
 if __name__ == "__main__":
