@@ -59,7 +59,7 @@ def test_library_and_cli_give_the_same_draws(runs, tmp_path):
          "--warmup", "500", "--samples", "500", "--seed", "7", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
-    library = bs.fit(runs, "power_law", variable="n_params", seed=7, misfit=False, **SMALL)
+    library = bs.fit(runs, "power_law", variable="n_params", seed=7, **SMALL)  # the default
     assert _same(_draws(bs.load_fit(out)), _draws(library))
 
 
