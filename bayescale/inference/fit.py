@@ -40,11 +40,12 @@ from bayescale.inference.diagnostics import (
     interval_probs,
     warn_convergence,
 )
-from bayescale.inference.grouped import exponents_differ, lone_fits
+from bayescale.inference.grouped import exponents_differ, group_anchors, lone_fits
 from bayescale.inference.huber import huber_bootstrap, huber_fit
 from bayescale.inference.sampling import (
     NutsSettings,
     build_tree,
+    exact_mode,
     laplace_fit,
     laplace_start,
     misfit_start,
@@ -618,17 +619,8 @@ def _fit_groups(
     lone = lone_fits(law, data, labels, noise, seed) if used else []
     differ = bool(used) and exponents_differ(law, data, labels, noise, seed, lone=lone)
     floor = "share" if differ else "log"
-    anchors = None
-    if misfit is not None:  # each group's exact-law mode: its walk's anchor
-        anchors = {}
-        group_of = data.table["group"].astype(str).to_numpy()
-        for i, g in enumerate(labels):
-            if lone and lone[i] is not None:
-                anchors[g] = {k: float(lone[i].mode[k]) for k in law.param_names}
-                continue
-            sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
-            own = resolve_priors(law, sub, None, noise.name)
-            anchors[g] = exact_mode(law, sub, own, noise, seed)
+    # each group's exact-law mode: the anchor of its walk
+    anchors = group_anchors(law, data, labels, noise, seed, lone) if misfit is not None else None
     inputs, priors_, centres = group_inputs(
         law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit),
         anchors=anchors,
@@ -973,29 +965,6 @@ def _fit(
     result = Fit(tree, law, priors, data)
     warn_convergence(result.problems())
     return result
-
-
-def exact_mode(
-    law: Law,
-    data: ScalingData,
-    priors: Priors,
-    noise: Likelihood,
-    seed: int,
-    mask: np.ndarray | None = None,
-) -> dict[str, float] | None:
-    """The exact law's posterior mode on the runs ``mask`` selects: the misfit's anchor.
-
-    The misfit is made orthogonal to the law's Jacobian there (`bayescale.model.misfit.
-    orthogonal`); None where no finite mode is found (the misfit is then not orthogonalised).
-    """
-    families = tuple((k, p.family) for k, p in priors.items())
-    model = build_model(law, families, noise, None)
-    inputs = model_inputs(law, data, priors, mask=mask)
-    lap = laplace_fit(model, inputs, start_from_prior(law, priors, 1), seed, 1)
-    mode = {k: float(lap.mode[k]) for k in law.param_names if k in lap.mode}
-    if len(mode) < len(law.param_names) or not all(np.isfinite(list(mode.values()))):
-        return None
-    return mode
 
 
 def _start(

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from bayescale.inference.sampling import laplace_fit, start_from_prior
+from bayescale.inference.sampling import exact_laplace, exact_mode
 from bayescale.io.data import ScalingData
-from bayescale.model.build import build_model, model_inputs
 from bayescale.model.laws import Law
 from bayescale.model.likelihoods import Likelihood
 from bayescale.model.priors import resolve_priors
 
-__all__ = ["CENTRED_WEIGHT", "exponents_differ", "lone_fits"]
+__all__ = ["CENTRED_WEIGHT", "exponents_differ", "group_anchors", "lone_fits"]
 
 #: a pooled exponent is sampled centred when the typical group's partial-centring weight
 #: ``tau^2 / (tau^2 + se^2)`` reaches this (see `exponents_differ`)
@@ -37,19 +36,45 @@ def lone_fits(
     not proper. They decide the kind of curves (`exponents_differ`) and start the joint MAP
     (`lone_start`).
     """
-    group_of = data.table["group"].astype(str).to_numpy()
     out: list[Any] = []
-    for g in labels:
-        sub = ScalingData(data.table[group_of == g].reset_index(drop=True), data.source)
+    for sub in _group_data(data, labels):
         lap = None
         if sub.n_runs >= len(law.params) + 1:
             priors = resolve_priors(law, sub, None, likelihood.name)
-            fams = tuple((k, p.family) for k, p in priors.items())
-            model = build_model(law, fams, likelihood)
-            start = start_from_prior(law, priors, 1)
-            lap = laplace_fit(model, model_inputs(law, sub, priors), start, seed, 400)
+            lap = exact_laplace(law, sub, priors, likelihood, seed, 400)
         out.append(lap if lap is not None and lap.ok else None)
     return out
+
+
+def group_anchors(
+    law: Law,
+    data: ScalingData,
+    labels: Sequence[str],
+    likelihood: Likelihood,
+    seed: int,
+    lone: Sequence[Any] = (),
+) -> dict[str, dict[str, float] | None]:
+    """Each group's exact-law mode with default priors: the anchor of its misfit's walk.
+
+    A group's lone fit (`lone_fits`) gives it where there is one; else its own MAP search
+    (`bayescale.inference.sampling.exact_mode`).
+    """
+    out: dict[str, dict[str, float] | None] = {}
+    for i, (g, sub) in enumerate(zip(labels, _group_data(data, labels), strict=True)):
+        if lone and lone[i] is not None:
+            out[g] = {k: float(lone[i].mode[k]) for k in law.param_names}
+        else:
+            priors = resolve_priors(law, sub, None, likelihood.name)
+            out[g] = exact_mode(law, sub, priors, likelihood, seed)
+    return out
+
+
+def _group_data(data: ScalingData, labels: Sequence[str]) -> list[ScalingData]:
+    """Each group's runs, in the order of ``labels``."""
+    group_of = data.table["group"].astype(str).to_numpy()
+    return [
+        ScalingData(data.table[group_of == g].reset_index(drop=True), data.source) for g in labels
+    ]
 
 
 def exponents_differ(

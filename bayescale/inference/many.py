@@ -1052,13 +1052,13 @@ def _orthogonal_curves(
     the stacked arguments with ``q``, ``m`` and ``jac`` (`bayescale.model.misfit.orthogonal`;
     zeros for a curve without an anchor: its misfit is then not orthogonalised).
     """
+    fallback = next((a for a in anchors if a is not None), None)
+    if fallback is None:
+        return curves, args
     logx, mf = args[0], dict(args[5])
     width, p = mf["t"].shape[1], len(law.param_names)
     parts = {k: np.zeros((len(curves), width, p), np.float32) for k in ("q", "jac")}
     parts["m"] = np.zeros((len(curves), p, p), np.float32)
-    fallback = next((a for a in anchors if a is not None), None)
-    if fallback is None:
-        return curves, args
     known = [fallback if a is None else a for a in anchors]  # unused rows for the former
     theta = {k: np.array([a[k] for a in known]) for k in law.param_names}
     jac = law_jacobian(law, theta, {v: np.asarray(x, np.float64) for v, x in logx.items()})

@@ -51,7 +51,7 @@ import numpy as np
 from bayescale import streams
 from bayescale.errors import OptionError
 from bayescale.io.data import ScalingData
-from bayescale.model.build import OBS, ModelInputs, internal_sites
+from bayescale.model.build import OBS, ModelInputs, build_model, internal_sites, model_inputs
 from bayescale.model.distributions import Prior
 from bayescale.model.laws import Law, declaration, fingerprint_record
 from bayescale.model.misfit import COEFS, SCALES, Misfit, draw_indicator, walk_names
@@ -585,6 +585,31 @@ def laplace_fit(
         "valid. Use method='nuts' or tighter priors."
     )
     return Laplace(constrained, ok, message, at_mode, cov if ok else None)
+
+
+def exact_laplace(
+    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int, num_draws: int
+) -> Laplace:
+    """`laplace_fit` of the exact law (no misfit) on ``data``, from the priors' typical values."""
+    families = tuple((k, p.family) for k, p in priors.items())
+    model = build_model(law, families, likelihood, None)
+    start = start_from_prior(law, priors, 1)
+    return laplace_fit(model, model_inputs(law, data, priors), start, seed, num_draws)
+
+
+def exact_mode(
+    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int
+) -> dict[str, float] | None:
+    """The exact law's posterior mode on ``data``: the anchor of a misfit.
+
+    The misfit is made orthogonal to the law's Jacobian there (`bayescale.model.misfit.
+    orthogonal`); None where no finite mode is found (the misfit is then not orthogonalised).
+    """
+    lap = exact_laplace(law, data, priors, likelihood, seed, 1)
+    mode = {k: float(lap.mode[k]) for k in law.param_names if k in lap.mode}
+    if len(mode) < len(law.param_names) or not all(np.isfinite(list(mode.values()))):
+        return None
+    return mode
 
 
 def _shape_key(tree: Any) -> Any:
