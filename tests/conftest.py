@@ -6,6 +6,15 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One persistent XLA compilation cache for the whole run: both xdist workers, the default and
+# the slow stages, and the subprocesses (CLI runs, notebook kernels) compile the same programs,
+# and compiling is most of a short test's time on two cores. A cached executable is the one the
+# compiler would build, so the draws do not change. Set before JAX is imported (it reads these).
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from pathlib import Path  # noqa: E402
 

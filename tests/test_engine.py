@@ -146,7 +146,8 @@ def test_ctrl_c_stops_a_cli_fit_between_chunks(runs, tmp_path):
         [sys.executable, "-c", CLI, "fit", str(csv), "--law", "power_law", "--variable",
          "n_params", "--warmup", "1000000", "--samples", "1000", "--seed", "1", "--out",
          str(out)],
-        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=_environment(tmp_path),
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+        env={**_environment(tmp_path), "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
     os.close(follower)
     progress = re.compile(r"\| *(\d+)/(\d+) \[")
@@ -168,7 +169,17 @@ def test_ctrl_c_stops_a_cli_fit_between_chunks(runs, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, text[-2000:]
             read(1.0)
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        # the terminal is read while waiting, so that the fit never blocks on a full terminal
+        stop_by = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < stop_by:
+            read(0.5)
+        if proc.poll() is None:  # say where it hangs: faulthandler prints every thread's stack
+            proc.send_signal(signal.SIGABRT)
+            stop_by = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < stop_by:
+                read(0.5)
+            pytest.fail(f"the fit did not stop within 120 s of SIGINT:\n{text[-8000:]}")
+        code = proc.returncode
         while read(0.1):
             pass
     finally:
