@@ -85,6 +85,12 @@ def _objective(law: Law, delta: float) -> tuple[Any, Any]:
 GRID_PAIRS = 1 << 22
 
 
+#: bootstrap refits per call of the vectorised BFGS: a batch runs until its slowest lane has
+#: converged, and the cost per refit grows with the batch beyond a few tens of lanes
+#: (docs/design_notes/measurements.md, "Huber bootstrap")
+BOOTSTRAP_LANES = 32
+
+
 def grid_chunk(n_starts: int, n_runs: int) -> int:
     """Starts per call of the grid's objective: at most `GRID_PAIRS` (start, run) pairs."""
     return max(1, min(n_starts, GRID_PAIRS // max(n_runs, 1)))
@@ -199,7 +205,8 @@ def huber_bootstrap(
     Each resample draws the runs with replacement (multinomial counts, from the stream
     ``huber_bootstrap`` of ``seed``) and minimises the count-weighted Huber objective by BFGS
     from ``estimate``; the refits are vectorised over resamples (``jax.vmap``, float64), in
-    chunks of at most `GRID_PAIRS` (resample, run) pairs. These are bootstrap draws of the
+    chunks of `BOOTSTRAP_LANES` resamples (fewer where that would exceed `GRID_PAIRS` (resample,
+    run) pairs). These are bootstrap draws of the
     estimator, not a posterior.
 
     Returns
@@ -230,7 +237,7 @@ def huber_bootstrap(
         )
 
     refit = jax.jit(jax.vmap(lambda w: minimize(objective, z0, args=(w,), method="BFGS").x))
-    size = grid_chunk(n_resamples, n)
+    size = min(BOOTSTRAP_LANES, grid_chunk(n_resamples, n))
     out = np.empty((n_resamples, len(names)))
     with jax.enable_x64(True):
         for first in range(0, n_resamples, size):
