@@ -2,7 +2,8 @@
 
 The CLI (unlike the library) configures JAX for speed before first use: four host devices so
 that four chains run in parallel, and a persistent compilation cache under
-``$BAYESCALE_CACHE`` (default ``~/.cache/bayescale``).
+``$BAYESCALE_CACHE`` (default ``~/.cache/bayescale``), or JAX's own
+``$JAX_COMPILATION_CACHE_DIR`` where that is set.
 
 For scripts: every verb takes ``--format table|csv|json`` (CSV: the verb's main table; JSON:
 every table as ``{name: [rows]}``) and ``--quiet`` (no report text, no progress bar); the verbs
@@ -37,6 +38,8 @@ def _configure_jax(num_chains: int = 4) -> None:
         )
     import jax
 
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # the user's own JAX cache, read by JAX
+        return
     cache = Path(os.environ.get("BAYESCALE_CACHE", Path.home() / ".cache" / "bayescale")) / "jax"
     try:
         cache.mkdir(parents=True, exist_ok=True)

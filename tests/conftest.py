@@ -12,7 +12,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # compiler would build, so the draws do not change. Set before JAX is imported (it reads these).
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"),
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"
+    ),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 

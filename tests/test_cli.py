@@ -1,4 +1,5 @@
 import io
+import os
 
 import pytest
 
@@ -406,3 +407,25 @@ def test_csv_encoding_and_comments(tmp_path, capsys):
     for path, option in ((commented, ["--comment", "#"]), (latin, ["--encoding", "latin-1"])):
         args = parser.parse_args(["fit", str(path), *option])
         assert len(_read_csv(args.data, args)) == len(runs)
+
+
+def test_the_cli_uses_the_jax_cache_the_user_set_or_its_own(monkeypatch, tmp_path):
+    import jax
+
+    from bayescale import cli
+
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored afterwards
+    monkeypatch.setenv("BAYESCALE_CACHE", str(tmp_path / "ours"))
+    before = jax.config.jax_compilation_cache_dir
+    minimum = jax.config.jax_persistent_cache_min_compile_time_secs
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    cli._configure_jax()
+    assert jax.config.jax_compilation_cache_dir == before
+    assert not (tmp_path / "ours").exists()
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    try:
+        cli._configure_jax()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "ours" / "jax")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", minimum)
