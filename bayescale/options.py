@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "positive",
     "probabilities",
     "probability",
+    "renamed",
     "seed",
 ]
 
@@ -200,3 +202,26 @@ def positive(value: Any, name: str, example: float = 1.0) -> float:
             f"For example {name}={example:g}."
         )
     return out
+
+
+def renamed(
+    new_value: Any, old_value: Any, *, verb: str, old: str, new: str, why: str, stacklevel: int = 3
+) -> Any:
+    """The value of a renamed keyword: ``new_value``, or the old keyword's with a FutureWarning.
+
+    ``why`` says what the old name means now, for the warning; ``stacklevel`` points it at the
+    user's call (3: the caller of the verb that calls this). Both given is an `OptionError`.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise OptionError(
+            f"{verb}() received both {old}={old_value!r} and {new}={new_value!r}; {old} is the "
+            f"old name of {new}. Pass only {new}=."
+        )
+    warnings.warn(
+        f"{verb}({old}={old_value!r}) is deprecated: {why}. Pass {new}={old_value!r}.",
+        FutureWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value

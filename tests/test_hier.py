@@ -69,19 +69,19 @@ def test_partial_fit_has_a_group_dimension(partial, runs):
 @pytest.mark.slow
 def test_verbs_take_a_group(partial, runs):
     at = {"n_params": [3e10, 1e11]}
-    one = bs.forecast(partial, at, group="f1", warn=False)
-    new = bs.forecast(partial, at, group=None, warn=False)
+    one = bs.forecast(partial, at, group_label="f1", warn=False)
+    new = bs.forecast(partial, at, group_label=None, warn=False)
     assert one.draws["loss"].shape == new.draws["loss"].shape == (4, 200, 2)
     # a new family is less certain than a fitted one
     assert (new.relative_width() > 1.5 * one.relative_width()).all()
     sub = runs[runs["family"] == "f1"].drop(columns="family")
     with pytest.warns(bs.PlausibilityWarning, match="were in the fit"):
-        assert bs.check(partial, sub.iloc[-2:], group="f1").table.shape[0] == 2
+        assert bs.check(partial, sub.iloc[-2:], group_label="f1").table.shape[0] == 2
     view = bs.group_fit(partial, "f2")
     assert view.groups is None and view.data.n_runs == 8
     assert view.posterior["alpha"].dims == ("chain", "draw")
     with pytest.raises(bs.BayescaleError, match="unknown group 'f9'.*f0"):
-        bs.forecast(partial, at, group="f9")
+        bs.forecast(partial, at, group_label="f9")
 
 
 @pytest.mark.slow
@@ -102,8 +102,8 @@ def test_grouped_fit_round_trips(partial, tmp_path):
     loaded = bs.load_fit(partial.save(tmp_path / "groups.nc"))
     assert loaded.groups == partial.groups and loaded.pooling == "partial"
     at = {"n_params": 1e11}
-    a = bs.forecast(partial, at, group=None, warn=False).draws["loss"].values
-    b = bs.forecast(loaded, at, group=None, warn=False).draws["loss"].values
+    a = bs.forecast(partial, at, group_label=None, warn=False).draws["loss"].values
+    b = bs.forecast(loaded, at, group_label=None, warn=False).draws["loss"].values
     np.testing.assert_array_equal(a, b)
 
 
@@ -303,7 +303,7 @@ def test_families_of_one_kind_pool_their_floors_in_logs(partial):
     assert partial.tree.attrs["floor_pooling"] == "log"
     assert json.loads(partial.tree.attrs["floor_bounds"]) == []
     post = partial.posterior
-    fc = bs.forecast(partial, pd.DataFrame({"n_params": [1e11]}), group=None, warn=False)
+    fc = bs.forecast(partial, pd.DataFrame({"n_params": [1e11]}), group_label=None, warn=False)
     assert np.isfinite(fc.quantiles([0.5])["q50"]).all()
     assert float(np.exp(post["E_mu"]).median()) == pytest.approx(1.8, rel=0.15)
 

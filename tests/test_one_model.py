@@ -149,7 +149,7 @@ def test_grouped_misfit_shares_its_scales_and_has_a_walk_per_group(grouped_misfi
     )
     at = pd.DataFrame({"n_params": [1e11, 1e12]})
     with pytest.warns(bs.ExtrapolationWarning):
-        table = bs.forecast(grouped_misfit, at, group="c1", seed=0).summary()
+        table = bs.forecast(grouped_misfit, at, group_label="c1", seed=0).summary()
     assert (table["share_misfit"] > 0).all()
 
 
@@ -289,7 +289,7 @@ def test_one_change_every_path(laplace):
         result = bs.check(fit, held)
         assert np.isfinite(result.table["lpd"]).all(), name
     assert np.isfinite(
-        bs.forecast(grouped[laplace], at, group="c0", seed=0).summary()["mean"]
+        bs.forecast(grouped[laplace], at, group_label="c0", seed=0).summary()["mean"]
     ).all()
     for fits in (single, grouped):
         table = bs.compare(fits, method="loo", max_refits=1)

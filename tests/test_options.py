@@ -188,3 +188,24 @@ def test_counts_and_probabilities_in_verbs(runs, point_fit):
         bs.ppc(point_fit, levels=(0.5, 90))
     with pytest.raises(bs.OptionError, match=r"num_samples must be an integer of at least 1"):
         bs.backtest(runs, num_samples=0)
+
+
+def test_group_label_is_the_curve_and_group_its_old_name(runs, point_fit):
+    """``group`` names a column in every verb; forecast, check and compute_optimal choose a
+    fitted curve with ``group_label`` and still take ``group`` with a FutureWarning."""
+    at = {"n_params": 1e9, "n_tokens": 1e10}
+    verbs = {
+        "forecast": lambda **k: bs.forecast(point_fit, at, kind="mean", warn=False, **k),
+        "check": lambda **k: bs.check(point_fit, runs.iloc[:3], **k),
+        "compute_optimal": lambda **k: bs.compute_optimal(point_fit, 1e22, warn=False, **k),
+    }
+    for name, verb in verbs.items():
+        with pytest.raises(bs.OptionError, match="group_label='a'.*no groups"):
+            verb(group_label="a")
+        with (
+            pytest.warns(FutureWarning, match=rf"{name}\(group='a'\) is deprecated.*group_label="),
+            pytest.raises(bs.OptionError, match="no groups"),
+        ):
+            verb(group="a")
+        with pytest.raises(bs.OptionError, match="both group='a' and group_label='b'"):
+            verb(group_label="b", group="a")

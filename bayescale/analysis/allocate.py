@@ -22,6 +22,7 @@ import pandas as pd
 
 from bayescale import options as opt
 from bayescale.analysis.common import (
+    group_of,
     interval_probs,
     posterior_params,
     quantile_name,
@@ -29,7 +30,6 @@ from bayescale.analysis.common import (
     warn_extrapolation,
 )
 from bayescale.errors import ConvergenceWarning, OptionError, find_stack_level
-from bayescale.inference.fit import group_fit
 
 if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
@@ -219,6 +219,7 @@ def compute_optimal(
     method: str = "auto",
     tokens_per_param_range: tuple[float, float] = (1e-4, 1e8),
     warn: bool = True,
+    group_label: str | None = None,
     group: str | None = None,
 ) -> Allocation:
     r"""Posterior of the compute-optimal model size and token count at each compute budget.
@@ -243,10 +244,12 @@ def compute_optimal(
     warn : bool, default True
         Emit an `ExtrapolationWarning` for budgets outside the compute range of the fitted
         runs (the rule of `bayescale.analysis.forecast.forecast`).
-    group : str, optional
-        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+    group_label : str, optional
+        For a grouped fit (``fit(..., group=<column>)``): the curve, by its label; None (the
         default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
+    group : str, optional
+        Deprecated name of ``group_label`` (``group`` names a column in every verb).
 
     Returns
     -------
@@ -304,7 +307,7 @@ def compute_optimal(
     >>> round(float(alloc.exponents["a"].median()), 1)
     0.5
     """
-    fit = group_fit(fit, group)
+    fit = group_of(fit, group_label, group, "compute_optimal")
     law = fit.law
     k = opt.positive(flops_per_param_token, "flops_per_param_token", example=6)
     warn = opt.flag(warn, "warn")

@@ -178,15 +178,11 @@ def backtest(
     DataError
         If a split leaves no run to fit or none to score.
     """
-    if levels_column is not None:
-        warnings.warn(
-            f"backtest(levels_column={levels_column!r}) is deprecated: the column is now "
-            f"budget_column (levels means interval probabilities). Pass "
-            f"budget_column={levels_column!r}.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        budget_column = levels_column
+    if levels_column is not None:  # budget_column has a default: the old name wins when given
+        budget_column = opt.renamed(
+            None, levels_column, verb="backtest", old="levels_column", new="budget_column",
+            why="the column is now budget_column (levels means interval probabilities)",
+        )  # fmt: skip
     levels_ = validate_levels(levels, 0.9)
     holdout = _check_holdout(holdout)
     seed = opt.seed(seed)

@@ -42,6 +42,7 @@ import pandas as pd
 from bayescale import options as opt
 from bayescale import streams
 from bayescale.analysis.common import (
+    group_of,
     logmeanexp,
     mixture_quantiles,
     predictive_moments,
@@ -51,7 +52,7 @@ from bayescale.analysis.common import (
 )
 from bayescale.analysis.predict import predictive
 from bayescale.errors import FitError, PlausibilityWarning, warn
-from bayescale.inference.fit import Fit, group_fit
+from bayescale.inference.fit import Fit
 from bayescale.io.data import ScalingData, format_rows, from_frame
 from bayescale.model.build import OBS, build_model, internal_sites, model_inputs
 from bayescale.model.laws import Law, get_law
@@ -151,6 +152,7 @@ def check(
     verdict_level: float = 0.9,
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
+    group_label: str | None = None,
     group: str | None = None,
 ) -> Check:
     """Check runs that were not in the fit against the fit's posterior predictive distribution.
@@ -170,10 +172,12 @@ def check(
         Canonical name -> your column name.
     dropna : bool, default False
         Drop invalid runs instead of raising.
-    group : str, optional
-        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+    group_label : str, optional
+        For a grouped fit (``fit(..., group=<column>)``): the curve, by its label; None (the
         default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
+    group : str, optional
+        Deprecated name of ``group_label`` (``group`` names a column in every verb).
 
     Returns
     -------
@@ -225,7 +229,7 @@ def check(
     """
     levels_ = validate_levels(levels, verdict_level)
     dropna = opt.flag(dropna, "dropna")
-    fit = group_fit(fit, group)
+    fit = group_of(fit, group_label, group, "check")
     require_draws(fit, "check")
     runs = _as_runs(new_runs, fit.law, columns, dropna)
     _warn_fitted_runs(fit, runs)

@@ -26,12 +26,13 @@ from bayescale.errors import (
     find_stack_level,
 )
 from bayescale.inference.diagnostics import interval_probs
-from bayescale.inference.fit import Fit
+from bayescale.inference.fit import Fit, group_fit
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 
 __all__ = [
     "NEWTON_STEPS",
     "decades_outside",
+    "group_of",
     "warn_extrapolation",
     "interval_probs",
     "logmeanexp",
@@ -274,3 +275,12 @@ def warn_extrapolation(
             ExtrapolationWarning,
             stacklevel=find_stack_level(),
         )
+
+
+def group_of(fit: Fit, group_label: str | None, group: str | None, verb: str, seed: int = 0) -> Fit:
+    """`group_fit` of the curve ``group_label``; ``group`` is that keyword's deprecated name."""
+    label = opt.renamed(
+        group_label, group, verb=verb, old="group", new="group_label", stacklevel=4,
+        why="group names a column in every verb; a fitted curve is chosen by group_label",
+    )  # fmt: skip
+    return group_fit(fit, label, seed=seed)

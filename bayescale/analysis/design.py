@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import html
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -264,15 +263,11 @@ def design_grid(
     where nobody will use it. The default band keeps the candidates within a factor of four
     below and ten above Chinchilla's 20 tokens per parameter.
     """
-    if levels is not None:
-        warnings.warn(
-            f"design_grid(levels={levels!r}) is deprecated: the number of budgets is now "
-            f"budgets (levels means interval probabilities in every other verb). Pass "
-            f"budgets={levels!r}.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        budgets = levels
+    if levels is not None:  # budgets has a default, so the old name wins when it is given
+        budgets = opt.renamed(
+            None, levels, verb="design_grid", old="levels", new="budgets",
+            why="the number of budgets is now budgets (levels means interval probabilities)",
+        )  # fmt: skip
     _require_nd(fit)
     sizes = opt.count(sizes, "sizes")
     if compute is None:

@@ -27,6 +27,7 @@ from bayescale import streams
 from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import (
     decades_outside,
+    group_of,
     interval_probs,
     posterior_params,
     quantile_name,
@@ -34,7 +35,6 @@ from bayescale.analysis.common import (
 )
 from bayescale.analysis.predict import misfit_delta, posterior_draws
 from bayescale.errors import OptionError
-from bayescale.inference.fit import group_fit
 from bayescale.io.data import read_points
 from bayescale.model.misfit import coordinate_columns
 
@@ -303,6 +303,7 @@ def forecast(
     kind: str = "predictive",
     seed: int = 0,
     warn: bool = True,
+    group_label: str | None = None,
     group: str | None = None,
 ) -> Forecast:
     r"""Posterior draws of the loss at new points.
@@ -323,10 +324,12 @@ def forecast(
         Seed of the noise draws.
     warn : bool, default True
         Emit an `ExtrapolationWarning` for points beyond the observed range.
-    group : str, optional
-        For a grouped fit (``fit(..., group=...)``): the curve, by its label; None (the
+    group_label : str, optional
+        For a grouped fit (``fit(..., group=<column>)``): the curve, by its label; None (the
         default) is a **new group** drawn from the population (`bayescale.inference.fit.group_fit`).
         Must be None for a fit without groups.
+    group : str, optional
+        Deprecated name of ``group_label`` (``group`` names a column in every verb).
 
     Returns
     -------
@@ -378,7 +381,7 @@ def forecast(
         raise OptionError(f"unknown kind {kind!r}. Available: {', '.join(KINDS)}.")
     seed = opt.seed(seed)
     warn = opt.flag(warn, "warn")
-    fit = group_fit(fit, group, seed=int(seed))
+    fit = group_of(fit, group_label, group, "forecast", seed=int(seed))
     post = fit.posterior
     if kind == "predictive" and "sigma" not in post:
         raise OptionError(

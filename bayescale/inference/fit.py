@@ -696,7 +696,9 @@ def _fit_groups(
     return result
 
 
-def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
+def group_fit(
+    fit: Fit, group_label: str | None = None, *, seed: int = 0, group: str | None = None
+) -> Fit:
     """One curve of a grouped fit as a single-curve `Fit`, for every verb.
 
     Parameters
@@ -704,11 +706,13 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     fit : Fit
         A grouped fit (``fit(..., group=...)``); a fit without groups is returned as it is
         when ``group`` is None.
-    group : str or None
+    group_label : str or None
         A group label of the fit, or None for a **new group** drawn from the population
         (partial pooling with every parameter pooled, or complete pooling).
     seed : int, default 0
         Seed of the new group's draws.
+    group : str, optional
+        Deprecated name of ``group_label`` (``group`` names a column in every verb).
 
     Returns
     -------
@@ -724,16 +728,20 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     OptionError
         If the group is unknown, or a new group is asked of a fit without a population.
     """
+    group = opt.renamed(
+        group_label, group, verb="group_fit", old="group", new="group_label",
+        why="group names a column in every verb; a fitted curve is chosen by group_label",
+    )  # fmt: skip
     labels = fit.groups
     if labels is None:
         if group is None:
             return fit
         raise OptionError(
-            f"group={group!r} was given, but the fit has no groups. Fit with group=<column> "
-            "to select curves, or leave group out."
+            f"group_label={group!r} was given, but the fit has no groups. Fit with "
+            "group=<column> to select curves, or leave group_label out."
         )
     if group is not None and not isinstance(group, str):
-        raise OptionTypeError(f"group must be a label (str) or None; received {group!r}.")
+        raise OptionTypeError(f"group_label must be a label (str) or None; received {group!r}.")
     opt.seed(seed)
     attrs = dict(fit.tree.attrs)
     table = fit.data.table
@@ -741,7 +749,7 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
     if group is not None and group not in labels:
         raise OptionError(
             f"unknown group {group!r}; the fit has groups {labels}. Pass one of them, or "
-            "group=None for a new group drawn from the population."
+            "group_label=None for a new group drawn from the population."
         )
     data = ScalingData(runs.reset_index(drop=True), fit.data.source)
     idx = np.flatnonzero((table["group"].astype(str) == group).to_numpy()) if group else None

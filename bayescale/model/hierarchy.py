@@ -838,7 +838,7 @@ def group_draws(
         if group not in labels:
             raise OptionError(
                 f"unknown group {group!r}; the fit has groups {labels}. Pass one of them, or "
-                "group=None for a new group drawn from the population."
+                "group_label=None for a new group drawn from the population."
             )
         draws = {k: np.asarray(post[k].sel(group=group).values, np.float64) for k in names}
         for k in post.data_vars:  # the misfit: its shared scales and this group's walk

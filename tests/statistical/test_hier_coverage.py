@@ -108,7 +108,7 @@ def test_new_groups_from_two_runs(results):
             if not g.startswith("new"):
                 continue
             rows = held[held["family"] == g]
-            fc = bs.forecast(fit, rows[["n_params"]], group=g, warn=False)
+            fc = bs.forecast(fit, rows[["n_params"]], group_label=g, warn=False)
             q = fc.quantiles([0.05, 0.5, 0.95])
             obs = rows["loss"].to_numpy()
             inside += list((obs >= q["q5"]) & (obs <= q["q95"]))
