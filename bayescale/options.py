@@ -22,6 +22,8 @@ import numpy as np
 from bayescale.errors import OptionError, OptionTypeError
 
 __all__ = [
+    "BANDS",
+    "LEVELS",
     "SEED_LIMIT",
     "count",
     "counts",
@@ -33,6 +35,12 @@ __all__ = [
     "renamed",
     "seed",
 ]
+
+#: the default interval probabilities of every verb that reports several intervals (check, ppc,
+#: backtest); one interval alone defaults to 0.9 (``ci_prob``)
+LEVELS = (0.5, 0.8, 0.9, 0.99)
+#: the default bands of the plots: the 50% and 90% intervals of `LEVELS`
+BANDS = (0.5, 0.9)
 
 #: seeds are integers in [0, SEED_LIMIT): what numpy's and JAX's generators accept
 SEED_LIMIT = 2**32

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import bayescale as bs  # noqa: E402
+from bayescale import options as opt  # noqa: E402
 from bayescale.analysis.allocate import compute_optimal  # noqa: E402
 from bayescale.analysis.forecast import forecast  # noqa: E402
 from bayescale.plots import (  # noqa: E402
@@ -83,7 +84,7 @@ def test_plot_forecast_shades_the_observed_range(sim_fit, tmp_path):
     fc = forecast(sim_fit, {"n_params": 0.1 * np.sqrt(compute), "compute": compute}, warn=False)
     ax = plot_forecast(fc, fit=sim_fit)
     assert len(ax.lines) == 1
-    assert len(ax.collections) == 3 + 1  # three fan bands and the runs
+    assert len(ax.collections) == len(opt.BANDS) + 1  # a fan band per probability, and the runs
     assert len(ax.patches) == 1  # the observed range
     span = ax.patches[0].get_extents()
     assert span.width > 0
@@ -212,11 +213,12 @@ def test_plot_forecast_at_one_point_shows_its_intervals_and_the_runs(sim_fit, tm
     fc = forecast(sim_fit, {"n_params": 1.618e11, "n_tokens": 3.236e12}, warn=False)
     ax = plot_forecast(fc, fit=sim_fit)
     segments = _segments(ax)
-    assert len(segments) == 3  # one interval per probability, at the point
-    quant = fc.quantiles([0.025, 0.975])
+    assert len(segments) == len(opt.BANDS)  # one interval per probability, at the point
+    widest = max(opt.BANDS)
+    quant = fc.quantiles([(1 - widest) / 2, (1 + widest) / 2]).iloc[0]
     (x0, lo), (x1, hi) = sorted(max(segments, key=lambda s: np.ptp(s[:, 1])), key=lambda p: p[1])
     assert x0 == x1 == pytest.approx(fc.points["compute"].iloc[0])
-    assert (lo, hi) == pytest.approx((quant["q2.5"].iloc[0], quant["q97.5"].iloc[0]))
+    assert (lo, hi) == pytest.approx((quant.iloc[0], quant.iloc[1]))
     offsets = [c.get_offsets() for c in _scatters(ax)]
     assert sum(len(o) for o in offsets) == 1 + sim_fit.data.n_runs  # the median, the runs
     assert _data_lines(ax) == []

@@ -115,7 +115,7 @@ def backtest(
     budget_column: str = "budget",
     by: str | None = None,
     models: Sequence[str] = MODELS,
-    levels: Sequence[float] = (0.5, 0.8, 0.9),
+    levels: Sequence[float] = opt.LEVELS,
     variable: str | None = None,
     likelihood: str = "student_t",
     misfit: Misfit | bool | None = None,
@@ -147,7 +147,7 @@ def backtest(
         variable.
     models : sequence of {"misfit", "exact", "huber"}
         The models to score (see the module notes).
-    levels : sequence of float, default (0.5, 0.8, 0.9)
+    levels : sequence of float, default (0.5, 0.8, 0.9, 0.99)
         Central predictive interval levels to count.
     variable : str, optional
         Scaling variable of one-variable laws.

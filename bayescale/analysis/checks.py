@@ -63,7 +63,6 @@ __all__ = ["Check", "VERDICTS", "check", "ppc", "prior_predictive"]
 
 #: The three verdicts of a check, in the order low loss, as predicted, high loss.
 VERDICTS = ("better than predicted", "as predicted", "worse than predicted")
-_LEVELS = (0.5, 0.9, 0.99)
 
 
 # ---------------------------------------------------------------------------------- result
@@ -148,7 +147,7 @@ def check(
     fit: Fit,
     new_runs: pd.DataFrame | ScalingData,
     *,
-    levels: Sequence[float] = _LEVELS,
+    levels: Sequence[float] = opt.LEVELS,
     verdict_level: float = 0.9,
     columns: Mapping[str, str] | None = None,
     dropna: bool = False,
@@ -164,7 +163,7 @@ def check(
     new_runs : DataFrame or ScalingData
         One run per row with the law's input columns and ``loss`` (see
         `bayescale.io.data.from_frame`); never modified.
-    levels : sequence of float, default (0.5, 0.9, 0.99)
+    levels : sequence of float, default (0.5, 0.8, 0.9, 0.99)
         Probability masses of the equal-tailed predictive intervals reported and counted.
     verdict_level : float, default 0.9
         The interval that decides the verdict (need not be one of ``levels``).
@@ -223,7 +222,7 @@ def check(
     >>> fit = bs.fit(runs.iloc[:25], "power_law", method="map", seed=0)
     >>> result = bs.check(fit, runs.iloc[25:])  # the 5 largest runs, held out
     >>> result.coverage["nominal"].tolist()
-    [0.5, 0.9, 0.99]
+    [0.5, 0.8, 0.9, 0.99]
     >>> result.table["verdict"].value_counts().sum()
     np.int64(5)
     """
@@ -252,7 +251,7 @@ def check(
 def ppc(
     fit: Fit,
     *,
-    levels: Sequence[float] = _LEVELS,
+    levels: Sequence[float] = opt.LEVELS,
     verdict_level: float = 0.9,
     seed: int = 0,
 ) -> Check:
@@ -262,7 +261,7 @@ def ppc(
     ----------
     fit : Fit
         A NUTS or MAP fit (it needs a ``log_likelihood`` group).
-    levels : sequence of float, default (0.5, 0.9, 0.99)
+    levels : sequence of float, default (0.5, 0.8, 0.9, 0.99)
         Levels of the leave-one-out predictive intervals.
     verdict_level : float, default 0.9
         The interval that decides the verdict (see `check`).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayescale import options as opt
 from bayescale.analysis.forecast import forecast as _forecast_at
 from bayescale.errors import OptionError
 
@@ -93,7 +94,7 @@ def plot_fit(
     *,
     view: str = "auto",
     ax: Any = None,
-    ci_probs: Sequence[float] = (0.5, 0.9),
+    ci_probs: Sequence[float] = opt.BANDS,
     max_curves: int = 10,
     num: int = 60,
     seed: int = 0,
@@ -288,7 +289,7 @@ def plot_forecast(
     *,
     x: str | None = None,
     ax: Any = None,
-    ci_probs: Sequence[float] = (0.5, 0.8, 0.95),
+    ci_probs: Sequence[float] = opt.BANDS,
     fit: Fit | None = None,
 ) -> Any:
     """A forecast's intervals against one input, the observed range shaded.
@@ -307,7 +308,7 @@ def plot_forecast(
         input.
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
-    ci_probs : sequence of float, default (0.5, 0.8, 0.95)
+    ci_probs : sequence of float, default (0.5, 0.9)
         Probability mass of each band of the fan (each interval of a point).
     fit : Fit, optional
         Adds the fitted runs as points.
@@ -428,7 +429,7 @@ def plot_allocation(
     allocation: Allocation,
     *,
     ax: Any = None,
-    ci_probs: Sequence[float] = (0.5, 0.9),
+    ci_probs: Sequence[float] = opt.BANDS,
     references: Sequence[str] | None = ("hoffmann", "kaplan"),
 ) -> Any:
     """Compute-optimal N_opt(C) and D_opt(C) with posterior bands and published exponents.
