@@ -12,8 +12,9 @@ schema's ``version``), beside ``bayescale_version``, ``law_declaration`` and ``l
 the one reader: it also reads the layout of files written before this object (one attribute
 per setting, version 0).
 
-A new setting is one field with a default: the default is what a file written before it
-means.
+A new setting is one field with a default (what a file written before it means), of a JSON
+type (``str``, ``int``, ``float``, ``bool``, ``dict``, ``tuple``) or of a type in `_CODECS`:
+its annotation says how it is written and read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from bayescale.errors import BayescaleError
 from bayescale.model.distributions import Prior
@@ -146,7 +149,7 @@ class FitSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-serialisable values."""
-        return {f.name: _encode(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: _encode(f, getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def to_attrs(self) -> dict[str, str]:
         """The tree attributes that hold the settings: one, JSON."""
@@ -207,10 +210,11 @@ class FitSettings:
                 f"{where} is an incomplete bayescale fit: it lacks the {kind}(s) "
                 f"{', '.join(repr(k) for k in missing)}. {refit}"
             )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for name, value in raw.items():
             try:
-                values[name] = _decode(name, value)
+                values[name] = _decode(fields[name], value)
             except (TypeError, ValueError, KeyError, AttributeError, BayescaleError) as exc:
                 raise BayescaleError(
                     f"{where}: its {kind} {name!r} is corrupted ({exc}; it begins "
@@ -266,61 +270,54 @@ def _coords(v: Mapping[str, Any]) -> MisfitCoords:
     return MisfitCoords(**v)
 
 
-#: fields that are not plain JSON: (encode, decode)
+#: (encode, decode) of the field types that are not JSON values, by their annotation
 _CODECS: dict[str, tuple[Any, Any]] = {
-    "priors": (
+    "Priors": (
         lambda p: {k: v.to_dict() for k, v in p.items()},
         lambda d: Priors({k: Prior.from_dict(v) for k, v in d.items()}),
     ),
-    "misfit": (dataclasses.asdict, lambda d: Misfit(**d)),
-    "misfit_coords": (dataclasses.asdict, _coords),
-    "new_group_misfit_coords": (dataclasses.asdict, _coords),
-    "group_misfit_coords": (
+    "Misfit": (dataclasses.asdict, lambda d: Misfit(**d)),
+    "MisfitCoords": (dataclasses.asdict, _coords),
+    "dict[str, MisfitCoords]": (
         lambda m: {k: dataclasses.asdict(c) for k, c in m.items()},
         lambda d: {k: _coords(c) for k, c in d.items()},
     ),
 }
-#: plain fields and the type their value must have
-_PLAIN: dict[str, Any] = {
-    "law": str, "method": str, "likelihood": str, "data_source": str, "chain_method": str,
-    "init": str, "pooling": str, "floor_pooling": str, "group": str,
-    "nu": float, "target_accept": float, "trajectory": float, "huber_objective": float,
-    "seed": int, "num_warmup": int, "curve_index": int, "chunk_size": int, "bootstrap": int,
-    "version": int, "dense_mass": bool,
-    "likelihood_options": dict, "law_options": dict, "centre": dict, "group_centres": dict,
-    "group_of": dict, "huber_estimate": dict,
-    "groups": tuple, "pool": tuple, "pool_real": tuple, "floor_bounds": tuple,
-    "problems": tuple, "history": tuple,
-}  # fmt: skip
+#: the JSON fields' types, by the head of their annotation
+_JSON_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "tuple": tuple}
 
 
-def _encode(name: str, value: Any) -> Any:
+def _kind(field_: dataclasses.Field[Any]) -> str:
+    """A field's annotation without ``| None``: ``"int"``, ``"tuple[str, ...]"``, ``"Misfit"``."""
+    return str(field_.type).removesuffix(" | None")
+
+
+def _encode(field_: dataclasses.Field[Any], value: Any) -> Any:
     if value is None:
         return None
-    if name in _CODECS:
-        return _CODECS[name][0](value)
+    kind = _kind(field_)
+    if kind in _CODECS:
+        return _CODECS[kind][0](value)
     return list(value) if isinstance(value, tuple) else value
 
 
-def _decode(name: str, value: Any) -> Any:
+def _decode(field_: dataclasses.Field[Any], value: Any) -> Any:
+    """A field's value from JSON, checked against its annotation."""
     if value is None:
         return None
-    if name in _CODECS:
-        return _CODECS[name][1](value)
-    kind = _PLAIN[name]
-    if kind is tuple:
+    kind = _kind(field_)
+    if kind in _CODECS:
+        return _CODECS[kind][1](value)
+    head = _JSON_TYPES[kind.split("[")[0]]
+    if head is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"expected a list, found {type(value).__name__}")
         return tuple(value)
-    if kind is dict and not isinstance(value, dict):
+    if head is dict and not isinstance(value, dict):
         raise TypeError(f"expected a JSON object, found {type(value).__name__}")
-    if kind is bool:
-        return bool(value)
-    if kind in (int, float):
-        if isinstance(value, str) or isinstance(value, bool):
-            raise TypeError(f"expected a number, found {value!r}")
-        return kind(value)
-    return kind(value)
+    if head in (int, float) and (isinstance(value, (str, bool)) or not np.isfinite(value)):
+        raise TypeError(f"expected a number, found {value!r}")
+    return head(value)
 
 
 # ------------------------------------------------------------- the layout before settings
