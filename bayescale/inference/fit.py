@@ -6,7 +6,8 @@ The result is a frozen `Fit` around an ArviZ `xarray.DataTree` with groups ``pos
 replicated loss per draw at each observed run, from the fit's own law, misfit and noise),
 ``observed_data`` (``loss``) and ``constant_data`` (the inputs), so that ArviZ's checks
 (``arviz_stats.loo_pit``, ``arviz_plots.plot_ppc_dist``) run on ``fit.tree`` directly.
-Provenance is kept in the tree's attributes.
+The fit's settings are `Fit.settings` (`bayescale.inference.settings.FitSettings`), one
+attribute of the tree.
 """
 
 from __future__ import annotations
@@ -1094,8 +1095,8 @@ def update(
     -------
     Fit
         A NUTS fit to the old and new runs. Its data has a ``batch`` column (0 for the
-        original runs, then one more per update) and its tree's attributes record the
-        provenance: ``data_source`` of both tables and ``provenance``, a JSON list with one
+        original runs, then one more per update) and its settings record the provenance:
+        ``data_source`` of both tables and ``history``, a tuple with one
         entry per batch (source, number of runs, and the seed and method of the fit it
         updated).
 

@@ -501,8 +501,8 @@ class ManyFits:
     ----------
     tree : xarray.DataTree
         ``posterior`` (every sample and deterministic site over ``group, chain, draw``),
-        ``sample_stats`` (NUTS statistics, same dimensions) and the provenance in its
-        attributes (law, likelihood, seed, settings, chunk size).
+        ``sample_stats`` (HMC statistics, same dimensions) and ``settings`` in its
+        attributes.
     law : Law
         The law fitted to every curve.
     priors : mapping
