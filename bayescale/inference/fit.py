@@ -913,7 +913,7 @@ def _fit(
     bootstrap: int | None = None,
     **extra: Any,
 ) -> Fit:
-    """The fit of validated inputs: the one place a `Fit` is built from the engine's output."""
+    """The fit of validated inputs: sampled or optimised, its settings, and `make_fit`."""
     anchor = None
     if misfit is not None and method != "huber":
         anchor = exact_mode(law, data, priors, noise, seed)
