@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from bayescale.errors import BayescaleError
+from bayescale.inference.sampling import NutsSettings
+from bayescale.io.data import ScalingData
 from bayescale.model.distributions import Prior
+from bayescale.model.laws import Law
+from bayescale.model.likelihoods import Likelihood
 from bayescale.model.misfit import Misfit, MisfitCoords
 from bayescale.model.priors import Priors
 
@@ -225,20 +229,19 @@ class FitSettings:
 
 
 def fit_settings(
-    law: Any,
-    data: Any,
-    priors: Priors,
-    likelihood: Any,
+    law: Law,
+    data: ScalingData,
+    priors: Mapping[str, Prior],
+    likelihood: Likelihood,
     centre: Mapping[str, float],
     method: str,
     seed: int,
-    nuts: Any = None,
+    nuts: NutsSettings | None = None,
     **extra: Any,
 ) -> FitSettings:
-    """The settings of a new fit: its parts, the sampler's `NutsSettings` if any, and ``extra``.
+    """The settings of a new fit: its parts, the sampler's settings if any, and ``extra``.
 
-    ``law`` is a `Law`, ``data`` a `ScalingData`, ``likelihood`` a `Likelihood`; ``extra``
-    names other fields of `FitSettings`.
+    ``extra`` names other fields of `FitSettings`.
     """
     if nuts is not None:
         extra = {
