@@ -4,7 +4,6 @@ Error budget of the rate tests: each is an exact binomial (or Kolmogorov-Smirnov
 alpha = 0.001; the eight such assertions in this file give a family-wise alpha of 0.008.
 """
 
-import json
 import warnings
 
 import numpy as np
@@ -137,10 +136,10 @@ def test_update_combines_runs_and_records_provenance(sim_fit):
     pd.testing.assert_frame_equal(new, new_copy)
     assert updated.data.n_runs == sim_fit.data.n_runs + len(new)
     assert updated.data.table["batch"].tolist() == [0] * sim_fit.data.n_runs + [1] * len(new)
-    provenance = json.loads(updated.tree.attrs["provenance"])
+    provenance = updated.settings.history
     assert [p["n_runs"] for p in provenance] == [sim_fit.data.n_runs, len(new)]
     assert provenance[1]["updated_fit_seed"] == 1
-    assert updated.tree.attrs["init"].startswith("warm start")
+    assert updated.settings.init.startswith("warm start")
     assert not updated.problems()
     # recovery: family-wise alpha 0.01 over the 5 parameters (each truth inside its central
     # 1 - 0.01/5 interval), and more runs than before cannot widen the posterior much
@@ -151,7 +150,7 @@ def test_update_combines_runs_and_records_provenance(sim_fit):
         assert lo < value < hi, name
         assert np.std(np.log(draws[name])) < 1.2 * np.std(np.log(old[name])), name
     again = update(updated, new.iloc[:3], seed=6)
-    assert [p["batch"] for p in json.loads(again.tree.attrs["provenance"])] == [0, 1, 2]
+    assert [p["batch"] for p in again.settings.history] == [0, 1, 2]
 
 
 def test_update_bad_input(sim_fit):

@@ -294,7 +294,7 @@ def test_every_input_problem_is_a_bayescale_error(runs, call, kind):
 def test_warm_start_from_a_previous_posterior(runs):
     first = bs.fit(runs, "power_law", seed=0, misfit=False, **SMALL)
     again = bs.fit(runs, "power_law", init=first.draws(), seed=1, misfit=False, **SMALL)
-    assert again.tree.attrs["init"] == "warm start"
+    assert again.settings.init == "warm start"
     assert not again.problems()
 
 

@@ -209,29 +209,88 @@ def _drop_posterior(tree):
     )
 
 
+def _settings_edit(change):
+    """An edit of the settings attribute's JSON (``change`` mutates the decoded dict)."""
+
+    def edit(tree):
+        raw = json.loads(tree.attrs["bayescale_settings"])
+        change(raw)
+        tree.attrs["bayescale_settings"] = json.dumps(raw)
+
+    return edit
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         (_drop_posterior, r"incomplete bayescale fit: it lacks the group\(s\) 'posterior'"),
         (
-            lambda t: t.attrs.__setitem__("priors", '{"alpha": {"fam'),
-            r"attribute 'priors' is corrupted .*Save the fit again",
+            lambda t: t.attrs.__setitem__("bayescale_settings", '{"law": "po'),
+            r"attribute 'bayescale_settings' is corrupted .*Save the fit again",
+        ),
+        (
+            _settings_edit(lambda s: s.__setitem__("priors", [1, 2])),
+            r"setting 'priors' is corrupted .*Save the fit again",
         ),
         (
             lambda t: t.attrs.__setitem__("law_fingerprint", "[1, 2"),
             r"attribute 'law_fingerprint' is corrupted",
         ),
-        (lambda t: t.attrs.pop("centre"), r"lacks the attribute\(s\) 'centre'"),
-        (lambda t: t.attrs.pop("law"), r"lacks the attribute\(s\) 'law'"),
-        (lambda t: t.attrs.__setitem__("nu", "four"), r"attribute 'nu' is corrupted"),
+        (_settings_edit(lambda s: s.pop("centre")), r"lacks the setting\(s\) 'centre'"),
+        (_settings_edit(lambda s: s.pop("law")), r"lacks the setting\(s\) 'law'"),
+        (_settings_edit(lambda s: s.__setitem__("nu", "four")), r"setting 'nu' is corrupted"),
+        (
+            _settings_edit(lambda s: s.__setitem__("version", 99)),
+            r"schema version 99; this bayescale reads versions up to 1. Upgrade",
+        ),
+        (
+            _settings_edit(lambda s: s.__setitem__("colour", "red")),
+            r"unknown setting\(s\) \['colour'\]",
+        ),
     ],
-    ids=["no posterior", "bad JSON", "bad fingerprint", "no centre", "no law", "bad nu"],
+    ids=[
+        "no posterior",
+        "bad JSON",
+        "bad priors",
+        "bad fingerprint",
+        "no centre",
+        "no law",
+        "bad nu",
+        "newer schema",
+        "unknown setting",
+    ],  # fmt: skip
 )
 def test_an_incomplete_or_corrupted_file_is_a_bayescale_error_naming_it(
     huber_file, tmp_path, edit, message
 ):
     # issue 28: a raw JSONDecodeError, a KeyError or "(no 'law' attribute)" for a posterior
     bad = _rewrite(huber_file, tmp_path / "bad.nc", edit)
+    with pytest.raises(bs.BayescaleError, match=message) as info:
+        bs.load_fit(bad)
+    assert str(bad) in str(info.value)
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t.attrs.__setitem__("priors", '{"alpha": {"fam'),
+            r"attribute 'priors' is corrupted .*Save the fit again",
+        ),
+        (lambda t: t.attrs.pop("centre"), r"lacks the attribute\(s\) 'centre'"),
+        (lambda t: t.attrs.pop("law"), r"lacks the attribute\(s\) 'law'"),
+        (lambda t: t.attrs.__setitem__("nu", "four"), r"attribute 'nu' is corrupted"),
+    ],
+    ids=["bad JSON", "no centre", "no law", "bad nu"],
+)
+def test_a_corrupted_file_of_the_earlier_layout_is_a_bayescale_error_naming_it(
+    tmp_path, edit, message
+):
+    """The same errors for a file with one attribute per setting (written by main f804d87)."""
+    bad = _rewrite(LEGACY / "map_misfit.nc", tmp_path / "bad.nc", edit)
     with pytest.raises(bs.BayescaleError, match=message) as info:
         bs.load_fit(bad)
     assert str(bad) in str(info.value)

@@ -1,6 +1,5 @@
 import dataclasses
 import importlib
-import json
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,9 +16,13 @@ def test_tree_has_the_groups_and_provenance(sim_fit):
         assert group in tree.children, group
     assert set(sim_fit.posterior.data_vars) == {"E", "A", "B", "alpha", "beta", "sigma"}
     assert tree["log_likelihood"]["loss"].dims == ("chain", "draw", "run")
-    assert tree.attrs["law"] == "chinchilla" and tree.attrs["seed"] == 1
-    assert json.loads(tree.attrs["priors"])["alpha"]["family"] == "LogNormal"
+    assert sim_fit.settings.law == "chinchilla" and sim_fit.settings.seed == 1
+    assert sim_fit.settings.priors["alpha"].family == "LogNormal"
     assert tree.attrs["bayescale_version"] == bs.__version__
+    # the settings are one attribute, beside the version and the law's record
+    assert set(tree.attrs) == {
+        "bayescale_settings", "bayescale_version", "law_declaration", "law_fingerprint"
+    }  # fmt: skip
 
 
 def test_summary_is_indexed_by_parameter(sim_fit):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import matplotlib
@@ -300,8 +299,8 @@ def test_a_pooled_floor_is_its_log_or_its_share_of_the_smallest_loss(runs, floor
 def test_families_of_one_kind_pool_their_floors_in_logs(partial):
     """The plumbing families share their exponent: their floors are pooled in logs, and a
     new group's floor is drawn from that population."""
-    assert partial.tree.attrs["floor_pooling"] == "log"
-    assert json.loads(partial.tree.attrs["floor_bounds"]) == []
+    assert partial.settings.floor_pooling == "log"
+    assert partial.settings.floor_bounds == ()
     post = partial.posterior
     fc = bs.forecast(partial, pd.DataFrame({"n_params": [1e11]}), group_label=None, warn=False)
     assert np.isfinite(fc.quantiles([0.5])["q50"]).all()
@@ -343,13 +342,13 @@ def test_grouped_fits_start_from_the_laplace_approximation_with_a_diagonal_mass(
     """By default a grouped fit adapts a diagonal mass matrix, started (like the chains) from
     the joint mode's Laplace approximation in the sampler's coordinates; one keyword asks for
     a dense one, and a fit of one curve keeps the dense default."""
-    assert partial.tree.attrs["dense_mass"] == 0
-    init = partial.tree.attrs["init"]
+    assert partial.settings.dense_mass is False
+    init = partial.settings.init
     assert init.startswith("Laplace draws in the sampler's coordinates at the MAP"), init
     with warnings.catch_warnings():  # 200 draws: see `partial`
         warnings.simplefilter("ignore", bs.ConvergenceWarning)
         one = bs.fit(runs[runs["family"] == "f0"], "power_law", seed=0, misfit=False, **FAST)
-    assert one.tree.attrs["dense_mass"] == 1
+    assert one.settings.dense_mass is True
 
 
 def test_spreads_are_parameter_expanded_in_numpyro_coordinates(runs):

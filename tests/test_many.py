@@ -84,7 +84,7 @@ def test_each_group_is_a_real_fit_with_its_own_model(many, runs):
         one.posterior["alpha"].values, fits.posterior["alpha"].sel(group="c").values
     )
     assert one.tree["log_likelihood"]["loss"].shape == (2, 150, 14)
-    assert one.tree.attrs["group"] == "c" and one.tree.attrs["curve_index"] == 2
+    assert one.settings.group == "c" and one.settings.curve_index == 2
     # the verbs take it
     fc = bs.forecast(one, {"n_params": [1e8]})
     assert np.isfinite(fc.summary()["median"]).all()
@@ -145,7 +145,7 @@ def test_same_seed_same_draws_whatever_the_chunking(many, runs):
     # another batch size compiles another program (about 30 s on 2 cores)
     fits, _ = many  # chunks (a, b), (c + padding)
     chunked, _ = _fit_quietly(runs, chunk_size=None)  # one chunk of 3
-    assert chunked.tree.attrs["chunk_size"] == 3 and fits.tree.attrs["chunk_size"] == 2
+    assert chunked.settings.chunk_size == 3 and fits.settings.chunk_size == 2
     for k in ("E", "alpha", "A", "sigma"):
         np.testing.assert_array_equal(chunked.posterior[k].values, fits.posterior[k].values)
 

@@ -194,7 +194,7 @@ def test_fit_many_takes_the_misfit():
     anchor = one.misfit_coords.anchor
     assert set(anchor) == {"E", "A", "alpha"}  # the curve's exact-law mode
     assert one.misfit_coords == misfit_coords(("n_params",), {"n_params": runs["n_params"]}, anchor)
-    assert one.tree.attrs["target_accept"] == 0.9
+    assert one.settings.target_accept == 0.9
     with pytest.warns(bs.ExtrapolationWarning):
         table = bs.forecast(one, pd.DataFrame({"n_params": [1e12]}), seed=0).summary()
     assert table["share_misfit"].iloc[0] > 0

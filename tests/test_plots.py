@@ -72,7 +72,7 @@ def test_plot_fit_one_variable_law(tmp_path):
     truth = TRUTHS["power_law"]
     draws = {k: v * np.exp(0.01 * rng.standard_normal((1, 50))) for k, v in truth.items()}
     tree = azb.from_dict({"posterior": draws})
-    tree.attrs.update(method="map", likelihood="student_t", nu=4.0)
+    tree.attrs.update(method="map", likelihood="student_t", nu=4.0, law="power_law")
     fit = bs.Fit(tree, bs.get_law("power_law"), None, bs.from_frame(bs.simulate("power_law")))
     ax = plot_fit(fit)
     assert len(ax.lines) == 1 and len(ax.collections) == 3

@@ -30,7 +30,6 @@ time series models", J. Stat. Comput. Simul. 90(14), doi:10.1080/00949655.2020.1
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -226,9 +225,8 @@ def _pooled(fit: Fit) -> bool:
     Its draws come from the grouped model over every group's runs, with per-group priors: a
     refit on a subset of its runs needs that model, not the single curve's.
     """
-    attrs = fit.tree.attrs
-    of = json.loads(attrs.get("group_of", "{}") or "{}")
-    return any(p not in (None, "complete") for p in (attrs.get("pooling"), of.get("pooling")))
+    of = fit.settings.group_of or {}
+    return any(p not in (None, "complete") for p in (fit.pooling, of.get("pooling")))
 
 
 def _settings(fit: Fit, settings: Mapping[str, Any]) -> NutsSettings:
@@ -236,11 +234,9 @@ def _settings(fit: Fit, settings: Mapping[str, Any]) -> NutsSettings:
     post = fit.posterior
     return NutsSettings(
         num_chains=int(settings.get("num_chains") or post.sizes["chain"]),
-        num_warmup=int(settings.get("num_warmup") or fit.tree.attrs.get("num_warmup", 500)),
+        num_warmup=int(settings.get("num_warmup") or fit.settings.num_warmup or 500),
         num_samples=int(settings.get("num_samples") or post.sizes["draw"]),
-        target_accept=float(
-            settings.get("target_accept") or fit.tree.attrs.get("target_accept", 0.8)
-        ),
+        target_accept=float(settings.get("target_accept") or fit.settings.target_accept or 0.8),
     )
 
 

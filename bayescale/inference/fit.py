@@ -6,7 +6,8 @@ The result is a frozen `Fit` around an ArviZ `xarray.DataTree` with groups ``pos
 replicated loss per draw at each observed run, from the fit's own law, misfit and noise),
 ``observed_data`` (``loss``) and ``constant_data`` (the inputs), so that ArviZ's checks
 (``arviz_stats.loo_pit``, ``arviz_plots.plot_ppc_dist``) run on ``fit.tree`` directly.
-Provenance is kept in the tree's attributes.
+The fit's settings are `Fit.settings` (`bayescale.inference.settings.FitSettings`), one
+attribute of the tree.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ from bayescale.inference.sampling import (
     laplace_start,
     misfit_start,
     pointwise_draws,
-    provenance,
     sample_nuts,
     start_from_params,
     start_from_prior,
 )
+from bayescale.inference.settings import SETTINGS_ATTR, FitSettings, fit_settings
 from bayescale.io.data import ScalingData, format_rows, from_frame
 from bayescale.model.build import OBS, build_model, model_inputs
 from bayescale.model.hierarchy import (
@@ -90,7 +91,7 @@ from bayescale.model.misfit import (
 )
 from bayescale.model.priors import Prior, Priors, default_priors, resolve_priors
 
-__all__ = ["Fit", "fit", "group_fit", "load_fit", "update", "METHODS", "INITS"]
+__all__ = ["Fit", "fit", "group_fit", "load_fit", "make_fit", "update", "METHODS", "INITS"]
 
 METHODS = ("nuts", "map", "huber")
 #: methods whose draws are Markov chains (diagnosed by r_hat and ESS): ``"hmc"`` is the
@@ -116,12 +117,20 @@ class Fit:
         The priors used (defaults with the user's overrides).
     data : ScalingData
         The runs the law was fitted to.
+    settings : FitSettings
+        Every setting of the fit (`bayescale.inference.settings`); read from the tree's
+        attributes when not given.
     """
 
     tree: Any
     law: Law
     priors: Priors
     data: ScalingData
+    settings: FitSettings = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.settings is None:  # a tree built by hand, or of the earlier layout
+            object.__setattr__(self, "settings", FitSettings.from_attrs(self.tree.attrs))
 
     @property
     def posterior(self) -> Any:
@@ -131,52 +140,50 @@ class Fit:
     @property
     def method(self) -> str:
         """``"nuts"``, ``"map"`` or ``"huber"`` (``"hmc"`` for a curve of `bayescale.fit_many`)."""
-        return str(self.tree.attrs["method"])
+        return self.settings.method
 
     @property
     def likelihood(self) -> str:
         """The name of the observation model (``"student_t"``, ``"normal"``...)."""
-        return str(self.tree.attrs["likelihood"])
+        return self.settings.likelihood
 
     @property
     def noise(self) -> Likelihood:
         """The observation model with its options (`bayescale.model.likelihoods`)."""
-        options = json.loads(self.tree.attrs.get("likelihood_options", "{}"))
-        options.setdefault("nu", self.nu)
-        return get_likelihood(self.likelihood, **options)
+        return get_likelihood(
+            self.likelihood, **{"nu": self.settings.nu, **self.settings.likelihood_options}
+        )
 
     @property
     def nu(self) -> float:
         """Degrees of freedom of the Student-t likelihood."""
-        return float(self.tree.attrs["nu"])
+        return self.settings.nu
 
     @property
     def centre(self) -> dict[str, float]:
         """Mean log input per variable, used to centre the amplitudes."""
-        return dict(json.loads(self.tree.attrs["centre"]))
+        return dict(self.settings.centre)
 
     @property
     def misfit(self) -> Misfit | None:
         """The misfit model's settings, or None for the exact-law model."""
-        text = self.tree.attrs.get("misfit", "")
-        return Misfit.from_json(text) if text else None
+        return self.settings.misfit
 
     @property
     def misfit_coords(self) -> MisfitCoords | None:
         """Where the fitted runs lie in the misfit's coordinates (None without misfit)."""
-        text = self.tree.attrs.get("misfit_coords", "")
-        return MisfitCoords.from_json(text) if text else None
+        return self.settings.misfit_coords
 
     @property
     def groups(self) -> list[str] | None:
         """The group labels of a grouped fit (``fit(..., group=...)``), else None."""
-        text = self.tree.attrs.get("groups", "")
-        return list(json.loads(text)) if text else None
+        labels = self.settings.groups
+        return None if labels is None else list(labels)
 
     @property
     def pooling(self) -> str | None:
         """``"partial"``, ``"none"`` or ``"complete"`` for a grouped fit, else None."""
-        return str(self.tree.attrs["pooling"]) if "pooling" in self.tree.attrs else None
+        return self.settings.pooling
 
     @property
     def param_names(self) -> list[str]:
@@ -184,7 +191,7 @@ class Fit:
 
         A partially pooled fit adds its population's ``<name>_mu`` and ``<name>_tau``.
         """
-        pool = json.loads(self.tree.attrs.get("pool", "[]")) if self.pooling == "partial" else []
+        pool = self.settings.pool if self.pooling == "partial" else ()
         population = [f"{n}_{s}" for n in pool for s in ("mu", "tau")]
         names = (*self.law.param_names, "sigma", *MISFIT_SITES, *population)
         return [k for k in names if k in self.posterior]
@@ -204,7 +211,7 @@ class Fit:
     def problems(self, **thresholds: Any) -> list[str]:
         """Convergence problems (see `bayescale.inference.diagnostics.convergence_problems`)."""
         if self.method not in MCMC_METHODS:
-            return list(json.loads(self.tree.attrs.get("problems", "[]")))
+            return list(self.settings.problems)
         return convergence_problems(self.tree, var_names=self.param_names, **thresholds)
 
     def summary(self, ci_prob: float = 0.9) -> pd.DataFrame:
@@ -300,9 +307,9 @@ class Fit:
             tail = f"\n  WARNING: {' '.join(problems)}"
         elif self.method == "map":
             tail = "\n  MAP + Laplace approximation: a proper mode (no chains: no r_hat or ESS)"
-        elif self.method == "huber" and "bootstrap" in self.tree.attrs:
+        elif self.method == "huber" and self.settings.bootstrap is not None:
             tail = (
-                f"\n  Huber loss on log residuals; the draws are {self.tree.attrs['bootstrap']} "
+                f"\n  Huber loss on log residuals; the draws are {self.settings.bootstrap} "
                 "bootstrap refits (not a posterior)"
             )
         elif self.method == "huber":
@@ -600,16 +607,16 @@ def _fit_groups(
             "grouped fits (group=...) run NUTS on laws without breaks; "
             f"received method={method!r}, law={law.name!r}. Fit the groups one by one for those."
         )
-    attrs = {
-        "groups": json.dumps(labels),
+    grouping = {
+        "groups": tuple(labels),
         "pooling": pooling,
-        "pool": json.dumps(list(pool_) if pooling == "partial" else []),
+        "pool": tuple(pool_) if pooling == "partial" else (),
     }
     if pooling == "complete":  # one curve through every group: the single-curve model
         data.require(law.variables, n_free, law.name)
         priors_ = resolve_priors(law, data, priors, noise.name)
         return _fit(
-            data, law, priors_, noise, "nuts", settings, seed, init, progress, misfit, **attrs
+            data, law, priors_, noise, "nuts", settings, seed, init, progress, misfit, **grouping
         )
     if not isinstance(init, str) or init not in INITS:
         raise OptionError(f"grouped fits take init='map' or 'prior'; received {init!r}.")
@@ -676,22 +683,23 @@ def _fit_groups(
         description=f"fit {law.name} x {len(labels)} groups",
         metric=metric,
     )
-    attrs["group_centres"] = json.dumps(centres)
-    attrs.update(group_attrs(law, inputs, used))
+    grouping.update(group_centres=centres, **group_attrs(law, inputs, used))
     if misfit is not None:  # each group's walk spans its own runs; a new group's, every run
         every = misfit_coords(law.variables, {v: data.column(v) for v in law.variables})
-        attrs["misfit"] = misfit.to_json()
-        coords = {g: c.to_json() for g, c in inputs.coords.items()}
-        attrs["group_misfit_coords"] = json.dumps(coords)
-        attrs["new_group_misfit_coords"] = every.to_json()
+        grouping.update(
+            misfit=misfit,
+            group_misfit_coords=dict(inputs.coords),
+            new_group_misfit_coords=every,
+        )
     centre = centres[labels[0]]
-    meta = provenance(law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **attrs)
+    config = fit_settings(
+        law, data, priors_, noise, centre, "nuts", seed, settings, init=how, **grouping
+    )
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
     samples = {k: v for k, v in samples.items() if not k.startswith("_")}  # the z's
-    tree = build_tree(
-        samples, stats, loglik, data, law, meta, posterior_predictive=rep, groups=labels
+    result = make_fit(
+        config, law, data, samples, stats, loglik, posterior_predictive=rep, groups=labels
     )
-    result = Fit(tree, law, priors_, data)
     warn_convergence(result.problems())
     return result
 
@@ -743,7 +751,7 @@ def group_fit(
     if group is not None and not isinstance(group, str):
         raise OptionTypeError(f"group_label must be a label (str) or None; received {group!r}.")
     opt.seed(seed)
-    attrs = dict(fit.tree.attrs)
+    config = fit.settings
     table = fit.data.table
     runs = table if group is None else table[table["group"].astype(str) == group]
     if group is not None and group not in labels:
@@ -758,35 +766,38 @@ def group_fit(
         samples = {k: fit.posterior[k].values for k in dict.fromkeys(names)}
         centre = fit.centre
     else:
-        samples, centre = group_draws(fit.tree, fit.law, group, seed)
-    stats = None
-    if "sample_stats" in fit.tree.children:
-        ss = fit.tree["sample_stats"]
-        stats = {
-            "diverging": ss["diverging"].values,
-            "num_steps": ss["n_steps"].values,
-            "accept_prob": ss["acceptance_rate"].values,
-            "energy": ss["energy"].values,
-            "potential_energy": -ss["lp"].values,
-        }
+        samples, centre = group_draws(
+            fit.posterior,
+            fit.law,
+            group,
+            seed,
+            labels=labels,
+            pooling=config.pooling,
+            pool=config.pool,
+            pool_real=config.pool_real,
+            centres=config.group_centres,
+            floor_bounds=config.floor_bounds,
+            misfit=config.misfit,
+            new_coords=config.new_group_misfit_coords,
+        )
     loglik = rep = None
     if idx is not None:
         loglik = fit.tree["log_likelihood"]["loss"].values[..., idx]
         rep = fit.tree["posterior_predictive"]["loss"].values[..., idx]
-    if "group_misfit_coords" in attrs:  # the misfit coordinates of this group's walk
-        per_group = json.loads(attrs["group_misfit_coords"])
-        attrs["misfit_coords"] = (
-            attrs["new_group_misfit_coords"] if group is None else per_group[group]
-        )
-    for key in (
-        "groups", "pooling", "pool", "group_centres", "pool_real", "floor_bounds",
-        "group_misfit_coords", "new_group_misfit_coords",
-    ):  # fmt: skip
-        attrs.pop(key, None)
-    attrs.update(centre=json.dumps(centre), group="" if group is None else group)
-    attrs["group_of"] = json.dumps({"groups": labels, "pooling": fit.pooling})
-    tree = build_tree(samples, stats, loglik, data, fit.law, attrs, posterior_predictive=rep)
-    return Fit(tree, fit.law, fit.priors, data)
+    coords = config.misfit_coords
+    if config.group_misfit_coords is not None:  # the misfit coordinates of this group's walk
+        per_group = config.group_misfit_coords
+        coords = config.new_group_misfit_coords if group is None else per_group[group]
+    one = config.one_group(
+        centre=dict(centre),
+        group=group,
+        group_of={"groups": labels, "pooling": fit.pooling},
+        misfit_coords=coords,
+    )
+    stats = fit.tree["sample_stats"] if "sample_stats" in fit.tree.children else None
+    return make_fit(
+        one, fit.law, data, samples, None, loglik, posterior_predictive=rep, sample_stats=stats
+    )
 
 
 #: a MAP estimate closer than this many Laplace sds to a bound of its prior is "at the bound"
@@ -908,28 +919,29 @@ def _fit(
     progress: bool | None,
     misfit: Misfit | None = None,
     bootstrap: int | None = None,
-    **attrs: Any,
+    **extra: Any,
 ) -> Fit:
-    """The fit of validated inputs: the one place a `Fit` is built from the engine's output."""
+    """The fit of validated inputs: sampled or optimised, its settings, and `make_fit`."""
     anchor = None
     if misfit is not None and method != "huber":
         anchor = exact_mode(law, data, priors, noise, seed)
     inputs = model_inputs(law, data, priors, misfit=misfit is not None, anchor=anchor)
     centre = {v: float(c) for v, c in inputs.centre.items()}
     if misfit is not None:
-        attrs = {**attrs, "misfit": misfit.to_json(), "misfit_coords": inputs.coords.to_json()}
+        extra = {**extra, "misfit": misfit, "misfit_coords": inputs.coords}
     if method == "huber":
         est, objective = huber_fit(law, data, priors, seed=seed)
         post = {k: np.full((1, 1), v) for k, v in est.items()}
-        meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
-        meta["huber_objective"] = objective
         if bootstrap is not None:  # the refits as draws: not a posterior (see `fit`)
             draws = huber_bootstrap(law, data, est, n_resamples=bootstrap, seed=seed)
             post = {k: v[None, :] for k, v in draws.items()}
-            meta.update(bootstrap=bootstrap, huber_estimate=json.dumps(est))
+            extra.update(bootstrap=bootstrap, huber_estimate={k: float(v) for k, v in est.items()})
         problems = _negative_exponents(law, est)
-        meta["problems"] = json.dumps(problems)
-        result = Fit(build_tree(post, None, None, data, law, meta), law, priors, data)
+        config = fit_settings(
+            law, data, priors, noise, centre, method, seed, huber_objective=float(objective),
+            problems=tuple(problems), **extra,
+        )  # fmt: skip
+        result = make_fit(config, law, data, post, None, None)
         if problems:
             warn(" ".join(problems), PlausibilityWarning)
         return result
@@ -946,12 +958,12 @@ def _fit(
         problems = ([] if lap.ok else [lap.message]) + _at_prior_bounds(
             law, priors, lap.mode, lap.constrained
         )
-        meta = provenance(law, data, priors, noise, centre, method, seed, **attrs)
-        meta["problems"] = json.dumps(problems)
+        config = fit_settings(
+            law, data, priors, noise, centre, method, seed, problems=tuple(problems), **extra
+        )
         samples = draw_indicator({k: v[None] for k, v in lap.constrained.items()}, seed)
         loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
-        tree = build_tree(samples, None, loglik, data, law, meta, posterior_predictive=rep)
-        result = Fit(tree, law, priors, data)
+        result = make_fit(config, law, data, samples, None, loglik, posterior_predictive=rep)
         if problems:
             warn(" ".join(problems), ConvergenceWarning)
         return result
@@ -967,10 +979,11 @@ def _fit(
         description=f"fit {law.name}",
         metric=metric,
     )
-    meta = provenance(law, data, priors, noise, centre, "nuts", seed, settings, init=how, **attrs)
+    config = fit_settings(
+        law, data, priors, noise, centre, "nuts", seed, settings, init=how, **extra
+    )
     loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
-    tree = build_tree(samples, stats, loglik, data, law, meta, posterior_predictive=rep)
-    result = Fit(tree, law, priors, data)
+    result = make_fit(config, law, data, samples, stats, loglik, posterior_predictive=rep)
     warn_convergence(result.problems())
     return result
 
@@ -1090,8 +1103,8 @@ def update(
     -------
     Fit
         A NUTS fit to the old and new runs. Its data has a ``batch`` column (0 for the
-        original runs, then one more per update) and its tree's attributes record the
-        provenance: ``data_source`` of both tables and ``provenance``, a JSON list with one
+        original runs, then one more per update) and its settings record the provenance:
+        ``data_source`` of both tables and ``history``, a tuple with one
         entry per batch (source, number of runs, and the seed and method of the fit it
         updated).
 
@@ -1135,14 +1148,15 @@ def update(
     noise = fit.noise
     priors = resolve_priors(fit.law, combined, user_priors(fit), noise.name)
     post = fit.posterior
+    old = fit.settings
     settings = NutsSettings(
         int(num_chains or (post.sizes["chain"] if fit.method in MCMC_METHODS else 4)),
-        int(num_warmup or fit.tree.attrs.get("num_warmup", 500)),
+        int(num_warmup or old.num_warmup or 500),
         int(num_samples or (post.sizes["draw"] if fit.method in MCMC_METHODS else 1000)),
-        bool(fit.tree.attrs.get("dense_mass", 1)),
-        float(fit.tree.attrs.get("target_accept", 0.8)),
+        True if old.dense_mass is None else old.dense_mass,
+        0.8 if old.target_accept is None else old.target_accept,
     )
-    history = json.loads(fit.tree.attrs.get("provenance", "[]")) or [
+    history = list(old.history) or [
         {"batch": 0, "source": fit.data.source, "n_runs": fit.data.n_runs}
     ]
     history.append(
@@ -1150,7 +1164,7 @@ def update(
             "batch": int(combined.table["batch"].max()),
             "source": new.source,
             "n_runs": new.n_runs,
-            "updated_fit_seed": int(fit.tree.attrs.get("seed", -1)),
+            "updated_fit_seed": old.seed,
             "updated_fit_method": fit.method,
         }
     )
@@ -1165,7 +1179,7 @@ def update(
         draws,
         progress_bar,
         fit.misfit,
-        provenance=json.dumps(history),
+        history=tuple(history),
     )
 
 
@@ -1187,22 +1201,64 @@ def _combine(old: ScalingData, new: ScalingData) -> ScalingData:
     return ScalingData(table=table, source=f"{old.source} + {new.source}")
 
 
+def make_fit(
+    config: FitSettings,
+    law: Law,
+    data: ScalingData,
+    samples: Mapping[str, np.ndarray] | None = None,
+    stats: Mapping[str, np.ndarray] | None = None,
+    log_likelihood: np.ndarray | None = None,
+    *,
+    posterior_predictive: np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    sample_stats: Any = None,
+    tree: Any = None,
+) -> Fit:
+    """The one place a `Fit` is built: from draws, or around a tree read from a file.
+
+    From draws ``(chain, draw)``, the tree is `bayescale.inference.sampling.build_tree`'s,
+    with the sampler's ``stats`` (numpyro's names) or the ``sample_stats`` group of another
+    fit's tree (a group or a curve of it). A ``tree`` read from a file gets its attributes in
+    this version's layout (`FitSettings.to_attrs` and the law's record).
+    """
+    if tree is None:
+        tree = build_tree(
+            samples, stats, log_likelihood, data, law, config.to_attrs(),
+            posterior_predictive=posterior_predictive, groups=groups,
+        )  # fmt: skip
+        if sample_stats is not None:
+            tree["sample_stats"] = sample_stats
+    else:
+        tree = tree.copy()
+        kept = {k: v for k, v in tree.attrs.items() if k in _RECORD_ATTRS}
+        tree.attrs = {**kept, **config.to_attrs()}
+    return Fit(tree, law, config.priors, data, config)
+
+
+#: the attributes of a fit's tree beside its settings: the writer's version and the law's record
+_RECORD_ATTRS = ("bayescale_version", "law_declaration", "law_fingerprint")
+
+
 def _tree_to_save(fit: Fit) -> Any:
-    """The tree as written, with the law's record added where it is missing.
+    """The tree as written: its settings in one attribute, the law's record where it lacks.
 
     A fit loaded from a file of an earlier version lacks the law's values (or has them on its
     first runs only); saving it records them for the law registered now.
     """
-    record = fit.tree.attrs.get("law_fingerprint")
-    if record is not None and '"points"' in str(record):
+    attrs = {k: v for k, v in fit.tree.attrs.items() if k in _RECORD_ATTRS}
+    attrs.update(fit.settings.to_attrs())
+    record = attrs.get("law_fingerprint")
+    if record is not None and '"points"' in str(record) and attrs == dict(fit.tree.attrs):
         return fit.tree
     tree = fit.tree.copy()
-    post = fit.posterior
-    inputs = {v: fit.data.column(v) for v in fit.law.variables}
-    tree.attrs["law_declaration"] = json.dumps(declaration(fit.law))
-    tree.attrs["law_fingerprint"] = json.dumps(
-        fingerprint_record(fit.law, {k: post[k].values for k in fit.law.param_names}, inputs)
-    )
+    if record is None or '"points"' not in str(record):
+        post = fit.posterior
+        inputs = {v: fit.data.column(v) for v in fit.law.variables}
+        attrs["law_declaration"] = json.dumps(declaration(fit.law))
+        attrs["law_fingerprint"] = json.dumps(
+            fingerprint_record(fit.law, {k: post[k].values for k in fit.law.param_names}, inputs)
+        )
+    tree.attrs = attrs
     return tree
 
 
@@ -1263,42 +1319,24 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BayescaleError(f"could not read {str(path)!r} as a bayescale fit: {exc}") from exc
     _check_saved(tree, path)
-    law = _saved_law(tree, path)
-    priors = Priors(
-        {k: Prior.from_dict(v) for k, v in _saved_json(tree, "priors", path, dict).items()}
-    )
-    table = _saved_table(tree)
-    data = ScalingData(table=table, source=str(tree.attrs.get("data_source", path)))
-    return Fit(tree, law, priors, data)
+    config = FitSettings.from_attrs(tree.attrs, where=repr(str(path)), strict=True)
+    law = _saved_law(tree, path, config)
+    data = ScalingData(table=_saved_table(tree), source=config.data_source or str(path))
+    return make_fit(config, law, data, tree=tree)
 
 
-#: what every saved fit holds: groups, then attributes (JSON ones with the type they decode to)
+#: what every saved fit holds (its settings: `FitSettings.from_attrs`)
 _SAVED_GROUPS = ("posterior", "observed_data", "constant_data")
-_SAVED_ATTRS = ("law", "method", "likelihood", "nu")
-_SAVED_JSON = {"law_options": dict, "priors": dict, "centre": dict}
-#: attributes that some fits hold, JSON-encoded
-_OPTIONAL_JSON = (
-    "likelihood_options",
-    "groups",
-    "pool",
-    "pool_real",
-    "group_centres",
-    "floor_bounds",
-    "problems",
-    "provenance",
-    "group_of",
-    "law_declaration",
-    "law_fingerprint",
-)
 
 
 def _check_saved(tree: Any, path: Path) -> None:
     """Refuse a file that is not a complete bayescale fit, naming the file and what lacks."""
     refit = "Save the fit again with Fit.save (or pass the file Fit.save wrote)."
-    if "law" not in tree.attrs and "bayescale_version" not in tree.attrs:
+    if not any(k in tree.attrs for k in ("law", "bayescale_version", SETTINGS_ATTR)):
         raise BayescaleError(
-            f"{str(path)!r} is a netCDF file but not a bayescale fit (it has no 'law' or "
-            f"'bayescale_version' attribute). Pass the path written by Fit.save."
+            f"{str(path)!r} is a netCDF file but not a bayescale fit (it has no "
+            f"{SETTINGS_ATTR!r}, 'law' or 'bayescale_version' attribute). Pass the path "
+            "written by Fit.save."
         )
     missing = [g for g in _SAVED_GROUPS if g not in tree.children]
     if "observed_data" in tree.children and "loss" not in tree["observed_data"].data_vars:
@@ -1308,24 +1346,9 @@ def _check_saved(tree: Any, path: Path) -> None:
             f"{str(path)!r} is an incomplete bayescale fit: it lacks the group(s) "
             f"{', '.join(repr(m) for m in missing)}. {refit}"
         )
-    absent = [a for a in (*_SAVED_ATTRS, *_SAVED_JSON) if a not in tree.attrs]
-    if absent:
-        raise BayescaleError(
-            f"{str(path)!r} is an incomplete bayescale fit: it lacks the attribute(s) "
-            f"{', '.join(repr(a) for a in absent)}. {refit}"
-        )
-    for key, kind in _SAVED_JSON.items():
-        _saved_json(tree, key, path, kind)
-    for key in _OPTIONAL_JSON:
+    for key in ("law_declaration", "law_fingerprint"):
         if key in tree.attrs:
             _saved_json(tree, key, path, object)
-    try:
-        float(tree.attrs["nu"])
-    except (TypeError, ValueError):
-        raise BayescaleError(
-            f"{str(path)!r}: its attribute 'nu' is corrupted (not a number: "
-            f"{str(tree.attrs['nu'])[:60]!r}). {refit}"
-        ) from None
 
 
 def _saved_json(tree: Any, key: str, path: Path, kind: type) -> Any:
@@ -1343,10 +1366,9 @@ def _saved_json(tree: Any, key: str, path: Path, kind: type) -> Any:
     return value
 
 
-def _saved_law(tree: Any, path: Path) -> Law:
+def _saved_law(tree: Any, path: Path, config: FitSettings) -> Law:
     """The registered law of a saved fit, checked against what the file says of its law."""
-    name = str(tree.attrs["law"])
-    options = _saved_json(tree, "law_options", path, dict)
+    name, options = config.law, config.law_options
     fix = (
         f"Register the law the fit was made with first (bs.register_law({name!r}, fn, "
         "variables=..., params=..., overwrite=True) with the same function, variables and "

@@ -66,15 +66,14 @@ from bayescale.errors import (
 )
 from bayescale.inference import vhmc
 from bayescale.inference.diagnostics import batch_diagnostics, interval_probs
-from bayescale.inference.fit import Fit
+from bayescale.inference.fit import Fit, make_fit
 from bayescale.inference.sampling import (
-    build_tree,
     pointwise_draws,
     progress_bar,
     progress_default,
-    provenance,
     start_from_prior,
 )
+from bayescale.inference.settings import FitSettings
 from bayescale.inference.vhmc import HmcSettings
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import build_model, model_inputs
@@ -83,7 +82,6 @@ from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import (
     MISFIT_SITES,
     Misfit,
-    MisfitCoords,
     draw_indicator,
     law_jacobian,
     orthogonal,
@@ -503,8 +501,8 @@ class ManyFits:
     ----------
     tree : xarray.DataTree
         ``posterior`` (every sample and deterministic site over ``group, chain, draw``),
-        ``sample_stats`` (NUTS statistics, same dimensions) and the provenance in its
-        attributes (law, likelihood, seed, settings, chunk size).
+        ``sample_stats`` (HMC statistics, same dimensions) and ``settings`` in its
+        attributes.
     law : Law
         The law fitted to every curve.
     priors : mapping
@@ -512,12 +510,21 @@ class ManyFits:
         runs, as `bayescale.inference.fit` does, with the user's overrides laid over them).
     data : ScalingData
         All runs, with their ``group`` column.
+    settings : FitSettings
+        The settings every curve shares (`bayescale.inference.settings`; no centre or priors:
+        each curve has its own), with each curve's misfit coordinates in
+        ``group_misfit_coords``.
     """
 
     tree: Any
     law: Law
     priors: Mapping[str, Priors]
     data: ScalingData
+    settings: FitSettings = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            object.__setattr__(self, "settings", FitSettings.from_attrs(self.tree.attrs))
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -532,8 +539,7 @@ class ManyFits:
     @property
     def misfit(self) -> Misfit | None:
         """The misfit model's settings (every curve's), or None for the exact law."""
-        text = self.tree.attrs.get("misfit", "")
-        return Misfit.from_json(text) if text else None
+        return self.settings.misfit
 
     @property
     def param_names(self) -> list[str]:
@@ -557,8 +563,8 @@ class ManyFits:
             shown = ", ".join(repr(g) for g in self.groups[:8])
             more = f", ... ({len(self.groups) - 8} more)" if len(self.groups) > 8 else ""
             raise KeyError(f"no group {group!r}; groups are {shown}{more}.")
-        attrs = dict(self.tree.attrs)
-        noise = get_likelihood(attrs["likelihood"], **json.loads(attrs["likelihood_options"]))
+        config = self.settings
+        noise = get_likelihood(config.likelihood, **config.likelihood_options)
         priors = self.priors[name]
         table = self.data.table
         data = ScalingData(
@@ -568,49 +574,28 @@ class ManyFits:
         post = self.tree["posterior"].to_dataset().sel(group=name)
         samples = {k: np.asarray(post[k].values) for k in post.data_vars}
         index = self.groups.index(name)
-        seed = int(attrs["seed"])
+        seed = config.seed
         samples = draw_indicator(samples, seed, index)  # Misfit(p_exact > 0): one stream a curve
-        st = self.tree["sample_stats"].to_dataset().sel(group=name)
-        stats = {
-            "diverging": st["diverging"].values,
-            "num_steps": st["n_steps"].values,
-            "accept_prob": st["acceptance_rate"].values,
-            "energy": st["energy"].values,
-            "potential_energy": -st["lp"].values,
-        }
         families = tuple((k, p.family) for k, p in priors.items())
         spec = self.misfit
         model = build_model(self.law, families, noise, spec)
-        extra: dict[str, str] = {}
-        coords = None
-        if spec is not None:
-            extra["misfit"] = spec.to_json()
-            extra["misfit_coords"] = json.loads(attrs["curve_misfit_coords"])[name]
-            coords = MisfitCoords.from_json(extra["misfit_coords"])
+        coords = None if spec is None else config.group_misfit_coords[name]
         inputs = model_inputs(self.law, data, priors, misfit=spec is not None, coords=coords)
-        centre = {v: float(c) for v, c in inputs.centre.items()}
-        meta = provenance(
-            self.law,
-            data,
-            priors,
-            noise,
-            centre,
-            "hmc",
-            seed,
-            None,
-            num_warmup=int(attrs["num_warmup"]),
-            target_accept=float(attrs["target_accept"]),
-            trajectory=float(attrs["trajectory"]),
-            dense_mass=1,
-            init="Laplace draws around the best mode of the chains' Adam searches",
-            chain_method="jittered HMC vectorised over chains and curves (bayescale.fit_many)",
+        one = config.replace(
+            centre={v: float(c) for v, c in inputs.centre.items()},
+            priors=priors,
+            data_source=data.source,
             group=name,
             curve_index=index,
-            **extra,
+            misfit_coords=coords,
+            group_misfit_coords=None,
+            chunk_size=None,
         )
         loglik, rep = pointwise_draws(model, inputs, samples, noise, seed)
-        tree = build_tree(samples, stats, loglik, data, self.law, meta, posterior_predictive=rep)
-        return Fit(tree, self.law, priors, data)
+        stats = self.tree["sample_stats"].to_dataset().sel(group=name, drop=True)
+        return make_fit(
+            one, self.law, data, samples, None, loglik, posterior_predictive=rep, sample_stats=stats
+        )
 
     def summary(self, ci_prob: float = 0.9) -> pd.DataFrame:
         """One row per group and parameter: mean, sd, median, interval, ESS and r_hat.
@@ -736,7 +721,7 @@ class ManyFits:
     def __repr__(self) -> str:
         post = self.posterior
         head = (
-            f"ManyFits(law={self.law.name!r}, likelihood={self.tree.attrs['likelihood']!r}, "
+            f"ManyFits(law={self.law.name!r}, likelihood={self.settings.likelihood!r}, "
             f"groups={len(self)}, runs={self.data.n_runs}, "
             f"draws={post.sizes['chain'] * post.sizes['draw']} per group)"
         )
@@ -955,25 +940,28 @@ def fit_many(
         spec,
     )
     tree = _many_tree(names, sites, stats)
-    tree.attrs.update(
-        {
-            "law": law_.name,
-            "law_options": json.dumps(dict(law_.options)),
-            "likelihood": noise.name,
-            "likelihood_options": json.dumps(noise.options),
-            "seed": int(seed),
-            "num_warmup": settings.num_warmup,
-            "target_accept": settings.target_accept,
-            "trajectory": settings.trajectory,
-            "chunk_size": int(stats.pop("_chunk_size")),
-            "data_source": scaling.source,
-        }
+    per_curve = {g: c.coords for g, (c, _) in zip(names, curves, strict=True)}
+    config = FitSettings(
+        law=law_.name,
+        law_options=dict(law_.options),
+        method="hmc",
+        likelihood=noise.name,
+        likelihood_options=dict(noise.options),
+        nu=float(noise.options.get("nu", 4.0)),
+        seed=int(seed),
+        data_source=scaling.source,
+        num_warmup=settings.num_warmup,
+        dense_mass=True,
+        target_accept=settings.target_accept,
+        trajectory=settings.trajectory,
+        chain_method="jittered HMC vectorised over chains and curves (bayescale.fit_many)",
+        init="Laplace draws around the best mode of the chains' Adam searches",
+        chunk_size=int(stats.pop("_chunk_size")),
+        misfit=spec,
+        group_misfit_coords=per_curve if spec is not None else None,  # each curve's own runs
     )
-    if spec is not None:  # each curve's walk spans its own runs
-        tree.attrs["misfit"] = spec.to_json()
-        per_curve = {g: c.coords.to_json() for g, (c, _) in zip(names, curves, strict=True)}
-        tree.attrs["curve_misfit_coords"] = json.dumps(per_curve)
-    result = ManyFits(tree, law_, curve_priors, scaling)
+    tree.attrs.update(config.to_attrs())
+    result = ManyFits(tree, law_, curve_priors, scaling, config)
     problems = result.problems()
     if problems:
         listed = "; ".join(f"{g} ({p})" for g, p in list(problems.items())[:10])

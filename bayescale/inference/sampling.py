@@ -72,7 +72,6 @@ __all__ = [
     "pointwise_draws",
     "progress_bar",
     "progress_default",
-    "provenance",
     "sample_nuts",
     "start_from_params",
     "start_from_prior",
@@ -872,8 +871,9 @@ def build_tree(
 
     Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
     ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
-    over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` plus
-    ``bayescale_version`` become the tree's provenance attributes, with ``law_declaration``
+    over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` (the fit's
+    settings, `bayescale.inference.settings.FitSettings.to_attrs`) plus
+    ``bayescale_version`` become the tree's attributes, with ``law_declaration``
     and ``law_fingerprint`` (JSON: `bayescale.model.laws.declaration` and
     `bayescale.model.laws.fingerprint_record`) for `bayescale.load_fit` to check.
     With ``groups`` (the labels of a grouped fit), posterior variables with one more axis of
@@ -934,38 +934,3 @@ def build_tree(
         fingerprint_record(law, posterior, {v: data.column(v) for v in law.variables})
     )
     return tree
-
-
-def provenance(
-    law: Law,
-    data: ScalingData,
-    priors: Priors,
-    likelihood: Any,
-    centre: Mapping[str, float],
-    method: str,
-    seed: int,
-    settings: NutsSettings | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The provenance attributes of a fit's tree (JSON-serialisable values)."""
-    attrs: dict[str, Any] = {
-        "law": law.name,
-        "law_options": json.dumps(dict(law.options)),
-        "likelihood": likelihood.name,
-        "likelihood_options": json.dumps(likelihood.options),
-        "nu": float(likelihood.options.get("nu", 4.0)),
-        "method": method,
-        "seed": int(seed),
-        "centre": json.dumps({v: float(c) for v, c in centre.items()}),
-        "priors": json.dumps({k: p.to_dict() for k, p in priors.items()}),
-        "data_source": data.source,
-    }
-    if settings is not None:
-        attrs.update(
-            num_warmup=settings.num_warmup,
-            chain_method="parallel: one thread per chain",
-            dense_mass=int(settings.dense_mass),
-            target_accept=settings.target_accept,
-        )
-    attrs.update(extra)
-    return attrs

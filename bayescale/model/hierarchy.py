@@ -54,7 +54,6 @@ With a misfit each group has its own walk over its own runs and the walks' scale
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -665,8 +664,8 @@ def expanded(
     return out
 
 
-def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, str]:
-    """Provenance attributes of the pooling.
+def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str, Any]:
+    """Settings of the pooling (`bayescale.inference.settings.FitSettings`).
 
     ``pool_real`` and ``floor_bounds`` (read by `group_draws`), and ``floor_pooling``
     (`FLOOR_POOLINGS`) where a floor is pooled.
@@ -674,9 +673,9 @@ def group_attrs(law: Law, inputs: GroupInputs, pool: Sequence[str]) -> dict[str,
     floors = [n for n in pool if _role(law, n) == "floor"]
     key = f"{floors[0]}_bound" if floors else ""
     bounds = [float(b) for b in inputs.hyper[key][0]] if key in inputs.hyper else []
-    out = {
-        "pool_real": json.dumps([n for n in pool if _role(law, n) == "exponent_change"]),
-        "floor_bounds": json.dumps(bounds),
+    out: dict[str, Any] = {
+        "pool_real": tuple(n for n in pool if _role(law, n) == "exponent_change"),
+        "floor_bounds": tuple(bounds),
     }
     if floors:
         out["floor_pooling"] = "share" if bounds else "log"
@@ -810,9 +809,25 @@ def lone_start(
 
 
 def group_draws(
-    tree: Any, law: Law, group: str | None, seed: int = 0
+    post: Any,
+    law: Law,
+    group: str | None,
+    seed: int,
+    *,
+    labels: Sequence[str],
+    pooling: str,
+    pool: Sequence[str],
+    pool_real: Sequence[str],
+    centres: Mapping[str, Mapping[str, float]],
+    floor_bounds: Sequence[float],
+    misfit: Misfit | None,
+    new_coords: MisfitCoords | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Draws ``(chain, draw)`` of one group's parameters and sigma, and its centre.
+
+    ``post`` is a grouped fit's posterior (an `xarray.Dataset`); the keywords are its settings
+    (`bayescale.inference.settings.FitSettings`: ``new_coords`` is its
+    ``new_group_misfit_coords``).
 
     ``group`` is a label of the fit, or None for a new group drawn from the population: each
     posterior draw of ``(mu, tau)`` gets its own ``z ~ N(0, 1)`` from
@@ -827,12 +842,8 @@ def group_draws(
         If the label is unknown, or a new group is asked of a fit that does not pool every
         parameter.
     """
-    attrs = tree.attrs
-    labels = json.loads(attrs["groups"])
-    pool = json.loads(attrs["pool"])
-    real = json.loads(attrs.get("pool_real", "[]"))
-    centres = json.loads(attrs["group_centres"])
-    post = tree["posterior"].to_dataset()
+    labels = list(labels)
+    real = pool_real
     names = [*law.param_names, "sigma"]
     if group is not None:
         if group not in labels:
@@ -845,17 +856,17 @@ def group_draws(
             if k.startswith("misfit_"):
                 v = post[k].sel(group=group) if "group" in post[k].dims else post[k]
                 draws[k] = np.asarray(v.values, np.float64)
-        return draws, centres[group]
+        return draws, dict(centres[group])
     missing = [n for n in names if n not in pool]
-    if attrs.get("pooling") != "partial" or missing:
+    if pooling != "partial" or missing:
         raise OptionError(
             f"a new group is drawn from the population, but this fit (pooling="
-            f"{attrs.get('pooling')!r}) has no population for {missing or names}. Refit with "
+            f"{pooling!r}) has no population for {missing or names}. Refit with "
             "pooling='partial', pool='all', or forecast one of the fitted groups: "
             f"group={labels[0]!r}."
         )
     rng = streams.rng(seed, "new_group")
-    common = centres[labels[0]]
+    common = dict(centres[labels[0]])
     out: dict[str, np.ndarray] = {}
     for name in names:
         mu = np.asarray(post[f"{name}_mu"].values, np.float64)
@@ -865,15 +876,15 @@ def group_draws(
         if p is not None and p.role in ("amplitude", "scale"):
             coef = out[p.exponent] if p.role == "amplitude" else 1.0
             out[name] = np.exp(np.clip(t + coef * common[p.variable], -700, 700))
-        elif p is not None and p.role == "floor" and json.loads(attrs["floor_bounds"]):
+        elif p is not None and p.role == "floor" and len(floor_bounds):
             # a floor pooled as a share: of the groups' median lowest loss
-            bound = float(np.median(json.loads(attrs["floor_bounds"])))
+            bound = float(np.median(floor_bounds))
             out[name] = bound / (1.0 + np.exp(-t))
         else:
             out[name] = t if name in real else np.exp(np.clip(t, -700, 700))
-    if attrs.get("misfit"):  # a fresh walk per draw from the shared scales (`new_walk_knots`)
-        spec = Misfit.from_json(attrs["misfit"])
-        half = MisfitCoords.from_json(attrs["new_group_misfit_coords"]).half
+    if misfit is not None:  # a fresh walk per draw from the shared scales (`new_walk_knots`)
+        spec = misfit
+        half = new_coords.half
         walks = streams.rng(seed, "new_group_misfit")
         for k in post.data_vars:
             if k.startswith("misfit_") and "group" not in post[k].dims:
@@ -940,7 +951,7 @@ def priors_from(
 
     if not isinstance(widen, (int, float)) or isinstance(widen, bool) or not widen > 0:
         raise OptionError(f"widen must be a positive number; received {widen!r}.")
-    if getattr(fit, "groups", None) and fit.tree.attrs.get("pooling") != "complete":
+    if getattr(fit, "groups", None) and fit.pooling != "complete":
         raise OptionError(
             "priors_from takes one curve's fit; this fit has groups. Select one first: "
             "bs.priors_from(bs.group_fit(fit, '<group>'))."

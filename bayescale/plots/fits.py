@@ -278,9 +278,7 @@ def plot_groups(
 
 
 def _pools_all(fit: Fit) -> bool:
-    import json
-
-    pool = set(json.loads(fit.tree.attrs.get("pool", "[]")))
+    pool = set(fit.settings.pool)
     return {*fit.law.param_names, "sigma"} <= pool
 
 

@@ -24,7 +24,7 @@ def test_huber_reproduces_epoch(epoch_240):
     for name, value in EPOCH.items():
         assert abs(est[name] - value) < 0.1 * EPOCH_SE[name], (name, est[name], value)
     # the summed Huber objective of the data README's grid fit, to its printed digits
-    assert result.tree.attrs["huber_objective"] == pytest.approx(0.00101827, abs=5e-9)
+    assert result.settings.huber_objective == pytest.approx(0.00101827, abs=5e-9)
 
 
 def test_posterior_converges_inside_epoch_bootstrap(epoch_fit):
