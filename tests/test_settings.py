@@ -147,7 +147,7 @@ def test_a_file_of_the_earlier_layout_loads_every_setting_and_saves_in_this_one(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bs.ConvergenceWarning)  # tiny fits: their files count
         kind = "predictive" if "sigma" in fit.posterior else "mean"  # the Huber point fit
-        forecast = bs.forecast(fit, points, kind=kind, group=group, warn=False)
+        forecast = bs.forecast(fit, points, kind=kind, group_label=group, warn=False)
     assert np.isfinite(forecast.summary()["median"]).all()
     # saved again: the settings in one attribute, the same settings and draws when read
     again = bs.load_fit(fit.save(tmp_path / name))
