@@ -32,7 +32,7 @@ from bayescale.analysis.common import (
     quantile_name,
     warn_extrapolation,
 )
-from bayescale.analysis.predict import misfit_delta, posterior_draws
+from bayescale.analysis.predict import misfit_blocks, posterior_draws
 from bayescale.errors import OptionError
 from bayescale.inference.fit import group_fit
 from bayescale.io.data import read_points
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
     from bayescale.model.laws import Law
     from bayescale.model.likelihoods import Likelihood
+    from bayescale.model.misfit import MisfitAt
 
 __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
@@ -768,7 +769,7 @@ def _predict_blocks(
     sigma: np.ndarray | None,
     noise: Likelihood | None,
     rng: np.random.Generator | None,
-    delta: np.ndarray | None,
+    misfit: MisfitAt | None,
     out: dict[str, np.ndarray],
     rows: int,
     wide: bool,
@@ -776,7 +777,8 @@ def _predict_blocks(
     """Fill ``out`` (draw, point): the law, its mean with the misfit, and the predictive loss.
 
     Blocks of ``rows`` draws run on one thread per core: each evaluates the law in XLA on its
-    own host device, draws its noise meanwhile, then exponentiates into ``out``. Noise that
+    own host device, draws its noise and the misfit meanwhile, then exponentiates into ``out``.
+    Noise that
     cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after block on one
     thread. Either way the result does not depend on ``rows`` or on the number of threads.
     """
@@ -800,18 +802,24 @@ def _predict_blocks(
                 eps = _noise_block(noise, state, start * n_point, (stop - start, n_point))
             elif noise is not None:
                 eps = noise.transform(noise.uniforms(rng, (stop - start, n_point)), xp=np)
-            mu = np.array(mu, dtype=np.float32 if not wide else np.float64)
+            real = np.float64 if wide else np.float32
+            delta = None if misfit is None else misfit.block(start, stop, real)
+            mu = np.array(mu, dtype=real)
             if delta is not None:
                 np.exp(mu, out=out["loss_law"][start:stop], casting="unsafe")
-                mu += delta[start:stop]
+                mu += delta
             np.exp(mu, out=out["loss_mean"][start:stop], casting="unsafe")
             if eps is not None:
                 eps *= sigma[start:stop]
                 eps += mu
                 np.exp(eps, out=out["loss"][start:stop], casting="unsafe")
 
+    from threadpoolctl import threadpool_limits
+
     blocks = range(-(-n_sample // rows))
-    _on_threads(block, blocks, limit=len(devices) if jump or noise is None else 1)
+    # the misfit's small products on one BLAS thread each: the blocks' threads share the cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        _on_threads(block, blocks, limit=len(devices) if jump or noise is None else 1)
 
 
 def _forecast(
@@ -840,19 +848,19 @@ def _forecast(
         noise = fit.noise
     else:
         sigma, noise = None, None
-    delta = None
+    misfit = None
     if fit.misfit is not None:
         cols = coordinate_columns(fit.misfit_coords, law.variables)
         columns = {c: points[c].to_numpy(np.float64) for c in cols}
         # its own stream: the noise draws stay the same with or without the misfit
         mf_rng = streams.rng(seed, "forecast_misfit")
-        delta = misfit_delta(fit, columns, posterior_draws(fit), mf_rng).astype(np.float32)
-    names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
+        misfit = misfit_blocks(fit, columns, posterior_draws(fit), mf_rng)
+    names_out = ["loss_mean"] + ["loss_law"] * (misfit is not None) + ["loss"] * (noise is not None)
     out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
     # blocks of about FORECAST_CHUNK (draw, point) pairs: the temporaries stay small beside
     # the result, and the threads share the work
     rows = max(1, FORECAST_CHUNK // n_point)
-    _predict_blocks(law, flat, logx, sigma, noise, rng, delta, out, rows, wide)
+    _predict_blocks(law, flat, logx, sigma, noise, rng, misfit, out, rows, wide)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}
