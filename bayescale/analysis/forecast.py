@@ -13,6 +13,7 @@ import functools
 import html
 import json
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -591,12 +592,17 @@ def _per_point(
     frac = h - below
     above = np.minimum(below + 1, n - 1)
     needed = sorted({int(k) for k in below} | {int(k) for k in above[frac > 0]})
+    # one work array per thread: a fresh one per block would cost a page fault every 1,024
+    # values
+    local = threading.local()
 
     def block(start: int) -> None:
         cols = slice(start, min(start + _BLOCK, n_point))
-        x = _transposed(flat, cols)  # (points, draws)
-        nan = np.isnan(x).any(axis=1)
-        if np.signbit(x).any():
+        if not hasattr(local, "work"):
+            local.work = np.empty((_BLOCK, n), np.float32)
+        x = _transposed(flat, cols, local.work[: cols.stop - cols.start])  # (points, draws)
+        nan = np.isnan(x.max(axis=1))  # (max propagates NaN)
+        if x.view(np.int32).min() < 0:  # a sign bit is set
             stats = _order_statistics(x, needed)
         else:  # the bits of non-negative floats are in their order as integers: faster
             found = _order_statistics(x.view(np.int32), needed)
@@ -614,14 +620,13 @@ def _per_point(
     return out
 
 
-def _transposed(flat: np.ndarray, cols: slice) -> np.ndarray:
-    """``flat[:, cols].T`` as a C-contiguous float32 copy, tile by tile.
+def _transposed(flat: np.ndarray, cols: slice, out: np.ndarray) -> np.ndarray:
+    """``flat[:, cols].T`` copied into ``out`` (C-contiguous, float32), tile by tile.
 
     Copying the strided columns in one go misses the cache on every element; tiles of rows
     stay in it.
     """
     part = flat[:, cols]
-    out = np.empty(part.shape[::-1], np.float32)
     for row in range(0, part.shape[0], _TILE):
         out[:, row : row + _TILE] = part[row : row + _TILE].T
     return out
@@ -740,14 +745,13 @@ def _log_law_fn(law: Law) -> Any:
 _NOISE_BLOCK = 1 << 14
 
 
-def _noise_block(
-    noise: Likelihood, state: Mapping[str, Any], start: int, shape: tuple[int, int]
-) -> np.ndarray:
-    """Standardised noise (float32) for the draws at flat positions ``start`` onwards.
+def _noise_block(noise: Likelihood, state: Mapping[str, Any], start: int, out: np.ndarray) -> None:
+    """Standardised noise (float32) for the draws at flat positions ``start`` onwards, in ``out``.
 
     The stream is that of one ``noise.uniforms(rng, (draws, points))`` call: its generator
     (PCG64, two float32 uniforms per 64-bit output) jumps to the block's first uniform, so
-    blocks drawn in any order, on any thread, give the unblocked draw.
+    blocks drawn in any order, on any thread, give the unblocked draw. Drawn and transformed
+    a cache-sized part at a time, straight into ``out`` (no temporary of the block's size).
     """
     bits = np.random.PCG64()
     bits.state = state
@@ -755,11 +759,10 @@ def _noise_block(
     gen = np.random.Generator(bits)
     if start % 2:
         gen.random(dtype=np.float32)
-    eps = noise.uniforms(gen, shape).reshape(-1)
-    for first in range(0, eps.size, _NOISE_BLOCK):
-        part = eps[first : first + _NOISE_BLOCK]
-        part[...] = noise.transform(part, xp=np)
-    return eps.reshape(shape)
+    flat = out.reshape(-1)
+    for first in range(0, flat.size, _NOISE_BLOCK):
+        part = flat[first : first + _NOISE_BLOCK]
+        part[...] = noise.transform(noise.uniforms(gen, part.shape), xp=np)
 
 
 def _predict_blocks(
@@ -778,9 +781,9 @@ def _predict_blocks(
 
     Blocks of ``rows`` draws run on one thread per core: each evaluates the law in XLA on its
     own host device, draws its noise and the misfit meanwhile, then exponentiates into ``out``.
-    Noise that
-    cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after block on one
-    thread. Either way the result does not depend on ``rows`` or on the number of threads.
+    Noise that cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after
+    block on one thread. Either way the result does not depend on ``rows`` or on the number of
+    threads.
     """
     import jax
 
@@ -797,22 +800,30 @@ def _predict_blocks(
             params = {k: v[start:stop] for k, v in flat.items()}
             device = devices[index % len(devices)]
             mu = fn(*jax.device_put((params, logx), device))  # asynchronous: noise meanwhile
-            eps = None
+            # the blocks of the outputs serve as the work arrays (float32): temporaries of a
+            # block's size cost a page fault every few thousand values
+            these = slice(start, stop)
+            shape = (stop - start, n_point)
+            eps = None if noise is None else out["loss"][these]
             if jump:
-                eps = _noise_block(noise, state, start * n_point, (stop - start, n_point))
+                _noise_block(noise, state, start * n_point, eps)
             elif noise is not None:
-                eps = noise.transform(noise.uniforms(rng, (stop - start, n_point)), xp=np)
-            real = np.float64 if wide else np.float32
-            delta = None if misfit is None else misfit.block(start, stop, real)
-            mu = np.array(mu, dtype=real)
-            if delta is not None:
-                np.exp(mu, out=out["loss_law"][start:stop], casting="unsafe")
-                mu += delta
-            np.exp(mu, out=out["loss_mean"][start:stop], casting="unsafe")
+                eps[...] = noise.transform(noise.uniforms(rng, shape), xp=np)
+            log_mean = None
+            if misfit is not None:
+                log_mean = np.empty(shape) if wide else out["loss_mean"][these]
+                misfit.block(start, stop, out=log_mean)
+            mu = np.asarray(mu)  # waits for the law
+            if log_mean is None:
+                log_mean = mu
+            else:
+                np.exp(mu, out=out["loss_law"][these], casting="unsafe")
+                log_mean += mu
             if eps is not None:
-                eps *= sigma[start:stop]
-                eps += mu
-                np.exp(eps, out=out["loss"][start:stop], casting="unsafe")
+                eps *= sigma[these]
+                eps += log_mean
+                np.exp(eps, out=eps)
+            np.exp(log_mean, out=out["loss_mean"][these], casting="unsafe")
 
     from threadpoolctl import threadpool_limits
 

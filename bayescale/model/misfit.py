@@ -458,39 +458,55 @@ class MisfitAt:
         with threadpool_limits(limits=1, user_api="blas"):  # BLAS's result may depend on threads
             return self.block(0, len(self.coef))
 
-    def block(self, start: int, stop: int, dtype: Any = np.float64) -> np.ndarray:
-        """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` in ``dtype``.
+    def block(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` (float64 or ``out``).
 
+        Computed in ``out``'s dtype, a few draws at a time (no temporary of the block's size).
         Call it with BLAS on one thread (`threadpoolctl`), as `whole` does: BLAS's result may
         depend on its threads.
         """
-        # the products in fixed groups of draws: BLAS's result for a row depends on the shape
-        # of the call it is in, so a block computes every group it touches whole
-        lo = start - start % _GROUP
-        hi = min(-(-stop // _GROUP) * _GROUP, len(self.coef))
-        coef, design = self.coef[lo:hi].astype(dtype), self.design.T.astype(dtype)
-        inside = np.empty((hi - lo, len(self.design)), dtype)
-        for row in range(0, hi - lo, _GROUP):
-            np.matmul(coef[row : row + _GROUP], design, out=inside[row : row + _GROUP])
-        out = inside[start - lo : stop - lo]
-        if not self.normals:
-            return out
-        z = _normals(self.state, start * self.normals, (stop - start, self.normals), dtype)
-        scale = self.scale[start:stop].astype(dtype)
+        n_point = len(self.design)
+        out = np.empty((stop - start, n_point)) if out is None else out
+        dtype = out.dtype
+        design = self.design.T.astype(dtype)
+        scale = self.scale.astype(dtype, copy=False)
         beyond = sum(points.size for points, _ in self.sides)
-        first = 0
-        for points, steps in self.sides:  # a draw's normals: the level walk's, then the tilt's
-            walks = [z[:, first + w * beyond :][:, : points.size] for w in range(scale.shape[1])]
-            first += points.size
-            for walk, part in enumerate(walks):
-                part *= steps.astype(dtype)
-                np.cumsum(part, axis=1, out=part)
-                part *= scale[:, walk : walk + 1]
-            path = walks[0]
-            if len(walks) > 1:  # the tilt walk's delta is per unit of r
-                walks[1] *= self.tilt[points].astype(dtype)
-                path += walks[1]
-            out[:, points] += path
+        steps = [part.astype(dtype) for _, part in self.sides]
+        tilt = (
+            None
+            if self.tilt is None
+            else [self.tilt[points].astype(dtype) for points, _ in self.sides]
+        )
+        # BLAS's result for a row depends on the shape of the product it is in: the products
+        # run on fixed groups of draws, and a block computes every group it touches whole
+        first_group = start - start % _GROUP
+        for lo in range(first_group, stop, _GROUP):
+            hi = min(lo + _GROUP, len(self.coef))
+            coef = self.coef[lo:hi].astype(dtype)
+            a, b = max(lo, start), min(hi, stop)
+            if (a, b) == (lo, hi):
+                np.matmul(coef, design, out=out[lo - start : hi - start])
+            else:
+                out[a - start : b - start] = (coef @ design)[a - lo : b - lo]
+            if not self.normals:
+                continue
+            z = _normals(self.state, a * self.normals, (b - a, self.normals), dtype)
+            rows = out[a - start : b - start]
+            first = 0
+            for side, (points, _) in enumerate(self.sides):  # the level walk's normals first
+                walks = [
+                    z[:, first + w * beyond :][:, : points.size] for w in range(scale.shape[1])
+                ]
+                first += points.size
+                for walk, part in enumerate(walks):
+                    part *= steps[side]
+                    np.cumsum(part, axis=1, out=part)
+                    part *= scale[a:b, walk : walk + 1]
+                path = walks[0]
+                if len(walks) > 1:  # the tilt walk's delta is per unit of r
+                    walks[1] *= tilt[side]
+                    path += walks[1]
+                rows[:, points] += path
         return out
 
 
