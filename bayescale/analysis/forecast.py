@@ -364,8 +364,9 @@ def forecast(
     ``Generator.standard_t``. The law is evaluated in float32 (relative error about 1e-6, far
     below any noise scale), vectorised over draws and points, in blocks of draws shared among
     one thread per CPU core (each block on its own JAX host device where there are several);
-    the generator jumps to each block's first draw, so the draws do not depend on the blocks,
-    the threads or the number of devices.
+    the generators of the noise and of the misfit's walks beyond the fitted runs
+    (`bayescale.model.misfit.MisfitAt`) jump to each block's first draw, so the draws do not
+    depend on the blocks, the threads or the number of devices.
 
     Examples
     --------

@@ -9,10 +9,10 @@ the first two and the noise scale as a `Prediction`; the verbs take from it what
 densities (`bayescale.analysis.checks.check`, `bayescale.analysis.compare`), replicated losses
 (``ppc``, ``stacked_predictive``, ``detect_break``'s bands), or the misfit alone at points whose
 law they evaluate in a compiled program of their own (`bayescale.analysis.forecast`,
-`bayescale.analysis.design`) through `misfit_delta`. Inside the fitted range each draw's misfit
-is its walks interpolated; beyond it the walks continue at random, from the generator the
-caller passes (a named stream of `bayescale.streams`), so the misfit at several points is
-drawn jointly.
+`bayescale.analysis.design`) through `misfit_delta` (`misfit_blocks`: by blocks of draws).
+Inside the fitted range each draw's misfit is its walks interpolated; beyond it the walks
+continue at random, from the generator the caller passes (a named stream of
+`bayescale.streams`), so the misfit at several points is drawn jointly.
 """
 
 from __future__ import annotations
