@@ -452,18 +452,24 @@ class MisfitAt:
     normals: int  # normals per draw (even)
 
     def whole(self) -> np.ndarray:
-        """Delta of every draw ``(draw, point)``, float64."""
-        from threadpoolctl import threadpool_limits
+        """Delta of every draw ``(draw, point)``, float64: one product for all the draws.
 
-        with threadpool_limits(limits=1, user_api="blas"):  # BLAS's result may depend on threads
-            return self.block(0, len(self.coef))
+        One call: few points cost little beyond NumPy's per-call overhead (blocks of groups
+        of draws are for the forecast's threads).
+        """
+        return self.block(0, len(self.coef), group=max(len(self.coef), 1))
 
-    def block(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    def block(
+        self, start: int, stop: int, out: np.ndarray | None = None, group: int = 8
+    ) -> np.ndarray:
         """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` (float64 or ``out``).
 
-        Computed in ``out``'s dtype, a few draws at a time (no temporary of the block's size).
-        Call it with BLAS on one thread (`threadpoolctl`), as `whole` does: BLAS's result may
-        depend on its threads.
+        Computed in ``out``'s dtype, ``group`` draws at a time (no temporary of the block's
+        size). BLAS's result for a row depends on the shape of the product it is in, so the
+        products run on fixed groups of draws and a block computes every group it touches
+        whole: blocks of any size give the same rows for the same ``group``. Blocks on several
+        threads call it with BLAS on one thread (`threadpoolctl`): its result may depend on its
+        threads.
         """
         n_point = len(self.design)
         out = np.empty((stop - start, n_point)) if out is None else out
@@ -477,11 +483,8 @@ class MisfitAt:
             if self.tilt is None
             else [self.tilt[points].astype(dtype) for points, _ in self.sides]
         )
-        # BLAS's result for a row depends on the shape of the product it is in: the products
-        # run on fixed groups of draws, and a block computes every group it touches whole
-        first_group = start - start % _GROUP
-        for lo in range(first_group, stop, _GROUP):
-            hi = min(lo + _GROUP, len(self.coef))
+        for lo in range(start - start % group, stop, group):
+            hi = min(lo + group, len(self.coef))
             coef = self.coef[lo:hi].astype(dtype)
             a, b = max(lo, start), min(hi, stop)
             if (a, b) == (lo, hi):
@@ -541,9 +544,6 @@ def _normals(
         angle *= radius
     return out.reshape(shape).astype(dtype, copy=False)
 
-
-#: draws per product of `MisfitAt.block`
-_GROUP = 8
 
 #: uniform pairs per step of `_normals`
 _NORMALS_CHUNK = 1 << 13
