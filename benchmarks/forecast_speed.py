@@ -12,6 +12,7 @@ and its summary in one call (baseline: the two baselines' sum). Host devices: as
 their work over min(devices, cores) of them.
 
 Usage: python benchmarks/forecast_speed.py [--data ../shared/data] [--fit saved_fit.nc]
+[--forecast-only]
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ def timed(fn, repeats=REPEATS):
     t = time.perf_counter()
     fn()
     cold = time.perf_counter() - t
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         walls.append(time.perf_counter() - t)
-    return cold, float(np.min(walls)), float(np.median(walls))
+        cpus.append(time.process_time() - c)
+    return cold, float(np.min(walls)), float(np.median(walls)), float(np.min(cpus))
 
 
 def baseline_forecast(p, n, d, predictive, seed=0):
@@ -106,10 +108,13 @@ def main() -> None:
     parser.add_argument(
         "--data", default=os.environ.get("BAYESCALE_DATA", ROOT.parent / "shared" / "data")
     )
-    parser.add_argument("--fit", help="a fit saved by Fit.save (default: fit Epoch's 240 rows)")
+    parser.add_argument(
+        "--fit", help="a fit saved by Fit.save (default: fit Epoch's 240 rows, with the misfit)"
+    )
+    parser.add_argument(
+        "--forecast-only", action="store_true", help="time the forecast rows only (no allocation)"
+    )
     args = parser.parse_args()
-
-    import jax
 
     import bayescale as bs
     from bayescale.analysis.allocate import compute_for_loss, compute_optimal
@@ -154,6 +159,10 @@ def main() -> None:
     del base_draws
     add("Forecast.summary() (quantiles, sd, ...)", N_POINTS, fc.summary, base_summary)
 
+    if args.forecast_only:
+        forecast_rows(fit, at, rows, base_pred + base_summary)
+        report(fit, n_draws, rows)
+        return
     t = time.perf_counter()
     baseline_closed_form(draws, budgets)
     base_cf = time.perf_counter() - t
@@ -174,30 +183,40 @@ def main() -> None:
         base_root,
     )
 
-    add(
-        "forecast, predictive, then summary()",
-        N_POINTS,
-        lambda: forecast(fit, at, warn=False).summary(),
-        base_pred + base_summary,
-    )
+    forecast_rows(fit, at, rows, base_pred + base_summary)
+    report(fit, n_draws, rows)
 
+
+def forecast_rows(fit, at, rows, base):
+    """The last row: the predictive forecast and its summary in one call."""
+    from bayescale.analysis.forecast import forecast
+
+    name = "forecast, predictive, then summary()"
+    rows.append((name, N_POINTS, *timed(lambda: forecast(fit, at, warn=False).summary()), base))
+
+
+def report(fit, n_draws, rows):
+    import jax
+
+    misfit = "exact law" if fit.misfit is None else "with the misfit"
     print(
-        f"{n_draws} posterior draws ({fit.method}), {os.cpu_count()} CPUs, jax "
+        f"{n_draws} posterior draws ({fit.method}, {misfit}), {os.cpu_count()} CPUs, jax "
         f"{jax.__version__}, host devices: {jax.local_device_count()}, load average "
         f"{os.getloadavg()[0]:.1f}; warm = best and median of {REPEATS} calls"
     )
     head = (
-        f"{'task':<44} {'size':>6} {'cold s':>7} {'best s':>7} {'median s':>8} {'items/s':>9} "
-        f"{'baseline s':>10} {'speed-up':>8}"
+        f"{'task':<44} {'size':>6} {'cold s':>7} {'best s':>7} {'median s':>8} {'cpu s':>6} "
+        f"{'items/s':>9} {'baseline s':>10} {'speed-up':>8}"
     )
     print(head)
     print("-" * len(head))
-    for name, size, cold, best, median, base in rows:
+    for name, size, cold, best, median, cpu, base in rows:
         rate = size * n_draws / best
         print(
-            f"{name:<44} {size:>6} {cold:7.3f} {best:7.3f} {median:8.3f} {rate:9.3g} "
+            f"{name:<44} {size:>6} {cold:7.3f} {best:7.3f} {median:8.3f} {cpu:6.3f} {rate:9.3g} "
             f"{base:10.3f} {base / best:8.1f}"
         )
+    print("cpu s: CPU seconds of the process (all threads), least over the warm calls;")
     print("items/s: (draw, point) or (draw, budget) pairs per second (best warm call);")
     print("speed-up: baseline / best warm call. Timings on a shared machine vary with its load.")
 

@@ -276,6 +276,25 @@ def test_chunked_forecast_is_identical_to_one_chunk(monkeypatch, nu):
     )
 
 
+def test_chunked_misfit_forecast_is_identical_to_one_chunk(monkeypatch):
+    # the misfit's walks continue beyond the fitted runs from normals drawn block by block of
+    # draws (`MisfitAt`): points below, inside and above the range, one draw per chunk
+    forecast_module = importlib.import_module("bayescale.analysis.forecast")  # not the function
+
+    fit = bs.fit(bs.simulate("chinchilla", seed=2), "chinchilla", method="map", seed=0)
+    assert fit.misfit is not None
+    n = np.sqrt(np.geomspace(1e16, 1e24, 9) / 120)  # 20 tokens per parameter
+    at = {"n_params": n, "n_tokens": 20 * n}
+    whole = forecast(fit, at, seed=3, warn=False)
+    t = fit.misfit_coords.scaled(at)[0]
+    assert (t < -1).sum() >= 2 and (t > 1).sum() >= 2 and (abs(t) < 1).any()
+    monkeypatch.setattr(forecast_module, "FORECAST_CHUNK", 5)  # one draw per chunk
+    chunked = forecast(fit, at, seed=3, warn=False)
+    assert chunked.tree["predictions"].identical(whole.tree["predictions"])
+    spread = whole.tree["predictions"]["loss_mean"] / whole.tree["predictions"]["loss_law"]
+    assert np.all(spread.std(("chain", "draw")).values > 0)  # the misfit is there
+
+
 # ------------------------------------------------------------------ summary statistics
 
 

@@ -41,6 +41,55 @@ def test_continuation_shares_delta_at_equal_u_and_grows_like_brownian_motion():
         assert abs(var - expected) < 5 * expected * np.sqrt(2 / n)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misfit_blocks_of_draws_give_the_whole(dtype):
+    """`MisfitAt.block` over any split of the draws gives the rows of one block, bit for bit.
+
+    With tilt and an orthogonalising shift, points below, inside and above the fitted range
+    (with a tie in u beyond it); the stream moves past the normals the draws use.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from bayescale.model.misfit import misfit_at
+
+    spec = Misfit()
+    coords = MisfitCoords(u_mid=20.0, half=1.0, r_mid=1.0, tilt=True)
+    rng = np.random.default_rng(5)
+    n_draw = 37
+    post = {
+        "misfit_level": rng.uniform(0.01, 0.05, n_draw),
+        "misfit_tilt": rng.uniform(0.01, 0.05, n_draw),
+        "misfit_level_knots": rng.standard_normal((n_draw, spec.knots)) * 0.01,
+        "misfit_tilt_knots": rng.standard_normal((n_draw, spec.knots)) * 0.01,
+        "misfit_shift": rng.standard_normal((n_draw, 3)) * 0.01,
+        "misfit_on": (rng.uniform(size=n_draw) < 0.8).astype(float),
+    }
+    n = np.array([1e7, 1e8, 1e9, 1e10, 1e11, 1e11, 1e12, 1e13])
+    d = np.array([1e9, 1e10, 2e10, 1e11, 1e12, 1e12, 1e13, 1e14])
+    jac = rng.standard_normal((n.size, 3))
+    jac[5] = jac[4]  # points 4 and 5 are the same run
+    stream = np.random.default_rng(9)
+    at = misfit_at(spec, coords, post, {"n_params": n, "n_tokens": d}, stream, jac)
+
+    def block(a, b):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return at.block(a, b, out=np.empty((b - a, n.size), dtype))
+
+    whole = block(0, n_draw)
+    if dtype == np.float64:  # all draws in one product: the same up to BLAS's rounding
+        np.testing.assert_allclose(at.whole(), whole, rtol=1e-12, atol=1e-15)
+    for cuts in ([0, 1, 2, 10, n_draw], [0, 20, n_draw], list(range(n_draw + 1))):
+        parts = [block(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(whole[:, 4], whole[:, 5])  # the same point, the same delta
+    np.testing.assert_array_equal(whole[post["misfit_on"] == 0], 0.0)
+    assert np.all(whole[post["misfit_on"] == 1] != 0.0)
+    # the caller's stream moves on: the next draw is not one the walks used
+    fresh = np.random.default_rng(9)
+    fresh.bit_generator.advance(n_draw * at.normals // 2)
+    assert stream.random() == fresh.random()
+
+
 @pytest.mark.slow
 def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
     summary = misfit_fit.summary()

@@ -13,6 +13,7 @@ import functools
 import html
 import json
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from bayescale.analysis.common import (
     quantile_name,
     warn_extrapolation,
 )
-from bayescale.analysis.predict import misfit_delta, posterior_draws
+from bayescale.analysis.predict import misfit_blocks, posterior_draws
 from bayescale.errors import OptionError
 from bayescale.io.data import read_points
 from bayescale.model.misfit import coordinate_columns
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from bayescale.inference.fit import Fit
     from bayescale.model.laws import Law
     from bayescale.model.likelihoods import Likelihood
+    from bayescale.model.misfit import MisfitAt
 
 __all__ = ["Forecast", "Horizon", "KINDS", "extrapolation_horizon", "forecast"]
 
@@ -365,8 +367,9 @@ def forecast(
     ``Generator.standard_t``. The law is evaluated in float32 (relative error about 1e-6, far
     below any noise scale), vectorised over draws and points, in blocks of draws shared among
     one thread per CPU core (each block on its own JAX host device where there are several);
-    the generator jumps to each block's first draw, so the draws do not depend on the blocks,
-    the threads or the number of devices.
+    the generators of the noise and of the misfit's walks beyond the fitted runs
+    (`bayescale.model.misfit.MisfitAt`) jump to each block's first draw, so the draws do not
+    depend on the blocks, the threads or the number of devices.
 
     Examples
     --------
@@ -593,12 +596,17 @@ def _per_point(
     frac = h - below
     above = np.minimum(below + 1, n - 1)
     needed = sorted({int(k) for k in below} | {int(k) for k in above[frac > 0]})
+    # one work array per thread: a fresh one per block would cost a page fault every 1,024
+    # values
+    local = threading.local()
 
     def block(start: int) -> None:
         cols = slice(start, min(start + _BLOCK, n_point))
-        x = _transposed(flat, cols)  # (points, draws)
-        nan = np.isnan(x).any(axis=1)
-        if np.signbit(x).any():
+        if not hasattr(local, "work"):
+            local.work = np.empty((_BLOCK, n), np.float32)
+        x = _transposed(flat, cols, local.work[: cols.stop - cols.start])  # (points, draws)
+        nan = np.isnan(x.max(axis=1))  # (max propagates NaN)
+        if x.view(np.int32).min() < 0:  # a sign bit is set
             stats = _order_statistics(x, needed)
         else:  # the bits of non-negative floats are in their order as integers: faster
             found = _order_statistics(x.view(np.int32), needed)
@@ -616,14 +624,13 @@ def _per_point(
     return out
 
 
-def _transposed(flat: np.ndarray, cols: slice) -> np.ndarray:
-    """``flat[:, cols].T`` as a C-contiguous float32 copy, tile by tile.
+def _transposed(flat: np.ndarray, cols: slice, out: np.ndarray) -> np.ndarray:
+    """``flat[:, cols].T`` copied into ``out`` (C-contiguous, float32), tile by tile.
 
     Copying the strided columns in one go misses the cache on every element; tiles of rows
     stay in it.
     """
     part = flat[:, cols]
-    out = np.empty(part.shape[::-1], np.float32)
     for row in range(0, part.shape[0], _TILE):
         out[:, row : row + _TILE] = part[row : row + _TILE].T
     return out
@@ -742,14 +749,13 @@ def _log_law_fn(law: Law) -> Any:
 _NOISE_BLOCK = 1 << 14
 
 
-def _noise_block(
-    noise: Likelihood, state: Mapping[str, Any], start: int, shape: tuple[int, int]
-) -> np.ndarray:
-    """Standardised noise (float32) for the draws at flat positions ``start`` onwards.
+def _noise_block(noise: Likelihood, state: Mapping[str, Any], start: int, out: np.ndarray) -> None:
+    """Standardised noise (float32) for the draws at flat positions ``start`` onwards, in ``out``.
 
     The stream is that of one ``noise.uniforms(rng, (draws, points))`` call: its generator
     (PCG64, two float32 uniforms per 64-bit output) jumps to the block's first uniform, so
-    blocks drawn in any order, on any thread, give the unblocked draw.
+    blocks drawn in any order, on any thread, give the unblocked draw. Drawn and transformed
+    a cache-sized part at a time, straight into ``out`` (no temporary of the block's size).
     """
     bits = np.random.PCG64()
     bits.state = state
@@ -757,11 +763,10 @@ def _noise_block(
     gen = np.random.Generator(bits)
     if start % 2:
         gen.random(dtype=np.float32)
-    eps = noise.uniforms(gen, shape).reshape(-1)
-    for first in range(0, eps.size, _NOISE_BLOCK):
-        part = eps[first : first + _NOISE_BLOCK]
-        part[...] = noise.transform(part, xp=np)
-    return eps.reshape(shape)
+    flat = out.reshape(-1)
+    for first in range(0, flat.size, _NOISE_BLOCK):
+        part = flat[first : first + _NOISE_BLOCK]
+        part[...] = noise.transform(noise.uniforms(gen, part.shape), xp=np)
 
 
 def _predict_blocks(
@@ -771,7 +776,7 @@ def _predict_blocks(
     sigma: np.ndarray | None,
     noise: Likelihood | None,
     rng: np.random.Generator | None,
-    delta: np.ndarray | None,
+    misfit: MisfitAt | None,
     out: dict[str, np.ndarray],
     rows: int,
     wide: bool,
@@ -779,9 +784,10 @@ def _predict_blocks(
     """Fill ``out`` (draw, point): the law, its mean with the misfit, and the predictive loss.
 
     Blocks of ``rows`` draws run on one thread per core: each evaluates the law in XLA on its
-    own host device, draws its noise meanwhile, then exponentiates into ``out``. Noise that
-    cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after block on one
-    thread. Either way the result does not depend on ``rows`` or on the number of threads.
+    own host device, draws its noise and the misfit meanwhile, then exponentiates into ``out``.
+    Noise that cannot jump to a block (`Likelihood.inverse_cdf` False) is drawn block after
+    block on one thread. Either way the result does not depend on ``rows`` or on the number of
+    threads.
     """
     import jax
 
@@ -798,23 +804,37 @@ def _predict_blocks(
             params = {k: v[start:stop] for k, v in flat.items()}
             device = devices[index % len(devices)]
             mu = fn(*jax.device_put((params, logx), device))  # asynchronous: noise meanwhile
-            eps = None
+            # the blocks of the outputs serve as the work arrays (float32): temporaries of a
+            # block's size cost a page fault every few thousand values
+            these = slice(start, stop)
+            shape = (stop - start, n_point)
+            eps = None if noise is None else out["loss"][these]
             if jump:
-                eps = _noise_block(noise, state, start * n_point, (stop - start, n_point))
+                _noise_block(noise, state, start * n_point, eps)
             elif noise is not None:
-                eps = noise.transform(noise.uniforms(rng, (stop - start, n_point)), xp=np)
-            mu = np.array(mu, dtype=np.float32 if not wide else np.float64)
-            if delta is not None:
-                np.exp(mu, out=out["loss_law"][start:stop], casting="unsafe")
-                mu += delta[start:stop]
-            np.exp(mu, out=out["loss_mean"][start:stop], casting="unsafe")
+                eps[...] = noise.transform(noise.uniforms(rng, shape), xp=np)
+            log_mean = None
+            if misfit is not None:
+                log_mean = np.empty(shape) if wide else out["loss_mean"][these]
+                misfit.block(start, stop, out=log_mean)
+            mu = np.asarray(mu)  # waits for the law
+            if log_mean is None:
+                log_mean = mu
+            else:
+                np.exp(mu, out=out["loss_law"][these], casting="unsafe")
+                log_mean += mu
             if eps is not None:
-                eps *= sigma[start:stop]
-                eps += mu
-                np.exp(eps, out=out["loss"][start:stop], casting="unsafe")
+                eps *= sigma[these]
+                eps += log_mean
+                np.exp(eps, out=eps)
+            np.exp(log_mean, out=out["loss_mean"][these], casting="unsafe")
+
+    from threadpoolctl import threadpool_limits
 
     blocks = range(-(-n_sample // rows))
-    _on_threads(block, blocks, limit=len(devices) if jump or noise is None else 1)
+    # the misfit's small products on one BLAS thread each: the blocks' threads share the cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        _on_threads(block, blocks, limit=len(devices) if jump or noise is None else 1)
 
 
 def _forecast(
@@ -843,19 +863,19 @@ def _forecast(
         noise = fit.noise
     else:
         sigma, noise = None, None
-    delta = None
+    misfit = None
     if fit.misfit is not None:
         cols = coordinate_columns(fit.misfit_coords, law.variables)
         columns = {c: points[c].to_numpy(np.float64) for c in cols}
         # its own stream: the noise draws stay the same with or without the misfit
         mf_rng = streams.rng(seed, "forecast_misfit")
-        delta = misfit_delta(fit, columns, posterior_draws(fit), mf_rng).astype(np.float32)
-    names_out = ["loss_mean"] + ["loss_law"] * (delta is not None) + ["loss"] * (noise is not None)
+        misfit = misfit_blocks(fit, columns, posterior_draws(fit), mf_rng)
+    names_out = ["loss_mean"] + ["loss_law"] * (misfit is not None) + ["loss"] * (noise is not None)
     out = {name: np.empty((n_sample, n_point), np.float32) for name in names_out}
     # blocks of about FORECAST_CHUNK (draw, point) pairs: the temporaries stay small beside
     # the result, and the threads share the work
     rows = max(1, FORECAST_CHUNK // n_point)
-    _predict_blocks(law, flat, logx, sigma, noise, rng, delta, out, rows, wide)
+    _predict_blocks(law, flat, logx, sigma, noise, rng, misfit, out, rows, wide)
     dims = ("chain", "draw", "point")
     shape = (n_chain, n_draw, n_point)
     coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw), "point": np.arange(n_point)}

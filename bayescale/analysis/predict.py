@@ -9,10 +9,10 @@ the first two and the noise scale as a `Prediction`; the verbs take from it what
 densities (`bayescale.analysis.checks.check`, `bayescale.analysis.compare`), replicated losses
 (``ppc``, ``stacked_predictive``, ``detect_break``'s bands), or the misfit alone at points whose
 law they evaluate in a compiled program of their own (`bayescale.analysis.forecast`,
-`bayescale.analysis.design`) through `misfit_delta`. Inside the fitted range each draw's misfit
-is its walks interpolated; beyond it the walks continue at random, from the generator the
-caller passes (a named stream of `bayescale.streams`), so the misfit at several points is
-drawn jointly.
+`bayescale.analysis.design`) through `misfit_delta` (`misfit_blocks`: by blocks of draws).
+Inside the fitted range each draw's misfit is its walks interpolated; beyond it the walks
+continue at random, from the generator the caller passes (a named stream of
+`bayescale.streams`), so the misfit at several points is drawn jointly.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from bayescale.inference.fit import Fit
 from bayescale.io.data import ScalingData
 from bayescale.model.likelihoods import Likelihood
 from bayescale.model.misfit import (
+    MisfitAt,
     MisfitCoords,
     coordinate_columns,
     law_jacobian,
-    misfit_draws_at,
+    misfit_at,
 )
 
-__all__ = ["Prediction", "misfit_delta", "posterior_draws", "predictive"]
+__all__ = ["Prediction", "misfit_blocks", "misfit_delta", "posterior_draws", "predictive"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,18 @@ def misfit_delta(
     ``draws`` the misfit sites (as `posterior_draws` gives them), ``coords`` where the fitted
     runs lie (the fit's by default; a refit on a subset of runs passes its own).
     """
+    at = misfit_blocks(fit, columns, draws, rng, coords)
+    return None if at is None else at.whole()
+
+
+def misfit_blocks(
+    fit: Fit,
+    columns: Mapping[str, np.ndarray],
+    draws: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+    coords: MisfitCoords | None = None,
+) -> MisfitAt | None:
+    """`misfit_delta` to compute by blocks of draws (`MisfitAt.block`); None without a misfit."""
     if fit.misfit is None:
         return None
     coords = fit.misfit_coords if coords is None else coords
@@ -107,7 +120,7 @@ def misfit_delta(
     if coords.anchor is not None and "misfit_shift" in mf:
         logx = {v: np.log(np.asarray(columns[v], np.float64)) for v in fit.law.variables}
         jac = law_jacobian(fit.law, coords.anchor, logx)
-    return misfit_draws_at(fit.misfit, coords, mf, columns, rng, jac)
+    return misfit_at(fit.misfit, coords, mf, columns, rng, jac)
 
 
 def predictive(

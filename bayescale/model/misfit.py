@@ -50,6 +50,8 @@ __all__ = [
     "MisfitCoords",
     "draw_indicator",
     "law_jacobian",
+    "MisfitAt",
+    "misfit_at",
     "misfit_coords",
     "misfit_draws_at",
     "new_walk_knots",
@@ -429,6 +431,170 @@ def new_walk_knots(
     return scale[:, None] * step * (w @ basis(spec).T)
 
 
+@dataclass(frozen=True)
+class MisfitAt:
+    """The misfit of posterior draws at fixed points, for any block of draws: `misfit_at`.
+
+    ``delta = (coef @ design.T + beyond) * on`` per draw, where ``coef`` holds each draw's
+    knots (level, tilt) and ``misfit_shift``, ``design`` the interpolation weights (times
+    ``r`` for the tilt) and minus the law's Jacobian, and ``beyond`` the walks' Brownian
+    continuations. The continuations' normals come from fixed positions of one PCG64 stream
+    (``normals`` per draw), so any block of draws, computed in any order on any thread, gives
+    the rows of the whole.
+    """
+
+    coef: np.ndarray  # (draw, terms) float64, zero rows where the draw is the exact law
+    design: np.ndarray  # (point, terms)
+    scale: np.ndarray  # (draw, walks): the walks' scales, zero where the draw is exact
+    tilt: np.ndarray | None  # (point,) r, multiplying the tilt walk; None without tilt
+    sides: tuple[tuple[np.ndarray, np.ndarray], ...]  # per end: points beyond, sqrt of steps
+    state: Mapping[str, Any]  # the PCG64 state where the draws' normals begin
+    normals: int  # normals per draw (even)
+
+    def whole(self) -> np.ndarray:
+        """Delta of every draw ``(draw, point)``, float64: one product for all the draws.
+
+        One call: few points cost little beyond NumPy's per-call overhead (blocks of groups
+        of draws are for the forecast's threads).
+        """
+        return self.block(0, len(self.coef), group=max(len(self.coef), 1))
+
+    def block(
+        self, start: int, stop: int, out: np.ndarray | None = None, group: int = 8
+    ) -> np.ndarray:
+        """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` (float64 or ``out``).
+
+        Computed in ``out``'s dtype, ``group`` draws at a time (no temporary of the block's
+        size). BLAS's result for a row depends on the shape of the product it is in, so the
+        products run on fixed groups of draws and a block computes every group it touches
+        whole: blocks of any size give the same rows for the same ``group``. Blocks on several
+        threads call it with BLAS on one thread (`threadpoolctl`): its result may depend on its
+        threads.
+        """
+        n_point = len(self.design)
+        out = np.empty((stop - start, n_point)) if out is None else out
+        dtype = out.dtype
+        design = self.design.T.astype(dtype)
+        scale = self.scale.astype(dtype, copy=False)
+        beyond = sum(points.size for points, _ in self.sides)
+        steps = [part.astype(dtype) for _, part in self.sides]
+        tilt = (
+            None
+            if self.tilt is None
+            else [self.tilt[points].astype(dtype) for points, _ in self.sides]
+        )
+        for lo in range(start - start % group, stop, group):
+            hi = min(lo + group, len(self.coef))
+            coef = self.coef[lo:hi].astype(dtype)
+            a, b = max(lo, start), min(hi, stop)
+            if (a, b) == (lo, hi):
+                np.matmul(coef, design, out=out[lo - start : hi - start])
+            else:
+                out[a - start : b - start] = (coef @ design)[a - lo : b - lo]
+            if not self.normals:
+                continue
+            z = _normals(self.state, a * self.normals, (b - a, self.normals), dtype)
+            rows = out[a - start : b - start]
+            first = 0
+            for side, (points, _) in enumerate(self.sides):  # the level walk's normals first
+                walks = [
+                    z[:, first + w * beyond :][:, : points.size] for w in range(scale.shape[1])
+                ]
+                first += points.size
+                for walk, part in enumerate(walks):
+                    part *= steps[side]
+                    np.cumsum(part, axis=1, out=part)
+                    part *= scale[a:b, walk : walk + 1]
+                path = walks[0]
+                if len(walks) > 1:  # the tilt walk's delta is per unit of r
+                    walks[1] *= tilt[side]
+                    path += walks[1]
+                rows[:, points] += path
+        return out
+
+
+def _normals(
+    state: Mapping[str, Any], start: int, shape: tuple[int, int], dtype: Any
+) -> np.ndarray:
+    """Standard normals at flat positions ``start`` onwards of the stream of ``state``.
+
+    Box-Muller on float32 uniforms (two per 64-bit output of PCG64, whose ``advance`` jumps to
+    the block's first): each row's first half of uniforms gives the radii, its second half the
+    angles, and the normals are the cosines then the sines. Cheap, vectorised and drawn from
+    any position; float32 uniforms bound |z| by 5.8.
+    """
+    bits = np.random.PCG64()
+    bits.state = dict(state)
+    bits.advance(start // 2)  # start is even: a row holds an even number of normals
+    gen = np.random.Generator(bits)
+    rows, half = shape[0], shape[1] // 2
+    out = np.empty((rows, 2, half), np.float32)
+    # a few rows at a time, in place: the temporaries stay small and in the CPU's cache
+    step = max(1, _NORMALS_CHUNK // half)
+    for first in range(0, rows, step):
+        u = out[first : first + step]
+        gen.random(dtype=np.float32, out=u)
+        radius = np.log1p(-u[:, 0])
+        radius *= np.float32(-2.0)
+        np.sqrt(radius, out=radius)
+        angle = u[:, 1]
+        angle *= np.float32(2.0 * np.pi)
+        np.multiply(radius, np.cos(angle), out=u[:, 0])
+        np.sin(angle, out=angle)
+        angle *= radius
+    return out.reshape(shape).astype(dtype, copy=False)
+
+
+#: uniform pairs per step of `_normals`
+_NORMALS_CHUNK = 1 << 13
+
+
+def misfit_at(
+    spec: Misfit,
+    coords: MisfitCoords,
+    posterior: Mapping[str, np.ndarray],
+    columns: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+    jac: np.ndarray | None = None,
+) -> MisfitAt:
+    """The misfit of the draws at new points, to compute by blocks of draws (`MisfitAt`).
+
+    As `misfit_draws_at`. ``rng`` (PCG64) moves past the normals that the continuations use.
+    """
+    if not isinstance(rng.bit_generator, np.random.PCG64):
+        raise TypeError(f"the misfit's stream must be a PCG64 generator; received {rng!r}.")
+    t, r = coords.scaled(columns)
+    weights = _interp_weights_np(t, spec)
+    n_draw = len(posterior["misfit_level"])
+    on = np.asarray(posterior.get("misfit_on", np.ones(n_draw)), np.float64).reshape(n_draw, 1)
+    names = ("level", "tilt") if coords.tilt else ("level",)
+    coef = [np.asarray(posterior[f"misfit_{n}_knots"], np.float64) for n in names]
+    design = [weights, weights * r[:, None]][: len(names)]
+    if jac is not None and "misfit_shift" in posterior:
+        coef.append(np.asarray(posterior["misfit_shift"], np.float64).reshape(n_draw, -1))
+        design.append(-np.asarray(jac, np.float64))
+    scale = np.stack([np.asarray(posterior[f"misfit_{n}"], np.float64) for n in names], axis=1)
+    sides = []
+    for side in (1.0, -1.0):
+        dist = np.maximum(side * t - 1.0, 0.0) * coords.half  # decades beyond the end
+        points = np.flatnonzero(dist > 0)
+        points = points[np.argsort(dist[points], kind="stable")]
+        sides.append((points, np.sqrt(np.diff(dist[points], prepend=0.0))))
+    count = len(names) * sum(p.size for p, _ in sides)
+    count += count % 2
+    state = rng.bit_generator.state
+    rng.bit_generator.advance(n_draw * count // 2)
+    return MisfitAt(
+        np.concatenate(coef, axis=1) * on,
+        np.concatenate(design, axis=1),
+        scale * on,
+        r if coords.tilt else None,
+        tuple(sides),
+        state,
+        count,
+    )
+
+
 def misfit_draws_at(
     spec: Misfit,
     coords: MisfitCoords,
@@ -442,32 +608,14 @@ def misfit_draws_at(
     Inside the fitted range: the walks at each posterior draw, interpolated. Beyond it: each
     walk continues as Brownian motion from its end knot along the points in order of distance
     (so points at the same ``u`` share the same delta, and further points carry the nearer
-    ones' increments). ``posterior`` holds flattened draws of ``misfit_level``,
-    ``misfit_level_knots`` ``(draw, knots)`` and, with tilt, ``misfit_tilt`` and
-    ``misfit_tilt_knots``; with ``p_exact > 0``, ``misfit_on`` (0 where the draw is the exact
-    law) multiplies delta. With ``jac`` (the law's Jacobian at the points, at
-    ``coords.anchor``) and ``misfit_shift`` in ``posterior``, the orthogonalised misfit
-    ``delta - jac @ shift`` (`orthogonal`).
+    ones' increments), with normals from ``rng`` (a PCG64 generator; `misfit_at`).
+    ``posterior`` holds flattened draws of ``misfit_level``, ``misfit_level_knots``
+    ``(draw, knots)`` and, with tilt, ``misfit_tilt`` and ``misfit_tilt_knots``; with
+    ``p_exact > 0``, ``misfit_on`` (0 where the draw is the exact law) multiplies delta. With
+    ``jac`` (the law's Jacobian at the points, at ``coords.anchor``) and ``misfit_shift`` in
+    ``posterior``, the orthogonalised misfit ``delta - jac @ shift`` (`orthogonal`).
     """
-    t, r = coords.scaled(columns)
-    weights = _interp_weights_np(t, spec)
-    n_draw = len(posterior["misfit_level"])
-    on = np.asarray(posterior.get("misfit_on", np.ones(n_draw)), np.float64).reshape(n_draw)
-    names = ("level", "tilt") if coords.tilt else ("level",)
-    out = np.zeros((n_draw, len(t)))
-    for name in names:
-        values = np.asarray(posterior[f"misfit_{name}_knots"], np.float64) @ weights.T
-        scale = np.asarray(posterior[f"misfit_{name}"], np.float64)[:, None]
-        for side in (1.0, -1.0):
-            dist_ = np.maximum(side * t - 1.0, 0.0) * coords.half  # decades beyond the end
-            order = np.argsort(dist_, kind="stable")
-            steps = np.diff(np.concatenate([[0.0], dist_[order]]))
-            path = np.cumsum(np.sqrt(steps)[None] * rng.standard_normal((n_draw, len(t))), axis=1)
-            values[:, order] += scale * path
-        out += values * (r[None] if name == "tilt" else 1.0)
-    if jac is not None and "misfit_shift" in posterior:
-        out -= np.asarray(posterior["misfit_shift"], np.float64).reshape(n_draw, -1) @ jac.T
-    return out * on[:, None]
+    return misfit_at(spec, coords, posterior, columns, rng, jac).whole()
 
 
 def draw_indicator(
