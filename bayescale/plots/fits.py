@@ -239,7 +239,7 @@ def plot_groups(
     if len(fit.law.variables) != 1:
         raise _Err(
             f"plot_groups draws laws of one variable; {fit.law.name!r} has "
-            f"{list(fit.law.variables)}. Use plot_fit(fit, group=...) per group."
+            f"{list(fit.law.variables)}. Use plot_fit(bs.group_fit(fit, label)) per group."
         )
     chosen = list(fit.groups if groups is None else groups)
     unknown = [g for g in chosen if g not in fit.groups]
@@ -262,7 +262,7 @@ def plot_groups(
         ax.plot(grid, q["q50"], color="0.4", lw=1.2, ls="--", label=f"new group ({ci_prob:.0%})")
     colours = _colours(plt, len(chosen))
     for colour, g in zip(colours, chosen, strict=True):
-        fc = _forecast_at(fit, at, kind="mean", seed=seed, warn=False, group=g)
+        fc = _forecast_at(fit, at, kind="mean", seed=seed, warn=False, group_label=g)
         q = fc.quantiles(probs)
         if not (population and has_population):
             ax.fill_between(grid, q.iloc[:, 0], q.iloc[:, -1], color=colour, alpha=0.2, lw=0)
