@@ -40,6 +40,7 @@ from bayescale.inference.diagnostics import (
     interval_probs,
     warn_convergence,
 )
+from bayescale.inference.driver import STATS
 from bayescale.inference.grouped import exponents_differ, group_anchors, lone_fits
 from bayescale.inference.huber import huber_bootstrap, huber_fit
 from bayescale.inference.sampling import (
@@ -753,14 +754,7 @@ def group_fit(fit: Fit, group: str | None = None, *, seed: int = 0) -> Fit:
         samples, centre = group_draws(fit.tree, fit.law, group, seed)
     stats = None
     if "sample_stats" in fit.tree.children:
-        ss = fit.tree["sample_stats"]
-        stats = {
-            "diverging": ss["diverging"].values,
-            "num_steps": ss["n_steps"].values,
-            "accept_prob": ss["acceptance_rate"].values,
-            "energy": ss["energy"].values,
-            "potential_energy": -ss["lp"].values,
-        }
+        stats = {k: fit.tree["sample_stats"][k].values for k in STATS}
     loglik = rep = None
     if idx is not None:
         loglik = fit.tree["log_likelihood"]["loss"].values[..., idx]
