@@ -133,24 +133,36 @@ def run(
         if stop.is_set():
             raise _Stopped
 
+    running, idle = [0], threading.Condition()
+
     def lane(i: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+        with idle:
+            running[0] += 1
         try:
-            state = kernel.init(i, tick)
+            state = None if stop.is_set() else kernel.init(i, tick)
             kept = []
             for first, last, keep in kernel.chunks:
+                if stop.is_set():
+                    return None
                 state, out = kernel.advance(i, state, first, last, tick)
                 if keep:
                     kept.append(out)
+            return kernel.finish(i, kept)
         except _Stopped:
             return None
-        return kernel.finish(i, kept)
+        finally:
+            with idle:
+                running[0] -= 1
+                idle.notify_all()
 
     with (
         progress_bar(kernel.total, description, show) as bar,
         ThreadPoolExecutor(kernel.workers) as pool,
     ):
-        futures = [pool.submit(lane, i) for i in range(kernel.lanes)]
+        futures: list[concurrent.futures.Future[Any]] = []
         try:
+            for i in range(kernel.lanes):
+                futures.append(pool.submit(lane, i))
             pending = set(futures)
             while pending:
                 done, pending = concurrent.futures.wait(pending, timeout=0.2)
@@ -162,6 +174,10 @@ def run(
             stop.set()
             for f in futures:
                 f.cancel()
+            # every lane that runs ends at its next call (also one whose thread was still
+            # starting when the interrupt came, which the pool may not wait for)
+            with idle:
+                idle.wait_for(lambda: running[0] == 0)
             raise
         results = [f.result() for f in futures]
     draws, stats = (
