@@ -12,30 +12,35 @@ Python loop:
   model (log inputs, their centre, the priors' hyper-parameters) are per-curve arrays;
 - the sampler is `bayescale.inference.vhmc`: jittered fixed-length HMC written on batched arrays,
   with a dense preconditioner and a step size per curve (vectorised NUTS is slower than a loop
-  of `bayescale.fit` on a CPU: every iteration waits for the deepest tree);
+  of `bayescale.fit` on a CPU: every iteration waits for the deepest tree). It runs as a
+  kernel (`_Many`) of the sampler driver, `bayescale.inference.driver`, as ``fit``'s NUTS
+  does: the driver owns the chunks of iterations, the progress bar, Ctrl-C and the keys;
 - every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
-  first `PILOT` warm-up iterations) runs the curves in their order; then, every `RESORT`
-  warm-up iterations and once more before the draws, the curves are sorted by their current
-  step size and run in blocks of similar curves, so that a hard curve (a small step size, many
-  leapfrog steps) slows only its own block;
-- curves are dispatched in chunks of ``chunk_size`` (one chunk by default), in this process on
-  JAX's default device (a GPU when there is one) or on the workers of a Dask ``client``.
+  first `PILOT` warm-up iterations) runs the curves in their order; then, for each chunk of
+  the warm-up (every `RESORT` iterations) and of the draws, the curves are sorted by their
+  current step size and run in blocks of similar curves, so that a hard curve (a small step
+  size, many leapfrog steps) slows only its own block;
+- curves are dispatched in chunks of ``chunk_size`` (one chunk by default): in this process on
+  JAX's default device (a GPU when there is one), as the lanes of one run of the driver, or on
+  the workers of a Dask ``client``, each chunk a run of the driver there.
 
 Contracts
 ---------
 - **Same seed, same draws.** Curve ``i`` (its position in the sorted list of groups) gets the
   key ``fold_in(PRNGKey(seed), i)``, split into ``num_chains`` chain keys; the trajectory
-  jitter comes from ``seed`` alone (`jitter_key`). Each lane's arithmetic depends only on its
-  own curve, and every compiled call has the same shape (`BLOCK` curves), so the draws are
+  jitter comes from ``seed`` alone (`bayescale.inference.driver.curve_keys` and
+  `bayescale.inference.driver.jitter_key`). Each lane's arithmetic depends only on its own
+  curve, and every compiled call has the same shape (`BLOCK` curves), so the draws are
   bitwise the same whatever the chunking, the order of the other curves, or the machine
   (in this process or on a Dask cluster).
 - **Inputs are arguments** of the compiled programs, which are cached per (model, settings)
   in a bounded LRU cache.
 - **Starts.** Inside the pilot program each chain takes the best (lowest potential) of
-  `NUM_CANDIDATES` points drawn within a unit box (unconstrained space) around the priors'
-  typical values (for the power law's ridge coordinates, with the level at the centre set to
-  the geometric mean of the curve's losses, which the runs pin down) and runs `MODE_STEPS`
-  Adam steps down the potential (a fixed count, so that the curves stay in lock step). The
+  `NUM_CANDIDATES` points (`bayescale.inference.driver.best_candidate`) drawn within a unit
+  box (unconstrained space) around the priors' typical values (for the power law's ridge
+  coordinates, with the level at the centre set to the geometric mean of the curve's losses,
+  which the runs pin down) and runs `MODE_STEPS` Adam steps down the potential (a fixed
+  count, so that the curves stay in lock step). The
   lowest of the chains' modes gives the curve's Laplace covariance (the first
   preconditioner), and the chains start at Laplace draws around it (clipped at 2 sd): the
   vectorised counterpart of ``fit``'s default MAP start (a SciPy L-BFGS-B search per curve,
@@ -842,8 +847,8 @@ def fit_many(
     dropna : bool, default False
         Drop invalid runs instead of raising.
     progress_bar : bool, optional
-        Show the sampler's progress (compiled calls; chunks on a cluster); default in a
-        terminal or a notebook. It changes nothing in the draws.
+        Show the sampler's progress (iterations of every chain; chunks on a cluster); default
+        in a terminal or a notebook. It changes nothing in the draws.
     misfit : Misfit, bool or None, default None
         Each curve's own misfit, as `bayescale.inference.fit` models it by default (the same
         model part: each curve's walk over its own fitted range, its own scales, orthogonal
