@@ -415,8 +415,8 @@ class _Many:
     are bitwise the same in any chunk (each lane's arithmetic depends only on its own curve).
     The starts run the curves in their order; then each chunk of iterations runs them sorted
     by their step size, in blocks of similar curves (lock step costs each block its smallest
-    step size, and step sizes move a lot while the preconditioner adapts: sorting only once,
-    after the first chunk, cost 2.4 times the leapfrog steps of the draws of 1,000 curves).
+    step size, and step sizes move a lot while the preconditioner adapts, so sorting once is
+    not enough: the design note *fit_many* has the figures).
     """
 
     def __init__(
@@ -431,9 +431,9 @@ class _Many:
     ) -> None:
         self.settings, self.jitter = settings, jitter
         self.parts = [(keys[i], _take(dict(starts), i), _take(args, i)) for i in parts]
+        self.model = model
         self.pilot = _pilot_program(model, settings, NUM_CANDIDATES)
         self.warm = _warm_program(model, settings)
-        self.model = model
         self.lanes, self.workers = len(parts), 1
         n, w = len(keys), settings.num_warmup
         self.total = n * settings.num_chains * (w + settings.num_samples)
