@@ -14,7 +14,8 @@ for ``fit``, grouped fits and ``compare``'s refits) and the vectorised HMC of ma
   so that showing it changes nothing;
 - **stopping**: on ``KeyboardInterrupt`` (Ctrl-C) in the calling thread every lane stops after
   its current compiled call and the interrupt is raised;
-- **the starts**: each chain starts from the best of jittered candidates (`best_candidate`);
+- **the starts**: each chain starts from the best of jittered candidates (`best_candidate`,
+  which both kernels call in their compiled starts);
 - **the keys** of a seed (`chain_keys`, `curve_keys`, `jitter_key`);
 - **the statistics**, under ArviZ's names (`STATS`), as the ``sample_stats`` of the DataTree.
 
@@ -70,7 +71,10 @@ class Kernel(Protocol):
     chunks: list[tuple[int, int, bool]]
 
     def init(self, lane: int, tick: Callable[[int], None]) -> Any:
-        """The state of a lane before its first iteration: its chains' starts."""
+        """A lane's state before its first chunk: its chains' starts.
+
+        None for a kernel that finds the starts in its first chunk's compiled call.
+        """
 
     def advance(self, lane: int, state: Any, first: int, stop: int, tick: Any) -> tuple[Any, Any]:
         """Iterations ``first`` to ``stop`` of a lane: the new state and the chunk's draws."""
