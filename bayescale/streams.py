@@ -6,8 +6,8 @@ range, say), each comes from its own named stream of that seed, so that adding o
 kind of draw never shifts the others: a forecast with the misfit draws the same noise as
 without it. `rng` is the only way the package turns a seed into a NumPy generator.
 
-The sampler's chains take JAX keys split from ``PRNGKey(seed)`` in `bayescale.inference.sampling`
-and `bayescale.inference.many`; they are not NumPy streams and are not listed here.
+The sampler's chains take JAX keys split from ``PRNGKey(seed)`` in `bayescale.inference.driver`
+(`chain_keys`, `curve_keys`, `jitter_key`); they are not NumPy streams and are not listed here.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ sample = S.sample_nuts
 def counted(*args, **kwargs):
     out = sample(*args, **kwargs)
     cost["runs"] += 1
-    cost["steps"] += int(np.sum(out[1]["num_steps"]))
+    stats = out[1]  # the statistics' names before and after the sampler driver
+    cost["steps"] += int(np.sum(stats["n_steps"] if "n_steps" in stats else stats["num_steps"]))
     return out
 import sys  # the modules, not the functions of the same names
 for name in ("bayescale.analysis.compare", "bayescale.inference.fit"):

@@ -66,7 +66,8 @@ def count_steps() -> None:
 
         def __call__(self, state, args, length):
             state, buf = self.compiled(state, args, length)
-            n = int(np.asarray(buf["num_steps"])[: int(length)].sum())
+            steps = buf["n_steps"] if "n_steps" in buf else buf["num_steps"]  # before the driver
+            n = int(np.asarray(steps)[: int(length)].sum())
             with LOCK:  # one thread per chain
                 STEPS["n"] += n
             return state, buf

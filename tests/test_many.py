@@ -126,16 +126,14 @@ def test_posteriors_recover_each_curves_own_truth(many):
 
 
 @pytest.mark.slow
-def test_the_progress_bar_counts_compiled_calls_and_changes_no_draw(many, runs, capsys):
+def test_the_progress_bar_counts_iterations_and_changes_no_draw(many, runs, capsys):
     fits, _ = many  # progress_bar=None: off under pytest (no terminal)
     shown, _ = _fit_quietly(runs, progress_bar=True)
     err = capsys.readouterr().err
-    from bayescale.inference import many as m
-    from bayescale.inference.vhmc import HmcSettings
-
-    settings = HmcSettings(FAST["num_chains"], FAST["num_warmup"], FAST["num_samples"], 0.8)
-    total = m.calls(2, settings) + m.calls(1, settings)  # chunks of 2 curves and 1
+    # iterations of every chain of every curve, as bs.fit's bar counts them
+    total = 3 * FAST["num_chains"] * (FAST["num_warmup"] + FAST["num_samples"])
     assert f"fit_many: 3 curves:   0%|          | 0/{total} " in err
+    assert f"| {total}/{total} [" in err
     for k in ("E", "alpha", "A", "sigma"):
         np.testing.assert_array_equal(shown.posterior[k].values, fits.posterior[k].values)
 
@@ -159,6 +157,7 @@ def test_the_search_starts_every_curve_at_its_mode(many, runs):
     # 500 units (about 70 posterior sds) away and out of the Adam search's reach, fails here.
     from bayescale.inference import many as m
     from bayescale.inference import vhmc
+    from bayescale.inference.driver import curve_keys, jitter_key
     from bayescale.model.build import build_model
     from bayescale.model.likelihoods import get_likelihood
 
@@ -169,14 +168,14 @@ def test_the_search_starts_every_curve_at_its_mode(many, runs):
     args, starts = m._stack(law, curves, FAST["num_chains"])
     settings = vhmc.HmcSettings(FAST["num_chains"], FAST["num_warmup"], FAST["num_samples"])
     order = np.arange(len(curves))
-    keys = m.curve_keys(FAST["seed"], order, FAST["num_chains"])
-    jitter = m.jitter_key(FAST["seed"])
+    keys = curve_keys(FAST["seed"], order, FAST["num_chains"])
+    jitter = jitter_key(FAST["seed"])
     model = build_model(law, families, noise)
     pilot = m._pilot_program(model, settings, m.NUM_CANDIDATES)
-    started = m._in_blocks(pilot, order, keys, jitter, (starts, args))
+    started = m._in_blocks(pilot, order, (keys, starts, args), (jitter,))
     warm = m._warm_program(model, settings)
-    span = (np.int32(m._pilot_length(settings)), np.int32(settings.num_warmup))
-    warmed = m._in_blocks(warm, order, keys, jitter, (starts, started, args), *span)
+    span = (jitter, np.int32(m.PILOT), np.int32(settings.num_warmup))
+    warmed = m._in_blocks(warm, order, (keys, starts, started, args), span)
     gap = np.median(started.u, axis=1) - np.median(warmed.u, axis=1)
     assert np.all(np.abs(gap) < 10.0), gap
 
@@ -314,3 +313,33 @@ def test_agrees_with_separate_fits_within_monte_carlo_error():
     # positive control: curves a (alpha 0.40) and b (0.30) are told apart by the same rule
     (m1, s1), (m2, s2) = single["a"]["alpha"], single["b"]["alpha"]
     assert abs(m1 - m2) > 4 * np.hypot(s1, s2)
+
+
+def test_ctrl_c_stops_fit_many_after_its_current_compiled_call(runs, monkeypatch):
+    # each compiled call (a block of curves) is replaced by a long call that reports progress
+    # until the driver stops it: Ctrl-C during the first one raises KeyboardInterrupt and no
+    # other call starts (nothing is compiled here)
+    import _thread
+    import time
+
+    from bayescale.inference import many as m
+
+    calls, stopped = [], []
+
+    def blocks(program, order, batched, extra=(), work=0, tick=None):
+        calls.append(program)
+        if len(calls) == 1:
+            _thread.interrupt_main()
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                tick(0)  # raises once the driver is stopped
+                time.sleep(0.01)
+        except Exception:
+            stopped.append(True)
+            raise
+
+    monkeypatch.setattr(m, "_in_blocks", blocks)
+    with pytest.raises(KeyboardInterrupt):
+        bs.fit_many(runs, "power_law", misfit=False, **FAST)
+    assert len(calls) == 1 and stopped == [True]

@@ -52,9 +52,9 @@ def draws():
     def run(keys):
         state = vhmc.init_state(potential, z0, chol0, args)
         state = vhmc.warm_up(potential, settings, keys, jax.random.PRNGKey(99), state, args, 0, 500)
-        return vhmc.draw(potential, settings, keys, jax.random.PRNGKey(99), state, args)
+        return vhmc.draw(potential, settings, keys, jax.random.PRNGKey(99), state, args, 500, 500)
 
-    z, stats = run(keys)
+    _, z, stats = run(keys)
     return np.asarray(z, np.float64), {k: np.asarray(v) for k, v in stats.items()}
 
 
@@ -73,7 +73,7 @@ def test_recovers_means_and_scales_of_every_curve(draws):
         assert (np.abs(sd / SDS[c] - 1.0) < 0.15).all(), (c, sd, SDS[c])
     # the step sizes adapted per curve (the scales differ by orders of magnitude, so one
     # step size for all would leave some curves near zero acceptance)
-    accept = stats["accept_prob"].mean(axis=(1, 2))
+    accept = stats["acceptance_rate"].mean(axis=(1, 2))
     assert ((accept > 0.6) & (accept < 0.95)).all(), accept
 
 

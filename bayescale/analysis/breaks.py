@@ -42,9 +42,9 @@ from bayescale.errors import (
     warn,
 )
 from bayescale.inference.diagnostics import convergence_problems
+from bayescale.inference.driver import progress_bar as make_progress_bar
+from bayescale.inference.driver import progress_default
 from bayescale.inference.fit import Fit, fit
-from bayescale.inference.sampling import progress_bar as make_progress_bar
-from bayescale.inference.sampling import progress_default
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import OBS
 from bayescale.model.laws import Law, get_law

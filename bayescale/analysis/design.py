@@ -41,8 +41,8 @@ from bayescale.analysis.allocate import compute_optimal
 from bayescale.analysis.common import interval_probs, require_draws
 from bayescale.analysis.predict import predictive
 from bayescale.errors import ConvergenceWarning, OptionError, OptionTypeError, warn
-from bayescale.inference.sampling import progress_bar as new_bar
-from bayescale.inference.sampling import progress_default
+from bayescale.inference.driver import progress_bar as new_bar
+from bayescale.inference.driver import progress_default
 from bayescale.io.data import FLOPS_PER_PARAM_TOKEN, ScalingData, read_points
 
 if TYPE_CHECKING:

@@ -12,30 +12,35 @@ Python loop:
   model (log inputs, their centre, the priors' hyper-parameters) are per-curve arrays;
 - the sampler is `bayescale.inference.vhmc`: jittered fixed-length HMC written on batched arrays,
   with a dense preconditioner and a step size per curve (vectorised NUTS is slower than a loop
-  of `bayescale.fit` on a CPU: every iteration waits for the deepest tree);
+  of `bayescale.fit` on a CPU: every iteration waits for the deepest tree). It runs as a
+  kernel (`_Many`) of the sampler driver, `bayescale.inference.driver`, as ``fit``'s NUTS
+  does: the driver owns the chunks of iterations, the progress bar, Ctrl-C and the keys;
 - every compiled call runs `BLOCK` curves. A pilot program (the chains' starts and the
-  first `PILOT` warm-up iterations) runs the curves in their order; then, every `RESORT`
-  warm-up iterations and once more before the draws, the curves are sorted by their current
-  step size and run in blocks of similar curves, so that a hard curve (a small step size, many
-  leapfrog steps) slows only its own block;
-- curves are dispatched in chunks of ``chunk_size`` (one chunk by default), in this process on
-  JAX's default device (a GPU when there is one) or on the workers of a Dask ``client``.
+  first `PILOT` warm-up iterations) runs the curves in their order; then, for each chunk of
+  the warm-up (every `RESORT` iterations) and of the draws, the curves are sorted by their
+  current step size and run in blocks of similar curves, so that a hard curve (a small step
+  size, many leapfrog steps) slows only its own block;
+- curves are dispatched in chunks of ``chunk_size`` (one chunk by default): in this process on
+  JAX's default device (a GPU when there is one), as the lanes of one run of the driver, or on
+  the workers of a Dask ``client``, each chunk a run of the driver there.
 
 Contracts
 ---------
 - **Same seed, same draws.** Curve ``i`` (its position in the sorted list of groups) gets the
   key ``fold_in(PRNGKey(seed), i)``, split into ``num_chains`` chain keys; the trajectory
-  jitter comes from ``seed`` alone (`jitter_key`). Each lane's arithmetic depends only on its
-  own curve, and every compiled call has the same shape (`BLOCK` curves), so the draws are
+  jitter comes from ``seed`` alone (`bayescale.inference.driver.curve_keys` and
+  `bayescale.inference.driver.jitter_key`). Each lane's arithmetic depends only on its own
+  curve, and every compiled call has the same shape (`BLOCK` curves), so the draws are
   bitwise the same whatever the chunking, the order of the other curves, or the machine
   (in this process or on a Dask cluster).
 - **Inputs are arguments** of the compiled programs, which are cached per (model, settings)
   in a bounded LRU cache.
 - **Starts.** Inside the pilot program each chain takes the best (lowest potential) of
-  `NUM_CANDIDATES` points drawn within a unit box (unconstrained space) around the priors'
-  typical values (for the power law's ridge coordinates, with the level at the centre set to
-  the geometric mean of the curve's losses, which the runs pin down) and runs `MODE_STEPS`
-  Adam steps down the potential (a fixed count, so that the curves stay in lock step). The
+  `NUM_CANDIDATES` points (`bayescale.inference.driver.best_candidate`) drawn within a unit
+  box (unconstrained space) around the priors' typical values (for the power law's ridge
+  coordinates, with the level at the centre set to the geometric mean of the curve's losses,
+  which the runs pin down) and runs `MODE_STEPS` Adam steps down the potential (a fixed
+  count, so that the curves stay in lock step). The
   lowest of the chains' modes gives the curve's Laplace covariance (the first
   preconditioner), and the chains start at Laplace draws around it (clipped at 2 sd): the
   vectorised counterpart of ``fit``'s default MAP start (a SciPy L-BFGS-B search per curve,
@@ -66,11 +71,18 @@ from bayescale.errors import (
 )
 from bayescale.inference import vhmc
 from bayescale.inference.diagnostics import batch_diagnostics, interval_probs
+from bayescale.inference.driver import (
+    best_candidate,
+    curve_keys,
+    jitter_key,
+    progress_bar,
+    progress_default,
+    run,
+    schedule,
+)
 from bayescale.inference.fit import Fit, make_fit
 from bayescale.inference.sampling import (
     pointwise_draws,
-    progress_bar,
-    progress_default,
     start_from_prior,
 )
 from bayescale.inference.settings import FitSettings
@@ -89,39 +101,17 @@ from bayescale.model.misfit import (
 )
 from bayescale.model.priors import Prior, Priors, resolve_priors
 
-__all__ = ["ManyFits", "fit_many", "curve_keys", "run_chunk"]
-
-_STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
+__all__ = ["ManyFits", "fit_many", "run_chunk"]
 
 
 # ------------------------------------------------------------------------------ the engine
-
-
-def curve_keys(seed: int, positions: np.ndarray, num_chains: int) -> np.ndarray:
-    """Chain keys of the curves at ``positions``: ``split(fold_in(PRNGKey(seed), i), chains)``.
-
-    Returns a ``(len(positions), num_chains, 2)`` uint32 array; curve ``i``'s keys depend only
-    on ``seed`` and ``i`` (the reproducibility contract of `fit_many`).
-    """
-    import jax
-
-    base = jax.random.PRNGKey(int(seed))
-    one = lambda i: jax.random.split(jax.random.fold_in(base, i), num_chains)  # noqa: E731
-    return np.asarray(jax.vmap(one)(np.asarray(positions, np.uint32)))
-
-
-def jitter_key(seed: int) -> np.ndarray:
-    """The key of the trajectory-length jitter: from ``seed`` alone, shared by every curve."""
-    import jax
-
-    return np.asarray(jax.random.fold_in(jax.random.PRNGKey(int(seed)), 0xFFFFFFFF))
 
 
 #: Adam steps and step size of the search for each chain's start (a posterior mode)
 MODE_STEPS, MODE_RATE = 300, 0.05
 #: jittered points around the priors' typical values from which each chain's search starts
 NUM_CANDIDATES = 32
-#: curves per compiled call (after the pilot phase, blocks of curves of similar step size);
+#: curves per compiled call (after the first warm-up chunk, blocks of curves of similar step size);
 #: chosen with benchmarks/many_curves.py (figures in the how-to *Many groups*)
 BLOCK = 128
 #: warm-up iterations before the first sorting of the curves by step size (enough for the
@@ -157,11 +147,6 @@ def _mode(potential: Any, z: Any) -> Any:
     zeros = jnp.zeros_like(z)
     init = (z, zeros, zeros, z, value(z))
     return jax.lax.fori_loop(0, MODE_STEPS, step, init)[3]
-
-
-def _pilot_length(settings: HmcSettings) -> int:
-    """Warm-up iterations run before the curves are first sorted (`PILOT`, at most)."""
-    return min(PILOT, settings.num_warmup)
 
 
 def _coordinates(model: Any, starts: Any, args: Any) -> Any:
@@ -227,18 +212,19 @@ def _potential(model: Any, mapped: Any) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> Any:
-    """Compiled start and first warm-up iterations: ``run(keys, jitter_key, starts, args)``.
+    """Compiled starts and first warm-up chunk: ``run(keys, starts, args, jitter_key)``.
 
     Each chain searches a mode (`_mode` from the best of ``num_candidates`` jittered points
     around its prior start); each curve's best mode gives the Laplace preconditioner, and
-    its chains start at Laplace draws (clipped at 2 sd) around it; then the first
-    `_pilot_length` warm-up iterations, which set each curve's step size. Returns the
-    `vhmc.State`.
+    its chains start at Laplace draws (clipped at 2 sd) around it; then the warm-up's first
+    `PILOT` iterations (at most), which set each curve's step size. Returns the `vhmc.State`.
+    One program: compiled apart, the starts and the warm-up round differently at the last bit,
+    which the trajectories amplify into other draws.
     """
     import jax
     import jax.numpy as jnp
 
-    def run(keys: Any, jitter_key: Any, starts: Any, args: Any) -> Any:
+    def run(keys: Any, starts: Any, args: Any, jitter: Any) -> Any:
         potential = _potential(model, _coordinates(model, starts, args))
 
         def flat(start: Any, a: Any) -> Any:
@@ -246,11 +232,8 @@ def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> An
 
         def lane_mode(key: Any, z: Any, a: Any) -> Any:
             k_cand = jax.random.fold_in(key, 1 << 30)
-            noise = jax.random.uniform(k_cand, (num_candidates, z.size), minval=-1.0, maxval=1.0)
-            cands = z + noise.at[0].set(0.0)
-            energy = jax.vmap(lambda c: potential(c, a))(cands)
-            energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
-            return _mode(lambda c: potential(c, a), cands[jnp.argmin(energy)])
+            best = best_candidate(lambda c: potential(c, a), z, k_cand, num_candidates)
+            return _mode(lambda c: potential(c, a), best)
 
         per_lane = lambda f: jax.vmap(jax.vmap(f, (0, None)), (0, 0))  # noqa: E731
         z_prior = per_lane(flat)(starts, args)
@@ -264,8 +247,8 @@ def _pilot_program(model: Any, settings: HmcSettings, num_candidates: int) -> An
         spread = jnp.clip(jax.vmap(jax.vmap(normal))(keys), -2.0, 2.0)
         z0 = best[:, None, :] + jnp.einsum("cij,ckj->cki", chol0, spread)
         state = vhmc.init_state(potential, z0, chol0, args)
-        pilot = _pilot_length(settings)
-        return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, 0, pilot)
+        pilot = min(PILOT, settings.num_warmup)
+        return vhmc.warm_up(potential, settings, keys, jitter, state, args, 0, pilot)
 
     return jax.jit(run)
 
@@ -324,36 +307,38 @@ def _anchors(
 
 @functools.lru_cache(maxsize=8)
 def _warm_program(model: Any, settings: HmcSettings) -> Any:
-    """Compiled warm-up stretch: ``run(keys, jitter_key, starts, state, args, start, stop)``.
+    """Compiled warm-up: ``run(keys, starts, state, args, jitter_key, first, stop) -> state``.
 
-    Iterations ``start`` to ``stop`` of the warm-up (run-time arguments: one compilation
-    serves every stretch).
+    Iterations ``first`` to ``stop`` of the warm-up (run-time arguments: one compilation
+    serves every chunk).
     """
     import jax
 
     def run(
-        keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any, start: Any, stop: Any
+        keys: Any, starts: Any, state: Any, args: Any, jitter: Any, first: Any, stop: Any
     ) -> Any:
         potential = _potential(model, _coordinates(model, starts, args))
-        return vhmc.warm_up(potential, settings, keys, jitter_key, state, args, start, stop)
+        return vhmc.warm_up(potential, settings, keys, jitter, state, args, first, stop)
 
     return jax.jit(run)
 
 
 @functools.lru_cache(maxsize=8)
-def _draw_program(model: Any, settings: HmcSettings) -> Any:
-    """Compiled draws: ``run(keys, jitter_key, starts, state, args) -> (sites, stats)``.
+def _draw_program(model: Any, settings: HmcSettings, size: int) -> Any:
+    """Compiled draws: ``run(keys, starts, state, args, jitter_key, first)``.
 
-    The draws after warm-up, and every sample and deterministic site of every draw
-    ``(curve, chain, draw, ...)``.
+    Iterations ``first`` to ``first + size`` after the warm-up (``size`` is compiled in: a
+    loop of a run-time length rounds the potential differently at the last bit); returns the
+    state, every sample and deterministic site ``(curve, chain, size, ...)`` and the `STATS`
+    with each curve's ``step_size``.
     """
     import jax
     from numpyro.infer.util import constrain_fn
 
-    def run(keys: Any, jitter_key: Any, starts: Any, state: Any, args: Any) -> Any:
+    def run(keys: Any, starts: Any, state: Any, args: Any, jitter: Any, first: Any) -> Any:
         mapped = _coordinates(model, starts, args)
         potential = _potential(model, mapped)
-        draws, stats = vhmc.draw(potential, settings, keys, jitter_key, state, args)
+        state, draws, stats = vhmc.draw(potential, settings, keys, jitter, state, args, first, size)
 
         def sites(y: Any, a: Any) -> Any:
             z, log_det = mapped(y, a)
@@ -361,9 +346,8 @@ def _draw_program(model: Any, settings: HmcSettings) -> Any:
 
         per_draw = jax.vmap(lambda y, a: jax.vmap(jax.vmap(sites, (0, None)), (0, None))(y, a))
         out, log_det = per_draw(draws, args)
-        # the model's potential energy, not the sampler's (which has the log Jacobian in it)
-        stats = {**stats, "potential_energy": stats["potential_energy"] + log_det}
-        return out, stats
+        # the model's log density, not the sampler's (which has the log Jacobian in it)
+        return state, out, {**stats, "lp": stats["lp"] - log_det}
 
     return jax.jit(run)
 
@@ -388,10 +372,9 @@ def run_chunk(
     jitter_key: np.ndarray,
     starts: Mapping[str, np.ndarray],
     args: tuple[Any, ...],
-    tick: Any = None,
     misfit: Misfit | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Run the vectorised sampler on one chunk of curves (locally or on a Dask worker).
+    """Run the vectorised sampler on one chunk of curves on a Dask worker (no progress bar).
 
     Parameters
     ----------
@@ -399,80 +382,118 @@ def run_chunk(
         What shapes the compiled program: the law, the priors' families, the likelihood and
         the sampler's settings (and ``misfit``, the misfit's settings or None).
     keys : ndarray
-        ``(curve, chain, 2)`` chain keys (`curve_keys`).
+        ``(curve, chain, 2)`` chain keys (`bayescale.inference.driver.curve_keys`).
     jitter_key : ndarray
-        The key of the trajectory jitter (`jitter_key`), the same for every chunk.
+        The key of the trajectory jitter (`bayescale.inference.driver.jitter_key`), the same
+        for every chunk.
     starts : mapping
         Sample site -> ``(curve, chain, ...)`` starting values (constrained).
     args : tuple
         The model's arguments with a leading curve axis (padded runs, mask, hyper-parameters).
-    tick : callable, optional
-        Called with no argument after each compiled call (`calls` of them): a progress bar's.
     misfit : Misfit, optional
         The misfit part of each curve's model (`bayescale.model.build.build_model`).
 
     Returns
     -------
     sites, stats : dict
-        Every site and the sampler statistics, ``(curve, chain, draw, ...)``, numpy arrays.
+        Every site, and the `STATS` with ``step_size``, ``(curve, chain, draw, ...)``.
     """
     model = build_model(_same_law(law), families, noise, misfit)
-    starts = dict(starts)
-    n = len(keys)
-    # every compiled call runs BLOCK curves (the last block padded with copies), whatever
-    # the number of curves or the chunking: the same program on the same shapes, so that a
-    # curve's draws are bitwise the same in any chunk (each lane's arithmetic depends only on
-    # its own curve)
-    pilot = _pilot_program(model, settings, NUM_CANDIDATES)
-    state = _in_blocks(pilot, np.arange(n), keys, jitter_key, (starts, args), tick=tick)
-    # lock step costs each block its smallest step size: every RESORT warm-up iterations,
-    # and before the draws, the curves are sorted by their step size and run in blocks of
-    # similar ones (step sizes move a lot while the preconditioner adapts: sorting only once,
-    # after the pilot phase, cost 2.4 times the leapfrog steps of the draws of 1,000 curves)
-    warm = _warm_program(model, settings)
-    for first in range(_pilot_length(settings), settings.num_warmup, RESORT):
-        stop = min(first + RESORT, settings.num_warmup)
-        order = np.argsort(np.asarray(vhmc.step_unit(state)), kind="stable")
-        batched = (starts, state, args)
-        state = _in_blocks(
-            warm, order, keys, jitter_key, batched, np.int32(first), np.int32(stop), tick=tick
+    kernel = _Many(model, settings, keys, jitter_key, starts, args, [np.arange(len(keys))])
+    return run(kernel, progress=False, description="")
+
+
+class _Many:
+    """The vectorised HMC (`bayescale.inference.vhmc`) as a kernel of the driver.
+
+    One lane per chunk of curves, one lane at a time (each already fills the machine). Every
+    compiled call runs `BLOCK` curves (the last block padded with copies), whatever the number
+    of curves or the chunking: the same program on the same shapes, so that a curve's draws
+    are bitwise the same in any chunk (each lane's arithmetic depends only on its own curve).
+    The starts run the curves in their order; then each chunk of iterations runs them sorted
+    by their step size, in blocks of similar curves (lock step costs each block its smallest
+    step size, and step sizes move a lot while the preconditioner adapts, so sorting once is
+    not enough: the design note *fit_many* has the figures).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        settings: HmcSettings,
+        keys: np.ndarray,
+        jitter: np.ndarray,
+        starts: Mapping[str, np.ndarray],
+        args: tuple[Any, ...],
+        parts: list[np.ndarray],
+    ) -> None:
+        self.settings, self.jitter = settings, jitter
+        self.parts = [(keys[i], _take(dict(starts), i), _take(args, i)) for i in parts]
+        self.model = model
+        self.pilot = _pilot_program(model, settings, NUM_CANDIDATES)
+        self.warm = _warm_program(model, settings)
+        self.lanes, self.workers = len(parts), 1
+        n, w = len(keys), settings.num_warmup
+        self.total = n * settings.num_chains * (w + settings.num_samples)
+        self.chunks = schedule(w, settings.num_samples, first=PILOT, every=RESORT)
+
+    def init(self, lane: int, tick: Any) -> Any:
+        return None  # the starts run with the first chunk of the warm-up (`_pilot_program`)
+
+    def advance(self, lane: int, state: Any, first: int, stop: int, tick: Any) -> tuple[Any, Any]:
+        keys, starts, args = self.parts[lane]
+        chains, num_warmup = self.settings.num_chains, self.settings.num_warmup
+        if state is None:  # the starts, in the curves' order, and the pilot chunk
+            pilot = min(PILOT, num_warmup)
+            state = _in_blocks(
+                self.pilot, np.arange(len(keys)), (keys, starts, args), (self.jitter,),
+                pilot * chains, tick,
+            )  # fmt: skip
+            if first < num_warmup:
+                return state, None
+        warm = first < num_warmup
+        step = vhmc.step_unit(state) if warm else vhmc.step_size(state, self.settings)
+        order = np.argsort(np.asarray(step), kind="stable")
+        batched, work = (keys, starts, state, args), (stop - first) * chains
+        if warm:
+            span = (self.jitter, np.int32(first), np.int32(stop))
+            return _in_blocks(self.warm, order, batched, span, work, tick), None
+        draw = _draw_program(self.model, self.settings, stop - first)
+        state, sites, stats = _in_blocks(
+            draw, order, batched, (self.jitter, np.int32(first)), work, tick
         )
-    order = np.argsort(np.asarray(vhmc.step_size(state, settings)), kind="stable")
-    draw = _draw_program(model, settings)
-    return _in_blocks(draw, order, keys, jitter_key, (starts, state, args), tick=tick)
+        return state, (sites, stats)
 
-
-def calls(n_curves: int, settings: HmcSettings) -> int:
-    """The compiled calls `run_chunk` makes for ``n_curves``: blocks times program phases."""
-    warm = len(range(_pilot_length(settings), settings.num_warmup, RESORT))
-    return math.ceil(n_curves / BLOCK) * (2 + warm)
+    def finish(
+        self, lane: int, kept: list[Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return tuple(  # type: ignore[return-value]
+            {k: np.concatenate([c[part][k] for c in kept], axis=2) for k in kept[0][part]}
+            for part in (0, 1)
+        )
 
 
 def _in_blocks(
     program: Any,
     order: np.ndarray,
-    keys: np.ndarray,
-    jitter_key: np.ndarray,
     batched: tuple[Any, ...],
-    *extra: Any,
+    extra: tuple[Any, ...] = (),
+    work: int = 0,
     tick: Any = None,
 ) -> Any:
-    """``program(keys, jitter_key, *batched, *extra)`` over the curves, `BLOCK` at a time.
+    """``program(*batched, *extra)`` over the curves, `BLOCK` at a time.
 
     Blocks take the curves in ``order``; the last is padded with copies of its last curve, so
     that every call has the same shape. ``batched`` holds pytrees with a leading curve axis;
-    ``extra`` goes to every call as it is. Returns the results in curve order (padding
-    dropped).
+    ``extra`` goes to every call as it is; ``tick`` is called after each call with ``work``
+    times its curves. Returns the results in curve order (padding dropped).
     """
     parts = []
     for first in range(0, len(order), BLOCK):
         rows = order[first : first + BLOCK]
         index = np.concatenate([rows, np.full(BLOCK - len(rows), rows[-1])])
-        parts.append(
-            (rows, program(*_take((keys,), index), jitter_key, *_take(batched, index), *extra))
-        )
+        parts.append((rows, program(*_take(batched, index), *extra)))
         if tick is not None:
-            tick()
+            tick(work * len(rows))
     return _gather(parts, len(order))
 
 
@@ -816,8 +837,8 @@ def fit_many(
     dropna : bool, default False
         Drop invalid runs instead of raising.
     progress_bar : bool, optional
-        Show the sampler's progress (compiled calls; chunks on a cluster); default in a
-        terminal or a notebook. It changes nothing in the draws.
+        Show the sampler's progress (iterations of every chain; chunks on a cluster); default
+        in a terminal or a notebook. It changes nothing in the draws.
     misfit : Misfit, bool or None, default None
         Each curve's own misfit, as `bayescale.inference.fit` models it by default (the same
         model part: each curve's walk over its own fitted range, its own scales, orthogonal
@@ -924,8 +945,7 @@ def fit_many(
         anchors = _anchors(law_, families_, noise, curves, args)
         curves, args = _orthogonal_curves(law_, curves, anchors, args)
     keys = curve_keys(seed, np.arange(len(names)), settings.num_chains)
-    show = progress_default() if progress_bar is None else bool(progress_bar)
-    sites, stats = _run(
+    sites, stats, size = _run(
         law_,
         families_,
         noise,
@@ -936,7 +956,7 @@ def fit_many(
         args,
         chunk_size,
         client,
-        show,
+        progress_bar,
         spec,
     )
     tree = _many_tree(names, sites, stats)
@@ -956,7 +976,7 @@ def fit_many(
         trajectory=settings.trajectory,
         chain_method="jittered HMC vectorised over chains and curves (bayescale.fit_many)",
         init="Laplace draws around the best mode of the chains' Adam searches",
-        chunk_size=int(stats.pop("_chunk_size")),
+        chunk_size=int(size),
         misfit=spec,
         group_misfit_coords=per_curve if spec is not None else None,  # each curve's own runs
     )
@@ -1084,12 +1104,14 @@ def _run(
     args: tuple[Any, ...],
     chunk_size: int | None,
     client: Any,
-    progress: bool,
+    progress: bool | None,
     misfit: Misfit | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every curve's draws, chunk by chunk, locally or on the client's workers.
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """Every curve's draws and statistics, chunk by chunk, locally or on the client's workers.
 
-    The progress bar counts compiled calls here, and chunks on a cluster.
+    Returns them with the chunk size. Locally the chunks are the lanes of one run of the
+    driver; on a cluster each runs the driver on a worker (`run_chunk`) and the progress bar
+    counts chunks.
     """
     n = len(keys)
     if chunk_size is None:  # one chunk here; two per worker on a cluster
@@ -1097,34 +1119,29 @@ def _run(
         chunk_size = math.ceil(n / (2 * workers)) if workers else n
     size = min(int(chunk_size), n)
     chunks = [np.arange(first, min(first + size, n)) for first in range(0, n, size)]
-    payloads = [(keys[i], jitter, _take(dict(starts), i), _take(args, i)) for i in chunks]
-    if client is not None:
-        from distributed import as_completed
+    label = f"fit_many: {n} curves"
+    if client is None:  # in this process, on JAX's default device (a GPU when there is one)
+        model = build_model(_same_law(law), families, noise, misfit)
+        kernel = _Many(model, settings, keys, jitter, starts, args, chunks)
+        sites, stats = run(kernel, progress=progress, description=label)
+        return sites, stats, size
+    from distributed import as_completed
 
-        futures = [
-            client.submit(run_chunk, law, families, noise, settings, *p, None, misfit, pure=False)
-            for p in payloads
-        ]
-        with progress_bar(len(futures), f"fit_many: {n} curves", progress) as bar:
-            for _ in as_completed(futures):
-                bar.update()
-        results = client.gather(futures)
-    else:  # in this process, on JAX's default device (a GPU when there is one)
-        total = sum(calls(len(i), settings) for i in chunks)
-        with progress_bar(total, f"fit_many: {n} curves", progress) as bar:
-            results = [
-                run_chunk(law, families, noise, settings, *p, bar.update, misfit) for p in payloads
-            ]
-    sites = {k: np.concatenate([r[0][k] for r in results])[:n] for k in results[0][0]}
-    stats: dict[str, Any] = {
-        k: np.concatenate([r[1][k] for r in results])[:n] for k in results[0][1]
-    }
-    stats.pop("warmup_divergences")
-    stats["step_size"] = np.broadcast_to(
-        stats["step_size"][:, None, None], stats["diverging"].shape
-    ).copy()
-    stats["_chunk_size"] = size
-    return sites, stats
+    payloads = [(keys[i], jitter, _take(dict(starts), i), _take(args, i)) for i in chunks]
+    futures = [
+        client.submit(run_chunk, law, families, noise, settings, *p, misfit, pure=False)
+        for p in payloads
+    ]
+    show = progress_default() if progress is None else progress
+    with progress_bar(len(futures), label, show) as bar:
+        for _ in as_completed(futures):
+            bar.update()
+    results = client.gather(futures)
+    sites, stats = (
+        {k: np.concatenate([r[part][k] for r in results]) for k in results[0][part]}
+        for part in (0, 1)
+    )
+    return sites, stats, size
 
 
 def _many_tree(names: list[str], sites: Mapping[str, np.ndarray], stats: Mapping[str, Any]) -> Any:
@@ -1140,14 +1157,4 @@ def _many_tree(names: list[str], sites: Mapping[str, np.ndarray], stats: Mapping
         coords = {"group": names, "chain": np.arange(n_chain), "draw": np.arange(n_draw)}
         return xr.Dataset(out, coords=coords)
 
-    sample_stats = {
-        "diverging": np.asarray(stats["diverging"]).astype(bool),
-        "n_steps": stats["num_steps"],
-        "acceptance_rate": stats["accept_prob"],
-        "energy": stats["energy"],
-        "lp": -np.asarray(stats["potential_energy"]),
-        "step_size": stats["step_size"],
-    }
-    return xr.DataTree.from_dict(
-        {"posterior": dataset(sites), "sample_stats": dataset(sample_stats)}
-    )
+    return xr.DataTree.from_dict({"posterior": dataset(sites), "sample_stats": dataset(stats)})

@@ -1,8 +1,10 @@
-"""The inference engine: one compiled NUTS runner, the MAP + Laplace path, and the DataTree.
+"""The inference engine: numpyro's NUTS as a kernel of the driver, MAP + Laplace, the DataTree.
 
-Every verb that samples goes through `sample_nuts` (fit, update, leave-one-out and
-leave-future-out refits, break detection); `bayescale.inference.fit` is the only module that
-turns its draws into a `Fit`.
+Every verb that samples one posterior goes through `sample_nuts` (fit, grouped fits, update,
+leave-one-out and leave-future-out refits, break detection), which runs numpyro's NUTS under
+`bayescale.inference.driver` (the schedule, the threads, the progress bar, Ctrl-C, the starts,
+the keys and the statistics); `bayescale.inference.fit` is the only module that turns its
+draws into a `Fit`.
 
 Contracts
 ---------
@@ -12,37 +14,33 @@ Contracts
   already seen, or any subset of it, costs no compilation. Compiled programs are cached per
   (model, settings) in bounded LRU caches.
 - **Same seed, same draws.** Chain ``c`` always gets key ``split(PRNGKey(seed))[1]`` split into
-  ``num_chains``, index ``c``, and runs one single-device program, compiled once on the default
-  device, whatever the number of host devices: one thread per chain calls it, and XLA runs
-  calls from different threads concurrently, so the chains run in parallel without
+  ``num_chains``, index ``c`` (`bayescale.inference.driver.chain_keys`), and runs one
+  single-device program, compiled once on the default device, whatever the number of host
+  devices: each chain is a lane of the driver, in its own thread, and XLA runs calls from
+  different threads concurrently, so the chains run in parallel without
   ``--xla_force_host_platform_device_count``. A program mapped over devices (``pmap``) is
   not used: XLA partitions it for the number of devices, which changes the compiled
   arithmetic at the last bit, and NUTS trajectories amplify that into other draws. Sampling
-  always advances in the same chunks of iterations; the progress bar only reports between
-  chunks, so showing it changes nothing.
-- **Interruptible.** Each chain waits for its chunk before the next; on ``KeyboardInterrupt``
-  (Ctrl-C) in the calling thread every chain stops after its current chunk and the interrupt
-  is raised.
+  always advances in the same chunks of iterations (`bayescale.inference.driver.schedule`);
+  the progress bar only reports between chunks, so showing it changes nothing.
+- **Interruptible.** On ``KeyboardInterrupt`` (Ctrl-C) in the calling thread every chain stops
+  after its current chunk and the interrupt is raised (the driver's contract).
 - **The MAP search runs BLAS on one thread.** SciPy's L-BFGS-B makes thousands of tiny BLAS
   calls; a multi-threaded OpenBLAS spends far more time waking its threads than computing,
   the more so while JAX keeps the cores busy (measured: 20 lone fits of Revisiting curves
   from 43.7 s to 4.6 s, warm, at load 5).
 - **Starts** are values of the model's sample sites (constrained), one row per chain; each
   chain draws ``num_candidates`` points uniformly within ``jitter`` of its start in the
-  unconstrained space and starts from the one with the lowest potential energy.
+  unconstrained space and starts from the one with the lowest potential energy
+  (`bayescale.inference.driver.best_candidate`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import json
 import math
-import queue
-import sys
-import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +48,14 @@ import numpy as np
 
 from bayescale import streams
 from bayescale.errors import OptionError
+from bayescale.inference.driver import (
+    CHUNK,
+    STATS,
+    best_candidate,
+    chain_keys,
+    run,
+    schedule,
+)
 from bayescale.io.data import ScalingData
 from bayescale.model.build import OBS, ModelInputs, build_model, internal_sites, model_inputs
 from bayescale.model.distributions import Prior
@@ -60,26 +66,18 @@ from bayescale.options import counts
 from bayescale.version import __version__
 
 __all__ = [
-    "CHUNK",
     "Laplace",
     "NutsSettings",
     "build_tree",
-    "chain_keys",
     "laplace_fit",
     "laplace_start",
     "misfit_start",
     "pointwise_log_likelihood",
     "pointwise_draws",
-    "progress_bar",
-    "progress_default",
     "sample_nuts",
     "start_from_params",
     "start_from_prior",
 ]
-
-#: iterations per call of the compiled sampler (the progress bar's granularity)
-CHUNK = 100
-_STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy")
 
 
 @dataclass(frozen=True)
@@ -115,36 +113,6 @@ class NutsSettings:
             )
         object.__setattr__(self, "target_accept", float(ta))
         object.__setattr__(self, "dense_mass", bool(self.dense_mass))
-
-
-def progress_default() -> bool:
-    """Whether to show progress: in a terminal (stderr is a tty) or a Jupyter kernel."""
-    if bool(getattr(sys.stderr, "isatty", lambda: False)()):
-        return True
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
-    return type(ip).__name__ == "ZMQInteractiveShell"
-
-
-def progress_bar(total: int, description: str, show: bool) -> Any:
-    """A tqdm bar (terminal or notebook widget, by ``tqdm.auto``), disabled when not shown."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm's "IProgress not found": it falls back to text
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=description, disable=not show, leave=False)
-
-
-def chain_keys(seed: int, num_chains: int) -> tuple[Any, Any]:
-    """The MAP key and the per-chain NUTS keys of a seed (the reproducibility contract)."""
-    import jax
-
-    key_map, key_mcmc = jax.random.split(jax.random.PRNGKey(int(seed)))
-    return key_map, jax.random.split(key_mcmc, num_chains)
 
 
 # ------------------------------------------------------------------------------ NUTS
@@ -201,12 +169,9 @@ def _program(
     def init(key: Any, start: Any, jitter: Any, args: tuple[Any, ...], metric: Any) -> Any:
         k_cand, k_run = jax.random.split(key)
         flat, unflat = ravel_pytree(to_pos(unconstrain_fn(model, args, {}, start), args))
-        noise = jax.random.uniform(k_cand, (n_cand, flat.size), minval=-1.0, maxval=1.0)
-        cands = flat + jitter * noise.at[0].set(0.0)
-        values = jax.vmap(lambda y: energy(unflat(y), args))(cands)
-        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+        best = best_candidate(lambda y: energy(unflat(y), args), flat, k_cand, n_cand, jitter)
         return init_kernel(
-            unflat(cands[jnp.argmin(values)]),
+            unflat(best),
             num_warmup=settings.num_warmup,
             inverse_mass_matrix=metric,
             dense_mass=dense,
@@ -217,13 +182,10 @@ def _program(
 
     def advance(state: Any, args: tuple[Any, ...], length: Any) -> Any:
         flat0, _ = ravel_pytree(state.z)
+        kinds = {"z": flat0.dtype, "diverging": bool, "n_steps": jnp.int32}
         buffers = {
-            "z": jnp.zeros((CHUNK, flat0.size), flat0.dtype),
-            "diverging": jnp.zeros(CHUNK, bool),
-            "num_steps": jnp.zeros(CHUNK, jnp.int32),
-            "accept_prob": jnp.zeros(CHUNK, flat0.dtype),
-            "energy": jnp.zeros(CHUNK, flat0.dtype),
-            "potential_energy": jnp.zeros(CHUNK, flat0.dtype),
+            k: jnp.zeros((CHUNK, flat0.size) if k == "z" else CHUNK, kinds.get(k, flat0.dtype))
+            for k in ("z", *STATS)
         }
 
         def body(i: Any, carry: Any) -> Any:
@@ -233,10 +195,11 @@ def _program(
             row = {
                 "z": ravel_pytree(sites)[0],
                 "diverging": state.diverging,
-                "num_steps": state.num_steps.astype(jnp.int32),
-                "accept_prob": state.accept_prob,
+                "n_steps": state.num_steps.astype(jnp.int32),
+                "acceptance_rate": state.accept_prob,
                 "energy": state.energy,
-                "potential_energy": state.potential_energy + log_det,
+                # the model's log density, not the sampler's (which has the log Jacobian in it)
+                "lp": -(state.potential_energy + log_det),
             }
             buf = {k: buf[k].at[i].set(row[k].astype(buf[k].dtype)) for k in buf}
             return state, buf
@@ -272,15 +235,6 @@ def _program(
     )
 
 
-def _schedule(num_warmup: int, num_samples: int) -> list[tuple[int, bool]]:
-    """Chunk lengths and whether each chunk's draws are kept (warm-up first)."""
-    out = []
-    for total, keep in ((num_warmup, False), (num_samples, True)):
-        full, rest = divmod(total, CHUNK)
-        out += [(CHUNK, keep)] * full + ([(rest, keep)] if rest else [])
-    return out
-
-
 def sample_nuts(
     model: Any,
     inputs: ModelInputs,
@@ -311,7 +265,7 @@ def sample_nuts(
     seed : int
         The seed (see the module's reproducibility contract).
     progress : bool, optional
-        Show a progress bar; default `progress_default`.
+        Show a progress bar; default `bayescale.inference.driver.progress_default`.
     description : str
         The progress bar's label.
     metric : array, optional
@@ -323,61 +277,70 @@ def sample_nuts(
     samples : dict
         Every sample and deterministic site, ``(chain, draw, ...)``.
     stats : dict
-        ``diverging``, ``num_steps``, ``accept_prob``, ``energy``, ``potential_energy``.
+        `bayescale.inference.driver.STATS`, ``(chain, draw)``.
     """
-    import jax
+    kernel = _Nuts(model, inputs, start, jitter, settings, seed, metric)
+    samples, stats = run(kernel, progress=progress, description=description)
+    return draw_indicator(samples, seed), stats
 
-    n_chain = settings.num_chains
-    _, keys = chain_keys(seed, n_chain)
-    args = inputs.args()
-    init, advance, postprocess, _, _ = _compiled(model, args, start, settings)
-    show = progress_default() if progress is None else bool(progress)
-    schedule = _schedule(settings.num_warmup, settings.num_samples)
-    total = n_chain * (settings.num_warmup + settings.num_samples)
-    starts = [{k: np.asarray(v)[c] for k, v in start.items()} for c in range(n_chain)]
-    jitter_ = np.float32(jitter)
-    # compiled here, once, before the chains' threads call them (concurrent first calls of a
-    # jitted function would each compile it); a program already compiled is found in JAX's cache
-    init_x = init.lower(keys[0], starts[0], jitter_, args, metric).compile()
-    advance_x = advance.lower(init_x.out_info, args, np.int32(CHUNK)).compile()
-    z = advance_x.out_info[1]["z"]
-    z_shape = jax.ShapeDtypeStruct((settings.num_samples, z.shape[1]), z.dtype)
-    postprocess_x = postprocess.lower(z_shape, args).compile()
-    stop = threading.Event()
-    steps: queue.SimpleQueue[int] = queue.SimpleQueue()
 
-    def run_chain(c: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
-        state = init_x(keys[c], starts[c], jitter_, args, metric)
-        kept = []
-        for length, keep in schedule:
-            if stop.is_set():
-                return None
-            state, buf = advance_x(state, args, np.int32(length))
-            if keep:
-                kept.append(jax.tree_util.tree_map(lambda a, n=length: np.asarray(a)[:n], buf))
-            jax.block_until_ready(state)
-            steps.put(length)
+class _Nuts:
+    """numpyro's NUTS as a kernel of `bayescale.inference.driver`: one lane per chain."""
+
+    def __init__(
+        self,
+        model: Any,
+        inputs: ModelInputs,
+        start: Mapping[str, np.ndarray],
+        jitter: float,
+        settings: NutsSettings,
+        seed: int,
+        metric: np.ndarray | None,
+    ) -> None:
+        import jax
+
+        n_chain = settings.num_chains
+        _, self.keys = chain_keys(seed, n_chain)
+        self.args = args = inputs.args()
+        init, advance, postprocess, _, _ = _compiled(model, args, start, settings)
+        self.starts = [{k: np.asarray(v)[c] for k, v in start.items()} for c in range(n_chain)]
+        self.jitter, self.metric = np.float32(jitter), metric
+        self.num_warmup = settings.num_warmup
+        self.lanes = self.workers = n_chain
+        self.total = n_chain * (settings.num_warmup + settings.num_samples)
+        self.chunks = schedule(settings.num_warmup, settings.num_samples)
+        # compiled here, once, before the chains' threads call them (concurrent first calls of
+        # a jitted function would each compile it); a program already compiled is found in
+        # JAX's cache
+        self.init_x = init.lower(self.keys[0], self.starts[0], self.jitter, args, metric).compile()
+        self.advance_x = advance.lower(self.init_x.out_info, args, np.int32(CHUNK)).compile()
+        z = self.advance_x.out_info[1]["z"]
+        z_shape = jax.ShapeDtypeStruct((settings.num_samples, z.shape[1]), z.dtype)
+        self.postprocess_x = postprocess.lower(z_shape, args).compile()
+
+    def init(self, lane: int, tick: Any) -> Any:
+        return self.init_x(self.keys[lane], self.starts[lane], self.jitter, self.args, self.metric)
+
+    def advance(self, lane: int, state: Any, first: int, stop: int, tick: Any) -> tuple[Any, Any]:
+        import jax
+
+        n = stop - first
+        state, buf = self.advance_x(state, self.args, np.int32(n))
+        kept = None
+        if first >= self.num_warmup:
+            kept = {k: np.asarray(v)[:n] for k, v in buf.items()}
+        jax.block_until_ready(state)
+        tick(n)
+        return state, kept
+
+    def finish(
+        self, lane: int, kept: list[Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         out = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
-        post = postprocess_x(out.pop("z"), args)
-        return {k: np.asarray(v) for k, v in post.items()}, out
-
-    with progress_bar(total, description, show) as bar, ThreadPoolExecutor(n_chain) as pool:
-        futures = [pool.submit(run_chain, c) for c in range(n_chain)]
-        try:
-            pending = set(futures)
-            while pending:
-                done, pending = concurrent.futures.wait(pending, timeout=0.2)
-                while not steps.empty():
-                    bar.update(steps.get())
-                for f in done:
-                    f.result()  # a chain's error stops the others (below) and is raised
-        except BaseException:  # KeyboardInterrupt too: the chains stop after their chunk
-            stop.set()
-            raise
-        results = [f.result() for f in futures]
-    samples = {k: np.stack([r[0][k] for r in results]) for k in results[0][0]}
-    extra = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
-    return draw_indicator(samples, seed), extra
+        post = self.postprocess_x(out.pop("z"), self.args)
+        return {k: np.asarray(v)[None] for k, v in post.items()}, {
+            k: v[None] for k, v in out.items()
+        }
 
 
 def _compiled(
@@ -869,7 +832,8 @@ def build_tree(
 ) -> Any:
     """Assemble the DataTree of a fit from draws shaped ``(chain, draw)``.
 
-    Groups: ``posterior`` (reported parameters), ``sample_stats`` (NUTS only),
+    Groups: ``posterior`` (reported parameters), ``sample_stats`` (the sampler's
+    `bayescale.inference.driver.STATS`, when given),
     ``log_likelihood`` (``loss`` over ``run``), ``posterior_predictive`` (replicated ``loss``
     over ``run``, when given), ``observed_data`` and ``constant_data``; ``attrs`` (the fit's
     settings, `bayescale.inference.settings.FitSettings.to_attrs`) plus
@@ -900,13 +864,7 @@ def build_tree(
         if "misfit_shift" in posterior and posterior["misfit_shift"].ndim == 4:
             dims["misfit_shift"] = ["group", "law_parameter"]
     if stats is not None:
-        groups_["sample_stats"] = {
-            "diverging": np.asarray(stats["diverging"]).astype(bool),
-            "n_steps": stats["num_steps"],
-            "acceptance_rate": stats["accept_prob"],
-            "energy": stats["energy"],
-            "lp": -np.asarray(stats["potential_energy"]),
-        }
+        groups_["sample_stats"] = {k: np.asarray(stats[k]) for k in STATS}
     if log_likelihood is not None:
         groups_["log_likelihood"] = {OBS: log_likelihood}
     if posterior_predictive is not None:

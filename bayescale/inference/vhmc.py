@@ -192,7 +192,6 @@ class State(NamedTuple):
     da: Any  # dual averaging: (log eps, log eps bar, H bar, mu, t), each (curve,)
     chol: Any  # (curve, d, d) preconditioner
     welford: Any  # (count (curve,), mean (curve, d), M2 (curve, d, d)) of the open window
-    divergences: Any  # (curve,) divergent warm-up transitions
 
 
 def _value_and_grad(potential: Any, args: Any) -> Any:
@@ -239,7 +238,7 @@ def init_state(potential: Any, z0: Any, chol0: Any, args: Any, eps0: float = 0.5
         jnp.zeros((n_curves, d, d), z0.dtype),
     )
     eps = jnp.full(n_curves, eps0, z0.dtype)
-    return State(z0, u, g, _da_init(eps), chol0, zeros, jnp.zeros(n_curves, jnp.int32))
+    return State(z0, u, g, _da_init(eps), chol0, zeros)
 
 
 def _transition(
@@ -316,7 +315,6 @@ def warm_up(
         eps = jnp.exp(state.da[0])
         state, stats = _transition(vg, settings, i, keys, jitter_key, state, eps, step_unit(state))
         da = _da_update(state.da, jnp.mean(stats[2], axis=1), settings.target_accept)
-        divergences = state.divergences + jnp.sum(stats[0], axis=1)
         # Welford update of the open window with this iteration's positions of every chain
         n, mean, m2 = state.welford
         z = state.z
@@ -336,7 +334,7 @@ def warm_up(
             jnp.where(on, mean + delta * (k / n_new)[:, None], mean),
             jnp.where(on, m2_new, m2),
         )
-        state = state._replace(da=da, welford=(n, mean, m2), divergences=divergences)
+        state = state._replace(da=da, welford=(n, mean, m2))
         # at a window's end (a few iterations of the warm-up: a branch, not a select, so the
         # others skip the factorisation): a new preconditioner (kept if not finite), a
         # restarted step size and an empty window
@@ -384,12 +382,15 @@ def draw(
     jitter_key: Any,
     state: State,
     args: Any,
-) -> tuple[Any, dict[str, Any]]:
-    """``num_samples`` draws of every lane after warm-up (pure JAX).
+    first: Any,
+    size: int,
+) -> tuple[State, Any, dict[str, Any]]:
+    """Iterations ``first`` (an int or a traced scalar) to ``first + size`` after the warm-up.
 
-    Returns the draws ``(curve, chain, draw, d)`` and the statistics ``diverging``,
-    ``num_steps``, ``accept_prob``, ``energy``, ``potential_energy`` ``(curve, chain,
-    draw)``, ``step_size`` and ``warmup_divergences`` ``(curve,)``.
+    Pure JAX. Returns the state, the draws ``(curve, chain, size, d)`` and the statistics
+    ``diverging``, ``n_steps``, ``acceptance_rate``, ``energy``, ``lp`` (minus the potential)
+    and ``step_size``, ``(curve, chain, size)``. Splitting the draws at any iteration gives
+    the same draws.
     """
     import jax
     import jax.numpy as jnp
@@ -397,12 +398,12 @@ def draw(
     vg = _value_and_grad(potential, args)
     eps = step_size(state, settings)
     n_curves, n_chains, d = state.z.shape
-    shape = (n_curves, n_chains, settings.num_samples)
+    shape = (n_curves, n_chains, size)
     dtype = state.z.dtype
 
     def body(j: Any, carry: Any) -> Any:
         state, out = carry
-        i = settings.num_warmup + j
+        i = first + j
         state, stats = _transition(vg, settings, i, keys, jitter_key, state, eps)
         rows = (state.z, *stats)
         out = tuple(o.at[:, :, j].set(r.astype(o.dtype)) for o, r in zip(out, rows, strict=True))
@@ -416,14 +417,17 @@ def draw(
         jnp.zeros(shape, dtype),
         jnp.zeros(shape, dtype),
     )
-    _, out = jax.lax.fori_loop(0, settings.num_samples, body, (state, out))
+    state, out = jax.lax.fori_loop(0, size, body, (state, out))
     draws, diverging, steps, accept, energy, potential_energy = out
-    return draws, {
-        "diverging": diverging,
-        "num_steps": steps,
-        "accept_prob": accept,
-        "energy": energy,
-        "potential_energy": potential_energy,
-        "step_size": eps,
-        "warmup_divergences": state.divergences,
-    }
+    return (
+        state,
+        draws,
+        {
+            "diverging": diverging,
+            "n_steps": steps,
+            "acceptance_rate": accept,
+            "energy": energy,
+            "lp": -potential_energy,
+            "step_size": jnp.broadcast_to(eps[:, None, None], shape),
+        },
+    )
