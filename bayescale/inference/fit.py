@@ -55,7 +55,7 @@ from bayescale.inference.sampling import (
     start_from_params,
     start_from_prior,
 )
-from bayescale.inference.settings import SETTINGS_ATTR, FitSettings, fit_settings
+from bayescale.inference.settings import SETTINGS_ATTR, FitSettings, fit_settings, json_attr
 from bayescale.io.data import ScalingData, format_rows, from_frame
 from bayescale.model.build import OBS, build_model, model_inputs
 from bayescale.model.hierarchy import (
@@ -1353,17 +1353,7 @@ def _check_saved(tree: Any, path: Path) -> None:
 
 def _saved_json(tree: Any, key: str, path: Path, kind: type) -> Any:
     """The JSON attribute ``key`` of a saved fit, decoded; a `BayescaleError` if it is not."""
-    text = tree.attrs.get(key)
-    try:
-        value = json.loads(text)
-        if not isinstance(value, kind):
-            raise TypeError(f"expected a JSON {kind.__name__}, found {type(value).__name__}")
-    except (TypeError, ValueError) as exc:
-        raise BayescaleError(
-            f"{str(path)!r}: its attribute {key!r} is corrupted ({exc}; it begins "
-            f"{str(text)[:60]!r}). Save the fit again with Fit.save."
-        ) from None
-    return value
+    return json_attr(tree.attrs, key, repr(str(path)), kind)
 
 
 def _saved_law(tree: Any, path: Path, config: FitSettings) -> Law:

@@ -36,7 +36,7 @@ from bayescale.model.likelihoods import Likelihood
 from bayescale.model.misfit import Misfit, MisfitCoords
 from bayescale.model.priors import Priors
 
-__all__ = ["FitSettings", "SETTINGS_ATTR", "SETTINGS_VERSION", "fit_settings"]
+__all__ = ["FitSettings", "SETTINGS_ATTR", "SETTINGS_VERSION", "fit_settings", "json_attr"]
 
 #: the tree attribute that holds the settings
 SETTINGS_ATTR = "bayescale_settings"
@@ -183,16 +183,7 @@ class FitSettings:
         refit = "Save the fit again with Fit.save."
         if SETTINGS_ATTR in attrs:
             what = f"attribute {SETTINGS_ATTR!r}"
-            text = attrs[SETTINGS_ATTR]
-            try:
-                raw = json.loads(text)
-                if not isinstance(raw, dict):
-                    raise TypeError(f"expected a JSON object, found {type(raw).__name__}")
-            except (TypeError, ValueError) as exc:
-                raise BayescaleError(
-                    f"{where}: its {what} is corrupted ({exc}; it begins {str(text)[:60]!r}). "
-                    f"{refit}"
-                ) from None
+            raw = json_attr(attrs, SETTINGS_ATTR, where, dict)
             version = raw.get("version")
             if not isinstance(version, int) or version > SETTINGS_VERSION:
                 raise BayescaleError(
@@ -369,3 +360,21 @@ def _legacy_json(key: str, text: Any, where: str) -> Any:
             f"{where}: its attribute {key!r} is corrupted ({exc}; it begins {str(text)[:60]!r}). "
             "Save the fit again with Fit.save."
         ) from None
+
+
+def json_attr(attrs: Mapping[str, Any], key: str, where: str, kind: type) -> Any:
+    """The JSON attribute ``key``, decoded and of type ``kind``; a `BayescaleError` if not.
+
+    ``where`` names what the attributes are of (a file's name), for the message.
+    """
+    text = attrs.get(key)
+    try:
+        value = json.loads(text)
+        if not isinstance(value, kind):
+            raise TypeError(f"expected a JSON {kind.__name__}, found {type(value).__name__}")
+    except (TypeError, ValueError) as exc:
+        raise BayescaleError(
+            f"{where}: its attribute {key!r} is corrupted ({exc}; it begins "
+            f"{str(text)[:60]!r}). Save the fit again with Fit.save."
+        ) from None
+    return value
