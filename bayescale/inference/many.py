@@ -85,7 +85,7 @@ from bayescale.inference.sampling import (
     pointwise_draws,
     start_from_prior,
 )
-from bayescale.inference.settings import FitSettings
+from bayescale.inference.settings import FitSettings, fit_settings
 from bayescale.inference.vhmc import HmcSettings
 from bayescale.io.data import ScalingData, from_frame
 from bayescale.model.build import build_model, model_inputs
@@ -961,15 +961,14 @@ def fit_many(
     )
     tree = _many_tree(names, sites, stats)
     per_curve = {g: c.coords for g, (c, _) in zip(names, curves, strict=True)}
-    config = FitSettings(
-        law=law_.name,
-        law_options=dict(law_.options),
+    config = fit_settings(
+        law_,
+        scaling,
+        priors=None,  # each curve has its own (ManyFits.priors)
+        likelihood=noise,
+        centre=None,
         method="hmc",
-        likelihood=noise.name,
-        likelihood_options=dict(noise.options),
-        nu=float(noise.options.get("nu", 4.0)),
-        seed=int(seed),
-        data_source=scaling.source,
+        seed=seed,
         num_warmup=settings.num_warmup,
         dense_mass=True,
         target_accept=settings.target_accept,

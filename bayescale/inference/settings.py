@@ -222,9 +222,9 @@ class FitSettings:
 def fit_settings(
     law: Law,
     data: ScalingData,
-    priors: Mapping[str, Prior],
+    priors: Mapping[str, Prior] | None,
     likelihood: Likelihood,
-    centre: Mapping[str, float],
+    centre: Mapping[str, float] | None,
     method: str,
     seed: int,
     nuts: NutsSettings | None = None,
@@ -232,7 +232,8 @@ def fit_settings(
 ) -> FitSettings:
     """The settings of a new fit: its parts, the sampler's settings if any, and ``extra``.
 
-    ``extra`` names other fields of `FitSettings`.
+    ``extra`` names other fields of `FitSettings`. ``priors`` and ``centre`` are None for a
+    fit of many curves, whose curves each have their own.
     """
     if nuts is not None:
         extra = {
@@ -250,8 +251,8 @@ def fit_settings(
         nu=float(likelihood.options.get("nu", 4.0)),
         method=method,
         seed=int(seed),
-        centre={v: float(c) for v, c in centre.items()},
-        priors=Priors(priors),
+        centre={} if centre is None else {v: float(c) for v, c in centre.items()},
+        priors=None if priors is None else Priors(priors),
         data_source=data.source,
         **extra,
     )
