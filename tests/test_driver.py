@@ -102,3 +102,12 @@ def test_an_error_in_one_lane_stops_the_others_and_is_raised():
     with pytest.raises(ValueError, match="lane 0 broke"):
         run(toy, progress=False, description="toy")
     assert sorted(toy.calls) == [(0, 0), (0, 100), (1, 0), (1, 100), (1, 120)]
+
+
+def test_the_bar_shows_its_total_however_fast_the_run(capsys):
+    # the toy finishes well within tqdm's minimum interval between redraws: without a final
+    # redraw the bar would close (and clear) short of its total
+    toy = Toy(2, 2)
+    run(toy, progress=True, description="toy")
+    err = capsys.readouterr().err
+    assert f"| {toy.total}/{toy.total} [" in err

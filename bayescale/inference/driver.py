@@ -174,6 +174,9 @@ def run(
                     bar.update(steps.get())
                 for f in done:
                     f.result()  # a lane's error stops the others (below) and is raised
+            # tqdm draws an update only after its minimum interval; the finished count is
+            # drawn whatever the timing, so the bar never closes short of its total
+            bar.refresh()
         except BaseException:  # KeyboardInterrupt too: the lanes stop after their call
             stop.set()
             for f in futures:
