@@ -117,7 +117,7 @@ def backtest(
     models: Sequence[str] = MODELS,
     levels: Sequence[float] = opt.LEVELS,
     variable: str | None = None,
-    likelihood: str = "student_t",
+    likelihood: str = "contaminated_t",
     misfit: Misfit | bool | None = None,
     num_warmup: int = 1000,
     num_samples: int = 1000,
@@ -151,7 +151,7 @@ def backtest(
         Central predictive interval levels to count.
     variable : str, optional
         Scaling variable of one-variable laws.
-    likelihood : str, default "student_t"
+    likelihood : str, default "contaminated_t"
         The run noise of the NUTS fits, as in `bayescale.inference.fit`.
     misfit : Misfit or bool, optional
         The settings of the ``"misfit"`` model (default ``bayescale.Misfit()``), for example

@@ -300,7 +300,7 @@ def detect_break(
     threshold_nats: float = 4.0,
     cutoff: float | None = None,
     priors: Mapping[str, Prior] | None = None,
-    likelihood: str = "student_t",
+    likelihood: str = "contaminated_t",
     nu: float = 4.0,
     misfit: Misfit | bool | None = False,
     group: str | None = None,

@@ -341,7 +341,7 @@ def prior_predictive(
     law: str | Law = "chinchilla",
     *,
     priors: Mapping[str, Prior] | None = None,
-    likelihood: str | Likelihood = "student_t",
+    likelihood: str | Likelihood = "contaminated_t",
     nu: float = 4.0,
     num_samples: int = 500,
     seed: int = 0,
@@ -366,7 +366,7 @@ def prior_predictive(
         A name in `bayescale.model.laws.LAWS` or a `Law`.
     priors : mapping, optional
         Parameter -> `Prior`, replacing the defaults (as for `bayescale.inference.fit`).
-    likelihood : str or Likelihood, default "student_t"
+    likelihood : str or Likelihood, default "contaminated_t"
         Observation model of log loss.
     nu : float, default 4
         Degrees of freedom of the Student-t likelihood.

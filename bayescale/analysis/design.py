@@ -688,7 +688,7 @@ class _Scorer:
         eps: np.ndarray,
         probs: np.ndarray,
     ) -> None:
-        self.noise = fit.noise
+        self.noise = fit.noise.predictive  # the outcomes are of runs that train
         self.value = value
         self.order = order
         self.sigma = sigma

@@ -378,7 +378,7 @@ def fit(
     law: str | Law = "chinchilla",
     *,
     priors: Mapping[str, Prior] | None = None,
-    likelihood: str | Likelihood = "student_t",
+    likelihood: str | Likelihood = "contaminated_t",
     nu: float = 4.0,
     misfit: Misfit | bool | None = None,
     group: str | None = None,
@@ -410,9 +410,10 @@ def fit(
         A name in `bayescale.model.laws.LAWS` or a `Law`.
     priors : mapping, optional
         Parameter -> `Prior`, replacing the defaults of `bayescale.model.priors.default_priors`.
-    likelihood : str or Likelihood, default "student_t"
-        Observation model of log loss, a name in `bayescale.model.likelihoods.LIKELIHOODS`; the
-        Student-t is robust to outlying runs.
+    likelihood : str or Likelihood, default "contaminated_t"
+        Observation model of log loss, a name in `bayescale.model.likelihoods.LIKELIHOODS`. The
+        default is a Student-t with a small fraction of failed runs, which stop pulling on the
+        law (`bayescale.model.likelihoods.ContaminatedT`); ``"student_t"`` has none.
     nu : float, default 4
         Degrees of freedom of the Student-t.
     misfit : Misfit, bool or None, default None

@@ -773,7 +773,7 @@ def fit_many(
     *,
     group: str = "group",
     priors: Mapping[str, Prior] | None = None,
-    likelihood: str | Likelihood = "student_t",
+    likelihood: str | Likelihood = "contaminated_t",
     nu: float = 4.0,
     num_chains: int = 4,
     num_warmup: int = 1000,
@@ -808,7 +808,7 @@ def fit_many(
         The column that names the curves.
     priors : mapping, optional
         Parameter -> `Prior`, laid over every curve's defaults.
-    likelihood : str or Likelihood, default "student_t"
+    likelihood : str or Likelihood, default "contaminated_t"
         Observation model of log loss, as in `bayescale.inference.fit`.
     nu : float, default 4
         Degrees of freedom of the Student-t.

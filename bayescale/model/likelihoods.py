@@ -14,7 +14,10 @@ obs=log_loss)``
 ``cdf`` / ``pdf``   predictive percentiles and mixture quantiles (`bayescale.analysis.common`)
 ``ppf``             interval bounds
 ``variance``        standardised residuals (predictive sd)
-``sample``          simulation (`bayescale.model.simulation.simulate`), replicated data (`ppc`)
+``sample``          replicated runs (`ppc`), predictive draws (breaks, stacking, design)
+``sample_observed`` simulated data sets (`bayescale.model.simulation.simulate`)
+``predictive``      the design of experiments (`bayescale.analysis.design`), which scores
+the outcomes of runs that train
 ``uniforms`` and    forecasts (`bayescale.analysis.forecast`): the noise of each (draw, point) pair
 is
 ``transform``       ``transform(u)`` in JAX of inputs ``u = uniforms(rng, shape)`` drawn on the host
@@ -27,6 +30,7 @@ Adding one is a subclass with these methods and a `register_likelihood` call; se
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import Any
@@ -37,6 +41,7 @@ from bayescale.errors import OptionError
 
 __all__ = [
     "LIKELIHOODS",
+    "ContaminatedT",
     "Likelihood",
     "Normal",
     "StudentT",
@@ -96,8 +101,25 @@ class Likelihood:
         raise NotImplementedError
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        """Standardised draws from ``rng``."""
+        """Standardised draws from ``rng`` of a run's noise (the distribution of `cdf`)."""
         raise NotImplementedError
+
+    def sample_observed(
+        self, rng: np.random.Generator, shape: tuple[int, ...], scale: float
+    ) -> np.ndarray:
+        """Draws of the whole observation model (the density of `logpdf`) at noise ``scale``.
+
+        Standardised as `sample`'s (log loss is ``loc + scale * draw``); the same as `sample`
+        unless the model has a part that forecasts leave out, as `ContaminatedT`'s failed
+        runs. Simulated data sets draw from this.
+        """
+        return self.sample(rng, shape)
+
+    @property
+    def predictive(self) -> Likelihood:
+        """The observation model of a run that trains as the fitted ones did: ``self`` unless
+        the model has a part that forecasts leave out (`ContaminatedT`'s failed runs)."""
+        return self
 
     def logpdf(self, y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """Log density of ``y`` with location ``mu`` and scale ``sigma`` (float64)."""
@@ -211,6 +233,114 @@ class StudentT(Likelihood):
         return 4 * xp.sin(phi) * xp.sqrt(xp.cos(phi) / cos_theta)
 
 
+@functools.lru_cache(maxsize=1)
+def _contaminated_family() -> type:
+    """numpyro's distribution of `ContaminatedT` (built on first use: numpyro loads lazily)."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    class Contaminated(dist.Distribution):
+        """``(1 - rate) StudentT(df, loc, scale) + rate Normal(loc, spread)``."""
+
+        arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+        support = constraints.real
+        reparametrized_params = ["loc", "scale"]
+
+        def __init__(self, df, loc, scale, rate, spread, *, validate_args=None):  # noqa: ANN001
+            self.df, self.rate, self.spread = df, rate, spread
+            self.loc, self.scale = jnp.broadcast_arrays(loc, scale)
+            super().__init__(batch_shape=jnp.shape(self.loc), validate_args=validate_args)
+
+        def log_prob(self, value):  # noqa: ANN001, ANN201
+            # written out: inner numpyro distributions would validate (and reject) a location
+            # the model's own checks are there to report
+            nu, r = self.df, value - self.loc
+            law = (
+                math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+                + math.log1p(-self.rate) - jnp.log(self.scale)
+                - (nu + 1) / 2 * jnp.log1p((r / self.scale) ** 2 / nu)
+            )  # fmt: skip
+            off = (
+                math.log(self.rate) - math.log(self.spread) - 0.5 * math.log(2 * math.pi)
+                - 0.5 * (r / self.spread) ** 2
+            )  # fmt: skip
+            return jnp.logaddexp(law, off)
+
+        def sample(self, key, sample_shape=()):  # noqa: ANN001, ANN201
+            k_t, k_n, k_u = jax.random.split(key, 3)
+            shape = sample_shape + self.batch_shape
+            law = self.loc + self.scale * jax.random.t(k_t, self.df, shape)
+            off = self.loc + self.spread * jax.random.normal(k_n, shape)
+            return jnp.where(jax.random.uniform(k_u, shape) < self.rate, off, law)
+
+    return Contaminated
+
+
+@dataclass(frozen=True, repr=False)
+class ContaminatedT(StudentT):
+    """Student-t noise, and a small fraction of runs that failed: the default observation model.
+
+    A public table of runs holds a few that did not train as the others did (a diverged run, a
+    wrong learning rate, a model far too large for its tokens). Their losses are not noise
+    around the law, and a Student-t alone still bends the fit towards them: its pull on the law
+    falls only as ``1 / residual``. Here a fraction ``rate`` of runs failed, and a failed run's
+    log loss lies anywhere within about ``spread`` of the law (a normal of that sd: a factor of
+    e by default, the distance from a trained model's loss to an untrained one's is one to
+    two). This is Tukey's contaminated model (Box and Tiao 1968, "A Bayesian approach to some
+    outlier problems"), with the failed runs' spread in log loss rather than in units of the
+    noise: a fit cannot shrink its noise scale by calling a run failed.
+
+    A run many noise scales off the law is then explained by the failed part and stops pulling,
+    while every other run is scored as by the Student-t. The fit and the pointwise densities
+    (`distribution`, `logpdf`: LOO, model comparison) use the whole model, and so do simulated
+    data sets (`sample_observed`). Everything predictive is the Student-t's (`predictive`): a
+    forecast is of a run that trains as the fitted ones did, and a check flags one that did not.
+    """
+
+    rate: float = 0.01
+    spread: float = 1.0
+    name = "contaminated_t"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.rate, (int, float)) and 0.0 < self.rate < 1.0):
+            raise OptionError(
+                f"rate must be the fraction of failed runs, in (0, 1); received {self.rate!r}. "
+                "The default is rate=0.01; likelihood='student_t' has none."
+            )
+        ok = isinstance(self.spread, (int, float)) and math.isfinite(self.spread)
+        if not (ok and self.spread > 0):
+            raise OptionError(
+                "spread must be the sd of a failed run's log loss about the law, a positive "
+                f"number; received {self.spread!r}. The default is spread=1.0 (a factor of e)."
+            )
+        object.__setattr__(self, "rate", float(self.rate))
+        object.__setattr__(self, "spread", float(self.spread))
+
+    @property
+    def predictive(self) -> Likelihood:  # noqa: D102
+        return StudentT(self.nu)
+
+    def distribution(self, loc: Any, scale: Any) -> Any:  # noqa: D102
+        return _contaminated_family()(self.nu, loc, scale, self.rate, self.spread)
+
+    def logpdf(self, y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:  # noqa: D102
+        from scipy import stats
+
+        law = np.log1p(-self.rate) + stats.t.logpdf(y, self.nu, mu, sigma)
+        off = math.log(self.rate) + stats.norm.logpdf(y, mu, self.spread)
+        return np.logaddexp(law, off)
+
+    def sample_observed(  # noqa: D102
+        self, rng: np.random.Generator, shape: tuple[int, ...], scale: float
+    ) -> np.ndarray:
+        eps = rng.standard_t(self.nu, size=shape)
+        off = rng.random(shape) < self.rate
+        return np.where(off, self.spread / scale * rng.standard_normal(shape), eps)
+
+
 @dataclass(frozen=True, repr=False)
 class Normal(Likelihood):
     """Gaussian noise on log loss (least squares on log residuals)."""
@@ -319,3 +449,4 @@ def get_likelihood(name: str | Likelihood, **options: Any) -> Likelihood:
 
 register_likelihood("student_t", StudentT)
 register_likelihood("normal", Normal)
+register_likelihood("contaminated_t", ContaminatedT)

@@ -117,7 +117,9 @@ def simulate(
     noise : float, default 0.01
         Scale of the noise on log loss.
     likelihood : str, default "student_t"
-        Noise distribution, a name in `bayescale.model.likelihoods.LIKELIHOODS`.
+        Noise distribution, a name in `bayescale.model.likelihoods.LIKELIHOODS`. The default
+        simulates a ladder in which every run trained; ``"contaminated_t"`` (the fits' default
+        model) adds its fraction of failed runs.
     nu : float, default 4
         Degrees of freedom of the Student-t noise.
     seed : int, default 0
@@ -149,7 +151,7 @@ def simulate(
     rng = streams.rng(opt.seed(seed), "simulate")
     inputs = {v: frame[v].to_numpy(float) for v in law_.variables}
     mean = np.asarray(law_(params, **inputs), dtype=np.float64)
-    eps = get_likelihood(likelihood, nu=nu).sample(rng, mean.shape)
+    eps = get_likelihood(likelihood, nu=nu).sample_observed(rng, mean.shape, noise)
     frame["loss_mean"] = mean
     frame["loss"] = mean * np.exp(noise * eps)
     return frame
