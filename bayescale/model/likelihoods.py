@@ -117,8 +117,11 @@ class Likelihood:
 
     @property
     def predictive(self) -> Likelihood:
-        """The observation model of a run that trains as the fitted ones did: ``self`` unless
-        the model has a part that forecasts leave out (`ContaminatedT`'s failed runs)."""
+        """The observation model of a run that trains as the fitted ones did.
+
+        ``self`` unless the model has a part that forecasts leave out (`ContaminatedT`'s
+        failed runs).
+        """
         return self
 
     def logpdf(self, y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -235,7 +238,7 @@ class StudentT(Likelihood):
 
 @functools.lru_cache(maxsize=1)
 def _contaminated_family() -> type:
-    """numpyro's distribution of `ContaminatedT` (built on first use: numpyro loads lazily)."""
+    """The numpyro distribution of `ContaminatedT` (built on first use: numpyro loads lazily)."""
     import jax
     import jax.numpy as jnp
     import numpyro.distributions as dist
