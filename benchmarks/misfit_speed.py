@@ -135,7 +135,7 @@ def gradient_us(df: pd.DataFrame, misfit: bool, n: int = 20000) -> float:
     from bayescale.model.priors import resolve_priors
 
     data, law = from_frame(df), bs.get_law("chinchilla")
-    noise = bs.get_likelihood("student_t")
+    noise = bs.get_likelihood("contaminated_t")  # the default of bs.fit
     priors = resolve_priors(law, data, None, noise.name)
     spec = bs.Misfit() if misfit else None
     model = build_model(law, tuple((k, p.family) for k, p in priors.items()), noise, spec)

@@ -365,7 +365,7 @@ def laplace_start(
     """Chain starts and an initial mass matrix from a mode's Laplace approximation.
 
     The approximation is taken in the sampler's coordinates; the result is None where the
-    potential's Hessian there is not positive definite.
+    potential's Hessian there is not positive definite, or a start is not finite.
 
     The MAP's own Laplace approximation (`laplace_fit`) lives in numpyro's unconstrained
     coordinates; where NUTS runs in a ridge map's, its draws land far off the posterior's
@@ -398,10 +398,14 @@ def laplace_start(
         return None
     root = v / np.sqrt(w)  # cov = root @ root.T
     noise = streams.rng(seed, "laplace_start").standard_normal((settings.num_chains, y0.size))
-    starts = from_y((y0 + noise @ root.T).astype(np.float32), args)
+    starts = {
+        k: np.asarray(v) for k, v in from_y((y0 + noise @ root.T).astype(np.float32), args).items()
+    }
+    if not all(np.all(np.isfinite(starts[k])) for k in mode):  # a draw far along a flat ridge
+        return None
     cov = root @ root.T
     metric = cov if settings.dense_mass else np.diag(cov)
-    return {k: np.asarray(starts[k]) for k in mode}, metric.astype(np.float32)
+    return {k: starts[k] for k in mode}, metric.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ MAP
@@ -537,7 +541,9 @@ def laplace_fit(
         con = constrain(np.concatenate([mode[None], draws]), args64)  # the mode, then draws
         at_mode = {k: np.asarray(v[0], np.float64) for k, v in con.items()}
         constrained = {k: np.asarray(v[1:], np.float64) for k, v in con.items()}
-    finite = all(np.all(np.isfinite(v)) for v in constrained.values())
+    # finite where the sampler runs, in float32: a draw far along a flat direction of the
+    # posterior (an exponent of 1e40) is finite in float64 and infinite there
+    finite = all(np.all(np.isfinite(v.astype(np.float32))) for v in constrained.values())
     ok = bool(np.isfinite(res.fun) and eig.min() > 0 and finite)
     message = (
         ""

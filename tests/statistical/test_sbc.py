@@ -41,7 +41,9 @@ def _ranks(law_name, priors_fit=None, seed=0, variable=None, misfit=None):
     reference = bs.from_frame(bs.simulate(law, seed=seed))
     priors = default_priors(law, reference)
     fams = tuple((k, p.family) for k, p in priors.items())
-    model = build_model(law, fams, bs.get_likelihood("student_t", nu=4.0), misfit)
+    # the ladders are simulated from the model the fits use: the default likelihood, its
+    # failed runs included
+    model = build_model(law, fams, bs.get_likelihood("contaminated_t"), misfit)
     inputs = model_inputs(
         law, reference, priors, observed=False, pad=False, misfit=misfit is not None
     )
