@@ -96,7 +96,7 @@ def test_misfit_fit_reports_its_scales_and_converges(misfit_fit):
     assert {"misfit_level", "misfit_tilt"} <= set(summary.index)
     assert misfit_fit.misfit == Misfit()
     assert not misfit_fit.problems()
-    assert misfit_fit.settings.target_accept == 0.9
+    assert misfit_fit.settings.target_accept == 0.95
 
 
 @pytest.mark.slow
