@@ -566,18 +566,22 @@ def exact_laplace(
 
 
 def exact_mode(
-    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int
-) -> dict[str, float] | None:
+    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int, sites: bool = False
+) -> Any:
     """The exact law's posterior mode on ``data``: the anchor of a misfit.
 
     The misfit is made orthogonal to the law's Jacobian there (`bayescale.model.misfit.
     orthogonal`); None where no finite mode is found (the misfit is then not orthogonalised).
+    With ``sites``, also the mode's values of every site (constrained): ``(anchor, values)``,
+    where a misfit fit's own MAP search starts.
     """
     lap = exact_laplace(law, data, priors, likelihood, seed, 1)
     mode = {k: float(lap.mode[k]) for k in law.param_names if k in lap.mode}
     if len(mode) < len(law.param_names) or not all(np.isfinite(list(mode.values()))):
-        return None
-    return mode
+        return (None, None) if sites else None
+    if not sites:
+        return mode
+    return mode, {k: np.asarray(v, np.float64) for k, v in lap.mode.items()}
 
 
 def _shape_key(tree: Any) -> Any:
