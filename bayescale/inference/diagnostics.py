@@ -68,7 +68,7 @@ def convergence_problems(
         if n_div > max_divergences:
             total = tree["sample_stats"]["diverging"].size
             problems.append(
-                f"{n_div} of {total} transitions diverged. Try target_accept=0.95, tighter priors,"
+                f"{n_div} of {total} transitions diverged. Try target_accept=0.99, tighter priors,"
                 " or a law with fewer parameters for this data."
             )
     if n_chains < 2:

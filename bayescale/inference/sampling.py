@@ -801,8 +801,10 @@ def pointwise_draws(
     """
     shape, (ll, loc, scale) = _pointwise(model, inputs, samples)
     noise = likelihood.sample(streams.rng(seed, "pointwise_noise"), loc.shape)
-    # computed in float64, kept in float32 (the draws' precision; half the memory)
-    rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise).astype(np.float32)
+    # computed in float64, kept in float32 (the draws' precision; half the memory); a replicate
+    # beyond float32's range (a draw of a huge noise scale, as prior draws can give) is inf
+    with np.errstate(over="ignore"):
+        rep = np.exp(loc.astype(np.float64) + scale.astype(np.float64) * noise).astype(np.float32)
     return ll.reshape(*shape, -1), rep.reshape(*shape, -1)
 
 
