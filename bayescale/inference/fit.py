@@ -954,9 +954,7 @@ def _fit(
     _check_law_at_start(exact, dataclasses.replace(inputs, misfit=None), law, priors, data)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
-        lap = laplace_fit(
-            model, inputs, start, seed, max(settings.num_samples, settings.num_chains)
-        )
+        lap = _misfit_map(model, inputs, start, seed, settings, at_mode)
         problems = ([] if lap.ok else [lap.message]) + _at_prior_bounds(
             law, priors, lap.mode, lap.constrained
         )
@@ -1035,22 +1033,36 @@ def _start(
             f"unknown init {init!r}. Available: 'map', 'prior', or a mapping of parameter "
             "draws (for example previous_fit.draws())."
         )
-    draws = max(settings.num_samples, chains)
-    if misfit is not None and exact is not None:
-        # the misfit is a perturbation of the exact law: from its mode with the walks flat,
-        # one L-BFGS run finds the misfit's mode (the design notes: the start's cost)
-        at = {k: (np.asarray(exact[k])[None] if k in exact else v[:1]) for k, v in cold.items()}
-        lap = laplace_fit(model, inputs, at, seed, draws, runs=1)
-        if not lap.ok:
-            lap = laplace_fit(model, inputs, cold, seed, draws)
-    else:
-        lap = laplace_fit(model, inputs, cold, seed, draws)
+    lap = _misfit_map(model, inputs, cold, seed, settings, None if misfit is None else exact)
     if not lap.ok:  # no valid mode: start cold rather than from invalid draws
         return cold, 1.0, "jittered prior medians (the MAP search failed)", None
     start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in cold}
     if misfit is not None:
         return _misfit_start(model, inputs, lap, start, settings, seed)
     return start, 0.0, "MAP + Laplace draws", None
+
+
+def _misfit_map(
+    model: Any,
+    inputs: Any,
+    cold: Mapping[str, np.ndarray],
+    seed: int,
+    settings: NutsSettings,
+    exact: Mapping[str, np.ndarray] | None,
+) -> Any:
+    """The MAP and its Laplace draws, searched from the exact law's mode where one is given.
+
+    The misfit is a perturbation of the exact law: from that law's mode (every site) with the
+    walks flat, one L-BFGS run finds the misfit's mode (the design notes: the start's cost).
+    Without it, or where that search finds no proper mode, from the priors' medians ``cold``.
+    """
+    draws = max(settings.num_samples, settings.num_chains)
+    if exact is not None:
+        at = {k: (np.asarray(exact[k])[None] if k in exact else v[:1]) for k, v in cold.items()}
+        lap = laplace_fit(model, inputs, at, seed, draws, runs=1)
+        if lap.ok:
+            return lap
+    return laplace_fit(model, inputs, cold, seed, draws)
 
 
 def _misfit_start(
