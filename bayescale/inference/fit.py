@@ -45,8 +45,9 @@ from bayescale.inference.grouped import exponents_differ, group_anchors, lone_fi
 from bayescale.inference.huber import huber_bootstrap, huber_fit
 from bayescale.inference.sampling import (
     NutsSettings,
+    anchor_of,
     build_tree,
-    exact_mode,
+    exact_laplace,
     laplace_fit,
     laplace_start,
     misfit_start,
@@ -926,7 +927,9 @@ def _fit(
     """The fit of validated inputs: sampled or optimised, its settings, and `make_fit`."""
     anchor = at_mode = None
     if misfit is not None and method != "huber":
-        anchor, at_mode = exact_mode(law, data, priors, noise, seed, sites=True)
+        exact_lap = exact_laplace(law, data, priors, noise, seed, 1)
+        anchor = anchor_of(law, exact_lap)
+        at_mode = None if anchor is None else exact_lap.mode
     inputs = model_inputs(law, data, priors, misfit=misfit is not None, anchor=anchor)
     centre = {v: float(c) for v, c in inputs.centre.items()}
     if misfit is not None:
@@ -954,7 +957,7 @@ def _fit(
     _check_law_at_start(exact, dataclasses.replace(inputs, misfit=None), law, priors, data)
     if method == "map":
         start = start_from_prior(law, priors, 1, misfit)
-        lap = _misfit_map(model, inputs, start, seed, settings, at_mode)
+        lap = _map_search(model, inputs, start, seed, settings, at_mode)
         problems = ([] if lap.ok else [lap.message]) + _at_prior_bounds(
             law, priors, lap.mode, lap.constrained
         )
@@ -1004,8 +1007,8 @@ def _start(
     """The chains' start (sample-site values), jitter, description and first mass matrix.
 
     The description is for provenance; the inverse mass matrix is None for numpyro's
-    identity (a misfit fit's is its MAP's, see `_misfit_start`). ``exact``: the exact law's
-    mode (every site), where a misfit fit's MAP search starts, its walks flat.
+    identity (a misfit fit's is its MAP's, see `_misfit_start`). ``exact``: a misfit fit's
+    exact-law mode, where its MAP search starts (`_map_search`).
     """
     chains = settings.num_chains
     cold = start_from_prior(law, priors, chains, misfit)
@@ -1033,7 +1036,7 @@ def _start(
             f"unknown init {init!r}. Available: 'map', 'prior', or a mapping of parameter "
             "draws (for example previous_fit.draws())."
         )
-    lap = _misfit_map(model, inputs, cold, seed, settings, None if misfit is None else exact)
+    lap = _map_search(model, inputs, cold, seed, settings, exact)
     if not lap.ok:  # no valid mode: start cold rather than from invalid draws
         return cold, 1.0, "jittered prior medians (the MAP search failed)", None
     start = {k: np.asarray(lap.constrained[k][:chains], np.float32) for k in cold}
@@ -1042,7 +1045,7 @@ def _start(
     return start, 0.0, "MAP + Laplace draws", None
 
 
-def _misfit_map(
+def _map_search(
     model: Any,
     inputs: Any,
     cold: Mapping[str, np.ndarray],
@@ -1050,11 +1053,12 @@ def _misfit_map(
     settings: NutsSettings,
     exact: Mapping[str, np.ndarray] | None,
 ) -> Any:
-    """The MAP and its Laplace draws, searched from the exact law's mode where one is given.
+    """The MAP and its Laplace draws, searched from ``exact`` where it is given.
 
-    The misfit is a perturbation of the exact law: from that law's mode (every site) with the
-    walks flat, one L-BFGS run finds the misfit's mode (the design notes: the start's cost).
-    Without it, or where that search finds no proper mode, from the priors' medians ``cold``.
+    ``exact`` is the exact law's mode (every site) under a misfit fit: the misfit is a
+    perturbation of that law, so from there, with the walks flat, one L-BFGS run finds the
+    misfit's mode (the design notes: the start's cost). Without it, or where that search finds
+    no proper mode, the search starts from the priors' medians ``cold``.
     """
     draws = max(settings.num_samples, settings.num_chains)
     if exact is not None:

@@ -398,14 +398,13 @@ def laplace_start(
         return None
     root = v / np.sqrt(w)  # cov = root @ root.T
     noise = streams.rng(seed, "laplace_start").standard_normal((settings.num_chains, y0.size))
-    starts = {
-        k: np.asarray(v) for k, v in from_y((y0 + noise @ root.T).astype(np.float32), args).items()
-    }
-    if not all(np.all(np.isfinite(starts[k])) for k in mode):  # a draw far along a flat ridge
+    drawn = from_y((y0 + noise @ root.T).astype(np.float32), args)
+    starts = {k: np.asarray(drawn[k]) for k in mode}
+    if not all(np.all(np.isfinite(v)) for v in starts.values()):  # far along a flat ridge
         return None
     cov = root @ root.T
     metric = cov if settings.dense_mass else np.diag(cov)
-    return {k: starts[k] for k in mode}, metric.astype(np.float32)
+    return starts, metric.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------ MAP
@@ -566,22 +565,22 @@ def exact_laplace(
 
 
 def exact_mode(
-    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int, sites: bool = False
-) -> Any:
-    """The exact law's posterior mode on ``data``: the anchor of a misfit.
+    law: Law, data: ScalingData, priors: Priors, likelihood: Any, seed: int
+) -> dict[str, float] | None:
+    """The exact law's posterior mode on ``data``: the anchor of a misfit (`anchor_of`)."""
+    return anchor_of(law, exact_laplace(law, data, priors, likelihood, seed, 1))
+
+
+def anchor_of(law: Law, lap: Laplace) -> dict[str, float] | None:
+    """The law's parameters at an exact-law MAP ``lap``: the anchor of a misfit.
 
     The misfit is made orthogonal to the law's Jacobian there (`bayescale.model.misfit.
-    orthogonal`); None where no finite mode is found (the misfit is then not orthogonalised).
-    With ``sites``, also the mode's values of every site (constrained): ``(anchor, values)``,
-    where a misfit fit's own MAP search starts.
+    orthogonal`); None where the mode is not finite (the misfit is then not orthogonalised).
     """
-    lap = exact_laplace(law, data, priors, likelihood, seed, 1)
     mode = {k: float(lap.mode[k]) for k in law.param_names if k in lap.mode}
     if len(mode) < len(law.param_names) or not all(np.isfinite(list(mode.values()))):
-        return (None, None) if sites else None
-    if not sites:
-        return mode
-    return mode, {k: np.asarray(v, np.float64) for k, v in lap.mode.items()}
+        return None
+    return mode
 
 
 def _shape_key(tree: Any) -> Any:
