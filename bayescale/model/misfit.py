@@ -464,25 +464,17 @@ class MisfitAt:
     ) -> np.ndarray:
         """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` (float64 or ``out``).
 
-        Computed in ``out``'s dtype, ``group`` draws at a time (no temporary of the block's
-        size). BLAS's result for a row depends on the shape of the product it is in, so the
-        products run on fixed groups of draws and a block computes every group it touches
-        whole: blocks of any size give the same rows for the same ``group``. Blocks on several
-        threads call it with BLAS on one thread (`threadpoolctl`): its result may depend on its
-        threads.
+        Computed in ``out``'s dtype. BLAS's result for a row depends on the shape of the
+        product it is in, so the products run on fixed groups of ``group`` draws and a block
+        computes every group it touches whole: blocks of any size give the same rows for the
+        same ``group``. Blocks on several threads call it with BLAS on one thread
+        (`threadpoolctl`): its result may depend on its threads. The continuations are per
+        draw, so they are computed for the whole block at once.
         """
         n_point = len(self.design)
         out = np.empty((stop - start, n_point)) if out is None else out
         dtype = out.dtype
         design = self.design.T.astype(dtype)
-        scale = self.scale.astype(dtype, copy=False)
-        beyond = sum(points.size for points, _ in self.sides)
-        steps = [part.astype(dtype) for _, part in self.sides]
-        tilt = (
-            None
-            if self.tilt is None
-            else [self.tilt[points].astype(dtype) for points, _ in self.sides]
-        )
         for lo in range(start - start % group, stop, group):
             hi = min(lo + group, len(self.coef))
             coef = self.coef[lo:hi].astype(dtype)
@@ -491,26 +483,59 @@ class MisfitAt:
                 np.matmul(coef, design, out=out[lo - start : hi - start])
             else:
                 out[a - start : b - start] = (coef @ design)[a - lo : b - lo]
-            if not self.normals:
-                continue
-            z = _normals(self.state, a * self.normals, (b - a, self.normals), dtype)
-            rows = out[a - start : b - start]
-            first = 0
-            for side, (points, _) in enumerate(self.sides):  # the level walk's normals first
-                walks = [
-                    z[:, first + w * beyond :][:, : points.size] for w in range(scale.shape[1])
-                ]
-                first += points.size
-                for walk, part in enumerate(walks):
-                    part *= steps[side]
-                    np.cumsum(part, axis=1, out=part)
-                    part *= scale[a:b, walk : walk + 1]
-                path = walks[0]
-                if len(walks) > 1:  # the tilt walk's delta is per unit of r
-                    walks[1] *= tilt[side]
-                    path += walks[1]
-                rows[:, points] += path
+        if self.normals and stop > start:
+            self._continue(start, stop, out)
         return out
+
+    def _continue(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Add the walks' continuations beyond the fitted range to ``out`` (draws by point).
+
+        Each side's points are in order of distance, so a walk's path there is the prefix sum
+        of its scaled normals; it is computed with the points along the first axis, where
+        NumPy adds whole rows of draws at a time.
+        """
+        dtype = out.dtype
+        scale = self.scale[start:stop].astype(dtype)
+        z = _normals(self.state, start * self.normals, (stop - start, self.normals), dtype)
+        beyond = sum(points.size for points, _ in self.sides)
+        first = 0
+        for points, steps in self.sides:
+            if not points.size:
+                continue
+            path = None
+            for walk in range(scale.shape[1]):  # the level walk's normals first
+                cols = slice(first + walk * beyond, first + walk * beyond + points.size)
+                part = _prefix_sum(z[:, cols].T, steps.astype(dtype))
+                part *= scale[:, walk]
+                if walk:  # the tilt walk's delta is per unit of r
+                    part *= self.tilt[points].astype(dtype)[:, None]
+                path = part if path is None else path.__iadd__(part)
+            first += points.size
+            out[:, points] += path.T
+
+
+def _prefix_sum(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Cumulative sums along the first axis of ``x * weights[:, None]`` (a new array).
+
+    NumPy's ``cumsum`` adds one element at a time; here rows of ``x`` are added whole, within
+    chunks of ``_SCAN`` rows and then across the chunks' totals.
+    """
+    n = len(x)
+    chunks = -(-n // _SCAN)
+    work = np.zeros((chunks * _SCAN, *x.shape[1:]), x.dtype)
+    np.multiply(x, weights[:, None], out=work[:n])
+    view = work.reshape(chunks, _SCAN, *x.shape[1:])
+    for row in range(1, _SCAN):
+        view[:, row] += view[:, row - 1]
+    totals = view[:, -1].copy()
+    for chunk in range(1, chunks):
+        totals[chunk] += totals[chunk - 1]
+    view[1:] += totals[:-1, None]
+    return work[:n]
+
+
+#: rows per chunk of `_prefix_sum`
+_SCAN = 32
 
 
 def _normals(
@@ -546,7 +571,7 @@ def _normals(
 
 
 #: uniform pairs per step of `_normals`
-_NORMALS_CHUNK = 1 << 13
+_NORMALS_CHUNK = 1 << 15
 
 
 def misfit_at(
