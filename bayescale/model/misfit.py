@@ -59,6 +59,7 @@ __all__ = [
     "SCALES",
     "resolve_misfit",
     "sample_delta",
+    "walk_directions",
     "walk_names",
 ]
 
@@ -390,6 +391,8 @@ def sample_delta(
     scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
     shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
     coefs = numpyro.sample(COEFS, dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+    if "keep" in inputs:  # a short curve's walk keeps its smoothest directions (`walk_directions`)
+        coefs = coefs * inputs["keep"]
 
     def knots_of(i: int, name: str) -> Any:
         s = numpyro.deterministic(f"misfit_{name}", scales[i])
@@ -410,6 +413,49 @@ def sample_delta(
     if "q" in inputs:
         delta = _orthogonalise(delta, inputs, group, n_groups)
     return delta
+
+
+def walk_directions(
+    spec: Misfit, coords: MisfitCoords, columns: Mapping[str, np.ndarray], n_law: int
+) -> np.ndarray | None:
+    """The walk directions a curve's runs leave room for: a 0/1 mask ``(knots - 2,)``, or None.
+
+    Once the law's ``n_law`` parameters and the walks span as many directions as there are
+    runs, law plus misfit can pass through every run: the noise is then not identified, and the
+    likelihood grows as ``sigma`` goes to 0 with the walk interpolating the runs (on a short
+    curve alone, and on each short curve of a grouped fit, whose pooled ``sigma`` then runs
+    away and whose chains stick). So each walk keeps only its smoothest directions (the
+    basis's largest-variance ones: a truncated Karhunen-Loeve expansion) such that law and
+    walks span at most all but `SPARE` of the runs' directions, which stay to the noise alone.
+    None where every direction fits (the walk as it is): any ladder with a few more distinct
+    scales than the law has parameters plus ``knots``. ``columns``: the scored runs' inputs
+    (`coordinate_columns`).
+    """
+    t, r = coords.scaled(columns)
+    weights = _interp_weights_np(t, spec)
+    unit = basis(spec)  # columns by increasing variance: the smoothest last
+
+    def spanned(m: int) -> int:
+        walk = weights @ unit[:, unit.shape[1] - m :]
+        design = np.concatenate([walk, walk * r[:, None]], axis=1) if coords.tilt else walk
+        if m == 0:
+            return n_law
+        return n_law + int(np.linalg.matrix_rank(design, tol=1e-6 * np.abs(design).max()))
+
+    full = spec.knots - 2
+    m = full
+    while m > 0 and spanned(m) > len(t) - SPARE:
+        m -= 1
+    if m == full:
+        return None
+    keep = np.zeros(full)
+    keep[full - m :] = 1.0
+    return keep
+
+
+#: runs' directions left to the noise alone where the walks would span them all
+#: (`walk_directions`): one identifies ``sigma``
+SPARE = 1
 
 
 def walk_names(tilt: bool) -> tuple[str, ...]:
