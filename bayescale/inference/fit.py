@@ -669,7 +669,7 @@ def _fit_groups(
             lap = dataclasses.replace(lap, mode={**lap.mode, **flat})
         if lap.ok and misfit is None:
             mode, at = lap.mode, "MAP"
-        elif lap.ok:  # the walks' directions make the Laplace approximation there improper
+        elif lap.ok:  # flat walks are no mode of the misfit model: start from it, jittered
             mode, at = lap.mode, "exact law's MAP, walks flat"
             n = settings.num_chains
             start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}

@@ -25,7 +25,8 @@ and Epoch rows). The observation model with misfit is
   the misfit shrinks away.
 
 Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the basis
-spans the ``knots - 2`` directions the detrended walk can take). Integrating the walks out exactly
+spans the ``knots - 2`` directions the detrended walk can take; a curve with too few runs to tell
+them from noise keeps the smoothest of them, `walk_directions`). Integrating the walks out exactly
 (a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise, which covers far less
 than the Student-t on the real backtests and mixes badly where runs are outlying, so NUTS samples
 the coefficients with the Student-t (figures in the design notes, *Measurements behind the code*).
@@ -370,7 +371,9 @@ def sample_delta(
 ) -> Any:
     """Sample the misfit's scales and walks (inside a numpyro model); return delta per run.
 
-    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades). With
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates), ``half`` (decades) and, for a
+    curve too short for whole walks, ``keep`` (the directions each walk keeps,
+    `walk_directions`; per group in a grouped model). With
     ``group`` (each run's group index, integers) there is one walk per group, ``half`` holds
     each group's half-width ``(n_groups,)``, and the scales are shared by every group: the
     misfit of each group is its own function, drawn from one population of functions.
