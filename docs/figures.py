@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -148,12 +147,10 @@ def pooling() -> None:
     curves = pd.concat(frames, ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
     for ax, pool in zip(axes, ("none", "partial"), strict=True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", bs.ConvergenceWarning)  # reported on the page
-            f = bs.fit(
-                curves, "power_law", variable="data_size", group="group", pooling=pool, seed=0,
-                **DRAWS,
-            )  # fmt: skip
+        f = bs.fit(
+            curves, "power_law", variable="data_size", group="group", pooling=pool, seed=0,
+            **DRAWS,
+        )  # fmt: skip
         plots.plot_groups(
             f, groups=["curve 0", "curve 1"], ax=ax, population=False, x_range=(1e6, 1e9)
         )

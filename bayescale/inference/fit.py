@@ -83,7 +83,9 @@ from bayescale.model.laws import (
 )
 from bayescale.model.likelihoods import Likelihood, get_likelihood
 from bayescale.model.misfit import (
+    COEFS,
     MISFIT_SITES,
+    SCALES,
     Misfit,
     MisfitCoords,
     draw_indicator,
@@ -632,13 +634,14 @@ def _fit_groups(
     # each group's exact-law mode: the anchor of its walk
     anchors = group_anchors(law, data, labels, noise, seed, lone) if misfit is not None else None
     inputs, priors_, centres = group_inputs(
-        law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=bool(misfit),
+        law, data, labels, pooling, used, priors, noise.name, floor=floor, misfit=misfit,
         anchors=anchors,
     )  # fmt: skip
     model = model_for(law, priors_, used, noise, len(labels), misfit=misfit)
-    ridge = model.ridge
+    ridge, ridged = model.ridge, True
     if ridge is not None and ridge.exponent in ridge.pooled and not differ:
         # families that share their exponent: numpyro's non-centred coordinates
+        ridged = False
         model = model_for(law, priors_, used, noise, len(labels), ridge=False, misfit=misfit)
     spreads = used if model.expand else ()  # sampled as `_<name>_w` (`expanded`)
     cold = group_start(law, priors_, used, labels, settings.num_chains, misfit)
@@ -647,14 +650,30 @@ def _fit_groups(
     mode = None  # a joint mode (every site, as `Laplace.mode`)
     if init == "map":
         n_draws = max(settings.num_samples, 4)
-        warm = lone_start(law, priors_, used, labels, inputs, lone, misfit) if lone else None
+        # with the misfit the search is the exact law's, and the chains start from its mode
+        # with every walk flat: a joint mode of law plus walks is no place to start, since on
+        # a short group they pass through the runs (the contaminated part taking any left
+        # over) and the joint density grows without bound as that group's sigma goes to 0
+        # (the design notes, *Measurements behind the code*)
+        search = model_for(law, priors_, used, noise, len(labels), ridge=ridged, misfit=None)
+        exact_inputs = dataclasses.replace(inputs, misfit=None)
+        exact_cold = {k: v for k, v in cold.items() if k not in (SCALES, COEFS)}
+        warm = lone_start(law, priors_, used, labels, inputs, lone) if lone else None
         if warm is None:
-            lap = laplace_fit(model, inputs, cold, seed, n_draws)
+            lap = laplace_fit(search, exact_inputs, exact_cold, seed, n_draws)
         else:  # one L-BFGS run from the lone fits' modes (see `lone_start`)
             warm = expanded({k: v[None] for k, v in warm.items()}, priors_, spreads)
-            lap = laplace_fit(model, inputs, warm, seed, n_draws, runs=1)
-        if lap.ok:
+            lap = laplace_fit(search, exact_inputs, warm, seed, n_draws, runs=1)
+        if misfit is not None and lap.mode:  # the walks flat, their scales at prior medians
+            flat = {k: cold[k][0] for k in (SCALES, COEFS)}
+            lap = dataclasses.replace(lap, mode={**lap.mode, **flat})
+        if lap.ok and misfit is None:
             mode, at = lap.mode, "MAP"
+        elif lap.ok:  # flat walks are no mode of the misfit model: start from it, jittered
+            mode, at = lap.mode, "exact law's MAP, walks flat"
+            n = settings.num_chains
+            start = {k: np.repeat(mode[k][None], n, 0).astype(np.float32) for k in cold}
+            jitter, how = MODE_JITTER, f"{at}, jittered, best of 32 per chain"
         elif lap.mode and all(np.all(np.isfinite(lap.mode[k])) for k in cold):
             # a joint mode whose Hessian is not positive definite (a population spread at its
             # boundary): no Laplace draws, but still a far better place to start than the priors
@@ -930,7 +949,7 @@ def _fit(
         exact_lap = exact_laplace(law, data, priors, noise, seed, 1)
         anchor = anchor_of(law, exact_lap)
         at_mode = None if anchor is None else exact_lap.mode
-    inputs = model_inputs(law, data, priors, misfit=misfit is not None, anchor=anchor)
+    inputs = model_inputs(law, data, priors, misfit=misfit, anchor=anchor)
     centre = {v: float(c) for v, c in inputs.centre.items()}
     if misfit is not None:
         extra = {**extra, "misfit": misfit, "misfit_coords": inputs.coords}

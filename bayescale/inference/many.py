@@ -601,7 +601,7 @@ class ManyFits:
         spec = self.misfit
         model = build_model(self.law, families, noise, spec)
         coords = None if spec is None else config.group_misfit_coords[name]
-        inputs = model_inputs(self.law, data, priors, misfit=spec is not None, coords=coords)
+        inputs = model_inputs(self.law, data, priors, misfit=spec, coords=coords)
         one = config.replace(
             centre={v: float(c) for v, c in inputs.centre.items()},
             priors=priors,
@@ -1009,7 +1009,7 @@ def _curve(
     except DataError as exc:
         raise DataError(f"group {name!r}: {exc}") from exc
     pri = resolve_priors(law, sub, priors, noise)
-    return model_inputs(law, sub, pri, pad=False, misfit=misfit is not None), pri
+    return model_inputs(law, sub, pri, pad=False, misfit=misfit), pri
 
 
 def _stack(
@@ -1041,6 +1041,9 @@ def _stack(
             for k in ("t", "r"):
                 mf[k][i, : inputs.n_runs] = inputs.misfit[k]
         mf["half"] = np.stack([c.misfit["half"] for c, _ in curves]).astype(f32)
+        if any("keep" in c.misfit for c, _ in curves):  # short curves' walks (`walk_directions`)
+            whole = np.ones(misfit.knots - 2, f32)
+            mf["keep"] = np.stack([c.misfit.get("keep", whole) for c, _ in curves]).astype(f32)
     args = (logx, centre, hyper, log_loss, mask, mf)
     per_curve = [start_from_prior(law, pri, num_chains, misfit) for _, pri in curves]
     starts = {k: np.stack([s[k] for s in per_curve]) for k in per_curve[0]}

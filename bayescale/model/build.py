@@ -47,6 +47,7 @@ from bayescale.model.misfit import (
     misfit_coords,
     orthogonal,
     sample_delta,
+    walk_directions,
 )
 from bayescale.model.priors import Priors
 
@@ -134,17 +135,19 @@ def model_inputs(
     observed: bool = True,
     mask: np.ndarray | None = None,
     pad: bool = True,
-    misfit: bool = False,
+    misfit: Misfit | bool | None = None,
     coords: MisfitCoords | None = None,
     anchor: Mapping[str, float] | None = None,
 ) -> ModelInputs:
     """Arrays for the model, padded to `bucket_size` rows unless ``pad=False``.
 
     ``centre`` defaults to the mean log inputs of the runs selected by ``mask`` (all runs when
-    ``mask`` is None); only those runs are scored. With ``misfit``, the misfit's coordinates
-    (``coords``, default: from the runs selected by ``mask``, orthogonal to the law at
-    ``anchor`` when it is given) are added; where the coordinates carry an anchor, the inputs
-    of `bayescale.model.misfit.orthogonal` for the scored runs too.
+    ``mask`` is None); only those runs are scored. With ``misfit`` (its settings; True: the
+    default `Misfit`), the misfit's coordinates (``coords``, default: from the runs selected by
+    ``mask``, orthogonal to the law at ``anchor`` when it is given) are added; where the
+    coordinates carry an anchor, the inputs of `bayescale.model.misfit.orthogonal` for the
+    scored runs too, and for a curve too short for whole walks the directions they keep
+    (``keep``, `bayescale.model.misfit.walk_directions`).
     """
     f32 = np.float32
     n = data.n_runs
@@ -165,7 +168,8 @@ def model_inputs(
     full_mask[:n] = mask_
     centre_ = {v: np.asarray(c, f32) for v, c in centre.items()}
     extra = None
-    if misfit:
+    spec = Misfit() if misfit is True else misfit or None
+    if spec is not None:
         if coords is None:
             fitted = {v: data.column(v)[mask_] for v in law.variables}
             coords = misfit_coords(law.variables, fitted, anchor)
@@ -177,6 +181,10 @@ def model_inputs(
             lx = {v: x.astype(np.float64) for v, x in logx.items()}
             jac = law_jacobian(law, coords.anchor, lx)
             extra.update({k: v.astype(f32) for k, v in orthogonal(jac, full_mask).items()})
+        scored = {k: data.column(k)[mask_] for k in coordinate_columns(coords, law.variables)}
+        keep = walk_directions(spec, coords, scored, len(law.param_names))
+        if keep is not None:
+            extra["keep"] = keep.astype(f32)
     return ModelInputs(logx, centre_, hyper, log_loss, full_mask, n, extra, coords)
 
 

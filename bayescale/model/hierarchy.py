@@ -75,10 +75,12 @@ from bayescale.model.misfit import (
     SCALES,
     Misfit,
     MisfitCoords,
+    coordinate_columns,
     law_jacobian,
     misfit_coords,
     new_walk_knots,
     orthogonal,
+    walk_directions,
     walk_names,
 )
 from bayescale.model.priors import Priors, resolve_priors
@@ -307,7 +309,7 @@ def group_inputs(
     priors: Mapping[str, Prior] | None,
     likelihood: str,
     floor: str = "log",
-    misfit: bool = False,
+    misfit: Misfit | bool | None = None,
     anchors: Mapping[str, Mapping[str, float] | None] | None = None,
 ) -> tuple[GroupInputs, Priors, dict[str, dict[str, float]]]:
     """The model's arrays, the printable priors and each group's centre.
@@ -318,10 +320,12 @@ def group_inputs(
     parameter the prior of the population median, moment-matched on its log) or
     ``<name>_tau`` (a HalfNormal on the spread of the pooled parameter's log). ``floor``
     (`FLOOR_POOLINGS`) says how a pooled floor is pooled: ``"log"`` its log, ``"share"`` the
-    logit of its share of each group's smallest loss (the module notes). With ``misfit``, each
-    group's misfit coordinates come from its own runs (its walk spans its own range), and
-    where ``anchors`` gives a group's exact-law mode its walk is made orthogonal to its law
-    there (`bayescale.model.misfit.orthogonal`).
+    logit of its share of each group's smallest loss (the module notes). With ``misfit`` (its
+    settings; True: the default `Misfit`), each group's misfit coordinates come from its own
+    runs (its walk spans its own range), a group too short for whole walks keeps the
+    directions its runs leave room for (``keep`` ``(group, knots - 2)``,
+    `bayescale.model.misfit.walk_directions`), and where ``anchors`` gives a group's exact-law
+    mode its walk is made orthogonal to its law there (`bayescale.model.misfit.orthogonal`).
     """
     if floor not in FLOOR_POOLINGS:
         raise OptionError(f"floor pooling is one of {FLOOR_POOLINGS}; received {floor!r}.")
@@ -412,9 +416,11 @@ def group_inputs(
     mask = np.zeros(size, bool)
     mask[:n] = True
     extra = coords = None
-    if misfit:
+    spec = Misfit() if misfit is True else misfit or None
+    if spec is not None:
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         coords = {}
+        keep = np.ones((len(labels), spec.knots - 2))
         p = len(law.param_names)
         if anchors is not None:
             ortho = {"q": np.zeros((size, p)), "jac": np.zeros((size, p))}
@@ -425,12 +431,18 @@ def group_inputs(
             anchor = None if anchors is None else anchors.get(g)
             coords[g] = misfit_coords(law.variables, cols, anchor)
             extra["t"][rows], extra["r"][rows] = coords[g].scaled(cols)
+            own = {c: data.column(c)[rows] for c in coordinate_columns(coords[g], law.variables)}
+            short = walk_directions(spec, coords[g], own, len(law.param_names))
+            if short is not None:
+                keep[i] = short
             if anchor is not None:  # the group's walk against its own law
                 lx = {v: np.log(np.asarray(x, np.float64)) for v, x in cols.items()}
                 parts = orthogonal(law_jacobian(law, anchor, lx), np.ones(len(rows), bool))
                 ortho["q"][rows], ortho["jac"][rows] = parts["q"], parts["jac"]
                 ortho["m"][i] = parts["m"]
         extra["half"] = np.array([coords[g].half for g in labels], f32)
+        if not keep.all():
+            extra["keep"] = keep.astype(f32)
         if anchors is not None:
             extra.update({k: v.astype(f32) for k, v in ortho.items()})
     inputs = GroupInputs(logx, gidx_, centre_arr, hyper, log_loss, mask, n, extra, coords)

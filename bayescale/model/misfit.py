@@ -25,7 +25,8 @@ and Epoch rows). The observation model with misfit is
   the misfit shrinks away.
 
 Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the basis
-spans the ``knots - 2`` directions the detrended walk can take). Integrating the walks out exactly
+spans the ``knots - 2`` directions the detrended walk can take; a curve with too few runs to tell
+them from noise keeps the smoothest of them, `walk_directions`). Integrating the walks out exactly
 (a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise, which covers far less
 than the Student-t on the real backtests and mixes badly where runs are outlying, so NUTS samples
 the coefficients with the Student-t (figures in the design notes, *Measurements behind the code*).
@@ -59,6 +60,7 @@ __all__ = [
     "SCALES",
     "resolve_misfit",
     "sample_delta",
+    "walk_directions",
     "walk_names",
 ]
 
@@ -369,7 +371,9 @@ def sample_delta(
 ) -> Any:
     """Sample the misfit's scales and walks (inside a numpyro model); return delta per run.
 
-    ``inputs``: ``t`` and ``r`` per run (scaled coordinates) and ``half`` (decades). With
+    ``inputs``: ``t`` and ``r`` per run (scaled coordinates), ``half`` (decades) and, for a
+    curve too short for whole walks, ``keep`` (the directions each walk keeps,
+    `walk_directions`; per group in a grouped model). With
     ``group`` (each run's group index, integers) there is one walk per group, ``half`` holds
     each group's half-width ``(n_groups,)``, and the scales are shared by every group: the
     misfit of each group is its own function, drawn from one population of functions.
@@ -390,6 +394,8 @@ def sample_delta(
     scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
     shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
     coefs = numpyro.sample(COEFS, dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+    if "keep" in inputs:  # a short curve's walk keeps its smoothest directions (`walk_directions`)
+        coefs = coefs * inputs["keep"]
 
     def knots_of(i: int, name: str) -> Any:
         s = numpyro.deterministic(f"misfit_{name}", scales[i])
@@ -410,6 +416,49 @@ def sample_delta(
     if "q" in inputs:
         delta = _orthogonalise(delta, inputs, group, n_groups)
     return delta
+
+
+def walk_directions(
+    spec: Misfit, coords: MisfitCoords, columns: Mapping[str, np.ndarray], n_law: int
+) -> np.ndarray | None:
+    """The walk directions a curve's runs leave room for: a 0/1 mask ``(knots - 2,)``, or None.
+
+    Once the law's ``n_law`` parameters and the walks span as many directions as there are
+    runs, law plus misfit can pass through every run: the noise is then not identified, and the
+    likelihood grows as ``sigma`` goes to 0 with the walk interpolating the runs (on a short
+    curve alone, and on each short curve of a grouped fit, whose pooled ``sigma`` then runs
+    away and whose chains stick). So each walk keeps only its smoothest directions (the
+    basis's largest-variance ones: a truncated Karhunen-Loeve expansion) such that law and
+    walks span at most all but `SPARE` of the runs' directions, which stay to the noise alone.
+    None where every direction fits (the walk as it is): any ladder with a few more distinct
+    scales than the law has parameters plus ``knots``. ``columns``: the scored runs' inputs
+    (`coordinate_columns`).
+    """
+    t, r = coords.scaled(columns)
+    weights = _interp_weights_np(t, spec)
+    unit = basis(spec)  # columns by increasing variance: the smoothest last
+
+    def spanned(m: int) -> int:
+        walk = weights @ unit[:, unit.shape[1] - m :]
+        design = np.concatenate([walk, walk * r[:, None]], axis=1) if coords.tilt else walk
+        if m == 0:
+            return n_law
+        return n_law + int(np.linalg.matrix_rank(design, tol=1e-6 * np.abs(design).max()))
+
+    full = spec.knots - 2
+    m = full
+    while m > 0 and spanned(m) > len(t) - SPARE:
+        m -= 1
+    if m == full:
+        return None
+    keep = np.zeros(full)
+    keep[full - m :] = 1.0
+    return keep
+
+
+#: runs' directions left to the noise alone where the walks would span them all
+#: (`walk_directions`): one identifies ``sigma``
+SPARE = 1
 
 
 def walk_names(tilt: bool) -> tuple[str, ...]:
