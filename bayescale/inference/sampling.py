@@ -347,11 +347,9 @@ def _compiled(
     model: Any, args: tuple[Any, ...], start: Mapping[str, np.ndarray], settings: NutsSettings
 ) -> tuple[Any, ...]:
     """`_program` for ``model``, with the site shapes of ``start`` (one row per chain)."""
-    from numpyro.infer.util import unconstrain_fn
-
     first_row = {k: np.asarray(v)[0] for k, v in start.items()}
-    sites = unconstrain_fn(model, args, {}, first_row)
-    shapes = tuple((k, tuple(np.shape(v))) for k, v in sorted(sites.items()))
+    # traced abstractly: run eagerly, each of the model's operations would compile on its own
+    shapes = _latent_shapes(model, _shape_key(first_row), _shape_key(args))
     return _program(model, settings, shapes)
 
 
@@ -537,7 +535,11 @@ def laplace_fit(
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
             draws = mode + rng.standard_normal((num_draws, mode.size)) @ chol.T
-        con = constrain(np.concatenate([mode[None], draws]), args64)  # the mode, then draws
+        # the mode, then draws; sliced in NumPy (each slice of a JAX array compiles a program)
+        con = {
+            k: np.asarray(v)
+            for k, v in constrain(np.concatenate([mode[None], draws]), args64).items()
+        }
         at_mode = {k: np.asarray(v[0], np.float64) for k, v in con.items()}
         constrained = {k: np.asarray(v[1:], np.float64) for k, v in con.items()}
     # finite where the sampler runs, in float32: a draw far along a flat direction of the

@@ -34,6 +34,7 @@ the coefficients with the Student-t (figures in the design notes, *Measurements 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -298,24 +299,35 @@ def law_jacobian(law: Any, anchor: Mapping[str, Any], logx: Mapping[str, Any]) -
     Jacobian per curve.
     """
     import jax
+
+    one, many = _jacobian_fns(law)
+    theta = np.stack([np.asarray(anchor[k], np.float64) for k in law.param_names], axis=-1)
+    lx = {v: np.asarray(x, np.float64) for v, x in logx.items()}
+    with jax.enable_x64(True):
+        return np.asarray((one if theta.ndim == 1 else many)(theta, lx), np.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _jacobian_fns(law: Any) -> tuple[Any, Any]:
+    """`law_jacobian` compiled, for one curve and vmapped over curves.
+
+    Compiled rather than run op by op: eagerly, each of the law's operations and their
+    derivatives is compiled on its own, which costs a first fit far more than one program.
+    """
+    import jax
     import jax.numpy as jnp
 
     names = law.param_names
-    with jax.enable_x64(True):
-        theta = jnp.stack([jnp.asarray(anchor[k], jnp.float64) for k in names], axis=-1)
-        lx = {v: jnp.asarray(x, jnp.float64) for v, x in logx.items()}
 
-        def one(th: Any, x: Mapping[str, Any]) -> Any:
-            n = next(iter(x.values())).shape[-1]
+    def one(th: Any, x: Mapping[str, Any]) -> Any:
+        n = next(iter(x.values())).shape[-1]
 
-            def curve(t: Any) -> Any:
-                return jnp.broadcast_to(law.fn(dict(zip(names, t, strict=True)), x), (n,))
+        def curve(t: Any) -> Any:
+            return jnp.broadcast_to(law.fn(dict(zip(names, t, strict=True)), x), (n,))
 
-            return jax.jacfwd(curve)(th)
+        return jax.jacfwd(curve)(th)
 
-        if theta.ndim == 1:
-            return np.asarray(one(theta, lx), np.float64)
-        return np.asarray(jax.vmap(one)(theta, lx), np.float64)
+    return jax.jit(one), jax.jit(jax.vmap(one))
 
 
 def orthogonal(jac: np.ndarray, scored: np.ndarray) -> dict[str, np.ndarray]:
