@@ -796,6 +796,7 @@ def _predict_blocks(
     devices = jax.local_devices()
     jump = noise is not None and noise.inverse_cdf
     state = rng.bit_generator.state if jump else None
+    local = threading.local()  # the misfit's work arrays, one set per thread
 
     def block(index: int) -> None:
         start = index * rows
@@ -816,7 +817,9 @@ def _predict_blocks(
             log_mean = None
             if misfit is not None:
                 log_mean = np.empty(shape) if wide else out["loss_mean"][these]
-                misfit.block(start, stop, out=log_mean)
+                if not hasattr(local, "work"):
+                    local.work = {}
+                misfit.block(start, stop, out=log_mean, work=local.work)
             mu = np.asarray(mu)  # waits for the law
             if log_mean is None:
                 log_mean = mu

@@ -521,7 +521,12 @@ class MisfitAt:
         return self.block(0, len(self.coef), group=max(len(self.coef), 1))
 
     def block(
-        self, start: int, stop: int, out: np.ndarray | None = None, group: int = 8
+        self,
+        start: int,
+        stop: int,
+        out: np.ndarray | None = None,
+        group: int = 8,
+        work: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Delta ``(stop - start, point)`` of draws ``start`` to ``stop`` (float64 or ``out``).
 
@@ -530,7 +535,8 @@ class MisfitAt:
         computes every group it touches whole: blocks of any size give the same rows for the
         same ``group``. Blocks on several threads call it with BLAS on one thread
         (`threadpoolctl`): its result may depend on its threads. The continuations are per
-        draw, so they are computed for the whole block at once.
+        draw, so they are computed for the whole block at once, in the arrays of ``work`` (a
+        dict the caller keeps per thread and passes to every block) where one is given.
         """
         n_point = len(self.design)
         out = np.empty((stop - start, n_point)) if out is None else out
@@ -545,10 +551,12 @@ class MisfitAt:
             else:
                 out[a - start : b - start] = (coef @ design)[a - lo : b - lo]
         if self.normals and stop > start:
-            self._continue(start, stop, out)
+            self._continue(start, stop, out, {} if work is None else work)
         return out
 
-    def _continue(self, start: int, stop: int, out: np.ndarray) -> None:
+    def _continue(
+        self, start: int, stop: int, out: np.ndarray, work: dict[str, np.ndarray]
+    ) -> None:
         """Add the walks' continuations beyond the fitted range to ``out`` (draws by point).
 
         Each side's points are in order of distance, so a walk's path there is the prefix sum
@@ -556,43 +564,71 @@ class MisfitAt:
         NumPy adds whole rows of draws at a time.
         """
         dtype = out.dtype
+        rows = stop - start
         scale = self.scale[start:stop].astype(dtype)
-        z = _normals(self.state, start * self.normals, (stop - start, self.normals), dtype)
+        z = _normals(
+            self.state,
+            start * self.normals,
+            (rows, self.normals),
+            dtype,
+            _buffer(work, "normals", (rows, 2, self.normals // 2), np.float32),
+        )
         beyond = sum(points.size for points, _ in self.sides)
         first = 0
         for points, steps in self.sides:
             if not points.size:
                 continue
-            path = None
+            path = _buffer(work, "path", (points.size, rows), dtype)
             for walk in range(scale.shape[1]):  # the level walk's normals first
                 cols = slice(first + walk * beyond, first + walk * beyond + points.size)
-                part = _prefix_sum(z[:, cols].T, steps.astype(dtype))
+                part = _prefix_sum(z[:, cols].T, steps.astype(dtype), work)
                 part *= scale[:, walk]
                 if walk:  # the tilt walk's delta is per unit of r
                     part *= self.tilt[points].astype(dtype)[:, None]
-                path = part if path is None else path.__iadd__(part)
+                    path += part
+                else:
+                    path[...] = part
             first += points.size
-            out[:, points] += path.T
+            here = np.take(
+                out, points, axis=1, out=_buffer(work, "here", (rows, points.size), dtype)
+            )
+            here += path.T
+            out[:, points] = here
 
 
-def _prefix_sum(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Cumulative sums along the first axis of ``x * weights[:, None]`` (a new array).
+def _buffer(
+    work: dict[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: Any
+) -> np.ndarray:
+    """An array of ``shape`` over ``work[name]``, which grows as needed and is kept there.
+
+    Fresh temporaries of a block's size cost a page fault every 4 KiB on each call.
+    """
+    size = int(np.prod(shape))
+    held = work.get(name)
+    if held is None or held.dtype != dtype or held.size < size:
+        held = work[name] = np.empty(size, dtype)
+    return held[:size].reshape(shape)
+
+
+def _prefix_sum(x: np.ndarray, weights: np.ndarray, work: dict[str, np.ndarray]) -> np.ndarray:
+    """Cumulative sums along the first axis of ``x * weights[:, None]``, in ``work``.
 
     NumPy's ``cumsum`` adds one element at a time; here rows of ``x`` are added whole, within
     chunks of ``_SCAN`` rows and then across the chunks' totals.
     """
     n = len(x)
     chunks = -(-n // _SCAN)
-    work = np.zeros((chunks * _SCAN, *x.shape[1:]), x.dtype)
-    np.multiply(x, weights[:, None], out=work[:n])
-    view = work.reshape(chunks, _SCAN, *x.shape[1:])
+    sums = _buffer(work, "sums", (chunks * _SCAN, *x.shape[1:]), x.dtype)
+    np.multiply(x, weights[:, None], out=sums[:n])
+    sums[n:] = 0
+    view = sums.reshape(chunks, _SCAN, *x.shape[1:])
     for row in range(1, _SCAN):
         view[:, row] += view[:, row - 1]
     totals = view[:, -1].copy()
     for chunk in range(1, chunks):
         totals[chunk] += totals[chunk - 1]
     view[1:] += totals[:-1, None]
-    return work[:n]
+    return sums[:n]
 
 
 #: rows per chunk of `_prefix_sum`
@@ -600,21 +636,26 @@ _SCAN = 32
 
 
 def _normals(
-    state: Mapping[str, Any], start: int, shape: tuple[int, int], dtype: Any
+    state: Mapping[str, Any],
+    start: int,
+    shape: tuple[int, int],
+    dtype: Any,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Standard normals at flat positions ``start`` onwards of the stream of ``state``.
 
     Box-Muller on float32 uniforms (two per 64-bit output of PCG64, whose ``advance`` jumps to
     the block's first): each row's first half of uniforms gives the radii, its second half the
     angles, and the normals are the cosines then the sines. Cheap, vectorised and drawn from
-    any position; float32 uniforms bound |z| by 5.8.
+    any position; float32 uniforms bound |z| by 5.8. ``out``: a float32 array of shape
+    ``(rows, 2, normals // 2)`` to draw into.
     """
     bits = np.random.PCG64()
     bits.state = dict(state)
     bits.advance(start // 2)  # start is even: a row holds an even number of normals
     gen = np.random.Generator(bits)
     rows, half = shape[0], shape[1] // 2
-    out = np.empty((rows, 2, half), np.float32)
+    out = np.empty((rows, 2, half), np.float32) if out is None else out
     # a few rows at a time, in place: the temporaries stay small and in the CPU's cache
     step = max(1, _NORMALS_CHUNK // half)
     for first in range(0, rows, step):
