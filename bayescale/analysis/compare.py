@@ -266,7 +266,7 @@ def _refit_draws(
     model = build_model(law, families, fit.noise, fit.misfit)
     anchor = None if fit.misfit is None else fit.misfit_coords.anchor
     inputs = model_inputs(
-        law, fit.data, priors, centre=centre, mask=train, misfit=fit.misfit is not None,
+        law, fit.data, priors, centre=centre, mask=train, misfit=fit.misfit or False,
         anchor=anchor,
     )  # fmt: skip
     n = settings.num_chains

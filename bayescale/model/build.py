@@ -47,6 +47,7 @@ from bayescale.model.misfit import (
     misfit_coords,
     orthogonal,
     sample_delta,
+    walk_design,
 )
 from bayescale.model.priors import Priors
 
@@ -99,8 +100,8 @@ class ModelInputs:
     n_runs : int
         The number of real runs (the first ``n_runs`` rows).
     misfit : dict or None
-        The misfit's inputs (``t``, ``r`` per row and ``half``; see `bayescale.model.misfit`), or
-        None for the exact-law model.
+        The misfit's inputs (``t``, ``r`` per row and ``half``, the walks as a matrix where
+        built from a `Misfit`; see `bayescale.model.misfit`), or None for the exact-law model.
     coords : MisfitCoords or None
         Where the fitted runs lie in the misfit's coordinates.
     """
@@ -134,7 +135,7 @@ def model_inputs(
     observed: bool = True,
     mask: np.ndarray | None = None,
     pad: bool = True,
-    misfit: bool = False,
+    misfit: Misfit | bool = False,
     coords: MisfitCoords | None = None,
     anchor: Mapping[str, float] | None = None,
 ) -> ModelInputs:
@@ -144,7 +145,8 @@ def model_inputs(
     ``mask`` is None); only those runs are scored. With ``misfit``, the misfit's coordinates
     (``coords``, default: from the runs selected by ``mask``, orthogonal to the law at
     ``anchor`` when it is given) are added; where the coordinates carry an anchor, the inputs
-    of `bayescale.model.misfit.orthogonal` for the scored runs too.
+    of `bayescale.model.misfit.orthogonal` for the scored runs too. A `Misfit` (rather than
+    True) adds its walks as one matrix (`bayescale.model.misfit.walk_design`).
     """
     f32 = np.float32
     n = data.n_runs
@@ -173,10 +175,15 @@ def model_inputs(
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         extra["t"][:n], extra["r"][:n] = t, r
         extra["half"] = np.asarray(coords.half, f32)
+        ortho = None
         if coords.anchor is not None:
             lx = {v: x.astype(np.float64) for v, x in logx.items()}
-            jac = law_jacobian(law, coords.anchor, lx)
-            extra.update({k: v.astype(f32) for k, v in orthogonal(jac, full_mask).items()})
+            ortho = orthogonal(law_jacobian(law, coords.anchor, lx), full_mask)
+            extra.update({k: v.astype(f32) for k, v in ortho.items()})
+        if isinstance(misfit, Misfit):
+            t64, r64 = (extra[k].astype(np.float64) for k in ("t", "r"))
+            design = walk_design(misfit, t64, r64, float(coords.half), coords.tilt, ortho)
+            extra.update({k: v.astype(f32) for k, v in design.items()})
     return ModelInputs(logx, centre_, hyper, log_loss, full_mask, n, extra, coords)
 
 
