@@ -62,6 +62,7 @@ __all__ = [
     "resolve_misfit",
     "sample_delta",
     "walk_directions",
+    "walk_design",
     "walk_names",
 ]
 
@@ -388,14 +389,15 @@ def sample_delta(
     `walk_directions`; per group in a grouped model). With
     ``group`` (each run's group index, integers) there is one walk per group, ``half`` holds
     each group's half-width ``(n_groups,)``, and the scales are shared by every group: the
-    misfit of each group is its own function, drawn from one population of functions.
+    misfit of each group is its own function, drawn from one population of functions. Where
+    ``inputs`` hold a ``design`` (`walk_design`, one curve), delta is that matrix times the
+    scaled coefficients.
     """
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     t = inputs["t"]
-    weights = interp_weights(t, spec)
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
     unit = jnp.asarray(basis(spec), dtype=t.dtype)
     names = walk_names(tilt)
@@ -416,6 +418,15 @@ def sample_delta(
         else:  # (groups, knots): each group's walk at its own knot spacing
             value = s * step[:, None] * (coefs[i] @ unit.T)
         return numpyro.deterministic(f"misfit_{name}_knots", value)
+
+    if "design" in inputs:
+        for i, name in enumerate(names):  # recorded only: the potential does not use them
+            knots_of(i, name)
+        scaled = (scales[:, None] * coefs).reshape(-1)
+        if "design_shift" in inputs:
+            numpyro.deterministic("misfit_shift", inputs["design_shift"] @ scaled)
+        return inputs["design"] @ scaled
+    weights = interp_weights(t, spec)
 
     def at_runs(values: Any) -> Any:
         if group is None:
@@ -471,6 +482,25 @@ def walk_directions(
 #: runs' directions left to the noise alone where the walks would span them all
 #: (`walk_directions`): one identifies ``sigma``
 SPARE = 1
+
+
+def walk_design(
+    spec: Misfit, t: np.ndarray, r: np.ndarray, half: float, tilt: bool, ortho: Any = None
+) -> dict[str, np.ndarray]:
+    """One curve's misfit as a matrix: ``delta = design @ (scales[:, None] * coefs).ravel()``.
+
+    Delta is linear in the walks' scaled coefficients: interpolated knots of ``basis`` at the
+    knot spacing of ``half``, times ``r`` for the tilt, less the projection on the law where
+    ``ortho`` (`orthogonal`'s ``q``, ``m``, ``jac``) is given, whose shift of the law's
+    parameters is ``design_shift @ scaled``. The model's gradient through one product
+    compiles far smaller than through those steps (figures in the design notes). Float64.
+    """
+    level = _interp_weights_np(t, spec) @ (np.sqrt(2.0 * half / (spec.knots - 1)) * basis(spec))
+    design = np.concatenate([level, r[:, None] * level], axis=1) if tilt else level
+    if ortho is None:
+        return {"design": design}
+    shift = ortho["m"] @ (ortho["q"].T @ design)
+    return {"design": design - ortho["jac"] @ shift, "design_shift": shift}
 
 
 def walk_names(tilt: bool) -> tuple[str, ...]:
