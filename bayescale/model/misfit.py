@@ -24,12 +24,13 @@ and Epoch rows). The observation model with misfit is
   decade) have half-normal priors; when the law is right the data pull them towards zero and
   the misfit shrinks away.
 
-Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the basis
-spans the ``knots - 2`` directions the detrended walk can take; a curve with too few runs to tell
-them from noise keeps the smoothest of them, `walk_directions`). Integrating the walks out exactly
-(a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise, which covers far less
-than the Student-t on the real backtests and mixes badly where runs are outlying, so NUTS samples
-the coefficients with the Student-t (figures in the design notes, *Measurements behind the code*).
+Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (sampled partly
+centred, `CENTRING`; the basis spans the ``knots - 2`` directions the detrended walk can take; a
+curve with too few runs to tell them from noise keeps the smoothest of them, `walk_directions`).
+Integrating the walks out exactly (a low-rank Gaussian, cheap by Woodbury's identity) needs
+Gaussian run noise, which covers far less than the Student-t on the real backtests and mixes badly
+where runs are outlying, so NUTS samples the coefficients with the Student-t (figures in the
+design notes, *Measurements behind the code*).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from bayescale import streams
 from bayescale.errors import OptionError, OptionTypeError
 
 __all__ = [
+    "CENTRING",
     "COEFS",
     "MISFIT_SITES",
     "Misfit",
@@ -66,6 +68,11 @@ __all__ = [
     "walk_names",
 ]
 
+#: how far the walks are centred: their coefficients are Normal(0, scale ** CENTRING) times
+#: scale ** (1 - CENTRING), the same prior for any value. Non-centred walks (0) diverge in the
+#: upper tail of a scale that many runs pin; centred ones (1) where few runs leave it near 0
+#: (measured in the design notes)
+CENTRING = 0.15
 #: reported scales of the misfit (posterior variables)
 MISFIT_SITES = ("misfit_level", "misfit_tilt")
 #: the sampled sites: the walks' scales ``(walk,)`` and standard normal coefficients
@@ -407,22 +414,27 @@ def sample_delta(
     prior = jnp.asarray([getattr(spec, name) for name in names], dtype=t.dtype)
     scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
     shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
-    coefs = numpyro.sample(COEFS, dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
+    # partly centred: coefficients of sd scale**CENTRING times scale**(1 - CENTRING)
+    spread = scales.reshape(-1, *[1] * (len(shape) - 1)) ** CENTRING
+    coefs = numpyro.sample(
+        COEFS, dist.Normal(0.0, jnp.broadcast_to(spread, shape)).to_event(len(shape))
+    )
     if "keep" in inputs:  # a short curve's walk keeps its smoothest directions (`walk_directions`)
         coefs = coefs * inputs["keep"]
+    rest = scales ** (1.0 - CENTRING)
 
     def knots_of(i: int, name: str) -> Any:
-        s = numpyro.deterministic(f"misfit_{name}", scales[i])
+        numpyro.deterministic(f"misfit_{name}", scales[i])
         if group is None:
-            value = s * ((step * unit) @ coefs[i])
+            value = rest[i] * ((step * unit) @ coefs[i])
         else:  # (groups, knots): each group's walk at its own knot spacing
-            value = s * step[:, None] * (coefs[i] @ unit.T)
+            value = rest[i] * step[:, None] * (coefs[i] @ unit.T)
         return numpyro.deterministic(f"misfit_{name}_knots", value)
 
     if "design" in inputs:
         for i, name in enumerate(names):  # recorded only: the potential does not use them
             knots_of(i, name)
-        scaled = (scales[:, None] * coefs).reshape(-1)
+        scaled = (rest[:, None] * coefs).reshape(-1)
         if "design_shift" in inputs:
             numpyro.deterministic("misfit_shift", inputs["design_shift"] @ scaled)
         return inputs["design"] @ scaled
