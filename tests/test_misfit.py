@@ -286,8 +286,12 @@ def test_the_walks_prior_does_not_depend_on_how_far_they_are_centred(centring, m
     from bayescale.model import misfit as mf
 
     spec = Misfit()
-    inputs = {"t": np.linspace(-1, 1, 20, dtype=np.float32), "r": np.zeros(20, np.float32)}
-    inputs["half"] = np.float32(1.5)
+    t, r = np.linspace(-1, 1, 20), np.linspace(-0.5, 0.5, 20)
+    inputs = {"t": t.astype(np.float32), "r": r.astype(np.float32), "half": np.float32(1.5)}
+    # one curve's walks as a matrix: the path whose coefficients are partly centred
+    inputs.update(
+        {k: v.astype(np.float32) for k, v in mf.walk_design(spec, t, r, 1.5, True).items()}
+    )
 
     def model():
         numpyro.deterministic("delta", mf.sample_delta(spec, True, inputs))

@@ -68,10 +68,10 @@ __all__ = [
     "walk_names",
 ]
 
-#: how far the walks are centred: their coefficients are Normal(0, scale ** CENTRING) times
-#: scale ** (1 - CENTRING), the same prior for any value. Non-centred walks (0) diverge in the
-#: upper tail of a scale that many runs pin; centred ones (1) where few runs leave it near 0
-#: (measured in the design notes)
+#: how far one curve's walks are centred: their coefficients are Normal(0, scale ** CENTRING)
+#: times scale ** (1 - CENTRING), the same prior for any value. Non-centred walks (0) diverge in
+#: the upper tail of a scale that many runs pin; centred ones (1) where few runs leave it near 0
+#: (measured in the design notes). Grouped fits and `fit_many` sample them non-centred.
 CENTRING = 0.15
 #: reported scales of the misfit (posterior variables)
 MISFIT_SITES = ("misfit_level", "misfit_tilt")
@@ -414,14 +414,16 @@ def sample_delta(
     prior = jnp.asarray([getattr(spec, name) for name in names], dtype=t.dtype)
     scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
     shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
-    # partly centred: coefficients of sd scale**CENTRING times scale**(1 - CENTRING)
-    spread = scales.reshape(-1, *[1] * (len(shape) - 1)) ** CENTRING
+    # one curve's walks (its design matrix) partly centred: coefficients of sd scale**c times
+    # scale**(1 - c); grouped fits and `fit_many` keep them non-centred (c = 0), as measured
+    c = CENTRING if "design" in inputs else 0.0
+    spread = scales.reshape(-1, *[1] * (len(shape) - 1)) ** c
     coefs = numpyro.sample(
         COEFS, dist.Normal(0.0, jnp.broadcast_to(spread, shape)).to_event(len(shape))
     )
     if "keep" in inputs:  # a short curve's walk keeps its smoothest directions (`walk_directions`)
         coefs = coefs * inputs["keep"]
-    rest = scales ** (1.0 - CENTRING)
+    rest = scales ** (1.0 - c)
 
     def knots_of(i: int, name: str) -> Any:
         numpyro.deterministic(f"misfit_{name}", scales[i])
