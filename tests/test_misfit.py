@@ -267,39 +267,3 @@ def test_exact_or_misfit_mixture_scores_and_forecasts_given_its_indicator(ladder
     assert np.any(mean[on.ravel() == 1] != law[on.ravel() == 1])
     with pytest.raises(bs.OptionError, match="p_exact must be a probability"):
         Misfit(p_exact=1.0)
-
-
-@pytest.mark.parametrize("centring", [0.0, 1.0])
-def test_the_walks_prior_does_not_depend_on_how_far_they_are_centred(centring, monkeypatch):
-    """Knots over their scale are Normal(0, step^2 basis basis^T) whatever `CENTRING` is.
-
-    Prior draws of the sampled sites through `sample_delta`, at the default and at the
-    extremes 0 and 1: the variance of each knot over its scale, from 4,000 draws, against the
-    exact one. Error budget: a sample variance of 4,000 normal draws has relative sd
-    sqrt(2 / 3999) = 2.2%; 5 sd (11%) per knot, over 16 knots, fails by chance with probability
-    below 1e-5.
-    """
-    import jax
-    import numpyro
-    from numpyro.infer import Predictive
-
-    from bayescale.model import misfit as mf
-
-    spec = Misfit()
-    t, r = np.linspace(-1, 1, 20), np.linspace(-0.5, 0.5, 20)
-    inputs = {"t": t.astype(np.float32), "r": r.astype(np.float32), "half": np.float32(1.5)}
-    # one curve's walks as a matrix: the path whose coefficients are partly centred
-    inputs.update(
-        {k: v.astype(np.float32) for k, v in mf.walk_design(spec, t, r, 1.5, True).items()}
-    )
-
-    def model():
-        numpyro.deterministic("delta", mf.sample_delta(spec, True, inputs))
-
-    exact = (2.0 * 1.5 / (spec.knots - 1)) * np.sum(mf.basis(spec) ** 2, axis=1)
-    for value in (mf.CENTRING, centring):
-        monkeypatch.setattr(mf, "CENTRING", value)
-        draws = Predictive(model, num_samples=4000)(jax.random.PRNGKey(7))
-        for name in ("level", "tilt"):
-            ratio = draws[f"misfit_{name}_knots"] / draws[f"misfit_{name}"][:, None]
-            assert np.allclose(np.var(np.asarray(ratio), axis=0) / exact, 1.0, atol=0.11)

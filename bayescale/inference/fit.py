@@ -47,6 +47,7 @@ from bayescale.inference.sampling import (
     NutsSettings,
     anchor_of,
     build_tree,
+    exact_laplace,
     laplace_fit,
     laplace_start,
     misfit_start,
@@ -944,10 +945,8 @@ def _fit(
 ) -> Fit:
     """The fit of validated inputs: sampled or optimised, its settings, and `make_fit`."""
     anchor = at_mode = None
-    families = tuple((k, p.family) for k, p in priors.items())
-    model = build_model(law, families, noise, misfit)
     if misfit is not None and method != "huber":
-        exact_lap = _exact_within(model, law, data, priors, misfit, seed, settings)
+        exact_lap = exact_laplace(law, data, priors, noise, seed, 1)
         anchor = anchor_of(law, exact_lap)
         at_mode = None if anchor is None else exact_lap.mode
     inputs = model_inputs(law, data, priors, misfit=misfit, anchor=anchor)
@@ -970,6 +969,8 @@ def _fit(
         if problems:
             warn(" ".join(problems), PlausibilityWarning)
         return result
+    families = tuple((k, p.family) for k, p in priors.items())
+    model = build_model(law, families, noise, misfit)
     exact = build_model(law, families, noise, None)
     # the misfit starts flat (no shift of the law): the exact law's model checks the same values
     _check_law_at_start(exact, dataclasses.replace(inputs, misfit=None), law, priors, data)
@@ -1009,33 +1010,6 @@ def _fit(
     result = make_fit(config, law, data, samples, stats, loglik, posterior_predictive=rep)
     warn_convergence(result.problems())
     return result
-
-
-def _exact_within(
-    model: Any,
-    law: Law,
-    data: ScalingData,
-    priors: Priors,
-    misfit: Misfit,
-    seed: int,
-    settings: NutsSettings,
-) -> Any:
-    """The exact law's MAP, searched in the misfit ``model`` with its walks held flat.
-
-    With the walks' coefficients at zero the misfit adds nothing to the law, and its scales
-    held add a constant: the potential's mode in the law's sites is the exact law's. Inputs of
-    the anchored shapes (their anchor's arrays zero: they multiply the flat walks) and as many
-    draws as `_map_search` takes make this search and the misfit's share every compiled
-    program, which a first fit would otherwise compile twice, once per model.
-    """
-    inputs = model_inputs(law, data, priors, misfit=misfit)
-    mf, n, p = dict(inputs.misfit), len(inputs.mask), len(law.param_names)
-    zeros = {"q": (n, p), "m": (p, p), "jac": (n, p), "design_shift": (p, mf["design"].shape[1])}
-    mf.update({k: np.zeros(shape, np.float32) for k, shape in zeros.items()})
-    start = start_from_prior(law, priors, 1, misfit)
-    draws = max(settings.num_samples, settings.num_chains)
-    flat = dataclasses.replace(inputs, misfit=mf)
-    return laplace_fit(model, flat, start, seed, draws, held=(SCALES, COEFS))
 
 
 def _start(

@@ -601,7 +601,7 @@ class ManyFits:
         spec = self.misfit
         model = build_model(self.law, families, noise, spec)
         coords = None if spec is None else config.group_misfit_coords[name]
-        inputs = model_inputs(self.law, data, priors, misfit=spec, coords=coords, matrix=False)
+        inputs = model_inputs(self.law, data, priors, misfit=spec, coords=coords)
         one = config.replace(
             centre={v: float(c) for v, c in inputs.centre.items()},
             priors=priors,
@@ -1009,7 +1009,7 @@ def _curve(
     except DataError as exc:
         raise DataError(f"group {name!r}: {exc}") from exc
     pri = resolve_priors(law, sub, priors, noise)
-    return model_inputs(law, sub, pri, pad=False, misfit=misfit, matrix=False), pri
+    return model_inputs(law, sub, pri, pad=False, misfit=misfit), pri
 
 
 def _stack(

@@ -424,7 +424,7 @@ class Laplace:
         The mode itself: every site in the model's units, float64 (empty when not computed).
     covariance : ndarray or None
         The approximation's covariance in numpyro's unconstrained coordinates (sites ravelled
-        in sorted order, those held fixed left out), float64; None where the mode is not proper.
+        in sorted order), float64; None where the mode is not proper.
     """
 
     constrained: dict[str, np.ndarray]
@@ -482,7 +482,6 @@ def laplace_fit(
     seed: int,
     num_draws: int,
     runs: int = _MAP_RUNS,
-    held: tuple[str, ...] = (),
 ) -> Laplace:
     """The posterior mode (SciPy L-BFGS-B from the best starts) and Laplace draws, float64.
 
@@ -490,8 +489,7 @@ def laplace_fit(
     starts there and at ``_MAP_CANDIDATES`` points jittered uniformly by +-0.5 around it in the
     unconstrained space, and runs from the ``runs`` with the lowest potential. Broad
     random starts are avoided: they can land on plateaus where a term has vanished (a huge
-    exponent) and the gradient is zero. The sites ``held`` stay at their start: the mode,
-    the draws and the covariance are conditional on them.
+    exponent) and the gradient is zero.
     """
     import jax
     import scipy.optimize
@@ -507,21 +505,15 @@ def laplace_fit(
             )
         )
         first = {k: np.asarray(v[0], np.float64) for k, v in start.items()}
-        shapes = _latent_shapes(model, _shape_key(first), _shape_key(args64))
-        unconstrain, value_and_grad, constrain = _map_functions(model, shapes)
-        z0 = np.asarray(unconstrain(first, args64), np.float64)
-        # the free coordinates (sites ravelled in sorted order, as `shapes`)
-        free = np.flatnonzero(
-            np.concatenate([np.full(math.prod(shape), k not in held) for k, shape in shapes])
+        unconstrain, value_and_grad, constrain = _map_functions(
+            model, _latent_shapes(model, _shape_key(first), _shape_key(args64))
         )
-        x0 = z0[free]
-        cands = np.concatenate([x0[None], x0 + rng.uniform(-0.5, 0.5, (_MAP_CANDIDATES, x0.size))])
+        z0 = np.asarray(unconstrain(first, args64), np.float64)
+        cands = np.concatenate([z0[None], z0 + rng.uniform(-0.5, 0.5, (_MAP_CANDIDATES, z0.size))])
 
         def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
-            z = z0.copy()
-            z[free] = x
-            v, g = value_and_grad(z, args64)
-            return float(v), np.asarray(g, np.float64)[free]
+            v, g = value_and_grad(x, args64)
+            return float(v), np.asarray(g, np.float64)
 
         values = np.array([fg(c)[0] for c in cands])
         order = np.argsort(np.where(np.isfinite(values), values, np.inf))[:runs]
@@ -543,10 +535,11 @@ def laplace_fit(
             draws = np.repeat(mode[None], num_draws, axis=0)
         else:
             draws = mode + rng.standard_normal((num_draws, mode.size)) @ chol.T
-        zs = np.repeat(z0[None], num_draws + 1, axis=0)
-        zs[:, free] = np.concatenate([mode[None], draws])  # the mode, then draws
-        # sliced in NumPy: each slice of a JAX array compiles a program
-        con = {k: np.asarray(v) for k, v in constrain(zs, args64).items()}
+        # the mode, then draws; sliced in NumPy (each slice of a JAX array compiles a program)
+        con = {
+            k: np.asarray(v)
+            for k, v in constrain(np.concatenate([mode[None], draws]), args64).items()
+        }
         at_mode = {k: np.asarray(v[0], np.float64) for k, v in con.items()}
         constrained = {k: np.asarray(v[1:], np.float64) for k, v in con.items()}
     # finite where the sampler runs, in float32: a draw far along a flat direction of the

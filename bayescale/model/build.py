@@ -47,7 +47,6 @@ from bayescale.model.misfit import (
     misfit_coords,
     orthogonal,
     sample_delta,
-    walk_design,
     walk_directions,
 )
 from bayescale.model.priors import Priors
@@ -101,8 +100,8 @@ class ModelInputs:
     n_runs : int
         The number of real runs (the first ``n_runs`` rows).
     misfit : dict or None
-        The misfit's inputs (``t``, ``r`` per row and ``half``, the walks as a matrix where
-        built from a `Misfit`; see `bayescale.model.misfit`), or None for the exact-law model.
+        The misfit's inputs (``t``, ``r`` per row and ``half``; see `bayescale.model.misfit`), or
+        None for the exact-law model.
     coords : MisfitCoords or None
         Where the fitted runs lie in the misfit's coordinates.
     """
@@ -139,7 +138,6 @@ def model_inputs(
     misfit: Misfit | bool | None = None,
     coords: MisfitCoords | None = None,
     anchor: Mapping[str, float] | None = None,
-    matrix: bool = True,
 ) -> ModelInputs:
     """Arrays for the model, padded to `bucket_size` rows unless ``pad=False``.
 
@@ -149,8 +147,7 @@ def model_inputs(
     ``mask``, orthogonal to the law at ``anchor`` when it is given) are added; where the
     coordinates carry an anchor, the inputs of `bayescale.model.misfit.orthogonal` for the
     scored runs too, and for a curve too short for whole walks the directions they keep
-    (``keep``, `bayescale.model.misfit.walk_directions`). With ``matrix``, a `Misfit`
-    (rather than True) adds its walks as one matrix (`bayescale.model.misfit.walk_design`).
+    (``keep``, `bayescale.model.misfit.walk_directions`).
     """
     f32 = np.float32
     n = data.n_runs
@@ -180,19 +177,14 @@ def model_inputs(
         extra = {"t": np.zeros(size, f32), "r": np.zeros(size, f32)}
         extra["t"][:n], extra["r"][:n] = t, r
         extra["half"] = np.asarray(coords.half, f32)
-        ortho = None
         if coords.anchor is not None:
             lx = {v: x.astype(np.float64) for v, x in logx.items()}
-            ortho = orthogonal(law_jacobian(law, coords.anchor, lx), full_mask)
-            extra.update({k: v.astype(f32) for k, v in ortho.items()})
+            jac = law_jacobian(law, coords.anchor, lx)
+            extra.update({k: v.astype(f32) for k, v in orthogonal(jac, full_mask).items()})
         scored = {k: data.column(k)[mask_] for k in coordinate_columns(coords, law.variables)}
         keep = walk_directions(spec, coords, scored, len(law.param_names))
         if keep is not None:
             extra["keep"] = keep.astype(f32)
-        if matrix and isinstance(misfit, Misfit):
-            t64, r64 = (extra[k].astype(np.float64) for k in ("t", "r"))
-            design = walk_design(misfit, t64, r64, float(coords.half), coords.tilt, ortho)
-            extra.update({k: v.astype(f32) for k, v in design.items()})
     return ModelInputs(logx, centre_, hyper, log_loss, full_mask, n, extra, coords)
 
 

@@ -24,13 +24,12 @@ and Epoch rows). The observation model with misfit is
   decade) have half-normal priors; when the law is right the data pull them towards zero and
   the misfit shrinks away.
 
-Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (sampled partly
-centred, `CENTRING`; the basis spans the ``knots - 2`` directions the detrended walk can take; a
-curve with too few runs to tell them from noise keeps the smoothest of them, `walk_directions`).
-Integrating the walks out exactly (a low-rank Gaussian, cheap by Woodbury's identity) needs
-Gaussian run noise, which covers far less than the Student-t on the real backtests and mixes badly
-where runs are outlying, so NUTS samples the coefficients with the Student-t (figures in the
-design notes, *Measurements behind the code*).
+Each walk is ``scale * basis @ w`` with standard normal coefficients ``w`` (non-centred; the basis
+spans the ``knots - 2`` directions the detrended walk can take; a curve with too few runs to tell
+them from noise keeps the smoothest of them, `walk_directions`). Integrating the walks out exactly
+(a low-rank Gaussian, cheap by Woodbury's identity) needs Gaussian run noise, which covers far less
+than the Student-t on the real backtests and mixes badly where runs are outlying, so NUTS samples
+the coefficients with the Student-t (figures in the design notes, *Measurements behind the code*).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from bayescale import streams
 from bayescale.errors import OptionError, OptionTypeError
 
 __all__ = [
-    "CENTRING",
     "COEFS",
     "MISFIT_SITES",
     "Misfit",
@@ -64,15 +62,9 @@ __all__ = [
     "resolve_misfit",
     "sample_delta",
     "walk_directions",
-    "walk_design",
     "walk_names",
 ]
 
-#: how far one curve's walks are centred: their coefficients are Normal(0, scale ** CENTRING)
-#: times scale ** (1 - CENTRING), the same prior for any value. Non-centred walks (0) diverge in
-#: the upper tail of a scale that many runs pin; centred ones (1) where few runs leave it near 0
-#: (measured in the design notes). Grouped fits and `fit_many` sample them non-centred.
-CENTRING = 0.15
 #: reported scales of the misfit (posterior variables)
 MISFIT_SITES = ("misfit_level", "misfit_tilt")
 #: the sampled sites: the walks' scales ``(walk,)`` and standard normal coefficients
@@ -396,15 +388,14 @@ def sample_delta(
     `walk_directions`; per group in a grouped model). With
     ``group`` (each run's group index, integers) there is one walk per group, ``half`` holds
     each group's half-width ``(n_groups,)``, and the scales are shared by every group: the
-    misfit of each group is its own function, drawn from one population of functions. Where
-    ``inputs`` hold a ``design`` (`walk_design`, one curve), delta is that matrix times the
-    scaled coefficients.
+    misfit of each group is its own function, drawn from one population of functions.
     """
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     t = inputs["t"]
+    weights = interp_weights(t, spec)
     step = jnp.sqrt(2.0 * inputs["half"] / (spec.knots - 1))  # sqrt(decades between knots)
     unit = jnp.asarray(basis(spec), dtype=t.dtype)
     names = walk_names(tilt)
@@ -414,33 +405,17 @@ def sample_delta(
     prior = jnp.asarray([getattr(spec, name) for name in names], dtype=t.dtype)
     scales = numpyro.sample(SCALES, dist.HalfNormal(prior).to_event(1))
     shape = [len(names), *([] if group is None else [n_groups]), spec.knots - 2]
-    # one curve's walks (its design matrix) partly centred: coefficients of sd scale**c times
-    # scale**(1 - c); grouped fits and `fit_many` keep them non-centred (c = 0), as measured
-    c = CENTRING if "design" in inputs else 0.0
-    spread = scales.reshape(-1, *[1] * (len(shape) - 1)) ** c
-    coefs = numpyro.sample(
-        COEFS, dist.Normal(0.0, jnp.broadcast_to(spread, shape)).to_event(len(shape))
-    )
+    coefs = numpyro.sample(COEFS, dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
     if "keep" in inputs:  # a short curve's walk keeps its smoothest directions (`walk_directions`)
         coefs = coefs * inputs["keep"]
-    rest = scales ** (1.0 - c)
 
     def knots_of(i: int, name: str) -> Any:
-        numpyro.deterministic(f"misfit_{name}", scales[i])
+        s = numpyro.deterministic(f"misfit_{name}", scales[i])
         if group is None:
-            value = rest[i] * ((step * unit) @ coefs[i])
+            value = s * ((step * unit) @ coefs[i])
         else:  # (groups, knots): each group's walk at its own knot spacing
-            value = rest[i] * step[:, None] * (coefs[i] @ unit.T)
+            value = s * step[:, None] * (coefs[i] @ unit.T)
         return numpyro.deterministic(f"misfit_{name}_knots", value)
-
-    if "design" in inputs:
-        for i, name in enumerate(names):  # recorded only: the potential does not use them
-            knots_of(i, name)
-        scaled = (rest[:, None] * coefs).reshape(-1)
-        if "design_shift" in inputs:
-            numpyro.deterministic("misfit_shift", inputs["design_shift"] @ scaled)
-        return inputs["design"] @ scaled
-    weights = interp_weights(t, spec)
 
     def at_runs(values: Any) -> Any:
         if group is None:
@@ -496,25 +471,6 @@ def walk_directions(
 #: runs' directions left to the noise alone where the walks would span them all
 #: (`walk_directions`): one identifies ``sigma``
 SPARE = 1
-
-
-def walk_design(
-    spec: Misfit, t: np.ndarray, r: np.ndarray, half: float, tilt: bool, ortho: Any = None
-) -> dict[str, np.ndarray]:
-    """One curve's misfit as a matrix: ``delta = design @ (scales[:, None] * coefs).ravel()``.
-
-    Delta is linear in the walks' scaled coefficients: interpolated knots of ``basis`` at the
-    knot spacing of ``half``, times ``r`` for the tilt, less the projection on the law where
-    ``ortho`` (`orthogonal`'s ``q``, ``m``, ``jac``) is given, whose shift of the law's
-    parameters is ``design_shift @ scaled``. The model's gradient through one product
-    compiles far smaller than through those steps (figures in the design notes). Float64.
-    """
-    level = _interp_weights_np(t, spec) @ (np.sqrt(2.0 * half / (spec.knots - 1)) * basis(spec))
-    design = np.concatenate([level, r[:, None] * level], axis=1) if tilt else level
-    if ortho is None:
-        return {"design": design}
-    shift = ortho["m"] @ (ortho["q"].T @ design)
-    return {"design": design - ortho["jac"] @ shift, "design_shift": shift}
 
 
 def walk_names(tilt: bool) -> tuple[str, ...]:
